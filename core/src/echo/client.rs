@@ -1,0 +1,441 @@
+//! The echo client: sends bytes, half-closes, and checks the echo byte for byte.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::connection::{CloseReason, Connection, LostReason};
+use crate::protocol::Protocol;
+use crate::transport::Transport;
+
+/// Default cap on echoed bytes waiting for the application
+/// ([`ClientEvent::Echoed`] not yet polled) before reading pauses.
+pub const DEFAULT_MAX_UNDELIVERED: usize = 256 * 1024;
+
+/// Settings for [`EchoClient`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Fail with [`EchoError::TimedOut`] when an echo is owed and nothing
+    /// moved (no byte sent, none received) for this long. `None`: wait forever.
+    pub idle_timeout: Option<Duration>,
+    /// Stop reading while this many echoed bytes wait for the application.
+    pub max_undelivered: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Some(Duration::from_secs(30)),
+            max_undelivered: DEFAULT_MAX_UNDELIVERED,
+        }
+    }
+}
+
+/// Why an echo failed: the server (or the network) did something wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EchoError {
+    /// A byte came back different from the one sent.
+    #[error("echo mismatch at byte offset {offset}: sent {expected:#04x}, received {found:#04x}")]
+    Mismatch {
+        /// Offset of the first differing byte in the stream.
+        offset: u64,
+        /// The byte we sent there.
+        expected: u8,
+        /// The byte that came back.
+        found: u8,
+    },
+    /// The server sent bytes beyond what we had sent.
+    #[error("server sent unexpected bytes beyond offset {offset} (only {offset} bytes were sent)")]
+    Unexpected {
+        /// Bytes sent (and echoed correctly) before the extra ones.
+        offset: u64,
+    },
+    /// The server closed before echoing everything.
+    #[error("truncated: sent {sent} bytes, received {received} before the server closed")]
+    Truncated {
+        /// Bytes we sent.
+        sent: u64,
+        /// Bytes that came back (all correct).
+        received: u64,
+    },
+    /// Nothing moved for the idle timeout while an echo was owed.
+    #[error("timed out: no progress for {idle:?} (sent {sent} bytes, received {received})")]
+    TimedOut {
+        /// The timeout in force.
+        idle: Duration,
+        /// Bytes we sent.
+        sent: u64,
+        /// Bytes that came back.
+        received: u64,
+    },
+    /// The connection broke before the echo completed.
+    #[error("connection {reason} (sent {sent} bytes, received {received})")]
+    ConnectionLost {
+        /// What the socket reported.
+        reason: CloseReason,
+        /// Bytes we sent.
+        sent: u64,
+        /// Bytes that came back.
+        received: u64,
+    },
+}
+
+/// The application tried to send when it cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Input was already finished (or a whole message was given up front).
+    #[error("input already finished")]
+    Finished,
+    /// The echo already ended (done or failed); nothing more can be sent.
+    #[error("the echo has already ended")]
+    Ended,
+}
+
+/// What the echo client reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// Verified echoed bytes, in order (for standard output, say).
+    Echoed(Bytes),
+    /// Terminal: input finished and every byte came back exactly.
+    Done {
+        /// Bytes sent.
+        sent: u64,
+        /// Bytes received (equal to `sent`).
+        received: u64,
+    },
+    /// Terminal: the echo failed.
+    Failed(EchoError),
+}
+
+/// Where the bytes to send come from.
+#[derive(Debug)]
+enum Input {
+    /// A whole message known up front; the part not yet queued.
+    Message(Bytes),
+    /// The application feeds bytes with [`Connection::send`].
+    Stream {
+        /// [`Connection::finish`] was called.
+        finished: bool,
+    },
+}
+
+/// Sends bytes, half-closes when the input ends, and verifies the echo byte
+/// for byte as it arrives, in whatever chunks.
+///
+/// It reads while it writes, so it cannot deadlock against a server that
+/// applies backpressure, and holds at most the transport's high-water mark of
+/// unverified bytes: input beyond that waits (see [`Connection::wants_input`]).
+/// Exactly one terminal event ([`ClientEvent::Done`] or
+/// [`ClientEvent::Failed`]) is produced; a failure aborts the connection.
+#[derive(Debug)]
+pub struct EchoClient {
+    /// Settings.
+    config: ClientConfig,
+    /// The bytes to send.
+    input: Input,
+    /// Accepted but not yet verified bytes (queued or in flight).
+    window: BytesMut,
+    /// Max `window` length: the transport's high-water mark.
+    window_limit: usize,
+    /// Bytes accepted from the input.
+    accepted: u64,
+    /// Bytes the socket took.
+    sent: u64,
+    /// Bytes verified.
+    received: u64,
+    /// Echoed bytes in `events` not yet polled.
+    undelivered: usize,
+    /// Last time a byte moved either way.
+    last_progress: Instant,
+    /// Done or Failed was reported.
+    ended: bool,
+    /// Events not yet polled.
+    events: VecDeque<ClientEvent>,
+}
+
+impl EchoClient {
+    /// A client that sends `message`, then half-closes.
+    #[must_use]
+    pub fn message(message: impl Into<Bytes>, config: ClientConfig, now: Instant) -> Self {
+        Self::with_input(Input::Message(message.into()), config, now)
+    }
+
+    /// A client fed by the application through [`Connection::send`] and
+    /// [`Connection::finish`].
+    #[must_use]
+    pub fn streaming(config: ClientConfig, now: Instant) -> Self {
+        Self::with_input(Input::Stream { finished: false }, config, now)
+    }
+
+    fn with_input(input: Input, config: ClientConfig, now: Instant) -> Self {
+        Self {
+            config,
+            input,
+            window: BytesMut::new(),
+            window_limit: 0,
+            accepted: 0,
+            sent: 0,
+            received: 0,
+            undelivered: 0,
+            last_progress: now,
+            ended: false,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Bytes the socket has taken.
+    #[must_use]
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Bytes echoed back and verified.
+    #[must_use]
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Whether Done or Failed was reported.
+    #[must_use]
+    pub fn has_ended(&self) -> bool {
+        self.ended
+    }
+
+    fn headroom(&self) -> usize {
+        self.window_limit.saturating_sub(self.window.len())
+    }
+
+    fn input_finished(&self) -> bool {
+        match &self.input {
+            Input::Message(rest) => rest.is_empty(),
+            Input::Stream { finished } => *finished,
+        }
+    }
+
+    /// Queues up to the headroom of `data`; returns how much was taken.
+    fn accept(&mut self, data: &[u8], transport: &mut Transport) -> usize {
+        let n = data.len().min(self.headroom());
+        if n > 0 {
+            transport.write(&data[..n]);
+            self.window.extend_from_slice(&data[..n]);
+            self.accepted += n as u64;
+        }
+        n
+    }
+
+    /// Moves message bytes into the window while there is room; after the
+    /// last byte (or once streaming input is finished), half-closes; once
+    /// everything is verified, reports Done.
+    fn pump(&mut self, transport: &mut Transport) {
+        if self.ended {
+            return;
+        }
+        if let Input::Message(rest) = &mut self.input
+            && !rest.is_empty()
+        {
+            let mut rest = std::mem::take(rest);
+            let n = self.accept(&rest, transport);
+            rest.advance(n);
+            self.input = Input::Message(rest);
+        }
+        if self.input_finished() {
+            transport.lose_write_connection();
+            if self.window.is_empty() {
+                self.end(
+                    ClientEvent::Done {
+                        sent: self.sent,
+                        received: self.received,
+                    },
+                    transport,
+                );
+            }
+        }
+    }
+
+    /// Reports the terminal event and ends the connection: politely after
+    /// success, by reset after a failure.
+    fn end(&mut self, event: ClientEvent, transport: &mut Transport) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        match &event {
+            ClientEvent::Done { .. } => transport.lose_connection(),
+            ClientEvent::Failed(EchoError::TimedOut { .. }) => {
+                transport.close_because(LostReason::TimedOut);
+            }
+            // The peer is sending garbage: stop reading it, reset.
+            ClientEvent::Failed(EchoError::Mismatch { .. } | EchoError::Unexpected { .. }) => {
+                transport.abort_connection();
+            }
+            ClientEvent::Failed(_) => transport.lose_connection(),
+            ClientEvent::Echoed(_) => {}
+        }
+        self.events.push_back(event);
+    }
+
+    fn fail(&mut self, error: EchoError, transport: &mut Transport) {
+        self.end(ClientEvent::Failed(error), transport);
+    }
+
+    /// Whether an echo is owed, so the progress timer should run.
+    fn awaiting(&self) -> bool {
+        !self.ended && !self.window.is_empty()
+    }
+}
+
+impl Protocol for EchoClient {
+    type Event = ClientEvent;
+
+    fn connection_made(&mut self, transport: &mut Transport, now: Instant) {
+        self.window_limit = transport.water_marks().high();
+        self.last_progress = now;
+        self.pump(transport);
+    }
+
+    fn data_received(&mut self, data: &[u8], transport: &mut Transport, now: Instant) {
+        if self.ended {
+            return;
+        }
+        // Only bytes the socket has taken can legitimately come back.
+        let in_flight = usize::try_from(self.sent - self.received).unwrap_or(usize::MAX);
+        let n = data.len().min(in_flight);
+        let (expected, got) = (&self.window[..n], &data[..n]);
+        let mismatch = expected.iter().zip(got).position(|(a, b)| a != b);
+        let good = mismatch.unwrap_or(n);
+        if good > 0 {
+            self.window.advance(good);
+            self.received += good as u64;
+            self.last_progress = now;
+            self.undelivered += good;
+            self.events
+                .push_back(ClientEvent::Echoed(Bytes::copy_from_slice(&data[..good])));
+        }
+        if mismatch.is_some() {
+            let error = EchoError::Mismatch {
+                offset: self.received,
+                expected: self.window[0],
+                found: data[good],
+            };
+            self.fail(error, transport);
+            return;
+        }
+        if n < data.len() {
+            let offset = self.received;
+            self.fail(EchoError::Unexpected { offset }, transport);
+            return;
+        }
+        self.pump(transport);
+    }
+
+    fn data_written(&mut self, n: usize, _transport: &mut Transport, now: Instant) {
+        self.sent += n as u64;
+        self.last_progress = now;
+    }
+
+    fn read_connection_lost(&mut self, transport: &mut Transport, _now: Instant) {
+        // Done would have been reported already if everything had come back.
+        let error = EchoError::Truncated {
+            sent: self.sent,
+            received: self.received,
+        };
+        self.fail(error, transport);
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason, _now: Instant) {
+        if !self.ended {
+            self.ended = true;
+            self.events
+                .push_back(ClientEvent::Failed(EchoError::ConnectionLost {
+                    reason: *reason,
+                    sent: self.sent,
+                    received: self.received,
+                }));
+        }
+    }
+
+    fn wants_read(&self) -> bool {
+        self.undelivered < self.config.max_undelivered
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if !self.awaiting() {
+            return None;
+        }
+        self.config
+            .idle_timeout
+            .and_then(|idle| self.last_progress.checked_add(idle))
+    }
+
+    fn handle_timeout(&mut self, transport: &mut Transport, now: Instant) {
+        if let (Some(deadline), Some(idle)) = (self.poll_timeout(), self.config.idle_timeout)
+            && now >= deadline
+        {
+            let error = EchoError::TimedOut {
+                idle,
+                sent: self.sent,
+                received: self.received,
+            };
+            self.fail(error, transport);
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<ClientEvent> {
+        let event = self.events.pop_front()?;
+        if let ClientEvent::Echoed(bytes) = &event {
+            self.undelivered -= bytes.len();
+        }
+        Some(event)
+    }
+}
+
+/// A client-side echo connection.
+pub type EchoClientConnection = Connection<EchoClient>;
+
+impl Connection<EchoClient> {
+    /// Application input (standard input, say). Takes at most the room left
+    /// in the verification window and returns how many bytes it took; `0`
+    /// means "wait for echoes to free room" (see
+    /// [`wants_input`](Self::wants_input)).
+    ///
+    /// # Errors
+    /// [`SendError::Finished`] after [`finish`](Self::finish) or for a client
+    /// built with a whole message; [`SendError::Ended`] once the echo ended.
+    pub fn send(&mut self, data: &[u8], now: Instant) -> Result<usize, SendError> {
+        self.act(now, |client, transport, _now| {
+            if client.ended || transport.is_closing() {
+                return Err(SendError::Ended);
+            }
+            if client.input_finished() || matches!(client.input, Input::Message(_)) {
+                return Err(SendError::Finished);
+            }
+            Ok(client.accept(data, transport))
+        })
+    }
+
+    /// No more application input: half-close once flushed
+    /// (`loseWriteConnection`), and report Done when the rest comes back.
+    /// Idempotent; a no-op for a client built with a whole message.
+    pub fn finish(&mut self, now: Instant) {
+        self.act(now, |client, transport, _now| {
+            if let Input::Stream { finished } = &mut client.input {
+                *finished = true;
+            }
+            client.pump(transport);
+        });
+    }
+
+    /// Whether [`send`](Self::send) would take bytes now (level-triggered).
+    #[must_use]
+    pub fn wants_input(&self) -> bool {
+        let client = self.protocol();
+        matches!(client.input, Input::Stream { finished: false })
+            && !client.ended
+            && !self.transport().is_closing()
+            && client.headroom() > 0
+    }
+}

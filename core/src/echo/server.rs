@@ -1,0 +1,292 @@
+//! The echo server protocol (RFC 862) and the factory that admits and counts
+//! its connections.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::connection::{CloseReason, Connection, LostReason};
+use crate::protocol::{Factory, Protocol};
+use crate::transport::Transport;
+
+/// Names one accepted connection for the lifetime of its factory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId(u64);
+
+impl ConnectionId {
+    /// The number behind the id (ids count up from 1 per factory).
+    #[must_use]
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// RFC 862 echo: every byte received is sent back, in order.
+///
+/// Twisted: `twisted.protocols.wire.Echo`, with two things it lacks: flow
+/// control (the transport pauses reading above its high-water mark, so a peer
+/// that never reads cannot grow the buffer without limit) and an optional idle
+/// timeout. On the peer's end-of-file it flushes what it still owes, then
+/// closes.
+#[derive(Debug)]
+pub struct Echo {
+    /// Which connection this is, for the factory's bookkeeping.
+    id: ConnectionId,
+    /// Bytes received (and so owed or sent back).
+    echoed: u64,
+    /// Close after this long with no traffic either way.
+    idle_timeout: Option<Duration>,
+    /// Last time bytes moved in either direction.
+    last_activity: Instant,
+    /// The idle timer fired; no further deadline.
+    timed_out: bool,
+}
+
+impl Echo {
+    /// An echo protocol for connection `id`, optionally closing after
+    /// `idle_timeout` without traffic.
+    #[must_use]
+    pub fn new(id: ConnectionId, idle_timeout: Option<Duration>, now: Instant) -> Self {
+        Self {
+            id,
+            echoed: 0,
+            idle_timeout,
+            last_activity: now,
+            timed_out: false,
+        }
+    }
+
+    /// This connection's id.
+    #[must_use]
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// Bytes received so far (every one of them is echoed or owed).
+    #[must_use]
+    pub fn echoed(&self) -> u64 {
+        self.echoed
+    }
+}
+
+impl Protocol for Echo {
+    type Event = Infallible;
+
+    fn data_received(&mut self, data: &[u8], transport: &mut Transport, now: Instant) {
+        self.echoed += data.len() as u64;
+        self.last_activity = now;
+        transport.write(data);
+    }
+
+    fn data_written(&mut self, _n: usize, _transport: &mut Transport, now: Instant) {
+        self.last_activity = now;
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.timed_out {
+            return None;
+        }
+        self.idle_timeout
+            .and_then(|idle| self.last_activity.checked_add(idle))
+    }
+
+    fn handle_timeout(&mut self, transport: &mut Transport, now: Instant) {
+        if let Some(deadline) = self.poll_timeout()
+            && now >= deadline
+        {
+            self.timed_out = true;
+            tracing::debug!(id = %self.id, "idle timeout");
+            transport.close_because(LostReason::TimedOut);
+        }
+    }
+}
+
+/// A server-side echo connection.
+pub type EchoServerConnection = Connection<Echo>;
+
+/// Settings for [`EchoFactory`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Refuse connections while this many are open (`None`: no limit).
+    pub max_connections: Option<usize>,
+    /// Close connections idle for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// What the server factory reports, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// The factory started (its first listening endpoint is up).
+    Started,
+    /// The factory stopped (its last listening endpoint is down).
+    Stopped,
+    /// A connection was admitted.
+    ConnectionMade {
+        /// Its id.
+        id: ConnectionId,
+        /// Who connected.
+        peer: SocketAddr,
+        /// The local address it reached.
+        host: SocketAddr,
+        /// Open connections, this one included.
+        open: usize,
+    },
+    /// A connection was refused because the limit was reached.
+    ConnectionRefused {
+        /// Who tried.
+        peer: SocketAddr,
+        /// Open connections (equal to the limit).
+        open: usize,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A connection ended.
+    ConnectionLost {
+        /// Its id.
+        id: ConnectionId,
+        /// Who it was with.
+        peer: SocketAddr,
+        /// Why it ended.
+        reason: CloseReason,
+        /// Bytes it received (and so echoed or owed).
+        echoed: u64,
+        /// Open connections, this one no longer included.
+        open: usize,
+    },
+}
+
+/// Admits, counts and reports echo connections (the seed's `factory.conn`).
+///
+/// Owned by the accept loop. Each admitted connection must be reported back
+/// exactly once through [`EchoFactory::handle_connection_lost`]; the count
+/// keys on connection ids, so a duplicate or unknown report never skews it.
+#[derive(Debug, Default)]
+pub struct EchoFactory {
+    /// Limits and timeouts.
+    config: ServerConfig,
+    /// Open connections by id, with their peers.
+    open: BTreeMap<ConnectionId, SocketAddr>,
+    /// The last id handed out.
+    last_id: u64,
+    /// Listening endpoints started and not stopped (Twisted's `numPorts`).
+    ports: usize,
+    /// Connections refused so far.
+    refused: u64,
+    /// Events not yet polled.
+    events: VecDeque<ServerEvent>,
+}
+
+impl EchoFactory {
+    /// A factory with `config`.
+    #[must_use]
+    pub fn new(config: ServerConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
+    }
+
+    /// The settings in force.
+    #[must_use]
+    pub fn config(&self) -> ServerConfig {
+        self.config
+    }
+
+    /// Connections admitted and not yet reported lost.
+    #[must_use]
+    pub fn open_connections(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Connections admitted so far.
+    #[must_use]
+    pub fn accepted(&self) -> u64 {
+        self.last_id
+    }
+
+    /// Connections refused so far.
+    #[must_use]
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Connection `id` ended for `reason` after receiving `echoed` bytes.
+    ///
+    /// Returns whether `id` was open; a second report, or one for an id this
+    /// factory never admitted, changes nothing and returns `false`.
+    pub fn handle_connection_lost(
+        &mut self,
+        id: ConnectionId,
+        reason: CloseReason,
+        echoed: u64,
+    ) -> bool {
+        let Some(peer) = self.open.remove(&id) else {
+            return false;
+        };
+        self.events.push_back(ServerEvent::ConnectionLost {
+            id,
+            peer,
+            reason,
+            echoed,
+            open: self.open.len(),
+        });
+        true
+    }
+
+    /// Pops the next event to log.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+}
+
+impl Factory for EchoFactory {
+    type Protocol = Echo;
+
+    fn build_protocol(&mut self, peer: SocketAddr, host: SocketAddr, now: Instant) -> Option<Echo> {
+        if let Some(limit) = self.config.max_connections
+            && self.open.len() >= limit
+        {
+            self.refused += 1;
+            self.events.push_back(ServerEvent::ConnectionRefused {
+                peer,
+                open: self.open.len(),
+                limit,
+            });
+            return None;
+        }
+        self.last_id += 1;
+        let id = ConnectionId(self.last_id);
+        self.open.insert(id, peer);
+        self.events.push_back(ServerEvent::ConnectionMade {
+            id,
+            peer,
+            host,
+            open: self.open.len(),
+        });
+        Some(Echo::new(id, self.config.idle_timeout, now))
+    }
+
+    fn do_start(&mut self) {
+        if self.ports == 0 {
+            self.events.push_back(ServerEvent::Started);
+        }
+        self.ports += 1;
+    }
+
+    fn do_stop(&mut self) {
+        if self.ports == 1 {
+            self.events.push_back(ServerEvent::Stopped);
+        }
+        self.ports = self.ports.saturating_sub(1);
+    }
+}

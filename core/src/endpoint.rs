@@ -1,0 +1,645 @@
+//! Endpoint description strings in Twisted's grammar, as a pure parser.
+//!
+//! A description is a type followed by `:`-separated parameters
+//! (`twisted.internet.endpoints._tokenize` and `_parse`). A parameter without
+//! `=` is positional, `key=value` is a keyword; only the first `=` separates
+//! (after it, only `:` is special); a backslash escapes the next character.
+//! Positional parameters bind in order, as arguments of a Python call do;
+//! the TCP client alone lets them fill what keywords left open, so
+//! `tcp:host=example.com:1234` and `tcp:example.com:port=1234` both work.
+//! Unknown keywords, duplicates and extra positional parameters are errors.
+//!
+//! | type | server | client |
+//! | --- | --- | --- |
+//! | `tcp` | `tcp:PORT[:interface=IP][:backlog=N]` (all IPv4 interfaces by default) | `tcp:HOST:PORT[:timeout=SECS][:bindAddress=IP]` |
+//! | `tcp6` | like `tcp`, interface `::` by default, IPv6 only | — |
+//! | `unix` | `unix:PATH[:mode=OCTAL][:backlog=N][:lockfile=0\|1]` | `unix:PATH[:timeout=SECS][:lockfile=0\|1]` |
+//! | `udp` | `udp:PORT[:interface=IP]` | `udp:HOST:PORT` |
+//!
+//! ```
+//! use echo_core::{ClientEndpoint, ServerEndpoint};
+//! let server: ServerEndpoint = "tcp:8888:interface=127.0.0.1".parse()?;
+//! assert_eq!(server.to_string(), "tcp:port=8888:interface=127.0.0.1:backlog=50");
+//! let client: ClientEndpoint = "tcp:localhost:8888".parse()?;
+//! assert_eq!(client.to_string(), "tcp:host=localhost:port=8888:timeout=30");
+//! # Ok::<(), echo_core::EndpointError>(())
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Twisted's default listen backlog.
+pub const DEFAULT_BACKLOG: u32 = 50;
+/// Twisted's default client connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Twisted's default mode for a Unix socket file (`0o666`).
+pub const DEFAULT_UNIX_MODE: u32 = 0o666;
+
+/// Where a server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEndpoint {
+    /// TCP (`tcp:` or `tcp6:`).
+    Tcp {
+        /// Port to listen on; 0 picks a free one.
+        port: u16,
+        /// Address to bind: `0.0.0.0` (every IPv4 interface) unless given.
+        interface: IpAddr,
+        /// Listen queue length.
+        backlog: u32,
+    },
+    /// A Unix-domain stream socket (`unix:`).
+    Unix {
+        /// Socket file path.
+        path: String,
+        /// Permission bits of the socket file.
+        mode: u32,
+        /// Listen queue length.
+        backlog: u32,
+        /// Guard the path with a lock file.
+        lockfile: bool,
+    },
+    /// UDP datagrams (`udp:`).
+    Udp {
+        /// Port to bind; 0 picks a free one.
+        port: u16,
+        /// Address to bind.
+        interface: IpAddr,
+    },
+}
+
+/// Where a client connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEndpoint {
+    /// TCP (`tcp:`).
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port (1-65535).
+        port: u16,
+        /// Give up connecting after this long.
+        timeout: Duration,
+        /// Local address to connect from (any port).
+        bind_address: Option<IpAddr>,
+    },
+    /// A Unix-domain stream socket (`unix:`).
+    Unix {
+        /// Socket file path.
+        path: String,
+        /// Give up connecting after this long.
+        timeout: Duration,
+        /// Check that the server's lock file names a live process.
+        check_pid: bool,
+    },
+    /// UDP datagrams (`udp:`).
+    Udp {
+        /// Host name or address.
+        host: String,
+        /// Port (1-65535).
+        port: u16,
+    },
+}
+
+/// Which side a description was meant for (for error messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A listening endpoint.
+    Server,
+    /// A connecting endpoint.
+    Client,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Server => "server",
+            Self::Client => "client",
+        })
+    }
+}
+
+/// Why an endpoint description did not parse. Each message names the part
+/// that is wrong and what would be right.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The description was empty.
+    #[error("empty endpoint description (expected e.g. tcp:8888)")]
+    Empty,
+    /// The description ended in a lone backslash.
+    #[error("endpoint description ends with an unfinished backslash escape")]
+    TrailingBackslash,
+    /// The type before the first `:` is not known.
+    #[error("unknown {role} endpoint type {kind:?} (expected {expected})")]
+    UnknownType {
+        /// Server or client.
+        role: Role,
+        /// The type given.
+        kind: String,
+        /// The types accepted.
+        expected: &'static str,
+    },
+    /// A required parameter is missing.
+    #[error("{kind} endpoint needs a {name} (e.g. {example})")]
+    Missing {
+        /// The endpoint type.
+        kind: &'static str,
+        /// The missing parameter.
+        name: &'static str,
+        /// An example description.
+        example: &'static str,
+    },
+    /// A keyword this endpoint type does not take.
+    #[error("{kind} endpoint has no parameter {name:?} (it takes {accepted})")]
+    UnknownParameter {
+        /// The endpoint type.
+        kind: &'static str,
+        /// The keyword given.
+        name: String,
+        /// The keywords accepted.
+        accepted: &'static str,
+    },
+    /// A parameter given twice.
+    #[error("{kind} endpoint parameter {name} is given more than once")]
+    Duplicate {
+        /// The endpoint type.
+        kind: &'static str,
+        /// The parameter.
+        name: &'static str,
+    },
+    /// More positional parameters than the type takes.
+    #[error("{kind} endpoint has an unexpected extra parameter {value:?}")]
+    ExtraPositional {
+        /// The endpoint type.
+        kind: &'static str,
+        /// The first extra value.
+        value: String,
+    },
+    /// A value of the wrong form.
+    #[error("{kind} endpoint {name} {value:?} is not valid: expected {expected}")]
+    InvalidValue {
+        /// The endpoint type.
+        kind: &'static str,
+        /// The parameter.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+/// One `:`-separated parameter.
+#[derive(Debug, PartialEq, Eq)]
+enum Param {
+    Positional(String),
+    Keyword(String, String),
+}
+
+/// Twisted's `_tokenize` + `_parse`: the type, then the parameters in order.
+fn split(description: &str) -> Result<(String, Vec<Param>), EndpointError> {
+    let mut fields: Vec<Vec<String>> = vec![vec![String::new()]];
+    let mut after_equals = false;
+    let mut chars = description.chars();
+    while let Some(c) = chars.next() {
+        let field = fields.last_mut().expect("fields is never empty");
+        match c {
+            ':' => {
+                fields.push(vec![String::new()]);
+                after_equals = false;
+            }
+            '=' if !after_equals => {
+                field.push(String::new());
+                after_equals = true;
+            }
+            '\\' => {
+                let escaped = chars.next().ok_or(EndpointError::TrailingBackslash)?;
+                field.last_mut().expect("a field has a part").push(escaped);
+            }
+            c => field.last_mut().expect("a field has a part").push(c),
+        }
+    }
+    let mut fields = fields.into_iter();
+    let kind = fields.next().expect("fields is never empty").concat();
+    let params = fields
+        .map(|mut parts| {
+            if parts.len() == 2 {
+                let value = parts.pop().expect("two parts");
+                Param::Keyword(parts.pop().expect("two parts"), value)
+            } else {
+                Param::Positional(parts.pop().expect("one part"))
+            }
+        })
+        .collect();
+    Ok((kind, params))
+}
+
+/// How positional parameters bind to names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    /// In order, like a Python call.
+    Strict,
+    /// In order, skipping names given by keyword.
+    FillFree,
+}
+
+/// Binds parameters to names the way a Python call binds arguments.
+struct Bound {
+    kind: &'static str,
+    values: Vec<Option<String>>,
+    names: &'static [&'static str],
+}
+
+impl Bound {
+    /// `names` lists every keyword; the first `positional` of them may also be
+    /// given positionally.
+    fn bind(
+        kind: &'static str,
+        params: Vec<Param>,
+        names: &'static [&'static str],
+        positional: usize,
+        binding: Binding,
+        accepted: &'static str,
+    ) -> Result<Self, EndpointError> {
+        let mut values: Vec<Option<String>> = vec![None; names.len()];
+        let mut loose = Vec::new();
+        for param in params {
+            match param {
+                Param::Keyword(key, value) => {
+                    let Some(i) = names.iter().position(|n| *n == key) else {
+                        return Err(EndpointError::UnknownParameter {
+                            kind,
+                            name: key,
+                            accepted,
+                        });
+                    };
+                    if values[i].replace(value).is_some() {
+                        return Err(EndpointError::Duplicate {
+                            kind,
+                            name: names[i],
+                        });
+                    }
+                }
+                Param::Positional(value) => loose.push(value),
+            }
+        }
+        // Python call semantics: the i-th positional binds the i-th name, and
+        // a clash with a keyword is a duplicate. Twisted's TCP client parser
+        // alone lets positionals fill the names not given by keyword
+        // (`tcp:host=example.com:1234`).
+        let mut slots: Vec<usize> = match binding {
+            Binding::Strict => (0..positional).collect(),
+            Binding::FillFree => (0..positional).filter(|&i| values[i].is_none()).collect(),
+        };
+        slots.reverse();
+        for value in loose {
+            let Some(i) = slots.pop() else {
+                return Err(EndpointError::ExtraPositional { kind, value });
+            };
+            if values[i].replace(value).is_some() {
+                return Err(EndpointError::Duplicate {
+                    kind,
+                    name: names[i],
+                });
+            }
+        }
+        Ok(Self {
+            kind,
+            values,
+            names,
+        })
+    }
+
+    fn take(&mut self, name: &'static str) -> Option<String> {
+        let i = self
+            .names
+            .iter()
+            .position(|n| *n == name)
+            .expect("name is declared");
+        self.values[i].take()
+    }
+
+    fn required(
+        &mut self,
+        name: &'static str,
+        example: &'static str,
+    ) -> Result<String, EndpointError> {
+        self.take(name)
+            .filter(|v| !v.is_empty())
+            .ok_or(EndpointError::Missing {
+                kind: self.kind,
+                name,
+                example,
+            })
+    }
+
+    fn invalid(&self, name: &'static str, value: String, expected: &'static str) -> EndpointError {
+        EndpointError::InvalidValue {
+            kind: self.kind,
+            name,
+            value,
+            expected,
+        }
+    }
+
+    fn port(&self, value: String, allow_zero: bool) -> Result<u16, EndpointError> {
+        match value.parse::<u16>() {
+            Ok(0) if !allow_zero => Err(self.invalid("port", value, "a port from 1 to 65535")),
+            Ok(port) => Ok(port),
+            Err(_) if allow_zero => Err(self.invalid("port", value, "a port from 0 to 65535")),
+            Err(_) => Err(self.invalid("port", value, "a port from 1 to 65535")),
+        }
+    }
+
+    fn number(&mut self, name: &'static str, default: u32) -> Result<u32, EndpointError> {
+        match self.take(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| self.invalid(name, v, "a whole number")),
+        }
+    }
+
+    fn flag(&mut self, name: &'static str, default: bool) -> Result<bool, EndpointError> {
+        match self.take(name).as_deref() {
+            None => Ok(default),
+            Some("0") => Ok(false),
+            Some("1") => Ok(true),
+            Some(v) => Err(self.invalid(name, v.to_owned(), "0 or 1")),
+        }
+    }
+
+    fn ip(&mut self, name: &'static str) -> Result<Option<IpAddr>, EndpointError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| self.invalid(name, v, "an IP address (escape IPv6 colons as \\:)")),
+        }
+    }
+
+    fn timeout(&mut self) -> Result<Duration, EndpointError> {
+        match self.take("timeout") {
+            None => Ok(DEFAULT_CONNECT_TIMEOUT),
+            Some(v) => match v.parse::<u64>() {
+                Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+                _ => Err(self.invalid("timeout", v, "a whole number of seconds, at least 1")),
+            },
+        }
+    }
+}
+
+impl FromStr for ServerEndpoint {
+    type Err = EndpointError;
+
+    fn from_str(description: &str) -> Result<Self, EndpointError> {
+        if description.is_empty() {
+            return Err(EndpointError::Empty);
+        }
+        let (kind, params) = split(description)?;
+        match kind.as_str() {
+            "tcp" | "tcp6" => {
+                let (kind, any) = if kind == "tcp" {
+                    ("tcp", IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+                } else {
+                    ("tcp6", IpAddr::V6(Ipv6Addr::UNSPECIFIED))
+                };
+                let mut p = Bound::bind(
+                    kind,
+                    params,
+                    &["port", "interface", "backlog"],
+                    3,
+                    Binding::Strict,
+                    "port, interface, backlog",
+                )?;
+                let port = p.required("port", "tcp:8888")?;
+                let port = p.port(port, true)?;
+                let interface = p.ip("interface")?.unwrap_or(any);
+                if kind == "tcp6" && !interface.is_ipv6() {
+                    return Err(p.invalid("interface", interface.to_string(), "an IPv6 address"));
+                }
+                let backlog = p.number("backlog", DEFAULT_BACKLOG)?;
+                Ok(Self::Tcp {
+                    port,
+                    interface,
+                    backlog,
+                })
+            }
+            "unix" => {
+                let mut p = Bound::bind(
+                    "unix",
+                    params,
+                    &["address", "mode", "backlog", "lockfile"],
+                    4,
+                    Binding::Strict,
+                    "address, mode, backlog, lockfile",
+                )?;
+                let path = p.required("address", "unix:/tmp/echo.sock")?;
+                let mode = match p.take("mode") {
+                    None => DEFAULT_UNIX_MODE,
+                    Some(v) => match u32::from_str_radix(&v, 8) {
+                        Ok(mode) if mode <= 0o7777 => mode,
+                        _ => return Err(p.invalid("mode", v, "octal permission bits such as 660")),
+                    },
+                };
+                let backlog = p.number("backlog", DEFAULT_BACKLOG)?;
+                let lockfile = p.flag("lockfile", true)?;
+                Ok(Self::Unix {
+                    path,
+                    mode,
+                    backlog,
+                    lockfile,
+                })
+            }
+            "udp" => {
+                let mut p = Bound::bind(
+                    "udp",
+                    params,
+                    &["port", "interface"],
+                    2,
+                    Binding::Strict,
+                    "port, interface",
+                )?;
+                let port = p.required("port", "udp:7")?;
+                let port = p.port(port, true)?;
+                let interface = p
+                    .ip("interface")?
+                    .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                Ok(Self::Udp { port, interface })
+            }
+            _ => Err(EndpointError::UnknownType {
+                role: Role::Server,
+                kind,
+                expected: "tcp, tcp6, unix or udp",
+            }),
+        }
+    }
+}
+
+impl FromStr for ClientEndpoint {
+    type Err = EndpointError;
+
+    fn from_str(description: &str) -> Result<Self, EndpointError> {
+        if description.is_empty() {
+            return Err(EndpointError::Empty);
+        }
+        let (kind, params) = split(description)?;
+        // Twisted upper-cases client types before looking them up.
+        match kind.to_ascii_lowercase().as_str() {
+            "tcp" => {
+                let mut p = Bound::bind(
+                    "tcp",
+                    params,
+                    &["host", "port", "timeout", "bindAddress"],
+                    2,
+                    Binding::FillFree,
+                    "host, port, timeout, bindAddress",
+                )?;
+                let host = p.required("host", "tcp:localhost:8888")?;
+                let port = p.required("port", "tcp:localhost:8888")?;
+                let port = p.port(port, false)?;
+                let timeout = p.timeout()?;
+                let bind_address = p.ip("bindAddress")?;
+                Ok(Self::Tcp {
+                    host,
+                    port,
+                    timeout,
+                    bind_address,
+                })
+            }
+            "unix" => {
+                let mut p = Bound::bind(
+                    "unix",
+                    params,
+                    &["path", "timeout", "lockfile"],
+                    1,
+                    Binding::Strict,
+                    "path, timeout, lockfile",
+                )?;
+                let path = p.required("path", "unix:/tmp/echo.sock")?;
+                let timeout = p.timeout()?;
+                let check_pid = p.flag("lockfile", false)?;
+                Ok(Self::Unix {
+                    path,
+                    timeout,
+                    check_pid,
+                })
+            }
+            "udp" => {
+                let mut p = Bound::bind(
+                    "udp",
+                    params,
+                    &["host", "port"],
+                    2,
+                    Binding::Strict,
+                    "host, port",
+                )?;
+                let host = p.required("host", "udp:localhost:7")?;
+                let port = p.required("port", "udp:localhost:7")?;
+                let port = p.port(port, false)?;
+                Ok(Self::Udp { host, port })
+            }
+            _ => Err(EndpointError::UnknownType {
+                role: Role::Client,
+                kind,
+                expected: "tcp, unix or udp",
+            }),
+        }
+    }
+}
+
+/// Writes `value` with `\` and `:` escaped (Twisted's `quoteStringArgument`).
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c == '\\' || c == ':' {
+                f.write_str("\\")?;
+            }
+            write!(f, "{c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes an address with its colons escaped.
+fn quoted_ip(ip: &IpAddr) -> String {
+    Quoted(&ip.to_string()).to_string()
+}
+
+/// The canonical description, all keywords; parsing it gives the same value.
+impl fmt::Display for ServerEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp {
+                port,
+                interface,
+                backlog,
+            } => {
+                let kind = if interface.is_ipv6() { "tcp6" } else { "tcp" };
+                write!(
+                    f,
+                    "{kind}:port={port}:interface={}:backlog={backlog}",
+                    quoted_ip(interface)
+                )
+            }
+            Self::Unix {
+                path,
+                mode,
+                backlog,
+                lockfile,
+            } => write!(
+                f,
+                "unix:address={}:mode={mode:o}:backlog={backlog}:lockfile={}",
+                Quoted(path),
+                u8::from(*lockfile)
+            ),
+            Self::Udp { port, interface } => {
+                write!(f, "udp:port={port}:interface={}", quoted_ip(interface))
+            }
+        }
+    }
+}
+
+/// The canonical description, all keywords; parsing it gives the same value.
+impl fmt::Display for ClientEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp {
+                host,
+                port,
+                timeout,
+                bind_address,
+            } => {
+                write!(
+                    f,
+                    "tcp:host={}:port={port}:timeout={}",
+                    Quoted(host),
+                    timeout.as_secs()
+                )?;
+                if let Some(ip) = bind_address {
+                    write!(f, ":bindAddress={}", quoted_ip(ip))?;
+                }
+                Ok(())
+            }
+            Self::Unix {
+                path,
+                timeout,
+                check_pid,
+            } => write!(
+                f,
+                "unix:path={}:timeout={}:lockfile={}",
+                Quoted(path),
+                timeout.as_secs(),
+                u8::from(*check_pid)
+            ),
+            Self::Udp { host, port } => write!(f, "udp:host={}:port={port}", Quoted(host)),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The echo client, fed its echo by hand.
+
+use bytes::Bytes;
+
+use super::util::*;
+use crate::{
+    Action, ClientConfig, ClientEvent, CloseReason, Connection, EchoClient, EchoClientConnection,
+    EchoError, LostReason, SendError, WaterMarks,
+};
+
+fn config(idle_ms: Option<u64>) -> ClientConfig {
+    ClientConfig {
+        idle_timeout: idle_ms.map(ms),
+        ..ClientConfig::default()
+    }
+}
+
+fn message_client(message: &[u8], marks: WaterMarks) -> EchoClientConnection {
+    let client = EchoClient::message(message.to_vec(), config(Some(1_000)), t0());
+    Connection::new(client, addr(CLIENT), addr(SERVER), marks, t0())
+}
+
+fn streaming_client(marks: WaterMarks) -> EchoClientConnection {
+    let client = EchoClient::streaming(config(Some(1_000)), t0());
+    Connection::new(client, addr(CLIENT), addr(SERVER), marks, t0())
+}
+
+/// Sends everything pending in one write; returns it.
+fn send_all(conn: &mut EchoClientConnection) -> Vec<u8> {
+    let mut wire = Vec::new();
+    flush_once(conn, &mut wire, usize::MAX, t0());
+    wire
+}
+
+#[test]
+fn message_is_sent_then_half_closed_then_done_on_full_echo() {
+    let mut conn = message_client(b"hello server", WaterMarks::default());
+    assert_eq!(conn.poll_action(), None, "no FIN before the flush");
+    assert_eq!(send_all(&mut conn), b"hello server");
+    assert_eq!(actions(&mut conn), vec![Action::ShutdownWrite]);
+    assert!(conn.wants_read(), "half-closed, still reading");
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(t0() + ms(1_000)),
+        "an echo is owed"
+    );
+    conn.handle_data(b"hello ", t0()).unwrap();
+    assert_eq!(
+        events(&mut conn),
+        vec![ClientEvent::Echoed(Bytes::from_static(b"hello "))]
+    );
+    conn.handle_data(b"server", t0()).unwrap();
+    assert_eq!(
+        events(&mut conn),
+        vec![
+            ClientEvent::Echoed(Bytes::from_static(b"server")),
+            ClientEvent::Done {
+                sent: 12,
+                received: 12
+            },
+        ]
+    );
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+    assert_eq!(conn.poll_timeout(), None);
+    conn.handle_connection_lost(CloseReason::Done, t0());
+    assert_eq!(events(&mut conn), vec![], "exactly one terminal event");
+}
+
+#[test]
+fn empty_message_is_done_at_once() {
+    let mut conn = message_client(b"", WaterMarks::default());
+    assert_eq!(
+        events(&mut conn),
+        vec![ClientEvent::Done {
+            sent: 0,
+            received: 0
+        }]
+    );
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+}
+
+#[test]
+fn mismatch_reports_the_offset_and_aborts_after_delivering_the_good_prefix() {
+    let mut conn = message_client(b"abcdef", WaterMarks::default());
+    send_all(&mut conn);
+    let _ = actions(&mut conn);
+    conn.handle_data(b"ab", t0()).unwrap();
+    conn.handle_data(b"cX", t0()).unwrap();
+    assert_eq!(
+        events(&mut conn),
+        vec![
+            ClientEvent::Echoed(Bytes::from_static(b"ab")),
+            ClientEvent::Echoed(Bytes::from_static(b"c")),
+            ClientEvent::Failed(EchoError::Mismatch {
+                offset: 3,
+                expected: b'd',
+                found: b'X'
+            }),
+        ]
+    );
+    assert_eq!(actions(&mut conn), vec![Action::Abort]);
+    assert_eq!(
+        EchoError::Mismatch {
+            offset: 3,
+            expected: b'd',
+            found: b'X'
+        }
+        .to_string(),
+        "echo mismatch at byte offset 3: sent 0x64, received 0x58"
+    );
+    conn.handle_connection_lost(CloseReason::Lost(LostReason::Aborted), t0());
+    assert_eq!(events(&mut conn), vec![]);
+}
+
+#[test]
+fn bytes_before_they_were_sent_are_unexpected() {
+    let mut conn = message_client(b"abc", WaterMarks::default());
+    let mut wire = Vec::new();
+    flush_once(&mut conn, &mut wire, 2, t0()); // only "ab" went out
+    conn.handle_data(b"abc", t0()).unwrap();
+    assert_eq!(
+        events(&mut conn),
+        vec![
+            ClientEvent::Echoed(Bytes::from_static(b"ab")),
+            ClientEvent::Failed(EchoError::Unexpected { offset: 2 }),
+        ]
+    );
+    assert_eq!(actions(&mut conn), vec![Action::Abort]);
+}
+
+#[test]
+fn server_closing_early_is_truncation() {
+    let mut conn = message_client(b"hello", WaterMarks::default());
+    send_all(&mut conn);
+    assert_eq!(actions(&mut conn), vec![Action::ShutdownWrite]);
+    conn.handle_data(b"hel", t0()).unwrap();
+    conn.handle_read_closed(t0());
+    assert_eq!(
+        events(&mut conn),
+        vec![
+            ClientEvent::Echoed(Bytes::from_static(b"hel")),
+            ClientEvent::Failed(EchoError::Truncated {
+                sent: 5,
+                received: 3
+            }),
+        ]
+    );
+    assert_eq!(
+        actions(&mut conn),
+        vec![Action::Close],
+        "the server is done: close politely"
+    );
+    assert_eq!(
+        EchoError::Truncated {
+            sent: 5,
+            received: 3
+        }
+        .to_string(),
+        "truncated: sent 5 bytes, received 3 before the server closed"
+    );
+}
+
+#[test]
+fn no_progress_times_out() {
+    let mut conn = message_client(b"hello", WaterMarks::default());
+    send_all(&mut conn);
+    let _ = actions(&mut conn);
+    conn.handle_data(b"he", t0() + ms(600)).unwrap();
+    let _ = events(&mut conn);
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(t0() + ms(1_600)),
+        "progress moves the deadline"
+    );
+    conn.handle_timeout(t0() + ms(1_599));
+    assert_eq!(events(&mut conn), vec![], "early timeout is a no-op");
+    conn.handle_timeout(t0() + ms(1_600));
+    assert_eq!(
+        events(&mut conn),
+        vec![ClientEvent::Failed(EchoError::TimedOut {
+            idle: ms(1_000),
+            sent: 5,
+            received: 2
+        })]
+    );
+    assert_eq!(
+        actions(&mut conn),
+        vec![Action::Close],
+        "nothing unsent: FIN"
+    );
+    assert_eq!(conn.poll_timeout(), None);
+    conn.handle_connection_lost(CloseReason::Done, t0() + ms(1_600));
+    assert_eq!(
+        conn.close_reason(),
+        Some(CloseReason::Lost(LostReason::TimedOut))
+    );
+    assert_eq!(events(&mut conn), vec![]);
+}
+
+#[test]
+fn reset_before_done_is_connection_lost() {
+    let mut conn = message_client(b"hello", WaterMarks::default());
+    send_all(&mut conn);
+    conn.handle_connection_lost(CloseReason::Lost(LostReason::Reset), t0());
+    let expected = EchoError::ConnectionLost {
+        reason: CloseReason::Lost(LostReason::Reset),
+        sent: 5,
+        received: 0,
+    };
+    assert_eq!(events(&mut conn), vec![ClientEvent::Failed(expected)]);
+    assert_eq!(
+        expected.to_string(),
+        "connection lost: reset by peer (sent 5 bytes, received 0)"
+    );
+}
+
+#[test]
+fn a_message_larger_than_the_window_is_fed_as_echoes_return() {
+    let message: Vec<u8> = (0..100u8).collect();
+    let mut conn = message_client(&message, marks(16, 0));
+    assert_eq!(conn.buffered(), 16, "at most `high` bytes unverified");
+    assert!(conn.wants_read(), "the client never pauses its own reading");
+    let mut echoed = Vec::new();
+    let mut guard = 0;
+    while !conn.is_closed() {
+        guard += 1;
+        assert!(guard < 1_000);
+        let sent = send_all(&mut conn);
+        for b in sent.chunks(3) {
+            conn.handle_data(b, t0()).unwrap();
+        }
+        for action in actions(&mut conn) {
+            if action == Action::Close {
+                conn.handle_connection_lost(CloseReason::Done, t0());
+            }
+        }
+        for event in events(&mut conn) {
+            match event {
+                ClientEvent::Echoed(bytes) => echoed.extend_from_slice(&bytes),
+                ClientEvent::Done { sent, received } => assert_eq!((sent, received), (100, 100)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(echoed, message);
+}
+
+#[test]
+fn streaming_input_is_bounded_and_finishes_with_a_half_close() {
+    let mut conn = streaming_client(marks(8, 0));
+    assert!(conn.wants_input());
+    assert_eq!(
+        conn.poll_timeout(),
+        None,
+        "nothing owed yet: no timer while waiting for input"
+    );
+    assert_eq!(
+        conn.send(b"0123456789", t0()),
+        Ok(8),
+        "takes only the window"
+    );
+    assert!(!conn.wants_input());
+    assert_eq!(conn.send(b"89", t0()), Ok(0));
+    assert_eq!(send_all(&mut conn), b"01234567");
+    conn.handle_data(b"0123", t0()).unwrap();
+    assert!(conn.wants_input(), "verified echoes free the window");
+    assert_eq!(conn.send(b"89", t0()), Ok(2));
+    conn.finish(t0());
+    assert!(!conn.wants_input());
+    assert_eq!(conn.send(b"x", t0()), Err(SendError::Finished));
+    assert_eq!(conn.poll_action(), None, "FIN waits for the flush");
+    assert_eq!(send_all(&mut conn), b"89");
+    assert_eq!(actions(&mut conn), vec![Action::ShutdownWrite]);
+    conn.handle_data(b"456789", t0()).unwrap();
+    let got = events(&mut conn);
+    assert_eq!(
+        got.last(),
+        Some(&ClientEvent::Done {
+            sent: 10,
+            received: 10
+        })
+    );
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+    assert_eq!(conn.send(b"x", t0()), Err(SendError::Ended));
+}
+
+#[test]
+fn a_message_client_takes_no_streamed_input() {
+    let mut conn = message_client(b"m", WaterMarks::default());
+    assert!(!conn.wants_input());
+    assert_eq!(conn.send(b"x", t0()), Err(SendError::Finished));
+}
+
+#[test]
+fn undelivered_echoes_pause_reading() {
+    let client = EchoClient::streaming(
+        ClientConfig {
+            idle_timeout: None,
+            max_undelivered: 4,
+        },
+        t0(),
+    );
+    let mut conn = Connection::new(
+        client,
+        addr(CLIENT),
+        addr(SERVER),
+        WaterMarks::default(),
+        t0(),
+    );
+    conn.send(b"abcdef", t0()).unwrap();
+    send_all(&mut conn);
+    conn.handle_data(b"abcd", t0()).unwrap();
+    assert!(
+        !conn.wants_read(),
+        "4 echoed bytes wait for the application"
+    );
+    assert_eq!(
+        events(&mut conn),
+        vec![ClientEvent::Echoed(Bytes::from_static(b"abcd"))]
+    );
+    assert!(conn.wants_read());
+    assert_eq!(conn.poll_timeout(), None, "no idle timeout configured");
+}

@@ -1,0 +1,152 @@
+//! The generic `Connection` contract, observed through a protocol that
+//! records every call it gets (a transcript, after rustls's unbuffered tests).
+
+use std::time::Instant;
+
+use super::util::*;
+use crate::{Action, CloseReason, Connection, LostReason, Protocol, Transport, WaterMarks};
+
+/// Records each callback; reacts to a few scripted inputs.
+#[derive(Debug, Default)]
+struct Recorder {
+    calls: Vec<String>,
+}
+
+impl Protocol for Recorder {
+    type Event = String;
+
+    fn connection_made(&mut self, t: &mut Transport, _now: Instant) {
+        self.calls
+            .push(format!("made host={} peer={}", t.host(), t.peer()));
+        t.write(b"greeting");
+    }
+
+    fn data_received(&mut self, data: &[u8], t: &mut Transport, _now: Instant) {
+        self.calls
+            .push(format!("data {:?}", String::from_utf8_lossy(data)));
+        match data {
+            b"half" => t.lose_write_connection(),
+            b"abort" => t.abort_connection(),
+            b"pause" => t.pause_producing(),
+            b"resume" => t.resume_producing(),
+            _ => {}
+        }
+    }
+
+    fn data_written(&mut self, n: usize, _t: &mut Transport, _now: Instant) {
+        self.calls.push(format!("written {n}"));
+    }
+
+    fn read_connection_lost(&mut self, t: &mut Transport, _now: Instant) {
+        self.calls.push("read lost".into());
+        t.lose_connection();
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason, _now: Instant) {
+        self.calls.push(format!("lost {reason}"));
+    }
+
+    fn poll_event(&mut self) -> Option<String> {
+        if self.calls.is_empty() {
+            None
+        } else {
+            Some(self.calls.remove(0))
+        }
+    }
+}
+
+fn conn() -> Connection<Recorder> {
+    Connection::new(
+        Recorder::default(),
+        addr(SERVER),
+        addr(CLIENT),
+        WaterMarks::default(),
+        t0(),
+    )
+}
+
+#[test]
+fn callbacks_arrive_in_twisted_order_and_connection_lost_once() {
+    let mut c = conn();
+    assert_eq!(c.pending_output(), b"greeting", "connection_made may write");
+    c.handle_written(8, t0()).unwrap();
+    c.handle_data(b"hi", t0()).unwrap();
+    c.handle_read_closed(t0());
+    assert_eq!(actions(&mut c), vec![Action::Close]);
+    c.handle_connection_lost(CloseReason::Done, t0());
+    c.handle_connection_lost(CloseReason::Done, t0());
+    c.handle_read_closed(t0());
+    c.handle_timeout(t0());
+    assert_eq!(
+        events(&mut c),
+        vec![
+            "made host=127.0.0.1:7 peer=127.0.0.1:40000",
+            "written 8",
+            "data \"hi\"",
+            "read lost",
+            "lost closed cleanly",
+        ]
+    );
+}
+
+#[test]
+fn half_close_waits_for_the_flush_and_keeps_reading() {
+    let mut c = conn();
+    c.handle_data(b"half", t0()).unwrap();
+    assert_eq!(c.poll_action(), None, "greeting still unsent");
+    c.handle_written(5, t0()).unwrap();
+    assert_eq!(c.poll_action(), None);
+    c.handle_written(3, t0()).unwrap();
+    assert_eq!(actions(&mut c), vec![Action::ShutdownWrite]);
+    assert_eq!(c.poll_action(), None, "FIN is sent once");
+    assert!(c.wants_read(), "the read side stays open");
+    c.handle_data(b"more", t0()).unwrap();
+    c.act(t0(), |_, t, _| t.write(b"dropped"));
+    assert_eq!(c.buffered(), 0, "writes after the half-close are discarded");
+}
+
+#[test]
+fn abort_discards_output_and_is_immediate() {
+    let mut c = conn();
+    c.handle_data(b"abort", t0()).unwrap();
+    assert!(c.pending_output().is_empty());
+    assert!(!c.wants_read());
+    assert_eq!(actions(&mut c), vec![Action::Abort]);
+    c.handle_connection_lost(CloseReason::Lost(LostReason::Reset), t0());
+    assert_eq!(
+        c.close_reason(),
+        Some(CloseReason::Lost(LostReason::Aborted))
+    );
+}
+
+#[test]
+fn manual_pause_and_resume_gate_reading() {
+    let mut c = conn();
+    c.handle_data(b"pause", t0()).unwrap();
+    assert!(!c.wants_read());
+    c.act(t0(), |_, t, _| t.resume_producing());
+    assert!(c.wants_read());
+}
+
+#[test]
+fn close_reasons_read_well() {
+    assert_eq!(CloseReason::Done.to_string(), "closed cleanly");
+    assert!(CloseReason::Done.is_clean());
+    assert!(!CloseReason::Lost(LostReason::Reset).is_clean());
+    assert_eq!(
+        CloseReason::Lost(LostReason::TimedOut).to_string(),
+        "lost: timed out"
+    );
+    assert_eq!(
+        LostReason::from_io(std::io::ErrorKind::ConnectionReset),
+        LostReason::Reset
+    );
+    assert_eq!(
+        LostReason::from_io(std::io::ErrorKind::BrokenPipe),
+        LostReason::Reset
+    );
+    assert_eq!(
+        LostReason::from_io(std::io::ErrorKind::PermissionDenied).to_string(),
+        "I/O error: permission denied"
+    );
+}

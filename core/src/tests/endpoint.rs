@@ -1,0 +1,383 @@
+//! Endpoint strings: Twisted's test vectors (`internet/test/test_endpoints.py`)
+//! plus our own forms and errors.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use crate::{ClientEndpoint, EndpointError, Role, ServerEndpoint};
+
+fn server(s: &str) -> ServerEndpoint {
+    s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
+}
+
+fn client(s: &str) -> ClientEndpoint {
+    s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn tcp_client(host: &str, port: u16, timeout: u64, bind: Option<&str>) -> ClientEndpoint {
+    ClientEndpoint::Tcp {
+        host: host.into(),
+        port,
+        timeout: Duration::from_secs(timeout),
+        bind_address: bind.map(ip),
+    }
+}
+
+#[test]
+fn twisted_server_vectors() {
+    // test_tcp
+    assert_eq!(
+        server("tcp:1234:backlog=12:interface=10.0.0.1"),
+        ServerEndpoint::Tcp {
+            port: 1234,
+            interface: ip("10.0.0.1"),
+            backlog: 12
+        }
+    );
+    // test_unix
+    assert_eq!(
+        server("unix:/var/foo/bar:backlog=7:mode=0123:lockfile=1"),
+        ServerEndpoint::Unix {
+            path: "/var/foo/bar".into(),
+            mode: 0o123,
+            backlog: 7,
+            lockfile: true
+        }
+    );
+    // defaults
+    assert_eq!(
+        server("tcp:8888"),
+        ServerEndpoint::Tcp {
+            port: 8888,
+            interface: ip("0.0.0.0"),
+            backlog: 50
+        }
+    );
+    assert_eq!(
+        server("unix:/tmp/s"),
+        ServerEndpoint::Unix {
+            path: "/tmp/s".into(),
+            mode: 0o666,
+            backlog: 50,
+            lockfile: true
+        }
+    );
+    // test_tcp6 style: an escaped IPv6 interface
+    assert_eq!(
+        server("tcp6:port=80:interface=\\:\\:1"),
+        ServerEndpoint::Tcp {
+            port: 80,
+            interface: ip("::1"),
+            backlog: 50
+        }
+    );
+    assert_eq!(
+        server("tcp6:80"),
+        ServerEndpoint::Tcp {
+            port: 80,
+            interface: ip("::"),
+            backlog: 50
+        }
+    );
+}
+
+#[test]
+fn twisted_client_vectors() {
+    let expected = tcp_client("example.com", 1234, 7, Some("10.0.0.2"));
+    for s in [
+        "tcp:host=example.com:port=1234:timeout=7:bindAddress=10.0.0.2",
+        "tcp:example.com:1234:timeout=7:bindAddress=10.0.0.2",
+        "tcp:example.com:port=1234:timeout=7:bindAddress=10.0.0.2",
+        "tcp:host=example.com:1234:timeout=7:bindAddress=10.0.0.2",
+    ] {
+        assert_eq!(client(s), expected, "{s}");
+    }
+    assert_eq!(
+        client("tcp:host=example.com:port=1234"),
+        tcp_client("example.com", 1234, 30, None)
+    );
+    assert_eq!(
+        client("unix:path=/var/foo/bar:lockfile=1:timeout=9"),
+        ClientEndpoint::Unix {
+            path: "/var/foo/bar".into(),
+            timeout: Duration::from_secs(9),
+            check_pid: true
+        }
+    );
+    assert_eq!(
+        client("unix:path=/var/foo/bar"),
+        ClientEndpoint::Unix {
+            path: "/var/foo/bar".into(),
+            timeout: Duration::from_secs(30),
+            check_pid: false
+        }
+    );
+    assert_eq!(
+        client("unix:/var/foo/bar"),
+        ClientEndpoint::Unix {
+            path: "/var/foo/bar".into(),
+            timeout: Duration::from_secs(30),
+            check_pid: false
+        }
+    );
+    // Twisted upper-cases client types before lookup.
+    assert_eq!(
+        client("TCP:localhost:8888"),
+        tcp_client("localhost", 8888, 30, None)
+    );
+}
+
+#[test]
+fn seed_strings_and_udp() {
+    assert_eq!(
+        client("tcp:localhost:8888"),
+        tcp_client("localhost", 8888, 30, None)
+    );
+    assert_eq!(
+        server("tcp:port=8888:interface=127.0.0.1"),
+        ServerEndpoint::Tcp {
+            port: 8888,
+            interface: ip("127.0.0.1"),
+            backlog: 50
+        }
+    );
+    assert_eq!(
+        server("udp:7"),
+        ServerEndpoint::Udp {
+            port: 7,
+            interface: ip("0.0.0.0")
+        }
+    );
+    assert_eq!(
+        server("udp:7:interface=127.0.0.1"),
+        ServerEndpoint::Udp {
+            port: 7,
+            interface: ip("127.0.0.1")
+        }
+    );
+    assert_eq!(
+        client("udp:localhost:7"),
+        ClientEndpoint::Udp {
+            host: "localhost".into(),
+            port: 7
+        }
+    );
+}
+
+#[test]
+fn escapes_and_equals_signs() {
+    // A backslash escapes `:`, `=` and itself; after the first `=`, `=` is literal.
+    assert_eq!(
+        client("unix:path=/tmp/a\\:b=c"),
+        ClientEndpoint::Unix {
+            path: "/tmp/a:b=c".into(),
+            timeout: Duration::from_secs(30),
+            check_pid: false
+        }
+    );
+    assert_eq!(
+        client("unix:/tmp/x\\=y\\\\z"),
+        ClientEndpoint::Unix {
+            path: "/tmp/x=y\\z".into(),
+            timeout: Duration::from_secs(30),
+            check_pid: false
+        }
+    );
+    assert_eq!(client("tcp:\\:\\:1:7"), tcp_client("::1", 7, 30, None));
+}
+
+#[test]
+fn errors_say_what_is_wrong() {
+    let cases: &[(&str, &str)] = &[
+        ("", "empty endpoint description (expected e.g. tcp:8888)"),
+        (
+            "tcp:80\\",
+            "endpoint description ends with an unfinished backslash escape",
+        ),
+        (
+            "ssl:443",
+            "unknown server endpoint type \"ssl\" (expected tcp, tcp6, unix or udp)",
+        ),
+        ("tcp", "tcp endpoint needs a port (e.g. tcp:8888)"),
+        (
+            "tcp:localhost:8888",
+            "tcp endpoint port \"localhost\" is not valid: expected a port from 0 to 65535",
+        ),
+        (
+            "tcp:70000",
+            "tcp endpoint port \"70000\" is not valid: expected a port from 0 to 65535",
+        ),
+        (
+            "tcp:80:colour=red",
+            "tcp endpoint has no parameter \"colour\" (it takes port, interface, backlog)",
+        ),
+        (
+            "tcp:80:port=81",
+            "tcp endpoint parameter port is given more than once",
+        ),
+        (
+            "tcp:80:127.0.0.1:5:extra",
+            "tcp endpoint has an unexpected extra parameter \"extra\"",
+        ),
+        (
+            "tcp:80:interface=localhost",
+            "tcp endpoint interface \"localhost\" is not valid: expected an IP address (escape IPv6 colons as \\:)",
+        ),
+        (
+            "tcp6:80:interface=127.0.0.1",
+            "tcp6 endpoint interface \"127.0.0.1\" is not valid: expected an IPv6 address",
+        ),
+        (
+            "tcp:80:backlog=-1",
+            "tcp endpoint backlog \"-1\" is not valid: expected a whole number",
+        ),
+        (
+            "unix:/s:mode=999",
+            "unix endpoint mode \"999\" is not valid: expected octal permission bits such as 660",
+        ),
+        (
+            "unix:/s:lockfile=yes",
+            "unix endpoint lockfile \"yes\" is not valid: expected 0 or 1",
+        ),
+    ];
+    for (input, message) in cases {
+        let err = input.parse::<ServerEndpoint>().expect_err(input);
+        assert_eq!(err.to_string(), *message, "{input}");
+    }
+    let cases: &[(&str, &str)] = &[
+        (
+            "tcp:localhost",
+            "tcp endpoint needs a port (e.g. tcp:localhost:8888)",
+        ),
+        (
+            "tcp:port=80",
+            "tcp endpoint needs a host (e.g. tcp:localhost:8888)",
+        ),
+        (
+            "tcp:localhost:0",
+            "tcp endpoint port \"0\" is not valid: expected a port from 1 to 65535",
+        ),
+        (
+            "tcp:h:80:timeout=0",
+            "tcp endpoint timeout \"0\" is not valid: expected a whole number of seconds, at least 1",
+        ),
+        (
+            "tcp:h:80:timeout=1.5",
+            "tcp endpoint timeout \"1.5\" is not valid: expected a whole number of seconds, at least 1",
+        ),
+        (
+            "tcp:h:80:bindAddress=nowhere",
+            "tcp endpoint bindAddress \"nowhere\" is not valid: expected an IP address (escape IPv6 colons as \\:)",
+        ),
+        (
+            "tcp:h:80:interface=1.2.3.4",
+            "tcp endpoint has no parameter \"interface\" (it takes host, port, timeout, bindAddress)",
+        ),
+        (
+            "tcp:a:1:b",
+            "tcp endpoint has an unexpected extra parameter \"b\"",
+        ),
+        (
+            "tcp6:h:80",
+            "unknown client endpoint type \"tcp6\" (expected tcp, unix or udp)",
+        ),
+    ];
+    for (input, message) in cases {
+        let err = input.parse::<ClientEndpoint>().expect_err(input);
+        assert_eq!(err.to_string(), *message, "{input}");
+    }
+    assert_eq!(
+        "x:1".parse::<ClientEndpoint>(),
+        Err(EndpointError::UnknownType {
+            role: Role::Client,
+            kind: "x".into(),
+            expected: "tcp, unix or udp"
+        })
+    );
+}
+
+fn text() -> impl Strategy<Value = String> {
+    "[a-z0-9:=\\\\/._-]{1,12}"
+}
+
+fn any_ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<[u8; 4]>().prop_map(IpAddr::from),
+        any::<[u8; 16]>().prop_map(IpAddr::from)
+    ]
+}
+
+fn server_endpoint() -> impl Strategy<Value = ServerEndpoint> {
+    prop_oneof![
+        (any::<u16>(), any_ip(), any::<u32>()).prop_map(|(port, interface, backlog)| {
+            ServerEndpoint::Tcp {
+                port,
+                interface,
+                backlog,
+            }
+        }),
+        (text(), 0u32..=0o7777, any::<u32>(), any::<bool>()).prop_map(
+            |(path, mode, backlog, lockfile)| ServerEndpoint::Unix {
+                path,
+                mode,
+                backlog,
+                lockfile
+            }
+        ),
+        (any::<u16>(), any_ip())
+            .prop_map(|(port, interface)| ServerEndpoint::Udp { port, interface }),
+    ]
+}
+
+fn client_endpoint() -> impl Strategy<Value = ClientEndpoint> {
+    prop_oneof![
+        (
+            text(),
+            1u16..,
+            1u64..100_000,
+            proptest::option::of(any_ip())
+        )
+            .prop_map(|(host, port, t, bind_address)| {
+                ClientEndpoint::Tcp {
+                    host,
+                    port,
+                    timeout: Duration::from_secs(t),
+                    bind_address,
+                }
+            }),
+        (text(), 1u64..100_000, any::<bool>()).prop_map(|(path, t, check_pid)| {
+            ClientEndpoint::Unix {
+                path,
+                timeout: Duration::from_secs(t),
+                check_pid,
+            }
+        }),
+        (text(), 1u16..).prop_map(|(host, port)| ClientEndpoint::Udp { host, port }),
+    ]
+}
+
+proptest! {
+    /// Display gives the canonical description; parsing it gives the value back.
+    #[test]
+    fn server_descriptions_round_trip(e in server_endpoint()) {
+        prop_assert_eq!(e.to_string().parse::<ServerEndpoint>(), Ok(e));
+    }
+
+    #[test]
+    fn client_descriptions_round_trip(e in client_endpoint()) {
+        prop_assert_eq!(e.to_string().parse::<ClientEndpoint>(), Ok(e));
+    }
+
+    /// No input makes the parser panic.
+    #[test]
+    fn any_string_parses_or_errors(s in "\\PC{0,40}") {
+        let _ = s.parse::<ServerEndpoint>();
+        let _ = s.parse::<ClientEndpoint>();
+    }
+}

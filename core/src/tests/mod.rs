@@ -1,0 +1,6 @@
+mod client;
+mod connection;
+mod endpoint;
+mod pair;
+mod server;
+mod util;

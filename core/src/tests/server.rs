@@ -1,0 +1,396 @@
+//! The echo server connection, fed bytes directly.
+
+use super::util::*;
+use crate::{
+    Action, CloseReason, EchoFactory, Factory, LostReason, ProducerState, ServerConfig,
+    ServerEvent, UsageError, WaterMarks,
+};
+
+fn input(len: usize) -> Vec<u8> {
+    (0..=255u8).cycle().take(len).collect()
+}
+
+#[test]
+fn echo_is_invariant_under_read_chunking_and_partial_writes() {
+    let data = input(3_000);
+    for read_chunk in 1..=17 {
+        for write_budget in 1..=17 {
+            let mut factory = EchoFactory::default();
+            let mut conn = server_conn(&mut factory, marks(64, 0), t0());
+            let mut wire = Vec::new();
+            for piece in data.chunks(read_chunk) {
+                // Behave like the adapter: read only while the core wants input.
+                while !conn.wants_read() {
+                    assert!(
+                        flush_once(&mut conn, &mut wire, write_budget, t0()) > 0,
+                        "paused with nothing to flush"
+                    );
+                }
+                assert_eq!(conn.poll_action(), None, "nothing terminal mid-stream");
+                conn.handle_data(piece, t0()).unwrap();
+                assert!(conn.buffered() <= 64 + read_chunk, "buffer bound");
+            }
+            conn.handle_read_closed(t0());
+            while !conn.pending_output().is_empty() {
+                assert_eq!(conn.poll_action(), None, "no close before the flush ends");
+                flush_once(&mut conn, &mut wire, write_budget, t0());
+            }
+            assert_eq!(
+                wire, data,
+                "read_chunk={read_chunk} write_budget={write_budget}"
+            );
+            assert_eq!(actions(&mut conn), vec![Action::Close]);
+            conn.handle_connection_lost(CloseReason::Done, t0());
+            assert_eq!(conn.close_reason(), Some(CloseReason::Done));
+            assert_eq!(conn.protocol().echoed(), data.len() as u64);
+            assert_eq!(conn.poll_timeout(), None);
+        }
+    }
+}
+
+#[test]
+fn one_byte_at_a_time_and_all_at_once_give_the_same_bytes() {
+    let data = input(1_000);
+    let mut outputs = Vec::new();
+    for chunk in [1, data.len()] {
+        let mut factory = EchoFactory::default();
+        let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+        let mut wire = Vec::new();
+        for piece in data.chunks(chunk) {
+            conn.handle_data(piece, t0()).unwrap();
+        }
+        while flush_once(&mut conn, &mut wire, usize::MAX, t0()) > 0 {}
+        outputs.push(wire);
+    }
+    assert_eq!(outputs[0], data);
+    assert_eq!(outputs[1], data);
+}
+
+#[test]
+fn reading_pauses_above_high_and_resumes_at_low() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, marks(8, 2), t0());
+    conn.handle_data(&[1; 8], t0()).unwrap();
+    assert!(conn.wants_read(), "pause is > high, not >= high");
+    assert_eq!(conn.producer_state(), ProducerState::Producing);
+    conn.handle_data(&[2], t0()).unwrap();
+    assert_eq!(conn.producer_state(), ProducerState::Paused);
+    assert!(!conn.wants_read());
+    conn.handle_written(6, t0()).unwrap(); // 3 left: still above low
+    assert_eq!(conn.producer_state(), ProducerState::Paused);
+    assert!(!conn.wants_read());
+    conn.handle_written(1, t0()).unwrap(); // 2 left: at low
+    assert_eq!(conn.producer_state(), ProducerState::Producing);
+    assert!(conn.wants_read());
+    assert_eq!(conn.pending_output(), &[1, 2]);
+    assert_eq!(conn.poll_action(), None);
+}
+
+#[test]
+fn default_water_marks_are_twisteds() {
+    let m = WaterMarks::default();
+    assert_eq!((m.high(), m.low()), (64 * 1024, 0));
+    assert!(WaterMarks::new(0, 0).is_err());
+    assert!(WaterMarks::new(4, 5).is_err());
+    assert_eq!(
+        WaterMarks::new(4, 5).unwrap_err().to_string(),
+        "invalid water marks high=4 low=5: need 0 < high and low <= high"
+    );
+}
+
+#[test]
+fn a_peer_that_never_reads_is_held_to_high_plus_one_read() {
+    const READ: usize = 16 * 1024;
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    let chunk = vec![7u8; READ];
+    let mut reads = 0;
+    // The adapter reads while wanted; the peer never takes a byte.
+    while conn.wants_read() {
+        conn.handle_data(&chunk, t0()).unwrap();
+        reads += 1;
+        assert!(reads < 100, "reading never paused");
+    }
+    assert!(conn.buffered() <= WaterMarks::DEFAULT_HIGH + READ);
+    assert_eq!(
+        conn.buffered(),
+        5 * READ,
+        "paused on the first read past 64 KiB"
+    );
+    assert_eq!(conn.poll_action(), None);
+}
+
+#[test]
+fn peer_eof_flushes_what_is_owed_then_closes() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    conn.handle_data(b"hello", t0()).unwrap();
+    conn.handle_read_closed(t0());
+    assert!(!conn.wants_read());
+    assert_eq!(conn.poll_action(), None, "close waits for the flush");
+    assert_eq!(conn.pending_output(), b"hello");
+    conn.handle_written(3, t0()).unwrap();
+    assert_eq!(conn.poll_action(), None);
+    assert_eq!(conn.pending_output(), b"lo");
+    conn.handle_written(2, t0()).unwrap();
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+    conn.handle_connection_lost(CloseReason::Done, t0());
+    assert!(conn.is_closed());
+    assert_eq!(conn.poll_action(), None);
+    assert_eq!(conn.poll_timeout(), None);
+}
+
+#[test]
+fn idle_timeout_closes_a_silent_connection_politely() {
+    let mut factory = EchoFactory::new(ServerConfig {
+        idle_timeout: Some(ms(1_000)),
+        ..ServerConfig::default()
+    });
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    assert_eq!(conn.poll_timeout(), Some(t0() + ms(1_000)));
+    conn.handle_data(b"x", t0() + ms(400)).unwrap();
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(t0() + ms(1_400)),
+        "data resets the timer"
+    );
+    conn.handle_written(1, t0() + ms(500)).unwrap();
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(t0() + ms(1_500)),
+        "writes reset the timer"
+    );
+    conn.handle_timeout(t0() + ms(1_499)); // early: a no-op
+    assert_eq!(conn.poll_action(), None);
+    conn.handle_timeout(t0() + ms(1_500));
+    assert_eq!(conn.poll_timeout(), None, "the timer does not fire twice");
+    assert_eq!(
+        actions(&mut conn),
+        vec![Action::Close],
+        "nothing unsent: FIN, not RST"
+    );
+    conn.handle_connection_lost(CloseReason::Done, t0() + ms(1_500));
+    assert_eq!(
+        conn.close_reason(),
+        Some(CloseReason::Lost(LostReason::TimedOut))
+    );
+}
+
+#[test]
+fn idle_timeout_with_unsent_output_aborts() {
+    let mut factory = EchoFactory::new(ServerConfig {
+        idle_timeout: Some(ms(100)),
+        ..ServerConfig::default()
+    });
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    conn.handle_data(b"stuck", t0()).unwrap();
+    conn.handle_timeout(t0() + ms(100));
+    assert_eq!(actions(&mut conn), vec![Action::Abort]);
+    assert!(
+        conn.pending_output().is_empty(),
+        "abort discards unsent output"
+    );
+    conn.handle_connection_lost(CloseReason::Lost(LostReason::Reset), t0() + ms(100));
+    assert_eq!(
+        conn.close_reason(),
+        Some(CloseReason::Lost(LostReason::TimedOut)),
+        "our cause wins"
+    );
+}
+
+#[test]
+fn no_timer_without_idle_timeout() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    assert_eq!(conn.poll_timeout(), None);
+    conn.handle_timeout(t0() + ms(1_000_000)); // spurious
+    assert_eq!(conn.poll_action(), None);
+    assert!(conn.wants_read());
+}
+
+#[test]
+fn factory_counts_admits_refuses_and_reports() {
+    let mut factory = EchoFactory::new(ServerConfig {
+        max_connections: Some(2),
+        ..ServerConfig::default()
+    });
+    factory.do_start();
+    assert_eq!(factory.poll_event(), Some(ServerEvent::Started));
+    let a = factory.build_protocol(addr(1), addr(SERVER), t0()).unwrap();
+    let b = factory.build_protocol(addr(2), addr(SERVER), t0()).unwrap();
+    assert!(
+        factory
+            .build_protocol(addr(3), addr(SERVER), t0())
+            .is_none(),
+        "third refused"
+    );
+    assert_eq!(factory.open_connections(), 2);
+    let made = |id, port, open| ServerEvent::ConnectionMade {
+        id,
+        peer: addr(port),
+        host: addr(SERVER),
+        open,
+    };
+    assert_eq!(factory.poll_event(), Some(made(a.id(), 1, 1)));
+    assert_eq!(factory.poll_event(), Some(made(b.id(), 2, 2)));
+    assert_eq!(
+        factory.poll_event(),
+        Some(ServerEvent::ConnectionRefused {
+            peer: addr(3),
+            open: 2,
+            limit: 2
+        })
+    );
+    assert!(factory.handle_connection_lost(a.id(), CloseReason::Done, 12));
+    assert!(
+        !factory.handle_connection_lost(a.id(), CloseReason::Done, 12),
+        "a second report is ignored"
+    );
+    assert_eq!(
+        factory.poll_event(),
+        Some(ServerEvent::ConnectionLost {
+            id: a.id(),
+            peer: addr(1),
+            reason: CloseReason::Done,
+            echoed: 12,
+            open: 1
+        })
+    );
+    assert_eq!(factory.poll_event(), None);
+    let c = factory
+        .build_protocol(addr(4), addr(SERVER), t0())
+        .expect("a slot freed up");
+    assert_ne!(c.id(), a.id(), "ids are never reused");
+    assert_eq!(factory.open_connections(), 2);
+    assert_eq!((factory.accepted(), factory.refused()), (3, 1));
+    factory.do_stop();
+    assert_eq!(
+        factory
+            .poll_event()
+            .map(|e| matches!(e, ServerEvent::ConnectionMade { .. })),
+        Some(true)
+    );
+    assert_eq!(factory.poll_event(), Some(ServerEvent::Stopped));
+    assert_eq!(factory.poll_event(), None);
+}
+
+#[test]
+fn factory_start_and_stop_follow_the_port_count() {
+    let mut factory = EchoFactory::default();
+    factory.do_start();
+    factory.do_start();
+    factory.do_stop();
+    assert_eq!(factory.poll_event(), Some(ServerEvent::Started));
+    assert_eq!(factory.poll_event(), None, "one port still up");
+    factory.do_stop();
+    assert_eq!(factory.poll_event(), Some(ServerEvent::Stopped));
+    factory.do_stop();
+    assert_eq!(factory.poll_event(), None, "extra stops are harmless");
+}
+
+#[test]
+fn unknown_connection_reports_do_not_change_the_count() {
+    let mut factory = EchoFactory::default();
+    let a = factory.build_protocol(addr(1), addr(SERVER), t0()).unwrap();
+    let mut other = EchoFactory::default();
+    let _ = other.build_protocol(addr(1), addr(SERVER), t0()).unwrap();
+    let foreign = other.build_protocol(addr(2), addr(SERVER), t0()).unwrap();
+    assert!(!factory.handle_connection_lost(foreign.id(), CloseReason::Done, 0));
+    assert_eq!(factory.open_connections(), 1);
+    assert!(factory.handle_connection_lost(a.id(), CloseReason::Done, 0));
+    assert_eq!(factory.open_connections(), 0);
+}
+
+#[test]
+fn edge_inputs_are_typed_errors_not_corruption() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    conn.handle_data(b"", t0()).unwrap();
+    assert_eq!(conn.buffered(), 0, "empty data is a no-op");
+    conn.handle_data(b"abc", t0()).unwrap();
+    assert_eq!(conn.handle_written(0, t0()), Ok(()));
+    assert_eq!(
+        conn.handle_written(4, t0()),
+        Err(UsageError::WrittenTooMuch {
+            written: 4,
+            pending: 3
+        })
+    );
+    assert_eq!(
+        conn.pending_output(),
+        b"abc",
+        "a rejected report changes nothing"
+    );
+    conn.handle_read_closed(t0());
+    conn.handle_read_closed(t0()); // idempotent
+    assert_eq!(
+        conn.handle_data(b"late", t0()),
+        Err(UsageError::AfterReadClosed)
+    );
+    assert_eq!(conn.pending_output(), b"abc");
+    conn.handle_written(3, t0()).unwrap();
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+    conn.handle_connection_lost(CloseReason::Done, t0());
+    conn.handle_connection_lost(CloseReason::Lost(LostReason::Reset), t0());
+    assert_eq!(
+        conn.close_reason(),
+        Some(CloseReason::Done),
+        "the first report stands"
+    );
+    assert_eq!(conn.handle_data(b"x", t0()), Err(UsageError::Closed));
+    assert_eq!(
+        UsageError::WrittenTooMuch {
+            written: 4,
+            pending: 3
+        }
+        .to_string(),
+        "reported 4 bytes written but only 3 were pending"
+    );
+}
+
+#[test]
+fn data_while_closing_is_refused() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    conn.handle_data(b"ab", t0()).unwrap();
+    conn.close(t0());
+    assert!(!conn.wants_read());
+    assert_eq!(conn.handle_data(b"c", t0()), Err(UsageError::Closing));
+    assert_eq!(
+        conn.pending_output(),
+        b"ab",
+        "what was owed is still flushed"
+    );
+    conn.handle_written(2, t0()).unwrap();
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+}
+
+#[test]
+fn time_going_backwards_is_clamped() {
+    let mut factory = EchoFactory::new(ServerConfig {
+        idle_timeout: Some(ms(100)),
+        ..ServerConfig::default()
+    });
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    conn.handle_data(b"a", t0() + ms(50)).unwrap();
+    conn.handle_data(b"b", t0() + ms(10)).unwrap(); // earlier: treated as +50
+    assert_eq!(conn.poll_timeout(), Some(t0() + ms(150)));
+}
+
+#[test]
+fn loss_without_close_reports_the_sockets_reason() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    conn.handle_data(b"abc", t0()).unwrap();
+    conn.handle_connection_lost(CloseReason::Lost(LostReason::Reset), t0());
+    assert_eq!(
+        conn.close_reason(),
+        Some(CloseReason::Lost(LostReason::Reset))
+    );
+    assert!(!conn.wants_read());
+    assert_eq!(conn.poll_action(), None, "no actions after loss");
+    assert_eq!(conn.poll_timeout(), None);
+    let echo = conn.protocol();
+    assert!(factory.handle_connection_lost(echo.id(), conn.close_reason().unwrap(), echo.echoed()));
+    assert_eq!(factory.open_connections(), 0);
+}

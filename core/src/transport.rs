@@ -1,0 +1,302 @@
+//! The in-memory transport a protocol writes to, with Twisted's flow control.
+
+use std::net::SocketAddr;
+
+use bytes::{Buf, BytesMut};
+
+use crate::connection::LostReason;
+use crate::error::ConfigError;
+
+/// Capacity above which a drained output buffer is freed rather than kept.
+///
+/// An idle connection should cost almost nothing; a busy one should not
+/// reallocate on every read. Small buffers are kept, large ones released.
+const KEEP_DRAINED_CAPACITY: usize = 4 * 1024;
+
+/// Flow-control thresholds for the unsent-output buffer.
+///
+/// Reading pauses when more than `high` bytes are unsent and resumes once the
+/// buffer has drained to `low` or below. The default is Twisted's rule
+/// (`FileDescriptor.bufferSize = 2**16`, resume when the buffer empties):
+/// `high = 64 KiB`, `low = 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaterMarks {
+    /// Pause reading while more than this many bytes are unsent.
+    high: usize,
+    /// Resume reading once at most this many bytes are unsent.
+    low: usize,
+}
+
+impl WaterMarks {
+    /// Twisted's send-buffer size: 64 KiB.
+    pub const DEFAULT_HIGH: usize = 64 * 1024;
+
+    /// Builds water marks, checking `0 < high` and `low <= high`.
+    ///
+    /// # Errors
+    /// [`ConfigError::WaterMarks`] when the pair makes no sense: a zero `high`
+    /// would pause after every byte, and `low > high` would never resume.
+    pub fn new(high: usize, low: usize) -> Result<Self, ConfigError> {
+        if high == 0 || low > high {
+            return Err(ConfigError::WaterMarks { high, low });
+        }
+        Ok(Self { high, low })
+    }
+
+    /// The pause threshold.
+    #[must_use]
+    pub fn high(&self) -> usize {
+        self.high
+    }
+
+    /// The resume threshold.
+    #[must_use]
+    pub fn low(&self) -> usize {
+        self.low
+    }
+}
+
+impl Default for WaterMarks {
+    fn default() -> Self {
+        Self {
+            high: Self::DEFAULT_HIGH,
+            low: 0,
+        }
+    }
+}
+
+/// Whether the transport currently wants bytes from the socket.
+///
+/// Twisted: the transport is an `IPushProducer` for its own read side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerState {
+    /// Reading is allowed.
+    Producing,
+    /// Reading is paused until the output buffer drains (or until
+    /// [`Transport::resume_producing`] after a manual pause).
+    Paused,
+}
+
+/// How the connection should end, once requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseIntent {
+    /// Flush, then close both directions.
+    Close,
+    /// Discard unsent output and reset.
+    Abort,
+}
+
+/// In-memory transport handed to a [`Protocol`](crate::Protocol).
+///
+/// Twisted: `ITransport` / `ITCPTransport`, shaped like
+/// `twisted.internet.testing.StringTransport`: writes land in a buffer that the
+/// I/O adapter drains; closing is an intent the adapter carries out once the
+/// buffer is flushed. Nothing here touches a socket.
+#[derive(Debug)]
+pub struct Transport {
+    /// Bytes written by the protocol and not yet accepted by the socket.
+    out: BytesMut,
+    /// Flow-control thresholds for `out`.
+    marks: WaterMarks,
+    /// Paused because `out` went above `marks.high`.
+    paused_by_buffer: bool,
+    /// Paused by the protocol through [`Transport::pause_producing`].
+    paused_by_protocol: bool,
+    /// `lose_write_connection` was called: send FIN once `out` is empty.
+    shutdown_write_requested: bool,
+    /// How the connection is to end, if that was requested.
+    close: Option<CloseIntent>,
+    /// Why the connection ended uncleanly if we ended it (abort, timeout).
+    local_reason: Option<LostReason>,
+    /// Bytes the socket has accepted so far (`handle_written` totals).
+    written: u64,
+    /// Our address. Twisted: `getHost()`.
+    host: SocketAddr,
+    /// The other end's address. Twisted: `getPeer()`.
+    peer: SocketAddr,
+}
+
+impl Transport {
+    pub(crate) fn new(host: SocketAddr, peer: SocketAddr, marks: WaterMarks) -> Self {
+        Self {
+            out: BytesMut::new(),
+            marks,
+            paused_by_buffer: false,
+            paused_by_protocol: false,
+            shutdown_write_requested: false,
+            close: None,
+            local_reason: None,
+            written: 0,
+            host,
+            peer,
+        }
+    }
+
+    /// Twisted: `ITransport.write`.
+    ///
+    /// Queues `data` for sending. Never blocks, never drops, never fails. When
+    /// more than `high` bytes are unsent, reading pauses; since the adapter
+    /// reads only while [`Connection::wants_read`](crate::Connection::wants_read)
+    /// holds, an echo protocol's buffer never exceeds `high` plus one read.
+    /// Writes after the write side was shut down or the connection was asked
+    /// to close are discarded (Twisted does the same) and logged at debug
+    /// level.
+    pub fn write(&mut self, data: &[u8]) {
+        if self.close.is_some() || self.shutdown_write_requested {
+            tracing::debug!(
+                len = data.len(),
+                "write after close was requested; discarded"
+            );
+            return;
+        }
+        self.out.extend_from_slice(data);
+        if self.out.len() > self.marks.high {
+            self.paused_by_buffer = true;
+        }
+    }
+
+    /// Twisted: `ITransport.loseConnection`.
+    ///
+    /// Flushes what is pending, then closes both directions
+    /// ([`Action::Close`](crate::Action::Close)). Reading stops at once.
+    /// Idempotent; an abort already requested wins.
+    pub fn lose_connection(&mut self) {
+        if self.close.is_none() {
+            self.close = Some(CloseIntent::Close);
+        }
+    }
+
+    /// Twisted: `ITCPTransport.loseWriteConnection`.
+    ///
+    /// Flushes what is pending, then half-closes
+    /// ([`Action::ShutdownWrite`](crate::Action::ShutdownWrite)): the peer reads
+    /// end-of-file while we keep reading. Idempotent.
+    pub fn lose_write_connection(&mut self) {
+        self.shutdown_write_requested = true;
+    }
+
+    /// Twisted: `ITCPTransport.abortConnection`.
+    ///
+    /// Discards unsent output and resets the connection
+    /// ([`Action::Abort`](crate::Action::Abort)) without waiting for a flush.
+    pub fn abort_connection(&mut self) {
+        self.abort_because(LostReason::Aborted);
+    }
+
+    /// Ends the connection uncleanly for `reason` (an idle timeout, say).
+    ///
+    /// With nothing unsent this closes politely (FIN) so a live peer reads a
+    /// normal end-of-file; with bytes still unsent the peer is evidently not
+    /// reading, so they are discarded and the connection reset. Either way the
+    /// connection is reported lost with `reason`.
+    pub fn close_because(&mut self, reason: LostReason) {
+        if self.out.is_empty() {
+            if self.close.is_none() {
+                self.local_reason.get_or_insert(reason);
+                self.close = Some(CloseIntent::Close);
+            }
+        } else {
+            self.abort_because(reason);
+        }
+    }
+
+    fn abort_because(&mut self, reason: LostReason) {
+        if self.close != Some(CloseIntent::Abort) {
+            self.local_reason = Some(reason);
+            self.close = Some(CloseIntent::Abort);
+            self.out = BytesMut::new();
+            self.paused_by_buffer = false;
+        }
+    }
+
+    /// Twisted: `IPushProducer.pauseProducing` on the transport.
+    ///
+    /// Stops reading until [`Transport::resume_producing`], independent of the
+    /// buffer-driven pause.
+    pub fn pause_producing(&mut self) {
+        self.paused_by_protocol = true;
+    }
+
+    /// Twisted: `IPushProducer.resumeProducing`. Undoes
+    /// [`Transport::pause_producing`]; a buffer-driven pause still holds until
+    /// the buffer drains.
+    pub fn resume_producing(&mut self) {
+        self.paused_by_protocol = false;
+    }
+
+    /// Whether the read side is paused, by the buffer or by the protocol.
+    #[must_use]
+    pub fn producer_state(&self) -> ProducerState {
+        if self.paused_by_buffer || self.paused_by_protocol {
+            ProducerState::Paused
+        } else {
+            ProducerState::Producing
+        }
+    }
+
+    /// Unsent bytes.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Bytes the socket has accepted so far on this connection.
+    #[must_use]
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// The flow-control thresholds in force.
+    #[must_use]
+    pub fn water_marks(&self) -> WaterMarks {
+        self.marks
+    }
+
+    /// Twisted: `ITransport.getHost`.
+    #[doc(alias = "getHost")]
+    #[must_use]
+    pub fn host(&self) -> SocketAddr {
+        self.host
+    }
+
+    /// Twisted: `ITransport.getPeer`.
+    #[doc(alias = "getPeer")]
+    #[must_use]
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Whether `lose_connection`, `abort_connection` or `close_because` was called.
+    #[must_use]
+    pub fn is_closing(&self) -> bool {
+        self.close.is_some()
+    }
+
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.out
+    }
+
+    pub(crate) fn close_intent(&self) -> Option<CloseIntent> {
+        self.close
+    }
+
+    pub(crate) fn shutdown_write_requested(&self) -> bool {
+        self.shutdown_write_requested
+    }
+
+    pub(crate) fn local_reason(&self) -> Option<LostReason> {
+        self.local_reason
+    }
+
+    /// The socket accepted the first `n` pending bytes (`n <= buffered()`).
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.out.advance(n);
+        self.written += n as u64;
+        if self.out.is_empty() && self.out.capacity() > KEEP_DRAINED_CAPACITY {
+            self.out = BytesMut::new();
+        }
+        if self.paused_by_buffer && self.out.len() <= self.marks.low {
+            self.paused_by_buffer = false;
+        }
+    }
+}
