@@ -1,1 +1,86 @@
-//! placeholder
+//! What `echo-server` and `echo-client` share: logging setup and argument
+//! parsers that turn bad input into clear usage errors.
+
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use echo_core::{ClientEndpoint, ServerEndpoint};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for a failed run (an echo failed, a bind failed).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Sends logs to standard error. `RUST_LOG` wins when set; otherwise the
+/// level is `default` moved up by `verbose` and down by `quiet` steps.
+pub fn init_logging(default: tracing::Level, verbose: u8, quiet: u8) {
+    use tracing::Level;
+    const LEVELS: [Level; 5] = [
+        Level::ERROR,
+        Level::WARN,
+        Level::INFO,
+        Level::DEBUG,
+        Level::TRACE,
+    ];
+    let base = LEVELS.iter().position(|l| *l == default).unwrap_or(2) as i32;
+    let index = (base + i32::from(verbose) - i32::from(quiet)).clamp(0, 4) as usize;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(LEVELS[index].as_str().to_ascii_lowercase()));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Parses a server endpoint string for clap.
+///
+/// # Errors
+/// The parser's message, or a note that UDP listening is not available yet.
+pub fn server_endpoint(s: &str) -> Result<ServerEndpoint, String> {
+    match s.parse::<ServerEndpoint>() {
+        Ok(ServerEndpoint::Udp { .. }) => {
+            Err("UDP echo is not available yet; use tcp:, tcp6: or unix:".into())
+        }
+        Ok(endpoint) => Ok(endpoint),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Parses a client endpoint string for clap.
+///
+/// # Errors
+/// The parser's message, or a note that UDP is not available yet.
+pub fn client_endpoint(s: &str) -> Result<ClientEndpoint, String> {
+    match s.parse::<ClientEndpoint>() {
+        Ok(ClientEndpoint::Udp { .. }) => {
+            Err("UDP echo is not available yet; use tcp: or unix:".into())
+        }
+        Ok(endpoint) => Ok(endpoint),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Parses seconds (fractions allowed) for clap.
+///
+/// # Errors
+/// A message when `s` is not a non-negative finite number of seconds.
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
+}
+
+/// Parses a positive whole number for clap.
+///
+/// # Errors
+/// A message when `s` is not a whole number of at least 1.
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}

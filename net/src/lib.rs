@@ -1,1 +1,31 @@
-//! placeholder
+//! Drives the `echo-core` state machines over tokio sockets.
+//!
+//! The driver ([`drive`]) is generic over the stream and the accept loop
+//! ([`EchoServer::serve`]) over a small [`Listener`] trait and a [`Spawner`],
+//! so the very same code runs on real sockets here and on turmoil's simulated
+//! ones in the `sim` crate, which adds its own impls. Nothing here picks socket
+//! types with a Cargo feature.
+//!
+//! * [`EchoServer`]: accept loops, one task per connection, an exact
+//!   open-connection count, logging, graceful shutdown.
+//! * [`connect`], [`run`], [`echo_message`], [`Pipe`]: the verifying client.
+//! * [`AnyListener`], [`AnyStream`]: TCP and Unix-domain sockets bound or
+//!   connected from endpoint strings.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod driver;
+mod listener;
+mod server;
+mod spawn;
+mod stream;
+
+pub use client::{
+    ClientError, ClientOptions, Connected, Pipe, Summary, connect, echo_message, run,
+};
+pub use driver::{App, DEFAULT_READ_CHUNK, DriveConfig, NoApp, drive, now};
+pub use listener::{Accepted, AnyListener, Listener, UNIX_PEER};
+pub use server::{EchoServer, ServerOptions, ShutdownOutcome};
+pub use spawn::{Spawner, TokioSpawner};
+pub use stream::{AnyStream, Stream};

@@ -1,1 +1,149 @@
-fn main() {}
+//! `echo-server`: an RFC 862 echo server over TCP or Unix-domain sockets.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{ArgAction, Parser};
+use echo_bin::{EXIT_FAILURE, init_logging, positive, seconds, server_endpoint};
+use echo_core::{ServerConfig, ServerEndpoint, WaterMarks};
+use echo_net::{AnyListener, EchoServer, ServerOptions, ShutdownOutcome, TokioSpawner};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Echoes back every byte it receives (RFC 862), over TCP or Unix-domain
+/// sockets, with backpressure, optional connection limits and idle timeouts.
+///
+/// On SIGINT or SIGTERM it stops accepting at once, keeps serving open
+/// connections until their peers close or the grace period ends, then
+/// flushes what it owes each one, closes them and exits 0. A second signal
+/// exits at once.
+#[derive(Debug, Parser)]
+#[command(version, after_help = ENDPOINT_HELP)]
+struct Args {
+    /// Where to listen, as a Twisted endpoint string (repeat for several)
+    #[arg(
+        short,
+        long = "listen",
+        value_name = "DESC",
+        default_value = "tcp:8888:interface=127.0.0.1",
+        value_parser = server_endpoint
+    )]
+    listen: Vec<ServerEndpoint>,
+
+    /// Refuse new connections while this many are open
+    #[arg(long, value_name = "N", value_parser = positive)]
+    max_connections: Option<usize>,
+
+    /// Close connections with no traffic for this long
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    idle_timeout: Option<Duration>,
+
+    /// On shutdown, wait this long for open connections to finish
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds)]
+    grace: Duration,
+
+    /// Pause reading a connection while more than this many bytes wait to be echoed
+    #[arg(long, value_name = "BYTES", default_value_t = WaterMarks::DEFAULT_HIGH, value_parser = positive)]
+    high_water: usize,
+
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, action = ArgAction::Count)]
+    verbose: u8,
+
+    /// Less log output (-q warnings only, -qq errors only)
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
+    quiet: u8,
+}
+
+const ENDPOINT_HELP: &str = "\
+Endpoint strings (Twisted's grammar):
+  tcp:8888                              port 8888 on every IPv4 interface
+  tcp:port=8888:interface=127.0.0.1     loopback only (the default)
+  tcp6:8888                             every IPv6 interface
+  tcp:0:interface=127.0.0.1             a free port, printed at start
+  unix:/tmp/echo.sock:mode=660          a Unix-domain socket
+
+Exit codes: 0 after a clean shutdown, 1 when listening fails, 2 for usage errors.";
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(tracing::Level::INFO, args.verbose, args.quiet);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("echo-server: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo-server: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let options = ServerOptions {
+        config: ServerConfig {
+            max_connections: args.max_connections,
+            idle_timeout: args.idle_timeout,
+        },
+        marks: WaterMarks::new(args.high_water, 0)?,
+        ..ServerOptions::default()
+    };
+    // Install signal handlers before announcing that we listen.
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let server = EchoServer::new(options);
+    let mut listeners = Vec::new();
+    for endpoint in &args.listen {
+        let listener = AnyListener::bind(endpoint)
+            .await
+            .with_context(|| format!("cannot listen on {endpoint}"))?;
+        let description = listener.describe(endpoint)?;
+        println!("listening on {description}");
+        listeners.push(listener);
+    }
+    std::io::stdout().flush()?;
+    for listener in listeners {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve(listener, TokioSpawner).await });
+    }
+
+    let first = tokio::select! {
+        _ = sigint.recv() => "SIGINT",
+        _ = sigterm.recv() => "SIGTERM",
+    };
+    tracing::info!(signal = first, grace = ?args.grace, "shutting down: no longer accepting");
+    let outcome = tokio::select! {
+        biased;
+        _ = sigint.recv() => second_signal(130),
+        _ = sigterm.recv() => second_signal(143),
+        outcome = server.shutdown(args.grace) => outcome,
+    };
+    let (accepted, refused) = server.totals();
+    match outcome {
+        ShutdownOutcome::Drained => {
+            tracing::info!(accepted, refused, "all connections finished; bye")
+        }
+        ShutdownOutcome::GraceExpired { closed } => {
+            tracing::info!(
+                accepted,
+                refused,
+                closed,
+                "grace period expired; remaining connections closed; bye"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn second_signal(code: i32) -> ! {
+    tracing::warn!("second signal: exiting at once");
+    std::process::exit(code)
+}

@@ -432,10 +432,17 @@ impl Connection<EchoClient> {
     /// Whether [`send`](Self::send) would take bytes now (level-triggered).
     #[must_use]
     pub fn wants_input(&self) -> bool {
+        self.input_room() > 0
+    }
+
+    /// How many bytes [`send`](Self::send) would take now: read at most this
+    /// much from the input source and none of it waits in a second buffer.
+    #[must_use]
+    pub fn input_room(&self) -> usize {
         let client = self.protocol();
-        matches!(client.input, Input::Stream { finished: false })
+        let open = matches!(client.input, Input::Stream { finished: false })
             && !client.ended
-            && !self.transport().is_closing()
-            && client.headroom() > 0
+            && !self.transport().is_closing();
+        if open { client.headroom() } else { 0 }
     }
 }

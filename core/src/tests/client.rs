@@ -249,6 +249,7 @@ fn a_message_larger_than_the_window_is_fed_as_echoes_return() {
 fn streaming_input_is_bounded_and_finishes_with_a_half_close() {
     let mut conn = streaming_client(marks(8, 0));
     assert!(conn.wants_input());
+    assert_eq!(conn.input_room(), 8);
     assert_eq!(
         conn.poll_timeout(),
         None,
@@ -264,6 +265,7 @@ fn streaming_input_is_bounded_and_finishes_with_a_half_close() {
     assert_eq!(send_all(&mut conn), b"01234567");
     conn.handle_data(b"0123", t0()).unwrap();
     assert!(conn.wants_input(), "verified echoes free the window");
+    assert_eq!(conn.input_room(), 4);
     assert_eq!(conn.send(b"89", t0()), Ok(2));
     conn.finish(t0());
     assert!(!conn.wants_input());

@@ -1,0 +1,404 @@
+//! The echo client over real sockets: connect from an endpoint string, run
+//! the core's verifying client, and report a typed outcome.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use echo_core::{
+    ClientConfig, ClientEndpoint, ClientEvent, Connection, EchoClient, EchoError, WaterMarks,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, UnixStream};
+
+use crate::driver::{App, DriveConfig, drive, now};
+use crate::listener::UNIX_PEER;
+use crate::stream::{AnyStream, Stream};
+
+/// Most bytes read from the input source at once.
+const INPUT_CHUNK: usize = 64 * 1024;
+
+/// Why a client run failed. Each message is one line a user can act on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The host name did not resolve.
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        /// The name.
+        host: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// Nothing listens there.
+    #[error("connection refused by {target}")]
+    Refused {
+        /// Where we tried.
+        target: String,
+    },
+    /// The connect did not complete in time.
+    #[error("connecting to {target} timed out after {timeout:?}")]
+    ConnectTimeout {
+        /// Where we tried.
+        target: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// Connecting failed otherwise.
+    #[error("connecting to {target} failed: {source}")]
+    Connect {
+        /// Where we tried.
+        target: String,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// The endpoint type cannot carry a stream echo.
+    #[error("{0} is not supported by this client yet")]
+    Unsupported(String),
+    /// The echo itself failed (mismatch, truncation, timeout, reset).
+    #[error(transparent)]
+    Echo(#[from] EchoError),
+    /// Reading the input or writing the echo locally failed.
+    #[error("local I/O failed: {0}")]
+    Local(io::Error),
+}
+
+/// A connected stream with its addresses.
+#[derive(Debug)]
+pub struct Connected<S> {
+    /// The stream.
+    pub stream: S,
+    /// Our address.
+    pub host: SocketAddr,
+    /// The server's address.
+    pub peer: SocketAddr,
+}
+
+/// Client settings beyond the endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Progress timeout and delivery bound.
+    pub config: ClientConfig,
+    /// The high mark is also the most unverified bytes in flight.
+    pub marks: WaterMarks,
+    /// Read size and linger.
+    pub drive: DriveConfig,
+}
+
+/// A successful echo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Bytes sent.
+    pub sent: u64,
+    /// Bytes received back, all verified.
+    pub received: u64,
+}
+
+/// Connects to `endpoint` within its timeout. TCP sockets get `TCP_NODELAY`;
+/// every resolved address is tried in turn.
+///
+/// # Errors
+/// [`ClientError`] naming what failed: resolution, refusal, timeout.
+pub async fn connect(endpoint: &ClientEndpoint) -> Result<Connected<AnyStream>, ClientError> {
+    match endpoint {
+        ClientEndpoint::Tcp {
+            host,
+            port,
+            timeout,
+            bind_address,
+        } => {
+            let target = format!("{host}:{port}");
+            let attempt = connect_tcp(host, *port, *bind_address);
+            match tokio::time::timeout(*timeout, attempt).await {
+                Ok(result) => result,
+                Err(_) => Err(ClientError::ConnectTimeout {
+                    target,
+                    timeout: *timeout,
+                }),
+            }
+        }
+        ClientEndpoint::Unix { path, timeout, .. } => {
+            let target = path.clone();
+            let attempt = UnixStream::connect(PathBuf::from(path));
+            match tokio::time::timeout(*timeout, attempt).await {
+                Ok(Ok(stream)) => Ok(Connected {
+                    stream: AnyStream::Unix(stream),
+                    host: UNIX_PEER,
+                    peer: UNIX_PEER,
+                }),
+                Ok(Err(source)) => Err(connect_error(target, source)),
+                Err(_) => Err(ClientError::ConnectTimeout {
+                    target,
+                    timeout: *timeout,
+                }),
+            }
+        }
+        other => Err(ClientError::Unsupported(other.to_string())),
+    }
+}
+
+async fn connect_tcp(
+    host: &str,
+    port: u16,
+    bind: Option<std::net::IpAddr>,
+) -> Result<Connected<AnyStream>, ClientError> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| ClientError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?;
+    let mut last = None;
+    for addr in addrs {
+        match connect_addr(addr, bind).await {
+            Ok(connected) => return Ok(connected),
+            Err(source) => last = Some(connect_error(addr.to_string(), source)),
+        }
+    }
+    Err(last.unwrap_or_else(|| ClientError::Resolve {
+        host: host.to_owned(),
+        source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+    }))
+}
+
+async fn connect_addr(
+    addr: SocketAddr,
+    bind: Option<std::net::IpAddr>,
+) -> io::Result<Connected<AnyStream>> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = bind {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(Connected {
+        host: stream.local_addr()?,
+        peer: stream.peer_addr()?,
+        stream: AnyStream::Tcp(stream),
+    })
+}
+
+fn connect_error(target: String, source: io::Error) -> ClientError {
+    if source.kind() == io::ErrorKind::ConnectionRefused {
+        ClientError::Refused { target }
+    } else {
+        ClientError::Connect { target, source }
+    }
+}
+
+/// The client's application side: feeds `input` (if any) into the
+/// connection as room allows, finishing at its end-of-file, and writes every
+/// verified echoed byte to `output`, with backpressure both ways.
+#[derive(Debug)]
+pub struct Pipe<I, O> {
+    /// Where input comes from; `None` for a whole-message client.
+    input: Option<I>,
+    /// Where echoes go.
+    output: O,
+    /// Echoed bytes not yet written to `output`.
+    unwritten: Bytes,
+    /// Input read buffer.
+    buf: Vec<u8>,
+    /// How the echo ended, once it has.
+    outcome: Option<Result<Summary, ClientError>>,
+}
+
+impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
+    /// A pipe from `input` (or none) to `output`.
+    pub fn new(input: Option<I>, output: O) -> Self {
+        Self {
+            input,
+            output,
+            unwritten: Bytes::new(),
+            buf: Vec::new(),
+            outcome: None,
+        }
+    }
+
+    /// The output sink (the collected echo, for a `Vec<u8>`).
+    pub fn into_output(self) -> O {
+        self.output
+    }
+
+    fn local_failure(&mut self, conn: &mut Connection<EchoClient>, error: io::Error) {
+        if self.outcome.is_none() {
+            self.outcome = Some(Err(ClientError::Local(error)));
+        }
+        self.unwritten = Bytes::new();
+        conn.act(now(), |_, t, _| t.abort_connection());
+    }
+
+    /// Writes pending echoes and takes events. `Ready(true)` if it did
+    /// anything.
+    fn poll_output(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &mut Connection<EchoClient>,
+    ) -> Poll<bool> {
+        let mut progressed = false;
+        loop {
+            while !self.unwritten.is_empty() {
+                match Pin::new(&mut self.output).poll_write(cx, &self.unwritten) {
+                    Poll::Ready(Ok(0)) => {
+                        self.local_failure(conn, io::ErrorKind::WriteZero.into());
+                        return Poll::Ready(true);
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.unwritten.advance(n);
+                        progressed = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.local_failure(conn, e);
+                        return Poll::Ready(true);
+                    }
+                    Poll::Pending => {
+                        return if progressed {
+                            Poll::Ready(true)
+                        } else {
+                            Poll::Pending
+                        };
+                    }
+                }
+            }
+            match conn.poll_event() {
+                Some(ClientEvent::Echoed(bytes)) => self.unwritten = bytes,
+                Some(ClientEvent::Done { sent, received }) => {
+                    self.outcome.get_or_insert(Ok(Summary { sent, received }));
+                }
+                Some(ClientEvent::Failed(error)) => {
+                    self.outcome.get_or_insert(Err(error.into()));
+                }
+                Some(_) => {}
+                None => {
+                    return if progressed {
+                        Poll::Ready(true)
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+            progressed = true;
+        }
+    }
+
+    fn poll_input(&mut self, cx: &mut Context<'_>, conn: &mut Connection<EchoClient>) -> Poll<()> {
+        let room = conn.input_room().min(INPUT_CHUNK);
+        let Some(input) = self.input.as_mut() else {
+            return Poll::Pending;
+        };
+        if room == 0 {
+            return Poll::Pending;
+        }
+        if self.buf.len() < room {
+            self.buf.resize(room, 0);
+        }
+        let mut buf = ReadBuf::new(&mut self.buf[..room]);
+        match Pin::new(input).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                conn.finish(now());
+                self.input = None;
+                Poll::Ready(())
+            }
+            Poll::Ready(Ok(())) => {
+                // `room` came from `input_room`, so all of it is taken.
+                let _ = conn.send(buf.filled(), now());
+                Poll::Ready(())
+            }
+            Poll::Ready(Err(e)) => {
+                self.local_failure(conn, e);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// After the connection closed: write the last echoes, take the last
+    /// events, flush.
+    async fn finish(&mut self, conn: &mut Connection<EchoClient>) {
+        poll_fn(|cx| {
+            loop {
+                match self.poll_output(cx, conn) {
+                    Poll::Ready(_) => {}
+                    // No events left and nothing unwritten: done.
+                    Poll::Pending if self.unwritten.is_empty() => return Poll::Ready(()),
+                    // The output pushes back; its waker is registered.
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await;
+        if let Err(e) = tokio::io::AsyncWriteExt::flush(&mut self.output).await {
+            self.outcome.get_or_insert(Err(ClientError::Local(e)));
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> App<EchoClient> for Pipe<I, O> {
+    fn poll_app(&mut self, cx: &mut Context<'_>, conn: &mut Connection<EchoClient>) -> Poll<()> {
+        let output = self.poll_output(cx, conn);
+        let input = self.poll_input(cx, conn);
+        if matches!(output, Poll::Ready(true)) || input.is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Runs `client` over a connected stream with `pipe` as its application,
+/// until the echo ends. Returns the outcome.
+///
+/// # Errors
+/// [`ClientError::Echo`] for a failed echo, [`ClientError::Local`] when the
+/// input or output failed.
+pub async fn run<S, I, O>(
+    connected: Connected<S>,
+    client: EchoClient,
+    pipe: &mut Pipe<I, O>,
+    options: ClientOptions,
+) -> Result<Summary, ClientError>
+where
+    S: Stream,
+    I: AsyncRead + Unpin,
+    O: AsyncWrite + Unpin,
+{
+    let Connected {
+        mut stream,
+        host,
+        peer,
+    } = connected;
+    let mut conn = Connection::new(client, host, peer, options.marks, now());
+    drive(&mut stream, &mut conn, pipe, options.drive, None).await;
+    drop(stream);
+    pipe.finish(&mut conn).await;
+    pipe.outcome.take().unwrap_or_else(|| {
+        // The core always reports an outcome; if this ever breaks, say so.
+        Err(ClientError::Local(io::Error::other(
+            "the echo ended without an outcome",
+        )))
+    })
+}
+
+/// Sends `message` over a connected stream, verifies the echo and returns it.
+///
+/// # Errors
+/// As [`run`].
+pub async fn echo_message<S: Stream>(
+    connected: Connected<S>,
+    message: Bytes,
+    options: ClientOptions,
+) -> Result<Vec<u8>, ClientError> {
+    let client = EchoClient::message(message, options.config, now());
+    let mut pipe = Pipe::new(None::<tokio::io::Empty>, Vec::new());
+    run(connected, client, &mut pipe, options).await?;
+    Ok(pipe.into_output())
+}

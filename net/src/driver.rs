@@ -1,0 +1,269 @@
+//! Runs one `echo-core` connection over one stream, in the core's drain order.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use echo_core::{Action, CloseReason, Connection, LostReason, Protocol};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+
+use crate::stream::Stream;
+
+/// Bytes read per `read` call: the "one read" in the buffer bound
+/// `high + one read`.
+pub const DEFAULT_READ_CHUNK: usize = 16 * 1024;
+
+/// The largest read chunk (the scratch buffer's size).
+const MAX_READ_CHUNK: usize = 256 * 1024;
+
+thread_local! {
+    /// One read buffer per worker thread, not per connection: an idle
+    /// connection holds no read buffer. It is borrowed only inside a single
+    /// poll, during which the bytes are handed to the core.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The current time as the core sees it: tokio's clock, so a paused or
+/// simulated clock reaches the core.
+#[must_use]
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// How the driver treats a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriveConfig {
+    /// Bytes per read (at most 256 KiB).
+    pub read_chunk: usize,
+    /// After a close while the peer may still be sending, keep reading (and
+    /// discarding) for up to this long so that closing does not reset the
+    /// connection and destroy echoes still in flight to the peer.
+    pub linger: Duration,
+    /// After being told to close (shutdown grace expired), give the flush
+    /// this long before resetting the connection.
+    pub flush_timeout: Duration,
+}
+
+impl Default for DriveConfig {
+    fn default() -> Self {
+        Self {
+            read_chunk: DEFAULT_READ_CHUNK,
+            linger: Duration::from_secs(2),
+            flush_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The application side of a connection: takes the protocol's events and
+/// feeds it input (the echo client's standard input and output, say).
+pub trait App<P: Protocol> {
+    /// Moves data between the application and the connection without
+    /// blocking. Returns `Ready` when it changed something (the driver then
+    /// drains the connection again) and `Pending`, with wakers registered,
+    /// when it is waiting.
+    fn poll_app(&mut self, cx: &mut Context<'_>, conn: &mut Connection<P>) -> Poll<()>;
+}
+
+/// An application that takes nothing: for protocols without events.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoApp;
+
+impl<P: Protocol<Event = std::convert::Infallible>> App<P> for NoApp {
+    fn poll_app(&mut self, _cx: &mut Context<'_>, _conn: &mut Connection<P>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+/// Runs `conn` over `stream` until the connection is closed.
+///
+/// Follows the core's drain order: write what is pending (with `write`, which
+/// is cancel safe), report it, carry out actions, let the application take
+/// events and give input, re-arm the timer, and read only while the
+/// connection wants to. When `close` turns `true`, the connection is closed
+/// gracefully (stop reading, flush, close), with a reset if the flush takes
+/// longer than [`DriveConfig::flush_timeout`]. Socket errors end the
+/// connection with a reason; nothing the peer does can make this panic.
+pub async fn drive<S, P, A>(
+    stream: &mut S,
+    conn: &mut Connection<P>,
+    app: &mut A,
+    config: DriveConfig,
+    mut close: Option<watch::Receiver<bool>>,
+) where
+    S: Stream,
+    P: Protocol,
+    A: App<P>,
+{
+    let read_chunk = config.read_chunk.clamp(1, MAX_READ_CHUNK);
+    // One timer, re-armed only when the deadline moves earlier or fires
+    // ("fire on the clock, not the timer"): cheap on the per-read path.
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
+    let mut flush_deadline: Option<Instant> = None;
+    // A close requested before this connection subscribed counts too.
+    if close.as_mut().is_some_and(|rx| *rx.borrow_and_update()) {
+        let now = now();
+        conn.close(now);
+        flush_deadline = Some(now + config.flush_timeout);
+        close = None;
+    }
+    loop {
+        // Actions, in order; Close and Abort end the loop.
+        while let Some(action) = conn.poll_action() {
+            match action {
+                Action::ShutdownWrite => {
+                    if let Err(e) = stream.shutdown().await {
+                        conn.handle_connection_lost(lost(&e), now());
+                    }
+                }
+                Action::Close => {
+                    let read_open = conn.is_read_open();
+                    conn.handle_connection_lost(CloseReason::Done, now());
+                    lingering_close(stream, read_open, config.linger).await;
+                }
+                Action::Abort => {
+                    stream.set_reset_on_close();
+                    conn.handle_connection_lost(CloseReason::Lost(LostReason::Aborted), now());
+                }
+                other => tracing::warn!(?other, "unknown action ignored"),
+            }
+        }
+        if conn.is_closed() {
+            return;
+        }
+        // The earliest of the core's timer and a shutdown flush deadline.
+        let deadline = match (conn.poll_timeout(), flush_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(at) = deadline
+            && armed.is_none_or(|armed| at < armed)
+        {
+            sleep.as_mut().reset(tokio::time::Instant::from_std(at));
+            armed = Some(at);
+        }
+        let close_armed = close.is_some();
+        tokio::select! {
+            biased;
+            result = poll_fn(|cx| poll_io(cx, stream, conn, app, read_chunk)) => {
+                if let Err(e) = result {
+                    conn.handle_connection_lost(lost(&e), now());
+                }
+            }
+            () = &mut sleep, if armed.is_some() => {
+                armed = None;
+                let now = now();
+                if flush_deadline.is_some_and(|at| now >= at) {
+                    tracing::debug!("flush did not finish in time; resetting");
+                    conn.act(now, |_, t, _| t.close_because(LostReason::ShutDown));
+                    flush_deadline = None;
+                } else {
+                    conn.handle_timeout(now);
+                }
+            }
+            changed = async { close.as_mut().expect("armed").changed().await }, if close_armed => {
+                let told = changed.is_ok() && *close.as_mut().expect("armed").borrow_and_update();
+                if changed.is_err() || told {
+                    close = None;
+                }
+                if told {
+                    let now = now();
+                    conn.close(now);
+                    flush_deadline = Some(now + config.flush_timeout);
+                }
+            }
+        }
+    }
+}
+
+/// One non-blocking pass over the socket and the application. Returns
+/// `Ready` as soon as anything changed, so the caller drains actions first.
+fn poll_io<S: Stream, P: Protocol, A: App<P>>(
+    cx: &mut Context<'_>,
+    stream: &mut S,
+    conn: &mut Connection<P>,
+    app: &mut A,
+    read_chunk: usize,
+) -> Poll<io::Result<()>> {
+    // 1. Write what is owed until the socket pushes back.
+    let mut wrote = false;
+    while !conn.pending_output().is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, conn.pending_output()) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                if let Err(e) = conn.handle_written(n, now()) {
+                    return Poll::Ready(Err(io::Error::other(e)));
+                }
+                wrote = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => break,
+        }
+    }
+    if wrote {
+        return Poll::Ready(Ok(()));
+    }
+    // 2. Read one chunk, if the connection wants input.
+    if conn.wants_read() {
+        let read = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            if scratch.len() < read_chunk {
+                scratch.resize(read_chunk, 0);
+            }
+            let mut buf = ReadBuf::new(&mut scratch[..read_chunk]);
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    let data = buf.filled();
+                    let now = now();
+                    if data.is_empty() {
+                        tracing::debug!("peer closed its write side");
+                        conn.handle_read_closed(now);
+                    } else {
+                        tracing::debug!(bytes = data.len(), "data received");
+                        if let Err(e) = conn.handle_data(data, now) {
+                            return Poll::Ready(Err(io::Error::other(e)));
+                        }
+                    }
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            }
+        });
+        if read.is_ready() {
+            return read;
+        }
+    }
+    // 3. The application.
+    app.poll_app(cx, conn).map(Ok)
+}
+
+/// Closes after a flush. If the peer may still be sending, half-close first
+/// and read (discarding) until its end-of-file or `linger`, so that unread
+/// bytes do not turn the close into a reset that destroys our last echoes.
+async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    read_open: bool,
+    linger: Duration,
+) {
+    if stream.shutdown().await.is_err() || !read_open || linger.is_zero() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(linger, drain).await;
+}
+
+fn lost(error: &io::Error) -> CloseReason {
+    CloseReason::Lost(LostReason::from_io(error.kind()))
+}

@@ -1,0 +1,277 @@
+//! The echo server: accept loops over any [`Listener`], one task per
+//! connection, an exact open-connection count, and graceful shutdown.
+
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use echo_core::{
+    CloseReason, Connection, Echo, EchoFactory, Factory, LostReason, ServerConfig, ServerEvent,
+    WaterMarks,
+};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::driver::{DriveConfig, NoApp, drive, now};
+use crate::listener::{Accepted, Listener};
+use crate::spawn::Spawner;
+use crate::stream::Stream;
+
+/// First pause after an accept error that is not about one connection
+/// (out of file descriptors, say); doubles up to [`MAX_ACCEPT_BACKOFF`].
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+/// Longest pause between accept retries.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Everything the server needs to know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Connection limit and idle timeout.
+    pub config: ServerConfig,
+    /// Per-connection output buffer thresholds.
+    pub marks: WaterMarks,
+    /// Read size, linger and flush timeouts.
+    pub drive: DriveConfig,
+}
+
+/// How a graceful shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// Every connection ended within the grace period.
+    Drained,
+    /// The grace period expired; this many connections were then closed.
+    GraceExpired {
+        /// Connections still open when the grace period ran out.
+        closed: usize,
+    },
+}
+
+/// A running echo server. Cheap to clone; clones share everything.
+#[derive(Debug, Clone)]
+pub struct EchoServer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The core factory: admission, counting, events.
+    factory: Mutex<EchoFactory>,
+    /// Settings.
+    options: ServerOptions,
+    /// `false` once the server stops accepting.
+    accepting: watch::Sender<bool>,
+    /// `true` once open connections must close.
+    close: watch::Sender<bool>,
+    /// Open connections, for waiting until there are none.
+    open: watch::Sender<usize>,
+}
+
+impl Inner {
+    /// Runs `f` on the factory, then logs its events and publishes the count.
+    fn with_factory<R>(&self, f: impl FnOnce(&mut EchoFactory) -> R) -> R {
+        let mut factory = self.factory.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = f(&mut factory);
+        while let Some(event) = factory.poll_event() {
+            log_event(&event);
+        }
+        self.open.send_replace(factory.open_connections());
+        result
+    }
+}
+
+fn log_event(event: &ServerEvent) {
+    match event {
+        ServerEvent::Started => tracing::debug!("factory started"),
+        ServerEvent::Stopped => tracing::debug!("factory stopped"),
+        ServerEvent::ConnectionMade {
+            id,
+            peer,
+            host,
+            open,
+        } => {
+            tracing::info!(%id, %peer, %host, open, "connection made");
+        }
+        ServerEvent::ConnectionRefused { peer, open, limit } => {
+            tracing::warn!(%peer, open, limit, "connection refused: limit reached");
+        }
+        ServerEvent::ConnectionLost {
+            id,
+            peer,
+            reason,
+            echoed,
+            open,
+        } => {
+            tracing::info!(%id, %peer, %reason, echoed, open, "connection lost");
+        }
+        other => tracing::debug!(?other, "server event"),
+    }
+}
+
+impl EchoServer {
+    /// A server with `options`, not yet accepting.
+    #[must_use]
+    pub fn new(options: ServerOptions) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                factory: Mutex::new(EchoFactory::new(options.config)),
+                options,
+                accepting: watch::Sender::new(true),
+                close: watch::Sender::new(false),
+                open: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// Accepts from `listener` until [`stop_accepting`](Self::stop_accepting),
+    /// spawning a task per admitted connection; refused ones are closed at
+    /// once. Accept errors are logged and retried with back-off, never fatal.
+    pub async fn serve<L: Listener, Sp: Spawner>(&self, listener: L, spawner: Sp) {
+        let mut accepting = self.inner.accepting.subscribe();
+        if !*accepting.borrow_and_update() {
+            return;
+        }
+        self.inner.with_factory(Factory::do_start);
+        let mut backoff = MIN_ACCEPT_BACKOFF;
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = accepting.wait_for(|on| !*on) => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok(accepted) => {
+                    backoff = MIN_ACCEPT_BACKOFF;
+                    self.admit(accepted, &spawner);
+                }
+                Err(error) if is_per_connection(&error) => {
+                    tracing::debug!(%error, "accept failed for one connection");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "accept failed; backing off");
+                    let stopped = tokio::select! {
+                        biased;
+                        _ = accepting.wait_for(|on| !*on) => true,
+                        () = tokio::time::sleep(backoff) => false,
+                    };
+                    if stopped {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                }
+            }
+        }
+        self.inner.with_factory(Factory::do_stop);
+    }
+
+    fn admit<S: Stream + Send + 'static, Sp: Spawner>(&self, accepted: Accepted<S>, spawner: &Sp) {
+        let Accepted { stream, peer, host } = accepted;
+        let now = now();
+        let Some(echo) = self
+            .inner
+            .with_factory(|f| f.build_protocol(peer, host, now))
+        else {
+            drop(stream); // refused: closed at once
+            return;
+        };
+        let span = tracing::info_span!("conn", id = %echo.id(), %peer);
+        let conn = Connection::new(echo, host, peer, self.inner.options.marks, now);
+        let served = Served {
+            stream: Some(stream),
+            conn,
+            inner: Arc::clone(&self.inner),
+        };
+        spawner.spawn(served.run().instrument(span));
+    }
+
+    /// Connections open now.
+    #[must_use]
+    pub fn open_connections(&self) -> usize {
+        *self.inner.open.borrow()
+    }
+
+    /// Connections admitted and refused so far.
+    #[must_use]
+    pub fn totals(&self) -> (u64, u64) {
+        self.inner.with_factory(|f| (f.accepted(), f.refused()))
+    }
+
+    /// Stops every accept loop at once; open connections carry on.
+    pub fn stop_accepting(&self) {
+        self.inner.accepting.send_replace(false);
+    }
+
+    /// Tells every open connection to stop reading, flush what it owes, and
+    /// close (resetting if the flush outlasts the flush timeout).
+    pub fn close_all(&self) {
+        self.inner.close.send_replace(true);
+    }
+
+    /// Waits until no connection is open.
+    pub async fn wait_idle(&self) {
+        let mut open = self.inner.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+
+    /// Graceful shutdown: stop accepting, let open connections finish for up
+    /// to `grace`, then close the rest and wait for them.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownOutcome {
+        self.stop_accepting();
+        let open = self.open_connections();
+        if open > 0 {
+            tracing::info!(open, ?grace, "waiting for open connections to finish");
+        }
+        if tokio::time::timeout(grace, self.wait_idle()).await.is_ok() {
+            return ShutdownOutcome::Drained;
+        }
+        let closed = self.open_connections();
+        tracing::info!(open = closed, "grace period expired; closing connections");
+        self.close_all();
+        self.wait_idle().await;
+        ShutdownOutcome::GraceExpired { closed }
+    }
+}
+
+/// Errors that concern one connection attempt, not the listener.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
+/// One served connection. Its drop closes the socket and then reports the
+/// connection lost, so the count is exact however the task ends: normally,
+/// by a panic, or cancelled with its runtime.
+struct Served<S> {
+    stream: Option<S>,
+    conn: Connection<Echo>,
+    inner: Arc<Inner>,
+}
+
+impl<S: Stream> Served<S> {
+    async fn run(mut self) {
+        let close = self.inner.close.subscribe();
+        if let Some(stream) = self.stream.as_mut() {
+            let config = self.inner.options.drive;
+            drive(stream, &mut self.conn, &mut NoApp, config, Some(close)).await;
+        }
+    }
+}
+
+impl<S> Drop for Served<S> {
+    fn drop(&mut self) {
+        drop(self.stream.take());
+        let reason = self
+            .conn
+            .close_reason()
+            .unwrap_or(CloseReason::Lost(LostReason::ShutDown));
+        let echo = self.conn.protocol();
+        let (id, echoed) = (echo.id(), echo.echoed());
+        self.inner
+            .with_factory(|f| f.handle_connection_lost(id, reason, echoed));
+    }
+}
