@@ -82,7 +82,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    if runtime.block_on(run_all(args)) {
+    let ok = runtime.block_on(run_all(args));
+    // A blocked read of standard input (still open after a failed echo)
+    // must not hold the exit up: tokio would wait for that thread forever.
+    runtime.shutdown_background();
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILURE)

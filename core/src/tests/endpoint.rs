@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::{ClientEndpoint, EndpointError, Role, ServerEndpoint};
+use crate::{ClientEndpoint, DEFAULT_BACKLOG, EndpointError, Role, ServerEndpoint};
 
 fn server(s: &str) -> ServerEndpoint {
     s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
@@ -50,13 +50,14 @@ fn twisted_server_vectors() {
             lockfile: true
         }
     );
-    // defaults
+    // defaults (our backlog default is 1024, not Twisted's 50)
+    assert_eq!(DEFAULT_BACKLOG, 1024);
     assert_eq!(
         server("tcp:8888"),
         ServerEndpoint::Tcp {
             port: 8888,
             interface: ip("0.0.0.0"),
-            backlog: 50
+            backlog: DEFAULT_BACKLOG
         }
     );
     assert_eq!(
@@ -64,7 +65,7 @@ fn twisted_server_vectors() {
         ServerEndpoint::Unix {
             path: "/tmp/s".into(),
             mode: 0o666,
-            backlog: 50,
+            backlog: DEFAULT_BACKLOG,
             lockfile: true
         }
     );
@@ -74,7 +75,7 @@ fn twisted_server_vectors() {
         ServerEndpoint::Tcp {
             port: 80,
             interface: ip("::1"),
-            backlog: 50
+            backlog: DEFAULT_BACKLOG
         }
     );
     assert_eq!(
@@ -82,7 +83,7 @@ fn twisted_server_vectors() {
         ServerEndpoint::Tcp {
             port: 80,
             interface: ip("::"),
-            backlog: 50
+            backlog: DEFAULT_BACKLOG
         }
     );
 }
@@ -144,7 +145,7 @@ fn seed_strings_and_udp() {
         ServerEndpoint::Tcp {
             port: 8888,
             interface: ip("127.0.0.1"),
-            backlog: 50
+            backlog: DEFAULT_BACKLOG
         }
     );
     assert_eq!(

@@ -1,0 +1,429 @@
+//! The binaries, end to end on loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(20);
+
+#[test]
+fn the_seed_scenario_ten_clients_say_hello() {
+    let server = Server::start(&[]);
+    // `localhost` may resolve to ::1 first; the client must fall back.
+    let out = client(&["--connect", &format!("tcp:localhost:{}", server.port)]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 10, "{stdout}");
+    assert!(
+        stdout.lines().all(|l| l == "> from server: hello server"),
+        "{stdout}"
+    );
+    assert_eq!(text(&out.stderr), "");
+    server.wait_log("connection lost", 10, LONG);
+    let log = server.log();
+    assert_eq!(log.matches("connection made").count(), 10);
+    assert!(log.contains("reason=closed cleanly echoed=12"), "{log}");
+    assert!(log.contains("open=0"), "{log}");
+}
+
+#[test]
+fn stdin_streams_8_mib_of_binary_data_exactly() {
+    let server = Server::start(&[]);
+    let input = random_bytes(8 << 20, 7);
+    let out = client_with_stdin(
+        &["--stdin", "--connect", &server.connect_arg()],
+        input.clone(),
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), input.len());
+    assert!(out.stdout == input, "echoed bytes differ");
+    assert_eq!(text(&out.stderr), "", "nothing but the echo, and no noise");
+}
+
+#[test]
+fn stdin_with_empty_input_succeeds() {
+    let server = Server::start(&[]);
+    let out = client_with_stdin(&["--stdin", "--connect", &server.connect_arg()], Vec::new());
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn many_concurrent_clients_with_a_long_message() {
+    let server = Server::start(&[]);
+    let message = "x".repeat(5_000);
+    let out = client(&[
+        "--connect",
+        &server.connect_arg(),
+        "-n",
+        "200",
+        "-m",
+        &message,
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let expected = format!("> from server: {message}");
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().filter(|l| *l == expected).count(), 200);
+    server.wait_log("connection lost", 200, LONG);
+}
+
+#[test]
+fn max_connections_refuses_the_excess_and_recovers() {
+    let server = Server::start(&["--max-connections", "1"]);
+    let mut holder = TcpStream::connect(server.addr()).unwrap();
+    holder.write_all(b"x").unwrap();
+    let mut byte = [0u8; 1];
+    holder.read_exact(&mut byte).unwrap(); // admitted and served
+    let out = client(&[
+        "--connect",
+        &server.connect_arg(),
+        "-n",
+        "1",
+        "--timeout",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("echo-client: connection 1: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    server.wait_log("connection refused: limit reached", 1, LONG);
+    drop(holder);
+    server.wait_log("open=0", 1, LONG);
+    let out = client(&["--connect", &server.connect_arg(), "-n", "1"]);
+    assert!(
+        out.status.success(),
+        "a slot freed up: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn idle_timeout_closes_a_silent_connection() {
+    let server = Server::start(&["--idle-timeout", "0.3"]);
+    let mut silent = TcpStream::connect(server.addr()).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 8];
+    assert_eq!(silent.read(&mut buf).unwrap(), 0, "the server closed it");
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    server.wait_log("reason=lost: timed out", 1, LONG);
+    server.wait_log("open=0", 1, LONG);
+}
+
+#[test]
+fn shutdown_lets_running_transfers_finish_then_exits_0() {
+    let mut server = Server::start(&[]);
+    let mut client = StdinClient::start(&server.connect_arg());
+    let input = random_bytes(1 << 20, 3);
+    client.write(&input[..1 << 19]);
+    server.wait_log("connection made", 1, LONG);
+    server.signal("TERM");
+    server.wait_log("shutting down", 1, LONG);
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "still serving the open transfer"
+    );
+    assert!(
+        TcpStream::connect(server.addr()).is_err(),
+        "no longer accepting"
+    );
+    client.write(&input[1 << 19..]);
+    client.close_stdin();
+    let (code, stdout, stderr) = client.finish();
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    assert!(stdout == input, "the transfer completed byte for byte");
+    assert_eq!(server.wait_exit(LONG).code(), Some(0));
+    assert!(server.log().contains("all connections finished"));
+}
+
+#[test]
+fn grace_expiry_flushes_what_was_read_then_closes() {
+    let mut server = Server::start(&["--grace", "0.5"]);
+    let mut client = StdinClient::start(&server.connect_arg());
+    let input = random_bytes(100_000, 5);
+    client.write(&input);
+    server.wait_log("connection made", 1, LONG);
+    thread::sleep(Duration::from_millis(300)); // let the echo arrive
+    server.signal("TERM");
+    // The client's input stays open: the transfer is still running.
+    assert_eq!(server.wait_exit(LONG).code(), Some(0));
+    let (code, stdout, stderr) = client.finish();
+    assert_eq!(code, Some(1));
+    assert!(stdout == input, "every byte the server read came back");
+    assert_eq!(
+        stderr.trim(),
+        "echo-client: truncated: sent 100000 bytes, received 100000 before the server closed"
+    );
+    assert!(server.log().contains("grace period expired"));
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut server = Server::start(&[]);
+    let _open = TcpStream::connect(server.addr()).unwrap();
+    server.wait_log("connection made", 1, LONG);
+    server.signal("INT");
+    server.wait_log("shutting down", 1, LONG);
+    server.signal("INT");
+    assert_eq!(server.wait_exit(LONG).code(), Some(130));
+}
+
+#[test]
+fn refused_connection_is_exit_1_with_a_reason() {
+    let port = free_port();
+    let out = client(&["--connect", &format!("tcp:127.0.0.1:{port}"), "-n", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    for line in stderr.lines() {
+        assert!(
+            line.ends_with(&format!("connection refused by 127.0.0.1:{port}")),
+            "{line}"
+        );
+    }
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn retries_reach_a_server_that_starts_late() {
+    let port = free_port();
+    let connect = format!("tcp:127.0.0.1:{port}");
+    let late = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(300));
+        Server::start_listening(
+            &["--listen", &format!("tcp:{port}:interface=127.0.0.1")],
+            &[],
+        )
+    });
+    let out = client(&["--connect", &connect, "-n", "1", "--retries", "6"]);
+    let _server = late.join().unwrap();
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+}
+
+#[test]
+fn bad_endpoints_and_flags_are_usage_errors() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            CLIENT,
+            &["--connect", "tcp:nowhere"],
+            "tcp endpoint needs a port",
+        ),
+        (
+            CLIENT,
+            &["--connect", "carrier-pigeon:1"],
+            "unknown client endpoint type",
+        ),
+        (CLIENT, &["-n", "0"], "is not a whole number of at least 1"),
+        (CLIENT, &["--timeout", "soon"], "is not a number of seconds"),
+        (CLIENT, &["--stdin", "-m", "x"], "cannot be used with"),
+        (
+            SERVER,
+            &["--listen", "tcp:localhost:80"],
+            "tcp endpoint port \"localhost\" is not valid",
+        ),
+        (SERVER, &["--max-connections", "-3"], "error"),
+        (SERVER, &["--bogus"], "unexpected argument"),
+    ];
+    for (program, args, message) in cases {
+        let out = Command::new(program)
+            .args(*args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{program} {args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(message), "{program} {args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_exit_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(SERVER)
+        .args(["--listen", &format!("tcp:{port}:interface=127.0.0.1")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on tcp:port={port}:interface=127.0.0.1:backlog=1024"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use"), "{stderr}");
+}
+
+/// A server that echoes only the first 5 bytes, then closes.
+fn short_echo_server() -> (u16, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap(); // until the client's FIN
+        s.write_all(&all[..5]).unwrap();
+        s.shutdown(Shutdown::Both).unwrap();
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_server_closing_early_is_reported_as_truncated() {
+    let (port, handle) = short_echo_server();
+    let out = client(&["--connect", &format!("tcp:127.0.0.1:{port}"), "-n", "1"]);
+    handle.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "echo-client: connection 1: truncated: sent 12 bytes, received 5 before the server closed"
+    );
+    assert!(out.stdout.is_empty(), "no line for a failed echo");
+}
+
+#[test]
+fn a_wrong_echo_is_reported_with_its_offset() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).unwrap();
+        buf[6] = b'S';
+        let _ = s.write_all(&buf);
+        let _ = s.read(&mut buf);
+    });
+    let out = client(&["--connect", &format!("tcp:127.0.0.1:{port}"), "-n", "1"]);
+    handle.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "echo-client: connection 1: echo mismatch at byte offset 6: sent 0x73, received 0x53"
+    );
+}
+
+#[test]
+fn a_silent_server_times_the_client_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let out = client(&[
+        "--connect",
+        &format!("tcp:127.0.0.1:{port}"),
+        "-n",
+        "1",
+        "--timeout",
+        "0.3",
+    ]);
+    drop(listener);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr
+            .contains("connection 1: timed out: no progress for 300ms (sent 12 bytes, received 0)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unix_domain_sockets_work_both_ways() {
+    let dir = std::env::temp_dir().join(format!("echo-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("echo.sock");
+    let listen = format!("unix:{}", path.display());
+    let mut server = Server::start_listening(&["--listen", &listen], &[]);
+    let out = client(&["--connect", &listen, "-n", "3"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 3);
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(LONG).code(), Some(0));
+    assert!(!path.exists(), "the socket file is removed on exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn help_explains_endpoints_and_exit_codes() {
+    for program in [SERVER, CLIENT] {
+        let out = Command::new(program).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        let help = text(&out.stdout);
+        assert!(help.contains("Endpoint strings"), "{help}");
+        assert!(help.contains("Exit codes"), "{help}");
+    }
+}
+
+#[test]
+fn our_client_verifies_socat_as_an_echo_server() {
+    if !have("socat") {
+        return;
+    }
+    let port = free_port();
+    let mut socat = Command::new("socat")
+        .args([
+            &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
+            "EXEC:cat",
+        ])
+        .spawn()
+        .unwrap();
+    let connect = format!("tcp:127.0.0.1:{port}");
+    let out = client(&["--connect", &connect, "-n", "5", "--retries", "10"]);
+    let input = random_bytes(1 << 20, 11);
+    let streamed = client_with_stdin(&["--stdin", "--connect", &connect], input.clone());
+    let _ = socat.kill();
+    let _ = socat.wait();
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 5);
+    assert!(
+        streamed.status.success(),
+        "stderr: {}",
+        text(&streamed.stderr)
+    );
+    assert!(streamed.stdout == input);
+}
+
+#[test]
+fn a_python_client_verifies_our_server() {
+    if !have("python3") {
+        return;
+    }
+    let server = Server::start(&[]);
+    let script = r#"
+import socket, sys, threading
+data = bytes((i * 31 + i // 7) % 256 for i in range(1 << 20))
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send); t.start()
+got = bytearray()
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+t.join()
+print("ok" if bytes(got) == data else "mismatch %d/%d" % (len(got), len(data)))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &server.port.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "ok",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
