@@ -1,0 +1,167 @@
+//! The echo-net server and client in-process, on loopback and in memory.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use echo_core::{
+    ClientConfig, CloseReason, Connection, EchoFactory, Factory, ServerConfig, WaterMarks,
+};
+use echo_net::{
+    AnyListener, ClientOptions, Connected, DriveConfig, EchoServer, NoApp, ServerOptions,
+    ShutdownOutcome, TokioSpawner, drive, echo_message, now,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn start(options: ServerOptions) -> (EchoServer, std::net::SocketAddr) {
+    let endpoint = "tcp:0:interface=127.0.0.1".parse().unwrap();
+    let listener = AnyListener::bind(&endpoint).await.unwrap();
+    let addr = listener.tcp_addr().unwrap();
+    let server = EchoServer::new(options);
+    let accept = server.clone();
+    tokio::spawn(async move { accept.serve(listener, TokioSpawner).await });
+    (server, addr)
+}
+
+async fn wait_open(server: &EchoServer, n: usize) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while server.open_connections() != n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "open count stuck at {} (wanted {n})",
+            server.open_connections()
+        )
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_and_abrupt_closes_mid_echo_leave_no_count_behind() {
+    let (server, addr) = start(ServerOptions::default()).await;
+    let mut streams = Vec::new();
+    for i in 0..50u8 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&vec![i; 100_000]).await.unwrap_or(());
+        streams.push(s);
+    }
+    wait_open(&server, 50).await;
+    for (i, s) in streams.into_iter().enumerate() {
+        match i % 3 {
+            0 => s.set_zero_linger().unwrap(), // RST on drop
+            1 => {
+                let (_r, mut w) = s.into_split();
+                let _ = w.shutdown().await; // half-close, then drop: RST with unread echoes
+                continue;
+            }
+            _ => {} // close with unread data: RST too
+        }
+    }
+    wait_open(&server, 0).await;
+    assert_eq!(server.totals(), (50, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_are_closed_at_once_and_slots_free_up() {
+    let options = ServerOptions {
+        config: ServerConfig {
+            max_connections: Some(2),
+            idle_timeout: None,
+        },
+        ..ServerOptions::default()
+    };
+    let (server, addr) = start(options).await;
+    let a = TcpStream::connect(addr).await.unwrap();
+    let b = TcpStream::connect(addr).await.unwrap();
+    wait_open(&server, 2).await;
+    let mut refused = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), refused.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "refused socket is closed: {read:?}"
+    );
+    assert_eq!(server.totals(), (2, 1));
+    drop((a, b));
+    wait_open(&server, 0).await;
+    let s = TcpStream::connect(addr).await.unwrap();
+    let connected = Connected {
+        host: s.local_addr().unwrap(),
+        peer: s.peer_addr().unwrap(),
+        stream: s,
+    };
+    let echo = echo_message(
+        connected,
+        Bytes::from_static(b"again"),
+        ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(echo, b"again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_silent_open_connection_closes_it_after_grace() {
+    let (server, addr) = start(ServerOptions::default()).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"owed").await.unwrap();
+    wait_open(&server, 1).await;
+    let outcome = server.shutdown(Duration::from_millis(200)).await;
+    assert_eq!(outcome, ShutdownOutcome::GraceExpired { closed: 1 });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"owed", "flushed, then closed");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+/// The driver over an in-memory pipe whose buffer holds 7 bytes: every write
+/// is short, every read is at most 7 bytes, for both the server and the client.
+#[tokio::test]
+async fn driver_echoes_exactly_through_a_seven_byte_pipe() {
+    let (server_end, client_end) = tokio::io::duplex(7);
+    let message: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let server = tokio::spawn(async move {
+        let mut stream = server_end;
+        let mut factory = EchoFactory::default();
+        let addr = "127.0.0.1:7".parse().unwrap();
+        let echo = factory.build_protocol(addr, addr, now()).unwrap();
+        let mut conn = Connection::new(echo, addr, addr, WaterMarks::new(64, 0).unwrap(), now());
+        let config = DriveConfig {
+            read_chunk: 5,
+            ..DriveConfig::default()
+        };
+        drive(&mut stream, &mut conn, &mut NoApp, config, None).await;
+        (conn.close_reason(), conn.protocol().echoed())
+    });
+    let addr = "127.0.0.1:9".parse().unwrap();
+    let connected = Connected {
+        stream: client_end,
+        host: addr,
+        peer: addr,
+    };
+    let options = ClientOptions {
+        config: ClientConfig {
+            idle_timeout: Some(Duration::from_secs(5)),
+            ..ClientConfig::default()
+        },
+        marks: WaterMarks::new(100, 0).unwrap(),
+        drive: DriveConfig {
+            read_chunk: 3,
+            ..DriveConfig::default()
+        },
+    };
+    let echo = echo_message(connected, Bytes::from(message.clone()), options)
+        .await
+        .unwrap();
+    assert!(echo == message);
+    let (reason, echoed) = server.await.unwrap();
+    assert_eq!(reason, Some(CloseReason::Done));
+    assert_eq!(echoed, message.len() as u64);
+}
