@@ -110,6 +110,8 @@ pub struct Transport {
     local_reason: Option<LostReason>,
     /// Bytes the socket has accepted so far (`handle_written` totals).
     written: u64,
+    /// The most bytes ever unsent at once.
+    peak: usize,
     /// Our address. Twisted: `getHost()`.
     host: SocketAddr,
     /// The other end's address. Twisted: `getPeer()`.
@@ -127,6 +129,7 @@ impl Transport {
             close: None,
             local_reason: None,
             written: 0,
+            peak: 0,
             host,
             peer,
         }
@@ -150,6 +153,7 @@ impl Transport {
             return;
         }
         self.out.extend_from_slice(data);
+        self.peak = self.peak.max(self.out.len());
         if self.out.len() > self.marks.high {
             self.paused_by_buffer = true;
         }
@@ -238,6 +242,13 @@ impl Transport {
     #[must_use]
     pub fn buffered(&self) -> usize {
         self.out.len()
+    }
+
+    /// The most bytes that were ever unsent at once: what backpressure is
+    /// meant to bound (`high` plus one read for an echo).
+    #[must_use]
+    pub fn peak_buffered(&self) -> usize {
+        self.peak
     }
 
     /// Bytes the socket has accepted so far on this connection.

@@ -2,6 +2,7 @@
 //! connection, an exact open-connection count, and graceful shutdown.
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ struct Inner {
     close: watch::Sender<bool>,
     /// Open connections, for waiting until there are none.
     open: watch::Sender<usize>,
+    /// The largest unsent buffer any ended connection ever held.
+    peak_buffered: AtomicUsize,
 }
 
 impl Inner {
@@ -118,6 +121,7 @@ impl EchoServer {
                 accepting: watch::Sender::new(true),
                 close: watch::Sender::new(false),
                 open: watch::Sender::new(0),
+                peak_buffered: AtomicUsize::new(0),
             }),
         }
     }
@@ -195,6 +199,13 @@ impl EchoServer {
         self.inner.with_factory(|f| (f.accepted(), f.refused()))
     }
 
+    /// The largest unsent output any ended connection ever held: with
+    /// backpressure working, at most the high-water mark plus one read.
+    #[must_use]
+    pub fn peak_connection_buffer(&self) -> usize {
+        self.inner.peak_buffered.load(Ordering::Relaxed)
+    }
+
     /// Stops every accept loop at once; open connections carry on.
     pub fn stop_accepting(&self) {
         self.inner.accepting.send_replace(false);
@@ -269,6 +280,8 @@ impl<S> Drop for Served<S> {
             .conn
             .close_reason()
             .unwrap_or(CloseReason::Lost(LostReason::ShutDown));
+        let peak = self.conn.transport().peak_buffered();
+        self.inner.peak_buffered.fetch_max(peak, Ordering::Relaxed);
         let echo = self.conn.protocol();
         let (id, echoed) = (echo.id(), echo.echoed());
         self.inner

@@ -1,1 +1,22 @@
-//! placeholder
+//! Deterministic simulation of the echo pair: the real `echo-net` server and
+//! clients, driving the real `echo-core` state machines, on turmoil's
+//! simulated network, with proptest choosing message sizes, chunking, short
+//! writes, latency, water marks, timeouts and a fault schedule.
+//!
+//! * [`io`]: turmoil sockets in `echo-net`'s `Listener`/`Stream`/`Spawner`
+//!   traits, with merged reads, short writes and random read sizes.
+//! * [`case`]: one scenario ([`Case`]) and the strategies that draw it.
+//! * [`run`]: runs a case and checks the invariants.
+//! * [`check`]: runs a property over seeded cases with regression seeds,
+//!   a determinism self-check, shrinking and replay (`SIM_SEED`).
+
+#![forbid(unsafe_code)]
+
+pub mod case;
+pub mod check;
+pub mod io;
+pub mod run;
+
+pub use case::{Case, ConnPlan, Fault, Message, fault_case, no_fault_case};
+pub use check::{Summary, case_for, check};
+pub use run::{LIVENESS_BOUND, Report, Stats, run_case};

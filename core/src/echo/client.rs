@@ -272,7 +272,10 @@ impl EchoClient {
             ClientEvent::Failed(EchoError::Mismatch { .. } | EchoError::Unexpected { .. }) => {
                 transport.abort_connection();
             }
-            ClientEvent::Failed(_) => transport.lose_connection(),
+            // The echo is over: never wait on a flush nobody will read (the
+            // timer is off once the echo ended). FIN if nothing is unsent,
+            // else reset.
+            ClientEvent::Failed(_) => transport.close_because(LostReason::Aborted),
             ClientEvent::Echoed(_) => {}
         }
         self.events.push_back(event);

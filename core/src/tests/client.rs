@@ -161,6 +161,22 @@ fn server_closing_early_is_truncation() {
 }
 
 #[test]
+fn truncation_with_unsent_input_resets_instead_of_waiting_to_flush() {
+    // Found by the simulation: the server bounced while 14 KB were unsent;
+    // a polite close would wait forever for a flush nobody reads.
+    let mut conn = message_client(&[7u8; 100], WaterMarks::default());
+    let mut wire = Vec::new();
+    flush_once(&mut conn, &mut wire, 40, t0());
+    conn.handle_read_closed(t0());
+    assert_eq!(
+        events(&mut conn),
+        vec![ClientEvent::Failed(EchoError::Truncated { sent: 40, received: 0 })]
+    );
+    assert_eq!(actions(&mut conn), vec![Action::Abort], "60 bytes unsent: reset, do not wait");
+    assert!(conn.pending_output().is_empty());
+}
+
+#[test]
 fn no_progress_times_out() {
     let mut conn = message_client(b"hello", WaterMarks::default());
     send_all(&mut conn);

@@ -1,0 +1,185 @@
+//! Runs a property over many seeded cases: committed regression seeds first,
+//! a determinism self-check on a sample, shrinking on failure, and a replay
+//! command in every failure message.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::time::Instant;
+
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+use crate::case::Case;
+use crate::run::{Report, Stats, run_case};
+
+/// Every how-many cases the determinism self-check runs a case twice.
+const DOUBLE_RUN_EVERY: u64 = 8;
+/// Shrinking stops after this many runs.
+const MAX_SHRINK_RUNS: u32 = 300;
+
+/// Totals over a property run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Summary {
+    /// Cases run (double runs counted once).
+    pub cases: u64,
+    /// Simulations run (double runs counted twice).
+    pub sims: u64,
+    /// Summed coverage counters.
+    pub stats: Stats,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// SplitMix64: spreads consecutive indices into unrelated seeds.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn tree<S: Strategy<Value = Case>>(strategy: &S, seed: u64) -> S::Tree {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+    strategy.new_tree(&mut runner).expect("strategies here never reject")
+}
+
+/// The case that `seed` generates (what `SIM_SEED` replays).
+pub fn case_for<S: Strategy<Value = Case>>(strategy: &S, seed: u64) -> Case {
+    with_seed(tree(strategy, seed).current(), seed)
+}
+
+fn with_seed(mut case: Case, seed: u64) -> Case {
+    case.seed = seed;
+    case
+}
+
+fn trace_hash(report: &Report) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    report.trace.hash(&mut hasher);
+    format!("{:?}", report.result).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Regression seeds committed in `sim/regressions/<name>.seeds` (one per
+/// line, `#` comments); they run first, every time.
+fn regression_seeds(name: &str) -> Vec<u64> {
+    let path = format!("{}/regressions/{name}.seeds", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split('#').next()?.trim().parse().ok())
+        .collect()
+}
+
+/// Checks `name` over `default_cases` seeded cases from `strategy`
+/// (`SIM_CASES` overrides the count, `SIM_BASE` the first seed, `SIM_SEED`
+/// runs one seed, `SIM_TRACE=1` prints traces). Panics with the seed, the
+/// replay command, the shrunk case and its trace on the first failure.
+pub fn check<S: Strategy<Value = Case>>(name: &str, strategy: S, default_cases: u64) -> Summary {
+    let started = Instant::now();
+    let print_trace = std::env::var_os("SIM_TRACE").is_some_and(|v| v != "0");
+    let seeds: Vec<u64> = match env_u64("SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let base = env_u64("SIM_BASE").unwrap_or(0);
+            let cases = env_u64("SIM_CASES").unwrap_or(default_cases);
+            regression_seeds(name)
+                .into_iter()
+                .chain((0..cases).map(|i| mix(base.wrapping_add(i))))
+                .collect()
+        }
+    };
+    let mut summary = Summary::default();
+    for (i, seed) in seeds.into_iter().enumerate() {
+        let case = case_for(&strategy, seed);
+        let report = run_case(&case);
+        summary.cases += 1;
+        summary.sims += 1;
+        let s = report.stats;
+        summary.stats.attempts += s.attempts;
+        summary.stats.retries += s.retries;
+        summary.stats.faults_mid_traffic += s.faults_mid_traffic;
+        summary.stats.crashes += s.crashes;
+        summary.stats.done += s.done;
+        if print_trace {
+            eprintln!("--- seed {seed} ---\n{case:#?}\n{}\n=> {:?}", report.trace.join("\n"), report.result);
+        }
+        if let Err(violation) = &report.result {
+            fail(name, &strategy, seed, &case, violation, &report);
+        }
+        if (i as u64).is_multiple_of(DOUBLE_RUN_EVERY) {
+            let again = run_case(&case);
+            summary.sims += 1;
+            if trace_hash(&again) != trace_hash(&report) {
+                let diverged = report
+                    .trace
+                    .iter()
+                    .zip(&again.trace)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(report.trace.len().min(again.trace.len()));
+                panic!(
+                    "non-deterministic replay of seed {seed} (property {name}); traces diverge at line {diverged}:\n  first:  {:?}\n  second: {:?}\nreplay: SIM_SEED={seed} SIM_TRACE=1 cargo test -p sim {name}",
+                    report.trace.get(diverged),
+                    again.trace.get(diverged)
+                );
+            }
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{name}: {} cases, {} sims in {:.1}s ({:.0} sims/s); attempts={} retries={} faults mid-traffic={} crashes={} echoes done={}",
+        summary.cases,
+        summary.sims,
+        summary.seconds,
+        summary.sims as f64 / summary.seconds.max(1e-9),
+        summary.stats.attempts,
+        summary.stats.retries,
+        summary.stats.faults_mid_traffic,
+        summary.stats.crashes,
+        summary.stats.done
+    );
+    summary
+}
+
+fn fail<S: Strategy<Value = Case>>(name: &str, strategy: &S, seed: u64, case: &Case, violation: &str, report: &Report) -> ! {
+    // Shrink: proptest's value tree, driven by hand, keeping the seed.
+    let mut tree = tree(strategy, seed);
+    let mut minimal = (case.clone(), violation.to_owned(), report.trace.clone());
+    let mut runs = 0;
+    if tree.simplify() {
+        while runs < MAX_SHRINK_RUNS {
+            runs += 1;
+            let candidate = with_seed(tree.current(), seed);
+            let outcome = run_case(&candidate);
+            match outcome.result {
+                Ok(()) => {
+                    if !tree.complicate() {
+                        break;
+                    }
+                }
+                Err(v) => {
+                    minimal = (candidate, v, outcome.trace);
+                    if !tree.simplify() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let (small, small_violation, small_trace) = minimal;
+    let tail: Vec<&String> = small_trace.iter().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    panic!(
+        "property {name} failed for seed {seed}: {violation}\n\
+         replay: SIM_SEED={seed} SIM_TRACE=1 cargo test -p sim {name}\n\
+         (add the seed to sim/regressions/{name}.seeds to keep it)\n\
+         shrunk in {runs} runs to: {small_violation}\n{small:#?}\nlast trace lines:\n{}",
+        tail.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+    );
+}

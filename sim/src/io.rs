@@ -1,0 +1,217 @@
+//! turmoil's sockets in `echo-net`'s traits, plus what turmoil's TCP does not
+//! do by itself: merged reads, short writes and random read sizes, so the
+//! driver meets real-TCP chunking down to one byte.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use echo_net::{Accepted, Listener, Spawner, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How a simulated stream bends turmoil's one-write-one-segment behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoKnobs {
+    /// Each read returns at most a random 1..=`max_read` bytes.
+    pub max_read: usize,
+    /// Merge consecutive ready segments into one read (as real TCP does).
+    pub coalesce: bool,
+    /// Each write takes at most a random 1..=`max_write` bytes.
+    pub max_write: usize,
+}
+
+impl IoKnobs {
+    /// No bending: turmoil's own behaviour.
+    pub const PLAIN: Self = Self {
+        max_read: usize::MAX,
+        coalesce: false,
+        max_write: usize::MAX,
+    };
+}
+
+/// A small deterministic generator (xorshift64*), seeded per stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `1..=max`.
+    pub(crate) fn upto(&mut self, max: usize) -> usize {
+        if max == usize::MAX {
+            return max;
+        }
+        1 + (self.next() % max as u64) as usize
+    }
+}
+
+/// A turmoil TCP stream with [`IoKnobs`] applied.
+#[derive(Debug)]
+pub struct SimStream {
+    inner: turmoil::net::TcpStream,
+    knobs: IoKnobs,
+    rng: Rng,
+    /// End-of-file or an error seen while merging, reported on the next read.
+    deferred: Option<io::Result<()>>,
+}
+
+impl SimStream {
+    /// Wraps `inner`; `seed` drives the random sizes.
+    pub fn new(inner: turmoil::net::TcpStream, knobs: IoKnobs, seed: u64) -> Self {
+        Self {
+            inner,
+            knobs,
+            rng: Rng::new(seed),
+            deferred: None,
+        }
+    }
+}
+
+impl Stream for SimStream {}
+
+impl AsyncRead for SimStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(deferred) = this.deferred.take() {
+            return Poll::Ready(deferred);
+        }
+        let cap = this.rng.upto(this.knobs.max_read).min(buf.remaining());
+        let mut tmp = vec![0u8; cap];
+        let mut filled = 0;
+        while filled < cap {
+            let mut part = ReadBuf::new(&mut tmp[filled..]);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut part) {
+                Poll::Ready(Ok(())) if part.filled().is_empty() => {
+                    if filled > 0 {
+                        this.deferred = Some(Ok(()));
+                    }
+                    break;
+                }
+                Poll::Ready(Ok(())) => {
+                    filled += part.filled().len();
+                    if !this.knobs.coalesce {
+                        break;
+                    }
+                }
+                Poll::Ready(Err(e)) if filled == 0 => return Poll::Ready(Err(e)),
+                Poll::Ready(Err(e)) => {
+                    this.deferred = Some(Err(e));
+                    break;
+                }
+                Poll::Pending if filled == 0 => return Poll::Pending,
+                Poll::Pending => break,
+            }
+        }
+        buf.put_slice(&tmp[..filled]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let n = this.rng.upto(this.knobs.max_write).min(buf.len());
+        Pin::new(&mut this.inner).poll_write(cx, &buf[..n])
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A turmoil listener whose accepted streams get [`IoKnobs`].
+pub struct SimListener {
+    inner: turmoil::net::TcpListener,
+    knobs: IoKnobs,
+    rng: RefCell<Rng>,
+}
+
+impl SimListener {
+    /// Wraps `inner`.
+    pub fn new(inner: turmoil::net::TcpListener, knobs: IoKnobs, seed: u64) -> Self {
+        Self {
+            inner,
+            knobs,
+            rng: RefCell::new(Rng::new(seed)),
+        }
+    }
+}
+
+impl Listener for SimListener {
+    type Stream = SimStream;
+
+    async fn accept(&self) -> io::Result<Accepted<SimStream>> {
+        let (stream, peer) = self.inner.accept().await?;
+        let host = stream.local_addr()?;
+        let seed = self.rng.borrow_mut().next();
+        Ok(Accepted {
+            stream: SimStream::new(stream, self.knobs, seed),
+            peer,
+            host,
+        })
+    }
+}
+
+/// Panic messages caught in spawned tasks.
+pub type Panics = Rc<RefCell<Vec<String>>>;
+
+/// Spawns with `spawn_local` (torn down in a deterministic order on crash,
+/// unlike `tokio::spawn`), and records panics instead of letting turmoil
+/// swallow them, so any panic fails the case.
+#[derive(Debug, Clone, Default)]
+pub struct LocalSpawner {
+    /// Where panics go.
+    pub panics: Panics,
+}
+
+impl Spawner for LocalSpawner {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+        tokio::task::spawn_local(CatchPanic {
+            inner: Box::pin(task),
+            panics: Rc::clone(&self.panics),
+        });
+    }
+}
+
+/// Polls `inner`, turning a panic into a recorded message.
+pub(crate) struct CatchPanic<F> {
+    pub(crate) inner: Pin<Box<F>>,
+    pub(crate) panics: Panics,
+}
+
+impl<F: Future<Output = ()>> Future for CatchPanic<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        match catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                this.panics.borrow_mut().push(message);
+                Poll::Ready(())
+            }
+        }
+    }
+}

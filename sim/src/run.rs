@@ -1,0 +1,373 @@
+//! Runs one [`Case`]: the real `echo-net` server on a server host, real
+//! `echo-net` clients on client hosts, faults applied between steps, and the
+//! invariants checked throughout and at the end.
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use echo_core::{ClientConfig, EchoClient, EchoError, ServerConfig, WaterMarks};
+use echo_net::{ClientError, ClientOptions, Connected, DriveConfig, EchoServer, Pipe, ServerOptions, now, run};
+use tokio::io::AsyncWrite;
+
+use crate::case::{Case, ConnPlan, Fault};
+use crate::io::{CatchPanic, LocalSpawner, Panics, SimListener, SimStream};
+
+/// The server host's name and port.
+const SERVER: &str = "server";
+const PORT: u16 = 7;
+/// After the last fault heals, every client must be done within this.
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(60);
+/// After the clients are done, the server must be back to 0 open
+/// connections within its idle timeout plus this.
+const DRAIN_SLACK: Duration = Duration::from_secs(10);
+
+/// The events of a run, each stamped with simulated time.
+pub type Trace = Rc<RefCell<Vec<String>>>;
+
+/// Counters that show the faults actually bit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connect attempts.
+    pub attempts: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+    /// Faults applied while some echo was still running.
+    pub faults_mid_traffic: u64,
+    /// Server crashes applied.
+    pub crashes: u64,
+    /// Echoes completed.
+    pub done: u64,
+}
+
+/// What one run showed.
+#[derive(Debug)]
+pub struct Report {
+    /// `Err` names the violated invariant.
+    pub result: Result<(), String>,
+    /// The full event trace.
+    pub trace: Vec<String>,
+    /// Coverage counters.
+    pub stats: Stats,
+}
+
+fn client_host(i: usize) -> String {
+    format!("client{i}")
+}
+
+fn event(trace: &Trace, text: String) {
+    let at = turmoil::sim_elapsed().unwrap_or_default();
+    trace.borrow_mut().push(format!("{:>7}ms {text}", at.as_millis()));
+}
+
+/// Collects a connection's echo and logs each write into the trace.
+struct TraceSink {
+    label: String,
+    bytes: Vec<u8>,
+    trace: Trace,
+}
+
+impl AsyncWrite for TraceSink {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.bytes.extend_from_slice(buf);
+        event(&self.trace, format!("{} +{}", self.label, buf.len()));
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Shared between the harness and the hosts.
+#[derive(Clone)]
+struct World {
+    trace: Trace,
+    panics: Panics,
+    stats: Rc<RefCell<Stats>>,
+    /// Every server instance started (one more per bounce).
+    servers: Rc<RefCell<Vec<EchoServer>>>,
+    /// Echoes still running.
+    running: Rc<RefCell<usize>>,
+}
+
+/// Runs `case` to the end and reports.
+#[must_use]
+pub fn run_case(case: &Case) -> Report {
+    let world = World {
+        trace: Trace::default(),
+        panics: Panics::default(),
+        stats: Rc::default(),
+        servers: Rc::default(),
+        running: Rc::new(RefCell::new(case.connections())),
+    };
+    let result = simulate(case, &world);
+    let trace = world.trace.borrow().clone();
+    let stats = *world.stats.borrow();
+    Report { result, trace, stats }
+}
+
+fn server_options(case: &Case) -> ServerOptions {
+    ServerOptions {
+        config: ServerConfig {
+            max_connections: None,
+            idle_timeout: case.server_idle_ms.map(Duration::from_millis),
+        },
+        marks: WaterMarks::new(case.server_high, case.server_low).expect("valid marks"),
+        drive: DriveConfig {
+            read_chunk: case.server_read_chunk,
+            ..DriveConfig::default()
+        },
+    }
+}
+
+fn client_options(case: &Case) -> ClientOptions {
+    ClientOptions {
+        config: ClientConfig {
+            idle_timeout: Some(Duration::from_millis(case.client_idle_ms)),
+            ..ClientConfig::default()
+        },
+        marks: WaterMarks::new(case.client_high, 0).expect("valid marks"),
+        drive: DriveConfig {
+            read_chunk: case.client_read_chunk,
+            ..DriveConfig::default()
+        },
+    }
+}
+
+fn simulate(case: &Case, world: &World) -> Result<(), String> {
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(case.seed)
+        .epoch(std::time::UNIX_EPOCH)
+        .min_message_latency(Duration::from_millis(case.min_latency_ms))
+        .max_message_latency(Duration::from_millis(case.max_latency_ms))
+        .tcp_capacity(case.tcp_capacity)
+        .simulation_duration(Duration::from_millis(case.heal_at_ms) + LIVENESS_BOUND);
+    if case.random_order {
+        builder.enable_random_order();
+    }
+    let mut sim = builder.build();
+
+    let options = server_options(case);
+    let (server_io, seed) = (case.server_io, case.seed);
+    let host_world = world.clone();
+    sim.host(SERVER, move || {
+        let world = host_world.clone();
+        async move {
+            event(&world.trace, "server starts".into());
+            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+            let server = EchoServer::new(options);
+            world.servers.borrow_mut().push(server.clone());
+            let spawner = LocalSpawner { panics: Rc::clone(&world.panics) };
+            server.serve(SimListener::new(listener, server_io, seed), spawner).await;
+            Ok(())
+        }
+    });
+
+    let options = client_options(case);
+    for (h, conns) in case.hosts.iter().enumerate() {
+        let world = world.clone();
+        let conns = conns.clone();
+        let (io, faulty) = (case.client_io, case.has_faults());
+        sim.client(client_host(h), async move {
+            let mut tasks = Vec::new();
+            for (c, plan) in conns.into_iter().enumerate() {
+                let label = format!("h{h}c{c}");
+                let seed = seed ^ ((h as u64) << 32 | c as u64);
+                let world2 = world.clone();
+                let outcome = Rc::new(RefCell::new(None));
+                let slot = Rc::clone(&outcome);
+                let task = async move {
+                    let result = connection(label, plan, options, io, seed, faulty, &world2).await;
+                    *slot.borrow_mut() = Some(result);
+                };
+                let panics = Rc::clone(&world.panics);
+                tasks.push((tokio::task::spawn_local(CatchPanic { inner: Box::pin(task), panics }), outcome));
+            }
+            for (task, outcome) in tasks {
+                let _ = task.await;
+                match outcome.borrow_mut().take() {
+                    Some(Ok(())) => {}
+                    Some(Err(violation)) => return Err(violation.into()),
+                    None => return Err("a client connection task panicked".into()),
+                }
+            }
+            Ok(())
+        });
+    }
+
+    let mut next = 0;
+    let mut healed = false;
+    let mut server_down = false;
+    loop {
+        let elapsed = sim.elapsed();
+        while !healed && next < case.faults.len() && elapsed >= Duration::from_millis(case.faults[next].0) {
+            let fault = case.faults[next].1;
+            next += 1;
+            let host = |i: usize| client_host(i % case.hosts.len());
+            match fault {
+                Fault::Partition(i) => sim.partition(SERVER, host(i)),
+                Fault::PartitionToServer(i) => sim.partition_oneway(host(i), SERVER),
+                Fault::PartitionFromServer(i) => sim.partition_oneway(SERVER, host(i)),
+                Fault::Repair(i) => {
+                    sim.repair(SERVER, host(i));
+                    sim.repair_oneway(SERVER, host(i));
+                    sim.repair_oneway(host(i), SERVER);
+                }
+                Fault::Hold(i) => sim.hold(SERVER, host(i)),
+                Fault::Release(i) => sim.release(SERVER, host(i)),
+                Fault::CrashServer if !server_down => {
+                    sim.crash(SERVER);
+                    server_down = true;
+                    world.stats.borrow_mut().crashes += 1;
+                }
+                Fault::CrashServer => continue,
+                Fault::BounceServer => {
+                    sim.bounce(SERVER);
+                    server_down = false;
+                }
+            }
+            world.trace.borrow_mut().push(format!("{:>7}ms fault {fault:?}", elapsed.as_millis()));
+            if *world.running.borrow() > 0 {
+                world.stats.borrow_mut().faults_mid_traffic += 1;
+            }
+        }
+        if !healed && elapsed >= Duration::from_millis(case.heal_at_ms) {
+            for h in 0..case.hosts.len() {
+                let host = client_host(h);
+                sim.release(SERVER, host.as_str());
+                sim.repair(SERVER, host.as_str());
+                sim.repair_oneway(SERVER, host.as_str());
+                sim.repair_oneway(host.as_str(), SERVER);
+            }
+            if server_down {
+                sim.bounce(SERVER);
+                server_down = false;
+            }
+            world.trace.borrow_mut().push(format!("{:>7}ms healed", elapsed.as_millis()));
+            healed = true;
+        }
+        let finished = sim.step().map_err(|e| format!("simulation failed: {e}"))?;
+        if let Some(panic) = world.panics.borrow().first() {
+            return Err(format!("panic in a spawned task: {panic}"));
+        }
+        if finished {
+            break;
+        }
+    }
+
+    // The clients are gone: the server's count must return to 0 (idle
+    // timeouts reclaim connections that a partition wedged).
+    let idle = case.server_idle_ms.map_or(Duration::ZERO, Duration::from_millis);
+    let deadline = sim.elapsed() + idle + DRAIN_SLACK;
+    let open = |world: &World| world.servers.borrow().iter().map(EchoServer::open_connections).sum::<usize>();
+    while open(world) > 0 {
+        if sim.elapsed() > deadline {
+            return Err(format!("{} server connections still open {idle:?} + {DRAIN_SLACK:?} after the clients left", open(world)));
+        }
+        sim.step().map_err(|e| format!("simulation failed while draining: {e}"))?;
+    }
+    if let Some(panic) = world.panics.borrow().first() {
+        return Err(format!("panic in a spawned task: {panic}"));
+    }
+    let bound = case.server_high + case.server_read_chunk;
+    for server in world.servers.borrow().iter() {
+        let peak = server.peak_connection_buffer();
+        if peak > bound {
+            return Err(format!("a connection buffered {peak} bytes, above high {} + one read {}", case.server_high, case.server_read_chunk));
+        }
+    }
+    event(&world.trace, format!("end: servers={} open=0", world.servers.borrow().len()));
+    Ok(())
+}
+
+/// One logical client: connect, echo, verify; retry after failures caused
+/// by faults. Returns `Err` only for an invariant violation.
+async fn connection(
+    label: String,
+    plan: ConnPlan,
+    options: ClientOptions,
+    io: crate::io::IoKnobs,
+    seed: u64,
+    faulty: bool,
+    world: &World,
+) -> Result<(), String> {
+    let message = Bytes::from(plan.message.bytes());
+    tokio::time::sleep(Duration::from_millis(plan.start_ms)).await;
+    let mut backoff = Duration::from_millis(20);
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        world.stats.borrow_mut().attempts += 1;
+        event(&world.trace, format!("{label} attempt {attempt}"));
+        let connect = tokio::time::timeout(Duration::from_secs(5), turmoil::net::TcpStream::connect((SERVER, PORT)));
+        let stream = match connect.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                event(&world.trace, format!("{label} connect error {:?}", e.kind()));
+                retry(world, &mut backoff).await;
+                continue;
+            }
+            Err(_) => {
+                event(&world.trace, format!("{label} connect timed out"));
+                retry(world, &mut backoff).await;
+                continue;
+            }
+        };
+        let (host, peer) = match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(host), Ok(peer)) => (host, peer),
+            _ => {
+                retry(world, &mut backoff).await;
+                continue;
+            }
+        };
+        let stream = SimStream::new(stream, io, seed.wrapping_add(attempt));
+        let connected = Connected { stream, host, peer };
+        let client = EchoClient::message(message.clone(), options.config, now());
+        let sink = TraceSink { label: label.clone(), bytes: Vec::new(), trace: Rc::clone(&world.trace) };
+        let mut pipe = Pipe::new(None::<tokio::io::Empty>, sink);
+        let echo = run(connected, client, &mut pipe, options);
+        let result = match plan.give_up_ms.filter(|_| attempt == 1) {
+            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), echo).await.ok(),
+            None => Some(echo.await),
+        };
+        let got = pipe.into_output().bytes;
+        // Safety: what came back is always a prefix of what was sent.
+        if !message.starts_with(&got) {
+            return Err(format!("{label}: received {} bytes that are not a prefix of what was sent", got.len()));
+        }
+        match result {
+            Some(Ok(summary)) => {
+                let len = message.len() as u64;
+                if got.len() != message.len() || summary.sent != len || summary.received != len {
+                    return Err(format!("{label}: reported done with {summary:?} but {} of {len} bytes came back", got.len()));
+                }
+                event(&world.trace, format!("{label} done {len}"));
+                world.stats.borrow_mut().done += 1;
+                *world.running.borrow_mut() -= 1;
+                return Ok(());
+            }
+            Some(Err(ClientError::Echo(e @ (EchoError::Mismatch { .. } | EchoError::Unexpected { .. })))) => {
+                return Err(format!("{label}: corrupted echo: {e}"));
+            }
+            Some(Err(e)) if !faulty => return Err(format!("{label}: failed without any fault: {e}")),
+            Some(Err(e)) => event(&world.trace, format!("{label} failed: {e}")),
+            None => event(&world.trace, format!("{label} gave up")),
+        }
+        retry(world, &mut backoff).await;
+    }
+}
+
+async fn retry(world: &World, backoff: &mut Duration) {
+    world.stats.borrow_mut().retries += 1;
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(1));
+}
