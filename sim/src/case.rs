@@ -140,7 +140,13 @@ fn io_knobs() -> impl Strategy<Value = IoKnobs> {
 /// than `len / 500` bytes, so an echo needs at most about a thousand
 /// segments each way. Small messages keep chunks down to one byte.
 fn fit(mut case: Case) -> Case {
-    let big = case.hosts.iter().flatten().map(|c| c.message.len).max().unwrap_or(0);
+    let big = case
+        .hosts
+        .iter()
+        .flatten()
+        .map(|c| c.message.len)
+        .max()
+        .unwrap_or(0);
     let least = (big / 500).max(1);
     case.client_io.max_write = case.client_io.max_write.max(least);
     case.server_io.max_write = case.server_io.max_write.max(least);
@@ -247,8 +253,20 @@ pub fn no_fault_case() -> impl Strategy<Value = Case> {
 /// Cases with a fault schedule (partitions, one-way partitions, holds,
 /// crashes and bounces, client give-ups) that heals at `heal_at_ms`.
 pub fn fault_case() -> impl Strategy<Value = Case> {
-    let swarm = (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>())
-        .prop_map(|(partitions, oneway, holds, crashes, give_ups)| Swarm { partitions, oneway, holds, crashes, give_ups });
+    let swarm = (
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(partitions, oneway, holds, crashes, give_ups)| Swarm {
+            partitions,
+            oneway,
+            holds,
+            crashes,
+            give_ups,
+        });
     (base(3, 3), swarm, 1_000u64..4_000)
         .prop_flat_map(|(case, swarm, server_idle)| {
             let hosts = case.hosts.len();
@@ -256,10 +274,20 @@ pub fn fault_case() -> impl Strategy<Value = Case> {
             // Faults land early, while echoes are in flight (TURMOIL.md 5.4).
             let faults = prop::collection::vec((0u64..400, fault(hosts)), 1..8);
             let give_ups = prop::collection::vec(proptest::option::of(1u64..300), conns);
-            (Just(case), Just(swarm), Just(server_idle), faults, give_ups, 0u64..500)
+            (
+                Just(case),
+                Just(swarm),
+                Just(server_idle),
+                faults,
+                give_ups,
+                0u64..500,
+            )
         })
         .prop_map(|(mut case, swarm, server_idle, faults, give_ups, heal)| {
-            let mut faults: Vec<_> = faults.into_iter().filter(|(_, f)| swarm.allows(*f)).collect();
+            let mut faults: Vec<_> = faults
+                .into_iter()
+                .filter(|(_, f)| swarm.allows(*f))
+                .collect();
             faults.sort_by_key(|(at, _)| *at);
             case.heal_at_ms = faults.last().map_or(0, |(at, _)| *at).max(heal);
             case.faults = faults;

@@ -47,7 +47,9 @@ fn tree<S: Strategy<Value = Case>>(strategy: &S, seed: u64) -> S::Tree {
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
-    strategy.new_tree(&mut runner).expect("strategies here never reject")
+    strategy
+        .new_tree(&mut runner)
+        .expect("strategies here never reject")
 }
 
 /// The case that `seed` generates (what `SIM_SEED` replays).
@@ -109,7 +111,11 @@ pub fn check<S: Strategy<Value = Case>>(name: &str, strategy: S, default_cases: 
         summary.stats.crashes += s.crashes;
         summary.stats.done += s.done;
         if print_trace {
-            eprintln!("--- seed {seed} ---\n{case:#?}\n{}\n=> {:?}", report.trace.join("\n"), report.result);
+            eprintln!(
+                "--- seed {seed} ---\n{case:#?}\n{}\n=> {:?}",
+                report.trace.join("\n"),
+                report.result
+            );
         }
         if let Err(violation) = &report.result {
             fail(name, &strategy, seed, &case, violation, &report);
@@ -148,7 +154,14 @@ pub fn check<S: Strategy<Value = Case>>(name: &str, strategy: S, default_cases: 
     summary
 }
 
-fn fail<S: Strategy<Value = Case>>(name: &str, strategy: &S, seed: u64, case: &Case, violation: &str, report: &Report) -> ! {
+fn fail<S: Strategy<Value = Case>>(
+    name: &str,
+    strategy: &S,
+    seed: u64,
+    case: &Case,
+    violation: &str,
+    report: &Report,
+) -> ! {
     // Shrink: proptest's value tree, driven by hand, keeping the seed.
     let mut tree = tree(strategy, seed);
     let mut minimal = (case.clone(), violation.to_owned(), report.trace.clone());
@@ -174,12 +187,22 @@ fn fail<S: Strategy<Value = Case>>(name: &str, strategy: &S, seed: u64, case: &C
         }
     }
     let (small, small_violation, small_trace) = minimal;
-    let tail: Vec<&String> = small_trace.iter().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: Vec<&String> = small_trace
+        .iter()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     panic!(
         "property {name} failed for seed {seed}: {violation}\n\
          replay: SIM_SEED={seed} SIM_TRACE=1 cargo test -p sim {name}\n\
          (add the seed to sim/regressions/{name}.seeds to keep it)\n\
          shrunk in {runs} runs to: {small_violation}\n{small:#?}\nlast trace lines:\n{}",
-        tail.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+        tail.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

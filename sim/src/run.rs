@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use echo_core::{ClientConfig, EchoClient, EchoError, ServerConfig, WaterMarks};
-use echo_net::{ClientError, ClientOptions, Connected, DriveConfig, EchoServer, Pipe, ServerOptions, now, run};
+use echo_net::{
+    ClientError, ClientOptions, Connected, DriveConfig, EchoServer, Pipe, ServerOptions, now, run,
+};
 use tokio::io::AsyncWrite;
 
 use crate::case::{Case, ConnPlan, Fault};
@@ -60,7 +62,9 @@ fn client_host(i: usize) -> String {
 
 fn event(trace: &Trace, text: String) {
     let at = turmoil::sim_elapsed().unwrap_or_default();
-    trace.borrow_mut().push(format!("{:>7}ms {text}", at.as_millis()));
+    trace
+        .borrow_mut()
+        .push(format!("{:>7}ms {text}", at.as_millis()));
 }
 
 /// Collects a connection's echo and logs each write into the trace.
@@ -71,7 +75,11 @@ struct TraceSink {
 }
 
 impl AsyncWrite for TraceSink {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.bytes.extend_from_slice(buf);
         event(&self.trace, format!("{} +{}", self.label, buf.len()));
         Poll::Ready(Ok(buf.len()))
@@ -111,7 +119,11 @@ pub fn run_case(case: &Case) -> Report {
     let result = simulate(case, &world);
     let trace = world.trace.borrow().clone();
     let stats = *world.stats.borrow();
-    Report { result, trace, stats }
+    Report {
+        result,
+        trace,
+        stats,
+    }
 }
 
 fn server_options(case: &Case) -> ServerOptions {
@@ -166,8 +178,12 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
             let server = EchoServer::new(options);
             world.servers.borrow_mut().push(server.clone());
-            let spawner = LocalSpawner { panics: Rc::clone(&world.panics) };
-            server.serve(SimListener::new(listener, server_io, seed), spawner).await;
+            let spawner = LocalSpawner {
+                panics: Rc::clone(&world.panics),
+            };
+            server
+                .serve(SimListener::new(listener, server_io, seed), spawner)
+                .await;
             Ok(())
         }
     });
@@ -190,7 +206,13 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                     *slot.borrow_mut() = Some(result);
                 };
                 let panics = Rc::clone(&world.panics);
-                tasks.push((tokio::task::spawn_local(CatchPanic { inner: Box::pin(task), panics }), outcome));
+                tasks.push((
+                    tokio::task::spawn_local(CatchPanic {
+                        inner: Box::pin(task),
+                        panics,
+                    }),
+                    outcome,
+                ));
             }
             for (task, outcome) in tasks {
                 let _ = task.await;
@@ -209,7 +231,10 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     let mut server_down = false;
     loop {
         let elapsed = sim.elapsed();
-        while !healed && next < case.faults.len() && elapsed >= Duration::from_millis(case.faults[next].0) {
+        while !healed
+            && next < case.faults.len()
+            && elapsed >= Duration::from_millis(case.faults[next].0)
+        {
             let fault = case.faults[next].1;
             next += 1;
             let host = |i: usize| client_host(i % case.hosts.len());
@@ -235,7 +260,10 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                     server_down = false;
                 }
             }
-            world.trace.borrow_mut().push(format!("{:>7}ms fault {fault:?}", elapsed.as_millis()));
+            world
+                .trace
+                .borrow_mut()
+                .push(format!("{:>7}ms fault {fault:?}", elapsed.as_millis()));
             if *world.running.borrow() > 0 {
                 world.stats.borrow_mut().faults_mid_traffic += 1;
             }
@@ -252,7 +280,10 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                 sim.bounce(SERVER);
                 server_down = false;
             }
-            world.trace.borrow_mut().push(format!("{:>7}ms healed", elapsed.as_millis()));
+            world
+                .trace
+                .borrow_mut()
+                .push(format!("{:>7}ms healed", elapsed.as_millis()));
             healed = true;
         }
         let finished = sim.step().map_err(|e| format!("simulation failed: {e}"))?;
@@ -266,14 +297,27 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
 
     // The clients are gone: the server's count must return to 0 (idle
     // timeouts reclaim connections that a partition wedged).
-    let idle = case.server_idle_ms.map_or(Duration::ZERO, Duration::from_millis);
+    let idle = case
+        .server_idle_ms
+        .map_or(Duration::ZERO, Duration::from_millis);
     let deadline = sim.elapsed() + idle + DRAIN_SLACK;
-    let open = |world: &World| world.servers.borrow().iter().map(EchoServer::open_connections).sum::<usize>();
+    let open = |world: &World| {
+        world
+            .servers
+            .borrow()
+            .iter()
+            .map(EchoServer::open_connections)
+            .sum::<usize>()
+    };
     while open(world) > 0 {
         if sim.elapsed() > deadline {
-            return Err(format!("{} server connections still open {idle:?} + {DRAIN_SLACK:?} after the clients left", open(world)));
+            return Err(format!(
+                "{} server connections still open {idle:?} + {DRAIN_SLACK:?} after the clients left",
+                open(world)
+            ));
         }
-        sim.step().map_err(|e| format!("simulation failed while draining: {e}"))?;
+        sim.step()
+            .map_err(|e| format!("simulation failed while draining: {e}"))?;
     }
     if let Some(panic) = world.panics.borrow().first() {
         return Err(format!("panic in a spawned task: {panic}"));
@@ -282,10 +326,16 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     for server in world.servers.borrow().iter() {
         let peak = server.peak_connection_buffer();
         if peak > bound {
-            return Err(format!("a connection buffered {peak} bytes, above high {} + one read {}", case.server_high, case.server_read_chunk));
+            return Err(format!(
+                "a connection buffered {peak} bytes, above high {} + one read {}",
+                case.server_high, case.server_read_chunk
+            ));
         }
     }
-    event(&world.trace, format!("end: servers={} open=0", world.servers.borrow().len()));
+    event(
+        &world.trace,
+        format!("end: servers={} open=0", world.servers.borrow().len()),
+    );
     Ok(())
 }
 
@@ -308,11 +358,17 @@ async fn connection(
         attempt += 1;
         world.stats.borrow_mut().attempts += 1;
         event(&world.trace, format!("{label} attempt {attempt}"));
-        let connect = tokio::time::timeout(Duration::from_secs(5), turmoil::net::TcpStream::connect((SERVER, PORT)));
+        let connect = tokio::time::timeout(
+            Duration::from_secs(5),
+            turmoil::net::TcpStream::connect((SERVER, PORT)),
+        );
         let stream = match connect.await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                event(&world.trace, format!("{label} connect error {:?}", e.kind()));
+                event(
+                    &world.trace,
+                    format!("{label} connect error {:?}", e.kind()),
+                );
                 retry(world, &mut backoff).await;
                 continue;
             }
@@ -332,33 +388,49 @@ async fn connection(
         let stream = SimStream::new(stream, io, seed.wrapping_add(attempt));
         let connected = Connected { stream, host, peer };
         let client = EchoClient::message(message.clone(), options.config, now());
-        let sink = TraceSink { label: label.clone(), bytes: Vec::new(), trace: Rc::clone(&world.trace) };
+        let sink = TraceSink {
+            label: label.clone(),
+            bytes: Vec::new(),
+            trace: Rc::clone(&world.trace),
+        };
         let mut pipe = Pipe::new(None::<tokio::io::Empty>, sink);
         let echo = run(connected, client, &mut pipe, options);
         let result = match plan.give_up_ms.filter(|_| attempt == 1) {
-            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), echo).await.ok(),
+            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), echo)
+                .await
+                .ok(),
             None => Some(echo.await),
         };
         let got = pipe.into_output().bytes;
         // Safety: what came back is always a prefix of what was sent.
         if !message.starts_with(&got) {
-            return Err(format!("{label}: received {} bytes that are not a prefix of what was sent", got.len()));
+            return Err(format!(
+                "{label}: received {} bytes that are not a prefix of what was sent",
+                got.len()
+            ));
         }
         match result {
             Some(Ok(summary)) => {
                 let len = message.len() as u64;
                 if got.len() != message.len() || summary.sent != len || summary.received != len {
-                    return Err(format!("{label}: reported done with {summary:?} but {} of {len} bytes came back", got.len()));
+                    return Err(format!(
+                        "{label}: reported done with {summary:?} but {} of {len} bytes came back",
+                        got.len()
+                    ));
                 }
                 event(&world.trace, format!("{label} done {len}"));
                 world.stats.borrow_mut().done += 1;
                 *world.running.borrow_mut() -= 1;
                 return Ok(());
             }
-            Some(Err(ClientError::Echo(e @ (EchoError::Mismatch { .. } | EchoError::Unexpected { .. })))) => {
+            Some(Err(ClientError::Echo(
+                e @ (EchoError::Mismatch { .. } | EchoError::Unexpected { .. }),
+            ))) => {
                 return Err(format!("{label}: corrupted echo: {e}"));
             }
-            Some(Err(e)) if !faulty => return Err(format!("{label}: failed without any fault: {e}")),
+            Some(Err(e)) if !faulty => {
+                return Err(format!("{label}: failed without any fault: {e}"));
+            }
             Some(Err(e)) => event(&world.trace, format!("{label} failed: {e}")),
             None => event(&world.trace, format!("{label} gave up")),
         }

@@ -10,7 +10,11 @@ use sim::{check, fault_case, no_fault_case};
 /// panic; every eighth case replays identically.
 #[test]
 fn no_faults_every_echo_completes_exactly() {
-    let summary = check("no_faults_every_echo_completes_exactly", no_fault_case(), 1_200);
+    let summary = check(
+        "no_faults_every_echo_completes_exactly",
+        no_fault_case(),
+        1_200,
+    );
     assert!(summary.stats.done > 0);
 }
 
@@ -21,12 +25,25 @@ fn no_faults_every_echo_completes_exactly() {
 /// connections), memory stays bounded, no panic, replays are identical.
 #[test]
 fn faults_then_heal_keep_echoes_safe_and_live() {
-    let summary = check("faults_then_heal_keep_echoes_safe_and_live", fault_case(), 800);
+    let summary = check(
+        "faults_then_heal_keep_echoes_safe_and_live",
+        fault_case(),
+        800,
+    );
     // The faults must bite: a fault schedule that always lands after the
     // echoes finished would prove nothing.
     if std::env::var_os("SIM_SEED").is_none() {
-        assert!(summary.stats.faults_mid_traffic > summary.cases / 4, "faults rarely hit traffic: {summary:?}");
-        assert!(summary.stats.retries > summary.cases / 4, "faults rarely forced a retry: {summary:?}");
-        assert!(summary.stats.crashes > 0, "no case crashed the server: {summary:?}");
+        assert!(
+            summary.stats.faults_mid_traffic > summary.cases / 4,
+            "faults rarely hit traffic: {summary:?}"
+        );
+        assert!(
+            summary.stats.retries > summary.cases / 4,
+            "faults rarely forced a retry: {summary:?}"
+        );
+        assert!(
+            summary.stats.crashes > 0,
+            "no case crashed the server: {summary:?}"
+        );
     }
 }

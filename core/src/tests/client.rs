@@ -170,9 +170,16 @@ fn truncation_with_unsent_input_resets_instead_of_waiting_to_flush() {
     conn.handle_read_closed(t0());
     assert_eq!(
         events(&mut conn),
-        vec![ClientEvent::Failed(EchoError::Truncated { sent: 40, received: 0 })]
+        vec![ClientEvent::Failed(EchoError::Truncated {
+            sent: 40,
+            received: 0
+        })]
     );
-    assert_eq!(actions(&mut conn), vec![Action::Abort], "60 bytes unsent: reset, do not wait");
+    assert_eq!(
+        actions(&mut conn),
+        vec![Action::Abort],
+        "60 bytes unsent: reset, do not wait"
+    );
     assert!(conn.pending_output().is_empty());
 }
 
