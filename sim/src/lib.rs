@@ -9,6 +9,15 @@
 //! * [`run`]: runs a case and checks the invariants.
 //! * [`check`]: runs a property over seeded cases with regression seeds,
 //!   a determinism self-check, shrinking and replay (`SIM_SEED`).
+//!
+//! One case, by hand:
+//!
+//! ```
+//! let case = sim::case_for(&sim::no_fault_case(), 42);
+//! let report = sim::run_case(&case);
+//! assert!(report.result.is_ok(), "{:?}\n{}", report.result, report.trace.join("\n"));
+//! assert_eq!(report.stats.done, case.connections() as u64);
+//! ```
 
 #![forbid(unsafe_code)]
 
