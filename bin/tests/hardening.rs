@@ -1,0 +1,203 @@
+//! The server under abuse: peers that never read, connection floods, running
+//! out of file descriptors. Each test also checks that others are still
+//! served meanwhile.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// Resident memory of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc")
+}
+
+/// Writes until the peer stops taking bytes for `stall` (or `limit` bytes
+/// went out); never reads. Returns the bytes pushed.
+fn push_without_reading(stream: &mut TcpStream, limit: usize, stall: Duration) -> usize {
+    stream.set_write_timeout(Some(stall)).unwrap();
+    let chunk = vec![0x5a_u8; 1 << 20];
+    let mut pushed = 0;
+    while pushed < limit {
+        match stream.write(&chunk) {
+            Ok(n) => pushed += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    pushed
+}
+
+fn seed_scenario_works(server: &Server) {
+    let out = client(&["--connect", &server.connect_arg(), "--timeout", "10"]);
+    assert!(
+        out.status.success(),
+        "others are still served: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout).lines().count(), 10);
+}
+
+#[test]
+fn a_peer_that_never_reads_cannot_grow_the_server() {
+    let server = Server::start(&[]);
+    seed_scenario_works(&server); // warm up allocations
+    let idle = rss_kib(server.child.id());
+    let mut hog = TcpStream::connect(server.addr()).unwrap();
+    let pushed = push_without_reading(&mut hog, 256 << 20, Duration::from_secs(1));
+    // The kernel's socket buffers take some; our server holds at most
+    // high (64 KiB) + one read (16 KiB) for this connection.
+    let held = rss_kib(server.child.id()).saturating_sub(idle);
+    eprintln!(
+        "pushed {} KiB without reading; server RSS idle {idle} KiB, growth {held} KiB",
+        pushed >> 10
+    );
+    assert!(
+        pushed >= 80 << 10,
+        "the server read at least high + one read before pausing"
+    );
+    assert!(
+        held < 4 * 1024,
+        "server grew by {held} KiB holding a never-reading peer"
+    );
+    seed_scenario_works(&server);
+    drop(hog);
+    server.wait_log("open=0", 1, LONG);
+}
+
+#[test]
+fn a_connection_flood_is_refused_beyond_the_limit_and_the_server_recovers() {
+    const LIMIT: usize = 50;
+    const ATTEMPTS: usize = 600;
+    let server = Server::start(&["--max-connections", &LIMIT.to_string()]);
+    let addr = server.addr();
+    let handles: Vec<_> = (0..ATTEMPTS)
+        .map(|_| {
+            let addr = addr.clone();
+            thread::spawn(move || -> Option<TcpStream> {
+                let mut s = TcpStream::connect(&addr).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                // Admitted connections echo; refused ones read EOF or a reset.
+                s.write_all(b"?").ok()?;
+                let mut b = [0u8; 1];
+                match s.read(&mut b) {
+                    Ok(1) => Some(s),
+                    _ => None,
+                }
+            })
+        })
+        .collect();
+    let admitted: Vec<TcpStream> = handles
+        .into_iter()
+        .filter_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(admitted.len(), LIMIT, "exactly the limit is served at once");
+    let log = server.log();
+    let refused = log.matches("connection refused: limit reached").count();
+    assert_eq!(
+        refused,
+        ATTEMPTS - LIMIT,
+        "every excess attempt was refused at once"
+    );
+    assert!(
+        !log.contains(&format!("open={}", LIMIT + 1)),
+        "never above the limit"
+    );
+    drop(admitted);
+    server.wait_log("open=0", 1, LONG);
+    seed_scenario_works(&server);
+}
+
+#[test]
+fn running_out_of_file_descriptors_is_survived() {
+    // 32 descriptors: the runtime takes some, so accepts fail with EMFILE soon.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!("ulimit -n 32 && exec {SERVER} --listen tcp:0:interface=127.0.0.1"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    {
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+    }
+    let port: u16 = first
+        .split(":port=")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    thread::spawn(move || {
+        let mut stderr = stderr;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let addr = format!("127.0.0.1:{port}");
+    // Far more connections than descriptors; the kernel queues them.
+    let many: Vec<TcpStream> = (0..60)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    let start = Instant::now();
+    while !log.lock().unwrap().contains("accept failed; backing off") {
+        assert!(
+            start.elapsed() < LONG,
+            "no accept error logged:\n{}",
+            log.lock().unwrap()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running after EMFILE"
+    );
+    drop(many);
+    // Descriptors free up: the server serves again.
+    let out = client(&[
+        "--connect",
+        &format!("tcp:127.0.0.1:{port}"),
+        "-n",
+        "3",
+        "--retries",
+        "5",
+        "--timeout",
+        "10",
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "served after descriptors freed: {}\n{}",
+        text(&out.stderr),
+        log.lock().unwrap()
+    );
+}
