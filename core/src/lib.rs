@@ -81,6 +81,8 @@ mod connection;
 pub mod echo;
 mod endpoint;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod protocol;
 mod transport;
 

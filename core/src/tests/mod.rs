@@ -1,6 +1,7 @@
 mod client;
 mod connection;
 mod endpoint;
+mod fuzz;
 mod pair;
 mod server;
 mod util;

@@ -142,7 +142,7 @@ fn chunk_list() -> impl Strategy<Value = Vec<usize>> {
     prop::collection::vec(1usize..64, 1..8)
 }
 
-fn cases() -> u32 {
+pub(super) fn cases() -> u32 {
     std::env::var("CORE_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
