@@ -169,7 +169,7 @@ pub fn server_script(data: &[u8], t0: Instant) {
 pub fn client_script(data: &[u8], t0: Instant) {
     let mut s = Script { data };
     let high = 1 + s.num() * 4;
-    let streaming = s.num() % 2 == 0;
+    let streaming = s.num().is_multiple_of(2);
     let config = ClientConfig {
         idle_timeout: Some(Duration::from_millis(100)),
         max_undelivered: 1 + s.num() * 8,
