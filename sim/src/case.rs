@@ -32,6 +32,9 @@ pub struct ConnPlan {
     pub start_ms: u64,
     /// Abandon the first attempt after this long (a client give-up).
     pub give_up_ms: Option<u64>,
+    /// Feed the message as streamed input in random pieces (as
+    /// `echo-client --stdin` does) instead of as one message.
+    pub streaming: bool,
 }
 
 /// A fault, applied between simulation steps. Host indices are taken modulo
@@ -196,11 +199,13 @@ impl Swarm {
 
 /// Everything but the faults.
 fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
-    let conn = (message(), 0u64..200).prop_map(|(message, start_ms)| ConnPlan {
-        message,
-        start_ms,
-        give_up_ms: None,
-    });
+    let conn =
+        (message(), 0u64..200, any::<bool>()).prop_map(|(message, start_ms, streaming)| ConnPlan {
+            message,
+            start_ms,
+            give_up_ms: None,
+            streaming,
+        });
     let hosts = prop::collection::vec(prop::collection::vec(conn, 1..=max_conns), 1..=max_hosts);
     let latency = (0u64..20, 0u64..100);
     let server = (1usize..200_000, 0usize..=100, 1usize..=65_536, io_knobs());

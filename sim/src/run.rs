@@ -94,6 +94,30 @@ impl AsyncWrite for TraceSink {
     }
 }
 
+/// Streamed input: the message in random pieces of 1..=4096 bytes, ready at
+/// once (like a pipe with data waiting).
+struct Pieces {
+    data: Bytes,
+    rng: crate::io::Rng,
+}
+
+impl tokio::io::AsyncRead for Pieces {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let n = this
+            .rng
+            .upto(4096)
+            .min(buf.remaining())
+            .min(this.data.len());
+        buf.put_slice(&this.data.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// Shared between the harness and the hosts.
 #[derive(Clone)]
 struct World {
