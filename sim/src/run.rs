@@ -411,13 +411,24 @@ async fn connection(
         };
         let stream = SimStream::new(stream, io, seed.wrapping_add(attempt));
         let connected = Connected { stream, host, peer };
-        let client = EchoClient::message(message.clone(), options.config, now());
+        let (client, input) = if plan.streaming {
+            let input = Pieces {
+                data: message.clone(),
+                rng: crate::io::Rng::new(seed ^ attempt),
+            };
+            (EchoClient::streaming(options.config, now()), Some(input))
+        } else {
+            (
+                EchoClient::message(message.clone(), options.config, now()),
+                None,
+            )
+        };
         let sink = TraceSink {
             label: label.clone(),
             bytes: Vec::new(),
             trace: Rc::clone(&world.trace),
         };
-        let mut pipe = Pipe::new(None::<tokio::io::Empty>, sink);
+        let mut pipe = Pipe::new(input, sink);
         let echo = run(connected, client, &mut pipe, options);
         let result = match plan.give_up_ms.filter(|_| attempt == 1) {
             Some(ms) => tokio::time::timeout(Duration::from_millis(ms), echo)
