@@ -170,6 +170,66 @@ fn grace_expiry_flushes_what_was_read_then_closes() {
 }
 
 #[test]
+fn grace_expiry_while_the_client_keeps_sending_loses_no_echo() {
+    // Closing a socket with unread input sends RST, which can destroy echoes
+    // still in flight to the client; the server half-closes and drains
+    // instead, so the client gets every byte the server read.
+    let mut server = Server::start(&["--grace", "0.3"]);
+    let mut client = StdinClient::start(&server.connect_arg());
+    let mut stdin = client.stdin.take().unwrap();
+    let input = random_bytes(64 << 20, 9);
+    let feed = input.clone();
+    let writer = thread::spawn(move || {
+        for chunk in feed.chunks(64 << 10) {
+            if stdin.write_all(chunk).is_err() {
+                break; // the client exited
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    });
+    server.wait_log("connection made", 1, LONG);
+    thread::sleep(Duration::from_millis(300));
+    // Stop reading echoes so they back up into the server's socket, and let
+    // the grace period expire meanwhile; then read again.
+    client
+        .stall
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    server.signal("TERM");
+    thread::sleep(Duration::from_millis(800));
+    client
+        .stall
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(server.wait_exit(LONG).code(), Some(0));
+    let (code, stdout, stderr) = client.finish();
+    writer.join().unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        input.starts_with(&stdout),
+        "what came back is a prefix of what was sent"
+    );
+    let received: usize = stderr
+        .split("received ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no truncation report: {stderr}"));
+    assert!(
+        stderr.contains("truncated: sent"),
+        "a clean truncation, not a reset: {stderr}"
+    );
+    assert_eq!(stdout.len(), received);
+    let echoed: usize = server
+        .log()
+        .split("echoed=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the server logged the connection's bytes");
+    assert_eq!(received, echoed, "every byte the server read came back");
+    assert!(received > 0);
+}
+
+#[test]
 fn a_second_signal_exits_at_once() {
     let mut server = Server::start(&[]);
     let _open = TcpStream::connect(server.addr()).unwrap();

@@ -157,6 +157,9 @@ pub fn client_with_stdin(args: &[&str], input: Vec<u8>) -> Output {
 pub struct StdinClient {
     pub child: Child,
     pub stdin: Option<std::process::ChildStdin>,
+    /// While set, standard output is not read (the client then stops
+    /// reading its socket too, once its own buffers fill).
+    pub stall: Arc<std::sync::atomic::AtomicBool>,
     stdout: thread::JoinHandle<Vec<u8>>,
     stderr: thread::JoinHandle<Vec<u8>>,
 }
@@ -173,9 +176,20 @@ impl StdinClient {
         let stdin = child.stdin.take();
         let mut out = child.stdout.take().unwrap();
         let mut err = child.stderr.take().unwrap();
+        let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stalled = Arc::clone(&stall);
         let stdout = thread::spawn(move || {
             let mut v = Vec::new();
-            let _ = out.read_to_end(&mut v);
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                while stalled.load(std::sync::atomic::Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                match out.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => v.extend_from_slice(&buf[..n]),
+                }
+            }
             v
         });
         let stderr = thread::spawn(move || {
@@ -186,6 +200,7 @@ impl StdinClient {
         Self {
             child,
             stdin,
+            stall,
             stdout,
             stderr,
         }
