@@ -6,9 +6,9 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -124,60 +124,21 @@ fn a_connection_flood_is_refused_beyond_the_limit_and_the_server_recovers() {
 #[test]
 fn running_out_of_file_descriptors_is_survived() {
     // 32 descriptors: the runtime takes some, so accepts fail with EMFILE soon.
-    let mut child = Command::new("sh")
-        .args([
-            "-c",
-            &format!("ulimit -n 32 && exec {SERVER} --listen tcp:0:interface=127.0.0.1"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    {
-        use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-    }
-    let port: u16 = first
-        .split(":port=")
-        .nth(1)
-        .and_then(|r| r.split(':').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = log.clone();
-    thread::spawn(move || {
-        let mut stderr = stderr;
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        &format!("ulimit -n 32 && exec {SERVER} --listen tcp:0:interface=127.0.0.1"),
+    ]);
+    let mut server = Server::spawn(command);
+    let port = server.port;
     let addr = format!("127.0.0.1:{port}");
     // Far more connections than descriptors; the kernel queues them.
     let many: Vec<TcpStream> = (0..60)
         .filter_map(|_| TcpStream::connect(&addr).ok())
         .collect();
-    let start = Instant::now();
-    while !log.lock().unwrap().contains("accept failed; backing off") {
-        assert!(
-            start.elapsed() < LONG,
-            "no accept error logged:\n{}",
-            log.lock().unwrap()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    server.wait_log("accept failed; backing off", 1, LONG);
     assert!(
-        child.try_wait().unwrap().is_none(),
+        server.child.try_wait().unwrap().is_none(),
         "still running after EMFILE"
     );
     drop(many);
@@ -192,12 +153,10 @@ fn running_out_of_file_descriptors_is_survived() {
         "--timeout",
         "10",
     ]);
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(
         out.status.success(),
         "served after descriptors freed: {}\n{}",
         text(&out.stderr),
-        log.lock().unwrap()
+        server.log()
     );
 }

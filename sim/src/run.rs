@@ -266,11 +266,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                 Fault::Partition(i) => sim.partition(SERVER, host(i)),
                 Fault::PartitionToServer(i) => sim.partition_oneway(host(i), SERVER),
                 Fault::PartitionFromServer(i) => sim.partition_oneway(SERVER, host(i)),
-                Fault::Repair(i) => {
-                    sim.repair(SERVER, host(i));
-                    sim.repair_oneway(SERVER, host(i));
-                    sim.repair_oneway(host(i), SERVER);
-                }
+                Fault::Repair(i) => repair(&sim, &host(i)),
                 Fault::Hold(i) => sim.hold(SERVER, host(i)),
                 Fault::Release(i) => sim.release(SERVER, host(i)),
                 Fault::CrashServer if !server_down => {
@@ -296,9 +292,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             for h in 0..case.hosts.len() {
                 let host = client_host(h);
                 sim.release(SERVER, host.as_str());
-                sim.repair(SERVER, host.as_str());
-                sim.repair_oneway(SERVER, host.as_str());
-                sim.repair_oneway(host.as_str(), SERVER);
+                repair(&sim, &host);
             }
             if server_down {
                 sim.bounce(SERVER);
@@ -361,6 +355,14 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
         format!("end: servers={} open=0", world.servers.borrow().len()),
     );
     Ok(())
+}
+
+/// Heals every partition between the server and `host`, both ways and
+/// one-way (a one-way partition needs its own repair).
+fn repair(sim: &turmoil::Sim<'_>, host: &str) {
+    sim.repair(SERVER, host);
+    sim.repair_oneway(SERVER, host);
+    sim.repair_oneway(host, SERVER);
 }
 
 /// One logical client: connect, echo, verify; retry after failures caused

@@ -25,9 +25,15 @@ impl Server {
     }
 
     pub fn start_listening(listen: &[&str], args: &[&str]) -> Self {
-        let mut child = Command::new(SERVER)
-            .args(listen)
-            .args(args)
+        let mut command = Command::new(SERVER);
+        command.args(listen).args(args);
+        Self::spawn(command)
+    }
+
+    /// Runs `command` (which must exec an `echo-server`), collects its
+    /// standard error and reads the port from its first line.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
