@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
+
 use std::io::IsTerminal;
 use std::time::Duration;
 

@@ -92,7 +92,7 @@ pub async fn drive<S, P, A>(
     conn: &mut Connection<P>,
     app: &mut A,
     config: DriveConfig,
-    mut close: Option<watch::Receiver<bool>>,
+    close: Option<watch::Receiver<bool>>,
 ) where
     S: Stream,
     P: Protocol,
@@ -105,13 +105,24 @@ pub async fn drive<S, P, A>(
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
     let mut flush_deadline: Option<Instant> = None;
-    // A close requested before this connection subscribed counts too.
-    if close.as_mut().is_some_and(|rx| *rx.borrow_and_update()) {
-        let now = now();
-        conn.close(now);
-        flush_deadline = Some(now + config.flush_timeout);
-        close = None;
-    }
+    // One long-lived future for the close signal (a fresh `changed()` per
+    // pass would register and drop a waiter on every read). It checks the
+    // current value first, so a close sent before we subscribed counts too.
+    let close_requested = async move {
+        if let Some(mut rx) = close {
+            loop {
+                if *rx.borrow_and_update() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    break; // the sender is gone: no close will come
+                }
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::pin!(close_requested);
+    let mut close_armed = true;
     loop {
         // Actions, in order; Close and Abort end the loop.
         while let Some(action) = conn.poll_action() {
@@ -147,7 +158,6 @@ pub async fn drive<S, P, A>(
             sleep.as_mut().reset(tokio::time::Instant::from_std(at));
             armed = Some(at);
         }
-        let close_armed = close.is_some();
         tokio::select! {
             biased;
             result = poll_fn(|cx| poll_io(cx, stream, conn, app, read_chunk)) => {
@@ -166,23 +176,19 @@ pub async fn drive<S, P, A>(
                     conn.handle_timeout(now);
                 }
             }
-            changed = async { close.as_mut().expect("armed").changed().await }, if close_armed => {
-                let told = changed.is_ok() && *close.as_mut().expect("armed").borrow_and_update();
-                if changed.is_err() || told {
-                    close = None;
-                }
-                if told {
-                    let now = now();
-                    conn.close(now);
-                    flush_deadline = Some(now + config.flush_timeout);
-                }
+            () = &mut close_requested, if close_armed => {
+                close_armed = false;
+                let now = now();
+                conn.close(now);
+                flush_deadline = Some(now + config.flush_timeout);
             }
         }
     }
 }
 
-/// One non-blocking pass over the socket and the application. Returns
-/// `Ready` as soon as anything changed, so the caller drains actions first.
+/// One non-blocking pass over the socket and the application: write what
+/// is owed, read one chunk and write its echo at once, then the application.
+/// Returns `Ready` as soon as anything changed, so the caller drains actions.
 fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     cx: &mut Context<'_>,
     stream: &mut S,
@@ -190,13 +196,45 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     app: &mut A,
     read_chunk: usize,
 ) -> Poll<io::Result<()>> {
-    // 1. Write what is owed until the socket pushes back.
+    let now = now();
+    let wrote = match poll_flush_output(cx, stream, conn, now) {
+        Poll::Ready(Ok(wrote)) => wrote,
+        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        Poll::Pending => false,
+    };
+    if conn.wants_read() {
+        match poll_read_chunk(cx, stream, conn, read_chunk, now) {
+            Poll::Ready(Ok(())) => {
+                // Echo what was just read in the same pass.
+                return match poll_flush_output(cx, stream, conn, now) {
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    _ => Poll::Ready(Ok(())),
+                };
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+    }
+    if wrote {
+        return Poll::Ready(Ok(()));
+    }
+    app.poll_app(cx, conn).map(Ok)
+}
+
+/// Writes pending output until the socket pushes back. `Ready(Ok(true))` if
+/// anything was written, `Pending` if nothing could be.
+fn poll_flush_output<S: Stream, P: Protocol>(
+    cx: &mut Context<'_>,
+    stream: &mut S,
+    conn: &mut Connection<P>,
+    now: Instant,
+) -> Poll<io::Result<bool>> {
     let mut wrote = false;
     while !conn.pending_output().is_empty() {
         match Pin::new(&mut *stream).poll_write(cx, conn.pending_output()) {
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => {
-                if let Err(e) = conn.handle_written(n, now()) {
+                if let Err(e) = conn.handle_written(n, now) {
                     return Poll::Ready(Err(io::Error::other(e)));
                 }
                 wrote = true;
@@ -205,41 +243,40 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
             Poll::Pending => break,
         }
     }
-    if wrote {
-        return Poll::Ready(Ok(()));
-    }
-    // 2. Read one chunk, if the connection wants input.
-    if conn.wants_read() {
-        let read = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            if scratch.len() < read_chunk {
-                scratch.resize(read_chunk, 0);
-            }
-            let mut buf = ReadBuf::new(&mut scratch[..read_chunk]);
-            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => {
-                    let data = buf.filled();
-                    let now = now();
-                    if data.is_empty() {
-                        tracing::debug!("peer closed its write side");
-                        conn.handle_read_closed(now);
-                    } else {
-                        tracing::debug!(bytes = data.len(), "data received");
-                        if let Err(e) = conn.handle_data(data, now) {
-                            return Poll::Ready(Err(io::Error::other(e)));
-                        }
-                    }
-                    Poll::Ready(Ok(()))
-                }
-                other => other,
-            }
-        });
-        if read.is_ready() {
-            return read;
+    if wrote { Poll::Ready(Ok(true)) } else { Poll::Pending }
+}
+
+/// Reads one chunk (through the worker's scratch buffer) into the core.
+fn poll_read_chunk<S: Stream, P: Protocol>(
+    cx: &mut Context<'_>,
+    stream: &mut S,
+    conn: &mut Connection<P>,
+    read_chunk: usize,
+    now: Instant,
+) -> Poll<io::Result<()>> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < read_chunk {
+            scratch.resize(read_chunk, 0);
         }
-    }
-    // 3. The application.
-    app.poll_app(cx, conn).map(Ok)
+        let mut buf = ReadBuf::new(&mut scratch[..read_chunk]);
+        match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                let data = buf.filled();
+                if data.is_empty() {
+                    tracing::debug!("peer closed its write side");
+                    conn.handle_read_closed(now);
+                } else {
+                    tracing::debug!(bytes = data.len(), "data received");
+                    if let Err(e) = conn.handle_data(data, now) {
+                        return Poll::Ready(Err(io::Error::other(e)));
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    })
 }
 
 /// Closes after a flush. If the peer may still be sending, half-close first

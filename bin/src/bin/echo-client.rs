@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Parser, Subcommand};
 use echo_bin::{EXIT_FAILURE, client_endpoint, init_logging, positive, seconds};
 use echo_core::{ClientConfig, ClientEndpoint, EchoClient};
 use echo_net::{
@@ -22,8 +22,11 @@ use echo_net::{
 /// input goes out, every echoed byte goes to standard output (and nothing
 /// else does), and the exit code says whether everything came back exactly.
 #[derive(Debug, Parser)]
-#[command(version, after_help = AFTER_HELP)]
+#[command(version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Where to connect, as a Twisted endpoint string
     #[arg(short, long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = client_endpoint)]
     connect: ClientEndpoint,
@@ -57,6 +60,62 @@ struct Args {
     quiet: u8,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Closed-loop ping-pong load: every connection sends a LEN-byte message
+    /// (different each time), waits for its echo, verifies it, repeats.
+    /// Reports requests/s, MB/s, latency percentiles and errors.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Where to connect
+    #[arg(long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = client_endpoint)]
+    connect: ClientEndpoint,
+
+    /// Concurrent connections
+    #[arg(short, long, value_name = "CONNS", default_value = "10", value_parser = positive)]
+    connections: usize,
+
+    /// Message length in bytes
+    #[arg(short, long, value_name = "LEN", default_value = "64", value_parser = positive)]
+    len: usize,
+
+    /// Measure for this long [default: 10 unless --requests]
+    #[arg(short, long, value_name = "SECS", value_parser = seconds, conflicts_with = "requests")]
+    duration: Option<Duration>,
+
+    /// Measure this many requests instead
+    #[arg(short, long, value_name = "REQUESTS")]
+    requests: Option<u64>,
+
+    /// Unmeasured warm-up first
+    #[arg(short, long, value_name = "SECS", default_value = "1", value_parser = seconds)]
+    warmup: Duration,
+
+    /// Runtime worker threads for the load generator
+    #[arg(long, value_name = "N", default_value = "1", value_parser = positive)]
+    threads: usize,
+
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+
+    /// Also write the latency distribution (microseconds) in .hgrm format
+    #[arg(long, value_name = "FILE")]
+    hgrm: Option<std::path::PathBuf>,
+
+    /// Instead of load: open N idle connections (each proven live by one
+    /// echoed byte) and hold them (for memory measurements)
+    #[arg(long, value_name = "N", value_parser = positive)]
+    idle: Option<usize>,
+
+    /// How long --idle holds the connections
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, requires = "idle")]
+    hold: Duration,
+}
+
 const AFTER_HELP: &str = "\
 Endpoint strings (Twisted's grammar):
   tcp:localhost:8888                          host and port (the default)
@@ -75,6 +134,9 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(tracing::Level::WARN, args.verbose, args.quiet);
+    if let Some(Command::Bench(bench)) = args.command {
+        return run_bench(bench);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -178,4 +240,61 @@ async fn connect_with_retries(
             Err(e) => return Err(e),
         }
     }
+}
+
+fn run_bench(args: BenchArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("echo-client: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if let Some(n) = args.idle {
+        return match runtime.block_on(echo_bin::bench::idle(&args.connect, n, args.hold)) {
+            Ok(open) => {
+                println!("held {open} idle connections for {:?}", args.hold);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("echo-client: {e}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    }
+    let config = echo_bin::bench::BenchConfig {
+        endpoint: args.connect,
+        connections: args.connections,
+        len: args.len,
+        duration: args.duration.or(args.requests.is_none().then_some(Duration::from_secs(10))),
+        requests: args.requests,
+        warmup: args.warmup,
+    };
+    let report = match runtime.block_on(echo_bin::bench::run(config)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("echo-client: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        println!("{}", report.text());
+    }
+    if let Some(path) = args.hgrm
+        && let Err(e) = std::fs::write(&path, report.hgrm())
+    {
+        eprintln!("echo-client: cannot write {}: {e}", path.display());
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    if report.errors > 0 {
+        eprintln!("echo-client: {} echoes failed verification or broke", report.errors);
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    ExitCode::SUCCESS
 }

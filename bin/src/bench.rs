@@ -1,0 +1,249 @@
+//! `echo-client bench`: a closed-loop ping-pong load generator.
+//!
+//! Each connection sends a `len`-byte message whose content changes with
+//! every message, waits for its echo, checks it byte for byte, and sends
+//! the next. Latencies after the warm-up go into an HDR histogram.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use echo_core::ClientEndpoint;
+use echo_net::connect;
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Where the server is.
+    pub endpoint: ClientEndpoint,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Message length in bytes.
+    pub len: usize,
+    /// Measure for this long (after the warm-up) ...
+    pub duration: Option<Duration>,
+    /// ... or until this many requests were measured.
+    pub requests: Option<u64>,
+    /// Run, unmeasured, for this long first.
+    pub warmup: Duration,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct BenchReport {
+    /// Requests measured (after the warm-up).
+    pub requests: u64,
+    /// Measured wall time.
+    pub elapsed: Duration,
+    /// Echoes that differed from what was sent, or broke.
+    pub errors: u64,
+    /// Round-trip latencies in nanoseconds.
+    pub latency: Histogram<u64>,
+    /// The message length.
+    pub len: usize,
+    /// Connections.
+    pub connections: usize,
+}
+
+impl BenchReport {
+    /// Round trips per second.
+    #[must_use]
+    pub fn requests_per_sec(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Payload megabytes (10^6) echoed per second, one direction.
+    #[must_use]
+    pub fn mb_per_sec(&self) -> f64 {
+        self.requests_per_sec() * self.len as f64 / 1e6
+    }
+
+    fn us(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1e3
+    }
+
+    /// A human-readable summary.
+    #[must_use]
+    pub fn text(&self) -> String {
+        format!(
+            "{} connections x {} B: {} requests in {:.2}s = {:.0} req/s, {:.1} MB/s, errors {}\n\
+             latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+            self.connections,
+            self.len,
+            self.requests,
+            self.elapsed.as_secs_f64(),
+            self.requests_per_sec(),
+            self.mb_per_sec(),
+            self.errors,
+            self.us(0.5),
+            self.us(0.9),
+            self.us(0.99),
+            self.us(0.999),
+            self.latency.max() as f64 / 1e3
+        )
+    }
+
+    /// One JSON object (field names are stable; times in microseconds).
+    #[must_use]
+    pub fn json(&self) -> String {
+        format!(
+            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}}}}",
+            self.connections,
+            self.len,
+            self.requests,
+            self.elapsed.as_secs_f64(),
+            self.requests_per_sec(),
+            self.mb_per_sec(),
+            self.errors,
+            self.us(0.5),
+            self.us(0.9),
+            self.us(0.99),
+            self.us(0.999),
+            self.latency.max() as f64 / 1e3
+        )
+    }
+
+    /// The percentile distribution in HdrHistogram's `.hgrm` text format
+    /// (values in microseconds), as its plotters read it.
+    #[must_use]
+    pub fn hgrm(&self) -> String {
+        let h = &self.latency;
+        let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+        for v in h.iter_quantiles(5) {
+            let q = v.quantile_iterated_to();
+            let inv = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { "inf".into() };
+            let _ = writeln!(out, "{:12.3} {:14.12} {:10} {:>14}", v.value_iterated_to() as f64 / 1e3, q, v.count_since_last_iteration(), inv);
+        }
+        let _ = write!(
+            out,
+            "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]\n#[Buckets = {:12}, SubBuckets     = {:12}]\n",
+            h.mean() / 1e3,
+            h.stdev() / 1e3,
+            h.max() as f64 / 1e3,
+            h.len(),
+            h.buckets(),
+            h.distinct_values()
+        );
+        out
+    }
+}
+
+/// The content of message `seq` on connection `conn`: changes every message.
+fn fill(buf: &mut [u8], conn: usize, seq: u64) {
+    let base = (seq as u8).wrapping_mul(31) ^ (conn as u8);
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = base.wrapping_add(i as u8);
+    }
+    if buf.len() >= 8 {
+        buf[..8].copy_from_slice(&seq.to_le_bytes());
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
+}
+
+/// Runs the benchmark on the current runtime.
+///
+/// # Errors
+/// A connect failure, as a message.
+pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let measured = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut streams = Vec::with_capacity(config.connections);
+    for _ in 0..config.connections {
+        let connected = connect(&config.endpoint).await.map_err(|e| e.to_string())?;
+        streams.push(connected.stream);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (conn, mut stream) in streams.into_iter().enumerate() {
+        let (measuring, stop, measured, errors) = (measuring.clone(), stop.clone(), measured.clone(), errors.clone());
+        let len = config.len;
+        let limit = config.requests;
+        tasks.spawn(async move {
+            let mut hist = new_histogram();
+            let (mut msg, mut back) = (vec![0u8; len], vec![0u8; len]);
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                fill(&mut msg, conn, seq);
+                seq += 1;
+                let start = Instant::now();
+                let ok = stream.write_all(&msg).await.is_ok() && stream.read_exact(&mut back).await.is_ok();
+                let took = start.elapsed();
+                if !ok || back != msg {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    break; // a broken or desynchronised stream proves nothing more
+                }
+                if measuring.load(Ordering::Relaxed) {
+                    let _ = hist.record(took.as_nanos().max(1) as u64);
+                    let done = measured.fetch_add(1, Ordering::Relaxed) + 1;
+                    if limit.is_some_and(|l| done >= l) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            hist
+        });
+    }
+    tokio::time::sleep(config.warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let bar = progress_bar(&config);
+    let deadline = config.duration.map(|d| started + d);
+    // Until the time is up, the request count is reached, or every
+    // connection has failed.
+    while !stop.load(Ordering::Relaxed)
+        && deadline.is_none_or(|d| Instant::now() < d)
+        && errors.load(Ordering::Relaxed) < config.connections as u64
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        bar.set_position(measured.load(Ordering::Relaxed));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let requests = measured.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    measuring.store(false, Ordering::Relaxed);
+    bar.finish_and_clear();
+    let mut latency = new_histogram();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(hist) = joined {
+            let _ = latency.add(&hist);
+        }
+    }
+    Ok(BenchReport { requests, elapsed, errors: errors.load(Ordering::Relaxed), latency, len: config.len, connections: config.connections })
+}
+
+fn progress_bar(config: &BenchConfig) -> indicatif::ProgressBar {
+    let bar = match config.requests {
+        Some(total) => indicatif::ProgressBar::new(total),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// Opens `n` connections, proves each live with one echoed byte, and holds
+/// them open for `hold` (for memory measurements). Returns how many opened.
+///
+/// # Errors
+/// A connect or echo failure, as a message.
+pub async fn idle(endpoint: &ClientEndpoint, n: usize, hold: Duration) -> Result<usize, String> {
+    let mut open = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut stream = connect(endpoint).await.map_err(|e| format!("connection {}: {e}", i + 1))?.stream;
+        let mut b = [0u8; 1];
+        stream.write_all(b"i").await.map_err(|e| e.to_string())?;
+        stream.read_exact(&mut b).await.map_err(|e| format!("connection {}: no echo: {e}", i + 1))?;
+        open.push(stream);
+    }
+    tokio::time::sleep(hold).await;
+    Ok(open.len())
+}

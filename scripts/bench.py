@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""The benchmark runner behind scripts/bench.sh (run that, it builds first).
+
+For every load it runs each server in turn within a round (baseline, ours,
+C epoll; rounds repeat A B C A B C ...), server pinned to core 0 and client
+to core 1 where taskset exists, and samples the server's CPU time and peak
+RSS from /proc. Prints medians over rounds and ours/baseline ratios.
+"""
+import json, os, shutil, socket, statistics, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+CLIENT = os.path.join(REL, "echo-client")
+TICK = os.sysconf("SC_CLK_TCK")
+PIN = shutil.which("taskset") is not None and os.cpu_count() >= 2
+
+SERVERS = {
+    "baseline": lambda port: [os.path.join(REL, "examples", "baseline_tokio_echo"), f"127.0.0.1:{port}"],
+    "ours": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+    "c-epoll": lambda port: [os.path.join(REL, "epoll_echo"), str(port)],
+}
+LOADS = [(1, 64), (1, 4096), (10, 64), (10, 4096), (100, 64), (100, 4096), (1000, 64), (1000, 4096), (10, 65536)]
+if os.environ.get("BENCH_LOADS"):  # e.g. BENCH_LOADS=100x64,1000x64 for a subset
+    LOADS = [tuple(int(x) for x in load.split("x")) for load in os.environ["BENCH_LOADS"].split(",")]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(name, core):
+    port = free_port()
+    cmd = SERVERS[name](port)
+    if PIN:
+        cmd = ["taskset", "-c", core] + cmd
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return p, port
+        except OSError:
+            time.sleep(0.02)
+    raise SystemExit(f"{name} did not start")
+
+
+def cpu_secs(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def status_kib(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1])
+
+
+def bench(port, conns, length, secs, client_core):
+    cmd = [CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-l", str(length),
+           "-d", str(secs), "-w", "0", "--json"]
+    if PIN:
+        cmd = ["taskset", "-c", client_core] + cmd
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60)
+    return json.loads(out.stdout)
+
+
+def one(name, conns, length, secs, server_core="0", client_core="1"):
+    server, port = start(name, server_core)
+    try:
+        before = cpu_secs(server.pid)
+        r = bench(port, conns, length, secs, client_core)
+        cpu = cpu_secs(server.pid) - before
+        return {"rps": r["requests_per_sec"], "p99": r["latency_us"]["p99"], "errors": r["errors"],
+                "cpu_us": cpu * 1e6 / max(r["requests"], 1), "rss": status_kib(server.pid, "VmHWM:")}
+    finally:
+        server.kill()
+        server.wait()
+
+
+def med(rows, key):
+    return statistics.median(r[key] for r in rows)
+
+
+def table(secs, rounds, loads, server_core, client_core, title):
+    print(f"\n{title} (median of {rounds} rounds, {secs}s each; server core {server_core}, client core {client_core}):")
+    print(f"{'load':>12} {'server':>9} {'req/s':>9} {'p99 us':>8} {'CPU us/echo':>11} {'RSS KiB':>8} | {'ours/base req/s':>15} {'CPU':>6} {'p99':>6}")
+    for conns, length in loads:
+        results = {name: [] for name in SERVERS}
+        for _ in range(rounds):
+            for name in SERVERS:
+                results[name].append(one(name, conns, length, secs, server_core, client_core))
+        for name in SERVERS:
+            rows = results[name]
+            line = f"{conns:>5} x {length:<5} {name:>9} {med(rows, 'rps'):>9.0f} {med(rows, 'p99'):>8.1f} {med(rows, 'cpu_us'):>11.2f} {med(rows, 'rss'):>8.0f}"
+            if name == "ours":
+                b = results["baseline"]
+                ratio = lambda k: f"{med(rows, k) / med(b, k):.2f}" if med(b, k) > 0 else "-"
+                line += f" | {ratio('rps'):>15} {ratio('cpu_us'):>6} {ratio('p99'):>6}"
+            errors = sum(r["errors"] for r in rows)
+            if errors:
+                line += f"  ERRORS {errors}"
+            print(line, flush=True)
+
+
+def idle_memory(counts):
+    print("\nidle memory (RSS growth per connection after N idle connections, each proven live):")
+    for name in ("baseline", "ours", "c-epoll"):
+        for n in counts:
+            server, port = start(name, "0")
+            try:
+                time.sleep(0.2)
+                base = status_kib(server.pid, "VmRSS:")
+                hold = subprocess.Popen([CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "--idle", str(n), "--hold", "3"],
+                                        stdout=subprocess.PIPE, text=True)
+                time.sleep(0.5)
+                while hold.poll() is None:
+                    # connections are open once the client prints nothing yet but has waited; sample near the end
+                    time.sleep(0.2)
+                    grown = status_kib(server.pid, "VmRSS:") - base
+                hold.wait()
+                print(f"  {name:>9} {n:>6} connections: {grown / n:.2f} KiB per connection", flush=True)
+            finally:
+                server.kill()
+                server.wait()
+
+
+if __name__ == "__main__":
+    secs, rounds = float(sys.argv[1]), int(sys.argv[2])
+    table(secs, rounds, LOADS, "0", "1", "separate cores")
+    table(secs, rounds, [(100, 64)], "0", "0", "shared core")
+    if not os.environ.get("BENCH_LOADS"):
+        idle_memory([1000, 10000])
