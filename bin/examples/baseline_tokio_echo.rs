@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
-    let addr = env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8080".to_string());
+    let addr = env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8080".to_string());
     let listener = TcpListener::bind(&addr).await?;
     println!("Listening on: {addr}");
     loop {
@@ -20,11 +22,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
         tokio::spawn(async move {
             let mut buf = vec![0; 1024];
             loop {
-                let n = socket.read(&mut buf).await.expect("failed to read data from socket");
+                let n = socket
+                    .read(&mut buf)
+                    .await
+                    .expect("failed to read data from socket");
                 if n == 0 {
                     return;
                 }
-                socket.write_all(&buf[0..n]).await.expect("failed to write data to socket");
+                socket
+                    .write_all(&buf[0..n])
+                    .await
+                    .expect("failed to write data to socket");
             }
         });
     }

@@ -115,8 +115,19 @@ impl BenchReport {
         let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
         for v in h.iter_quantiles(5) {
             let q = v.quantile_iterated_to();
-            let inv = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { "inf".into() };
-            let _ = writeln!(out, "{:12.3} {:14.12} {:10} {:>14}", v.value_iterated_to() as f64 / 1e3, q, v.count_since_last_iteration(), inv);
+            let inv = if q < 1.0 {
+                format!("{:.2}", 1.0 / (1.0 - q))
+            } else {
+                "inf".into()
+            };
+            let _ = writeln!(
+                out,
+                "{:12.3} {:14.12} {:10} {:>14}",
+                v.value_iterated_to() as f64 / 1e3,
+                q,
+                v.count_since_last_iteration(),
+                inv
+            );
         }
         let _ = write!(
             out,
@@ -163,7 +174,12 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (conn, mut stream) in streams.into_iter().enumerate() {
-        let (measuring, stop, measured, errors) = (measuring.clone(), stop.clone(), measured.clone(), errors.clone());
+        let (measuring, stop, measured, errors) = (
+            measuring.clone(),
+            stop.clone(),
+            measured.clone(),
+            errors.clone(),
+        );
         let len = config.len;
         let limit = config.requests;
         tasks.spawn(async move {
@@ -174,7 +190,8 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
                 fill(&mut msg, conn, seq);
                 seq += 1;
                 let start = Instant::now();
-                let ok = stream.write_all(&msg).await.is_ok() && stream.read_exact(&mut back).await.is_ok();
+                let ok = stream.write_all(&msg).await.is_ok()
+                    && stream.read_exact(&mut back).await.is_ok();
                 let took = start.elapsed();
                 if !ok || back != msg {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -216,7 +233,14 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
             let _ = latency.add(&hist);
         }
     }
-    Ok(BenchReport { requests, elapsed, errors: errors.load(Ordering::Relaxed), latency, len: config.len, connections: config.connections })
+    Ok(BenchReport {
+        requests,
+        elapsed,
+        errors: errors.load(Ordering::Relaxed),
+        latency,
+        len: config.len,
+        connections: config.connections,
+    })
 }
 
 fn progress_bar(config: &BenchConfig) -> indicatif::ProgressBar {
@@ -238,10 +262,16 @@ fn progress_bar(config: &BenchConfig) -> indicatif::ProgressBar {
 pub async fn idle(endpoint: &ClientEndpoint, n: usize, hold: Duration) -> Result<usize, String> {
     let mut open = Vec::with_capacity(n);
     for i in 0..n {
-        let mut stream = connect(endpoint).await.map_err(|e| format!("connection {}: {e}", i + 1))?.stream;
+        let mut stream = connect(endpoint)
+            .await
+            .map_err(|e| format!("connection {}: {e}", i + 1))?
+            .stream;
         let mut b = [0u8; 1];
         stream.write_all(b"i").await.map_err(|e| e.to_string())?;
-        stream.read_exact(&mut b).await.map_err(|e| format!("connection {}: no echo: {e}", i + 1))?;
+        stream
+            .read_exact(&mut b)
+            .await
+            .map_err(|e| format!("connection {}: no echo: {e}", i + 1))?;
         open.push(stream);
     }
     tokio::time::sleep(hold).await;

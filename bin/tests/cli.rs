@@ -414,6 +414,69 @@ fn unix_domain_sockets_work_both_ways() {
 }
 
 #[test]
+fn a_one_byte_high_water_mark_still_echoes_exactly() {
+    let server = Server::start(&["--high-water", "1"]);
+    let input = random_bytes(1 << 20, 21);
+    let out = client_with_stdin(
+        &["--stdin", "--connect", &server.connect_arg()],
+        input.clone(),
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(out.stdout == input);
+    let out = Command::new(SERVER)
+        .args(["--high-water", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn verbosity_flags_and_rust_log_choose_what_is_logged() {
+    let quiet = Server::start(&["-q"]);
+    let verbose = Server::start(&["-v"]);
+    for server in [&quiet, &verbose] {
+        let out = client(&["--connect", &server.connect_arg(), "-n", "1"]);
+        assert!(out.status.success());
+    }
+    verbose.wait_log("connection lost", 1, LONG);
+    assert!(
+        verbose.log().contains("data received"),
+        "-v logs each read: {}",
+        verbose.log()
+    );
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        !quiet.log().contains("connection made"),
+        "-q hides info lines: {}",
+        quiet.log()
+    );
+    // RUST_LOG wins over the flags.
+    let mut command = Command::new(SERVER);
+    command
+        .args(["--listen", "tcp:0:interface=127.0.0.1", "-q"])
+        .env("RUST_LOG", "debug");
+    let by_env = Server::spawn(command);
+    let out = client(&["--connect", &by_env.connect_arg(), "-n", "1"]);
+    assert!(out.status.success());
+    by_env.wait_log("data received", 1, LONG);
+    // The client logs nothing by default, and its -v shows its retries.
+    let out = client(&[
+        "--connect",
+        &format!("tcp:127.0.0.1:{}", free_port()),
+        "-n",
+        "1",
+        "--retries",
+        "1",
+        "-v",
+    ]);
+    assert!(
+        text(&out.stderr).contains("connect failed; retrying"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn help_explains_endpoints_and_exit_codes() {
     for program in [SERVER, CLIENT] {
         let out = Command::new(program).arg("--help").output().unwrap();

@@ -45,11 +45,19 @@ fn baseline(chunk: usize) -> Duration {
 }
 
 fn main() {
-    println!("{:>8} {:>14} {:>14} {:>7}", "chunk", "core GB/s", "memcpy GB/s", "ratio");
+    println!(
+        "{:>8} {:>14} {:>14} {:>7}",
+        "chunk", "core GB/s", "memcpy GB/s", "ratio"
+    );
     for chunk in [64, 1024, 16 * 1024, 64 * 1024] {
         let best = |f: fn(usize) -> Duration| (0..3).map(|_| f(chunk)).min().unwrap();
         let (core, base) = (best(through_core), best(baseline));
         let gbs = |d: Duration| TOTAL as f64 / d.as_secs_f64() / 1e9;
-        println!("{chunk:>8} {:>14.2} {:>14.2} {:>7.2}", gbs(core), gbs(base), gbs(core) / gbs(base));
+        println!(
+            "{chunk:>8} {:>14.2} {:>14.2} {:>7.2}",
+            gbs(core),
+            gbs(base),
+            gbs(core) / gbs(base)
+        );
     }
 }

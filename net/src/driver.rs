@@ -243,7 +243,11 @@ fn poll_flush_output<S: Stream, P: Protocol>(
             Poll::Pending => break,
         }
     }
-    if wrote { Poll::Ready(Ok(true)) } else { Poll::Pending }
+    if wrote {
+        Poll::Ready(Ok(true))
+    } else {
+        Poll::Pending
+    }
 }
 
 /// Reads one chunk (through the worker's scratch buffer) into the core.

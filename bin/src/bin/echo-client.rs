@@ -270,7 +270,9 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         endpoint: args.connect,
         connections: args.connections,
         len: args.len,
-        duration: args.duration.or(args.requests.is_none().then_some(Duration::from_secs(10))),
+        duration: args
+            .duration
+            .or(args.requests.is_none().then_some(Duration::from_secs(10))),
         requests: args.requests,
         warmup: args.warmup,
     };
@@ -293,7 +295,10 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         return ExitCode::from(EXIT_FAILURE);
     }
     if report.errors > 0 {
-        eprintln!("echo-client: {} echoes failed verification or broke", report.errors);
+        eprintln!(
+            "echo-client: {} echoes failed verification or broke",
+            report.errors
+        );
         return ExitCode::from(EXIT_FAILURE);
     }
     ExitCode::SUCCESS
