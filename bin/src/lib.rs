@@ -14,6 +14,20 @@ use tracing_subscriber::EnvFilter;
 /// Exit code for a failed run (an echo failed, a bind failed).
 pub const EXIT_FAILURE: u8 = 1;
 
+/// Writes a line to standard output. Returns `false` if it could not be
+/// written (a closed pipe, as in `echo-client | head -1`): never panics.
+pub fn say(line: impl std::fmt::Display) -> bool {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}").is_ok()
+}
+
+/// Writes a line to standard error, ignoring failure: with standard error
+/// gone there is nowhere left to report it, and panicking would be worse.
+pub fn complain(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Sends logs to standard error. `RUST_LOG` wins when set; otherwise the
 /// level is `default` moved up by `verbose` and down by `quiet` steps.
 pub fn init_logging(default: tracing::Level, verbose: u8, quiet: u8) {

@@ -477,6 +477,38 @@ fn verbosity_flags_and_rust_log_choose_what_is_logged() {
 }
 
 #[test]
+fn a_closed_standard_output_is_an_error_not_a_panic() {
+    // As in `echo-client | head -1`: the reader goes away before we write.
+    let server = Server::start(&[]);
+    for args in [
+        vec!["--connect".to_string(), server.connect_arg()],
+        vec![
+            "bench".into(),
+            "--connect".into(),
+            server.connect_arg(),
+            "-r".into(),
+            "100".into(),
+            "-w".into(),
+            "0".into(),
+        ],
+    ] {
+        let mut child = Command::new(CLIENT)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // close the read end at once
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.contains("cannot write"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn help_explains_endpoints_and_exit_codes() {
     for program in [SERVER, CLIENT] {
         let out = Command::new(program).arg("--help").output().unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{ArgAction, Parser, Subcommand};
-use echo_bin::{EXIT_FAILURE, client_endpoint, init_logging, positive, seconds};
+use echo_bin::{EXIT_FAILURE, client_endpoint, complain, init_logging, positive, say, seconds};
 use echo_core::{ClientConfig, ClientEndpoint, EchoClient};
 use echo_net::{
     AnyStream, ClientError, ClientOptions, Connected, Pipe, connect, echo_message, now, run,
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("echo-client: cannot start the runtime: {e}");
+            complain(format!("echo-client: cannot start the runtime: {e}"));
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -168,7 +168,7 @@ async fn run_all(args: Args) -> bool {
         return match stream_stdin(&args, options).await {
             Ok(()) => true,
             Err(e) => {
-                eprintln!("echo-client: {e}");
+                complain(format!("echo-client: {e}"));
                 false
             }
         };
@@ -190,13 +190,22 @@ async fn run_all(args: Args) -> bool {
     let mut ok = true;
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok((_, Ok(echo))) => println!("> from server: {}", String::from_utf8_lossy(&echo)),
+            Ok((_, Ok(echo))) => {
+                if !say(format_args!(
+                    "> from server: {}",
+                    String::from_utf8_lossy(&echo)
+                )) && ok
+                {
+                    complain("echo-client: cannot write to standard output");
+                    ok = false;
+                }
+            }
             Ok((n, Err(e))) => {
-                eprintln!("echo-client: connection {n}: {e}");
+                complain(format!("echo-client: connection {n}: {e}"));
                 ok = false;
             }
             Err(e) => {
-                eprintln!("echo-client: a connection task failed: {e}");
+                complain(format!("echo-client: a connection task failed: {e}"));
                 ok = false;
             }
         }
@@ -250,18 +259,24 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("echo-client: cannot start the runtime: {e}");
+            complain(format!("echo-client: cannot start the runtime: {e}"));
             return ExitCode::from(EXIT_FAILURE);
         }
     };
     if let Some(n) = args.idle {
         return match runtime.block_on(echo_bin::bench::idle(&args.connect, n, args.hold)) {
             Ok(open) => {
-                println!("held {open} idle connections for {:?}", args.hold);
-                ExitCode::SUCCESS
+                if say(format_args!(
+                    "held {open} idle connections for {:?}",
+                    args.hold
+                )) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_FAILURE)
+                }
             }
             Err(e) => {
-                eprintln!("echo-client: {e}");
+                complain(format!("echo-client: {e}"));
                 ExitCode::from(EXIT_FAILURE)
             }
         };
@@ -279,26 +294,30 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     let report = match runtime.block_on(echo_bin::bench::run(config)) {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("echo-client: {e}");
+            complain(format!("echo-client: {e}"));
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    if args.json {
-        println!("{}", report.json());
+    let printed = if args.json {
+        say(report.json())
     } else {
-        println!("{}", report.text());
+        say(report.text())
+    };
+    if !printed {
+        complain("echo-client: cannot write the report to standard output");
+        return ExitCode::from(EXIT_FAILURE);
     }
     if let Some(path) = args.hgrm
         && let Err(e) = std::fs::write(&path, report.hgrm())
     {
-        eprintln!("echo-client: cannot write {}: {e}", path.display());
+        complain(format!("echo-client: cannot write {}: {e}", path.display()));
         return ExitCode::from(EXIT_FAILURE);
     }
     if report.errors > 0 {
-        eprintln!(
+        complain(format!(
             "echo-client: {} echoes failed verification or broke",
             report.errors
-        );
+        ));
         return ExitCode::from(EXIT_FAILURE);
     }
     ExitCode::SUCCESS

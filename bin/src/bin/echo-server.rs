@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser};
-use echo_bin::{EXIT_FAILURE, init_logging, positive, seconds, server_endpoint};
+use echo_bin::{EXIT_FAILURE, complain, init_logging, positive, say, seconds, server_endpoint};
 use echo_core::{ServerConfig, ServerEndpoint, WaterMarks};
 use echo_net::{AnyListener, EchoServer, ServerOptions, ShutdownOutcome, TokioSpawner};
 use tokio::signal::unix::{SignalKind, signal};
@@ -74,14 +74,14 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("echo-server: cannot start the runtime: {e}");
+            complain(format!("echo-server: cannot start the runtime: {e}"));
             return ExitCode::from(EXIT_FAILURE);
         }
     };
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("echo-server: {e:#}");
+            complain(format!("echo-server: {e:#}"));
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -106,10 +106,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {endpoint}"))?;
         let description = listener.describe(endpoint)?;
-        println!("listening on {description}");
+        if !say(format_args!("listening on {description}")) {
+            tracing::warn!(%description, "cannot write to standard output; listening anyway");
+        }
         listeners.push(listener);
     }
-    std::io::stdout().flush()?;
+    let _ = std::io::stdout().flush(); // a closed stdout must not stop the server
     for listener in listeners {
         let server = server.clone();
         tokio::spawn(async move { server.serve(listener, TokioSpawner).await });
