@@ -11,9 +11,11 @@
 //! * [`connect`], [`run`], [`echo_message`], [`Pipe`]: the verifying client.
 //! * [`AnyListener`], [`AnyStream`]: TCP and Unix-domain sockets bound or
 //!   connected from endpoint strings.
+//! * [`blocking`]: the same core on blocking `std::net` sockets, no tokio.
 
 #![forbid(unsafe_code)]
 
+pub mod blocking;
 mod client;
 mod driver;
 mod listener;

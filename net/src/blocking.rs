@@ -1,0 +1,147 @@
+//! A second runtime for the same core: blocking `std::net` sockets, a thread
+//! per connection, no tokio. It exists to show that the state machines in
+//! `echo-core` are runtime-free, and as a template for embedding them
+//! elsewhere.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use echo_core::{
+    Action, CloseReason, Connection, EchoFactory, Factory, LostReason, Protocol, WaterMarks,
+};
+
+/// Bytes per blocking read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Drives `conn` over a blocking stream until it closes, handing each event
+/// to `on_event`. Reads and writes alternate (one thread); a read waits at
+/// most until the core's next deadline.
+///
+/// # Errors
+/// Only errors that the core cannot absorb as a connection loss (setting a
+/// socket timeout); socket failures end the connection with a reason.
+pub fn drive<P: Protocol>(
+    stream: &mut TcpStream,
+    conn: &mut Connection<P>,
+    mut on_event: impl FnMut(P::Event),
+) -> io::Result<()> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        // A write to a peer that does not read waits at most until the
+        // core's next deadline, like a read.
+        stream.set_write_timeout(until_deadline(conn))?;
+        while !conn.is_closed() && !conn.pending_output().is_empty() {
+            match stream.write(conn.pending_output()) {
+                Ok(0) => lose(conn, ErrorKind::WriteZero),
+                Ok(n) => conn
+                    .handle_written(n, Instant::now())
+                    .map_err(io::Error::other)?,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    conn.handle_timeout(Instant::now());
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => lose(conn, e.kind()),
+            }
+        }
+        while let Some(action) = conn.poll_action() {
+            let now = Instant::now();
+            match action {
+                Action::ShutdownWrite => {
+                    if let Err(e) = stream.shutdown(Shutdown::Write) {
+                        lose(conn, e.kind());
+                    }
+                }
+                Action::Abort => {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    conn.handle_connection_lost(CloseReason::Lost(LostReason::Aborted), now);
+                }
+                _ => {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    conn.handle_connection_lost(CloseReason::Done, now);
+                }
+            }
+        }
+        while let Some(event) = conn.poll_event() {
+            on_event(event);
+        }
+        if conn.is_closed() {
+            return Ok(());
+        }
+        let wait = until_deadline(conn);
+        if !conn.wants_read() {
+            // Nothing to read and nothing pending: only a timer can move us.
+            thread::sleep(wait.unwrap_or(Duration::from_millis(10)));
+            conn.handle_timeout(Instant::now());
+            continue;
+        }
+        stream.set_read_timeout(wait)?;
+        match stream.read(&mut buf) {
+            Ok(0) => conn.handle_read_closed(Instant::now()),
+            Ok(n) => conn
+                .handle_data(&buf[..n], Instant::now())
+                .map_err(io::Error::other)?,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                conn.handle_timeout(Instant::now());
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => lose(conn, e.kind()),
+        }
+    }
+}
+
+/// How long until the core's next deadline (at least 1 ms: a zero timeout
+/// means "none" to the socket); `None` without a timer.
+fn until_deadline<P: Protocol>(conn: &Connection<P>) -> Option<Duration> {
+    conn.poll_timeout().map(|at| {
+        at.saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    })
+}
+
+fn lose<P: Protocol>(conn: &mut Connection<P>, kind: ErrorKind) {
+    conn.handle_connection_lost(CloseReason::Lost(LostReason::from_io(kind)), Instant::now());
+}
+
+/// Serves echo on `listener`, a thread per admitted connection, counting
+/// them in `factory` exactly as the tokio server does. Returns when
+/// accepting fails.
+///
+/// # Errors
+/// The accept error that stopped it.
+pub fn serve(
+    listener: &TcpListener,
+    factory: &Arc<Mutex<EchoFactory>>,
+    marks: WaterMarks,
+) -> io::Result<()> {
+    loop {
+        let (mut stream, peer) = listener.accept()?;
+        let host = stream.local_addr()?;
+        let _ = stream.set_nodelay(true);
+        let admitted = factory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .build_protocol(peer, host, Instant::now());
+        let Some(echo) = admitted else {
+            continue; // refused: the stream drops, closing it at once
+        };
+        let factory = Arc::clone(factory);
+        thread::spawn(move || {
+            let mut conn = Connection::new(echo, host, peer, marks, Instant::now());
+            if drive(&mut stream, &mut conn, |never| match never {}).is_err() {
+                lose(&mut conn, ErrorKind::Other);
+            }
+            let reason = conn
+                .close_reason()
+                .unwrap_or(CloseReason::Lost(LostReason::ShutDown));
+            let echo = conn.protocol();
+            factory
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .handle_connection_lost(echo.id(), reason, echo.echoed());
+        });
+    }
+}
