@@ -62,16 +62,26 @@ impl BenchReport {
         self.requests_per_sec() * self.len as f64 / 1e6
     }
 
-    fn us(&self, q: f64) -> f64 {
-        self.latency.value_at_quantile(q) as f64 / 1e3
+    /// Latency at the p50, p90, p99, p99.9 quantiles and the maximum, in
+    /// microseconds.
+    fn latency_us(&self) -> [f64; 5] {
+        let at = |q: f64| self.latency.value_at_quantile(q) as f64 / 1e3;
+        [
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(0.999),
+            self.latency.max() as f64 / 1e3,
+        ]
     }
 
     /// A human-readable summary.
     #[must_use]
     pub fn text(&self) -> String {
+        let [p50, p90, p99, p999, max] = self.latency_us();
         format!(
             "{} connections x {} B: {} requests in {:.2}s = {:.0} req/s, {:.1} MB/s, errors {}\n\
-             latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+             latency us: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}",
             self.connections,
             self.len,
             self.requests,
@@ -79,19 +89,15 @@ impl BenchReport {
             self.requests_per_sec(),
             self.mb_per_sec(),
             self.errors,
-            self.us(0.5),
-            self.us(0.9),
-            self.us(0.99),
-            self.us(0.999),
-            self.latency.max() as f64 / 1e3
         )
     }
 
     /// One JSON object (field names are stable; times in microseconds).
     #[must_use]
     pub fn json(&self) -> String {
+        let [p50, p90, p99, p999, max] = self.latency_us();
         format!(
-            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"latency_us\":{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}}}}",
+            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}}}",
             self.connections,
             self.len,
             self.requests,
@@ -99,11 +105,6 @@ impl BenchReport {
             self.requests_per_sec(),
             self.mb_per_sec(),
             self.errors,
-            self.us(0.5),
-            self.us(0.9),
-            self.us(0.99),
-            self.us(0.999),
-            self.latency.max() as f64 / 1e3
         )
     }
 
