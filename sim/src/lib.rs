@@ -6,8 +6,8 @@
 //! * [`io`]: turmoil sockets in `echo-net`'s `Listener`/`Stream`/`Spawner`
 //!   traits, with merged reads, short writes and random read sizes.
 //! * [`case`]: one scenario ([`Case`]) and the strategies that draw it.
-//! * [`run`]: runs a case and checks the invariants.
-//! * [`check`]: runs a property over seeded cases with regression seeds,
+//! * [`mod@run`]: runs a case and checks the invariants.
+//! * [`mod@check`]: runs a property over seeded cases with regression seeds,
 //!   a determinism self-check, shrinking and replay (`SIM_SEED`).
 //!
 //! One case, by hand:
