@@ -81,6 +81,8 @@ pub struct Case {
     pub server_read_chunk: usize,
     /// Server idle timeout.
     pub server_idle_ms: Option<u64>,
+    /// Server connection limit (refusals are a fault clients retry through).
+    pub max_connections: Option<usize>,
     /// Server socket bending.
     pub server_io: IoKnobs,
     /// Client window (its high-water mark).
@@ -109,7 +111,9 @@ impl Case {
     /// Whether anything can legitimately make an echo attempt fail.
     #[must_use]
     pub fn has_faults(&self) -> bool {
-        !self.faults.is_empty() || self.hosts.iter().flatten().any(|c| c.give_up_ms.is_some())
+        !self.faults.is_empty()
+            || self.max_connections.is_some()
+            || self.hosts.iter().flatten().any(|c| c.give_up_ms.is_some())
     }
 }
 
@@ -224,6 +228,7 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
                 server_low: server_high * low_pct / 100,
                 server_read_chunk,
                 server_idle_ms: None,
+                max_connections: None,
                 server_io,
                 client_high,
                 client_read_chunk,
@@ -279,6 +284,7 @@ pub fn fault_case() -> impl Strategy<Value = Case> {
             // Faults land early, while echoes are in flight (TURMOIL.md 5.4).
             let faults = prop::collection::vec((0u64..400, fault(hosts)), 1..8);
             let give_ups = prop::collection::vec(proptest::option::of(1u64..300), conns);
+            let limit = proptest::option::of(1..=conns);
             (
                 Just(case),
                 Just(swarm),
@@ -286,22 +292,26 @@ pub fn fault_case() -> impl Strategy<Value = Case> {
                 faults,
                 give_ups,
                 0u64..500,
+                limit,
             )
         })
-        .prop_map(|(mut case, swarm, server_idle, faults, give_ups, heal)| {
-            let mut faults: Vec<_> = faults
-                .into_iter()
-                .filter(|(_, f)| swarm.allows(*f))
-                .collect();
-            faults.sort_by_key(|(at, _)| *at);
-            case.heal_at_ms = faults.last().map_or(0, |(at, _)| *at).max(heal);
-            case.faults = faults;
-            // Partitions wedge turmoil's TCP for good (no retransmission): the
-            // server needs an idle timeout to reclaim such connections.
-            case.server_idle_ms = Some(server_idle);
-            for (conn, give_up) in case.hosts.iter_mut().flatten().zip(give_ups) {
-                conn.give_up_ms = give_up.filter(|_| swarm.give_ups);
-            }
-            case
-        })
+        .prop_map(
+            |(mut case, swarm, server_idle, faults, give_ups, heal, limit)| {
+                let mut faults: Vec<_> = faults
+                    .into_iter()
+                    .filter(|(_, f)| swarm.allows(*f))
+                    .collect();
+                faults.sort_by_key(|(at, _)| *at);
+                case.heal_at_ms = faults.last().map_or(0, |(at, _)| *at).max(heal);
+                case.faults = faults;
+                // Partitions wedge turmoil's TCP for good (no retransmission): the
+                // server needs an idle timeout to reclaim such connections.
+                case.server_idle_ms = Some(server_idle);
+                case.max_connections = limit.filter(|_| swarm.give_ups);
+                for (conn, give_up) in case.hosts.iter_mut().flatten().zip(give_ups) {
+                    conn.give_up_ms = give_up.filter(|_| swarm.give_ups);
+                }
+                case
+            },
+        )
 }

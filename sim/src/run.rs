@@ -153,7 +153,7 @@ pub fn run_case(case: &Case) -> Report {
 fn server_options(case: &Case) -> ServerOptions {
     ServerOptions {
         config: ServerConfig {
-            max_connections: None,
+            max_connections: case.max_connections,
             idle_timeout: case.server_idle_ms.map(Duration::from_millis),
         },
         marks: WaterMarks::new(case.server_high, case.server_low).expect("valid marks"),
@@ -307,6 +307,12 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
         let finished = sim.step().map_err(|e| format!("simulation failed: {e}"))?;
         if let Some(panic) = world.panics.borrow().first() {
             return Err(format!("panic in a spawned task: {panic}"));
+        }
+        if let (Some(limit), Some(server)) = (case.max_connections, world.servers.borrow().last()) {
+            let open = server.open_connections();
+            if open > limit {
+                return Err(format!("{open} connections open, above the limit {limit}"));
+            }
         }
         if finished {
             break;
