@@ -3,7 +3,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use echo_core::{
@@ -67,6 +67,17 @@ struct Inner {
     open: watch::Sender<usize>,
     /// The largest unsent buffer any ended connection ever held.
     peak_buffered: AtomicUsize,
+    /// Told every factory event, after it is logged.
+    observer: OnceLock<Observer>,
+}
+
+/// A callback for factory events (a newtype so `Inner` can be `Debug`).
+struct Observer(Box<dyn Fn(&ServerEvent) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl Inner {
@@ -76,6 +87,9 @@ impl Inner {
         let result = f(&mut factory);
         while let Some(event) = factory.poll_event() {
             log_event(&event);
+            if let Some(Observer(observe)) = self.observer.get() {
+                observe(&event);
+            }
         }
         self.open.send_replace(factory.open_connections());
         result
@@ -122,6 +136,7 @@ impl EchoServer {
                 close: watch::Sender::new(false),
                 open: watch::Sender::new(0),
                 peak_buffered: AtomicUsize::new(0),
+                observer: OnceLock::new(),
             }),
         }
     }
@@ -185,6 +200,19 @@ impl EchoServer {
             inner: Arc::clone(&self.inner),
         };
         spawner.spawn(served.run().instrument(span));
+    }
+
+    /// Hands every factory event (admission, refusal, loss, in order) to
+    /// `observer` as well as to the log: for metrics, or for checking the
+    /// accounting from outside, as the simulation does. It runs under the
+    /// factory's lock, so it must be quick and must not call back into the
+    /// server. Only the first observer set is kept; `false` if one was
+    /// already set.
+    pub fn observe(&self, observer: impl Fn(&ServerEvent) + Send + Sync + 'static) -> bool {
+        self.inner
+            .observer
+            .set(Observer(Box::new(observer)))
+            .is_ok()
     }
 
     /// Connections open now.

@@ -165,3 +165,57 @@ async fn driver_echoes_exactly_through_a_seven_byte_pipe() {
     assert_eq!(reason, Some(CloseReason::Done));
     assert_eq!(echoed, message.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_sees_every_admission_refusal_and_loss_in_order() {
+    use echo_core::ServerEvent;
+    use std::sync::{Arc, Mutex};
+    let options = ServerOptions {
+        config: ServerConfig {
+            max_connections: Some(1),
+            idle_timeout: None,
+        },
+        ..ServerOptions::default()
+    };
+    let server = EchoServer::new(options);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    assert!(server.observe(move |e| sink.lock().unwrap().push(*e)));
+    assert!(!server.observe(|_| {}), "only the first observer is kept");
+    let endpoint = "tcp:0:interface=127.0.0.1".parse().unwrap();
+    let listener = AnyListener::bind(&endpoint).await.unwrap();
+    let addr = listener.tcp_addr().unwrap();
+    let accept = server.clone();
+    tokio::spawn(async move { accept.serve(listener, TokioSpawner).await });
+
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    wait_open(&server, 1).await;
+    let mut refused = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(refused.read(&mut [0u8; 1]).await.unwrap_or(0), 0);
+    first.write_all(b"abc").await.unwrap();
+    first.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    first.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"abc");
+    wait_open(&server, 0).await;
+
+    let seen = seen.lock().unwrap().clone();
+    let kinds: Vec<_> = seen
+        .iter()
+        .map(|e| match e {
+            ServerEvent::Started => "started",
+            ServerEvent::ConnectionMade { open: 1, .. } => "made",
+            ServerEvent::ConnectionRefused {
+                open: 1, limit: 1, ..
+            } => "refused",
+            ServerEvent::ConnectionLost {
+                echoed: 3,
+                open: 0,
+                reason,
+                ..
+            } if reason.is_clean() => "lost",
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["started", "made", "refused", "lost"]);
+}

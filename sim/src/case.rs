@@ -59,6 +59,15 @@ pub enum Fault {
     BounceServer,
 }
 
+/// A graceful shutdown of the server, as `echo-server` does on SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    /// When it starts.
+    pub at_ms: u64,
+    /// How long open connections may go on before they are told to close.
+    pub grace_ms: u64,
+}
+
 /// Everything one simulation run needs; `seed` drives turmoil's latency
 /// jitter and every stream's random sizes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +108,8 @@ pub struct Case {
     pub faults: Vec<(u64, Fault)>,
     /// When every fault heals.
     pub heal_at_ms: u64,
+    /// Shut the server down gracefully (clients then make one attempt).
+    pub shutdown: Option<Shutdown>,
 }
 
 impl Case {
@@ -237,6 +248,7 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
                 hosts,
                 faults: Vec::new(),
                 heal_at_ms: 0,
+                shutdown: None,
             })
         },
     )
@@ -256,6 +268,16 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
 pub fn no_fault_case() -> impl Strategy<Value = Case> {
     (base(3, 4), 1_000u64..5_000).prop_map(|(mut case, idle)| {
         case.server_idle_ms = Some(idle);
+        case
+    })
+}
+
+/// No-fault cases in which the server shuts down gracefully while echoes
+/// run: sometimes the grace period is long enough for every echo, sometimes
+/// it expires and the server closes connections mid-echo.
+pub fn shutdown_case() -> impl Strategy<Value = Case> {
+    (no_fault_case(), 0u64..600, 0u64..2_000).prop_map(|(mut case, at_ms, grace_ms)| {
+        case.shutdown = Some(Shutdown { at_ms, grace_ms });
         case
     })
 }

@@ -110,6 +110,7 @@ pub fn check<S: Strategy<Value = Case>>(name: &str, strategy: S, default_cases: 
         summary.stats.faults_mid_traffic += s.faults_mid_traffic;
         summary.stats.crashes += s.crashes;
         summary.stats.done += s.done;
+        summary.stats.cut_short += s.cut_short;
         if print_trace {
             eprintln!(
                 "--- seed {seed} ---\n{case:#?}\n{}\n=> {:?}",
@@ -140,7 +141,7 @@ pub fn check<S: Strategy<Value = Case>>(name: &str, strategy: S, default_cases: 
     }
     summary.seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "{name}: {} cases, {} sims in {:.1}s ({:.0} sims/s); attempts={} retries={} faults mid-traffic={} crashes={} echoes done={}",
+        "{name}: {} cases, {} sims in {:.1}s ({:.0} sims/s); attempts={} retries={} faults mid-traffic={} crashes={} echoes done={} cut short={}",
         summary.cases,
         summary.sims,
         summary.seconds,
@@ -149,7 +150,8 @@ pub fn check<S: Strategy<Value = Case>>(name: &str, strategy: S, default_cases: 
         summary.stats.retries,
         summary.stats.faults_mid_traffic,
         summary.stats.crashes,
-        summary.stats.done
+        summary.stats.done,
+        summary.stats.cut_short
     );
     summary
 }

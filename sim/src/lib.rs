@@ -26,6 +26,8 @@ pub mod check;
 pub mod io;
 pub mod run;
 
-pub use case::{Case, ConnPlan, Fault, Message, fault_case, no_fault_case};
+pub use case::{
+    Case, ConnPlan, Fault, Message, Shutdown, fault_case, no_fault_case, shutdown_case,
+};
 pub use check::{Summary, case_for, check};
 pub use run::{LIVENESS_BOUND, Report, Stats, run_case};

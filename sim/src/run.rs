@@ -3,15 +3,22 @@
 //! invariants checked throughout and at the end.
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use echo_core::{ClientConfig, EchoClient, EchoError, ServerConfig, WaterMarks};
+use echo_core::{
+    ClientConfig, CloseReason, ConnectionId, EchoClient, EchoError, LostReason, ServerConfig,
+    ServerEvent, WaterMarks,
+};
 use echo_net::{
-    ClientError, ClientOptions, Connected, DriveConfig, EchoServer, Pipe, ServerOptions, now, run,
+    ClientError, ClientOptions, Connected, DriveConfig, EchoServer, Pipe, ServerOptions,
+    ShutdownOutcome, now, run,
 };
 use tokio::io::AsyncWrite;
 
@@ -43,6 +50,8 @@ pub struct Stats {
     pub crashes: u64,
     /// Echoes completed.
     pub done: u64,
+    /// Admitted attempts that ended before their echo was done.
+    pub cut_short: u64,
 }
 
 /// What one run showed.
@@ -118,6 +127,20 @@ impl tokio::io::AsyncRead for Pieces {
     }
 }
 
+/// One client attempt that got a stream, as the client saw it.
+#[derive(Debug)]
+struct Attempt {
+    label: String,
+    /// The client's end: the server's events name it as the peer.
+    local: SocketAddr,
+    /// Bytes it had to send.
+    len: usize,
+    /// Bytes that came back.
+    received: usize,
+    /// It reported done (every byte back, verified).
+    done: bool,
+}
+
 /// Shared between the harness and the hosts.
 #[derive(Clone)]
 struct World {
@@ -128,6 +151,13 @@ struct World {
     servers: Rc<RefCell<Vec<EchoServer>>>,
     /// Echoes still running.
     running: Rc<RefCell<usize>>,
+    /// Every factory event, tagged with its server instance (the index in
+    /// `servers`). Filled by `EchoServer::observe`, which wants `Send`.
+    events: Arc<Mutex<Vec<(usize, ServerEvent)>>>,
+    /// Every client attempt that got a stream.
+    attempts: Rc<RefCell<Vec<Attempt>>>,
+    /// How the graceful shutdown ended, once it has.
+    shutdown: Rc<RefCell<Option<ShutdownOutcome>>>,
 }
 
 /// Runs `case` to the end and reports.
@@ -139,6 +169,9 @@ pub fn run_case(case: &Case) -> Report {
         stats: Rc::default(),
         servers: Rc::default(),
         running: Rc::new(RefCell::new(case.connections())),
+        events: Arc::default(),
+        attempts: Rc::default(),
+        shutdown: Rc::default(),
     };
     let result = simulate(case, &world);
     let trace = world.trace.borrow().clone();
@@ -159,6 +192,9 @@ fn server_options(case: &Case) -> ServerOptions {
         marks: WaterMarks::new(case.server_high, case.server_low).expect("valid marks"),
         drive: DriveConfig {
             read_chunk: case.server_read_chunk,
+            // Long enough for any flush the case can need, so a shutdown
+            // never resets: every byte read must get back.
+            flush_timeout: LIVENESS_BOUND,
             ..DriveConfig::default()
         },
     }
@@ -193,7 +229,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     let mut sim = builder.build();
 
     let options = server_options(case);
-    let (server_io, seed) = (case.server_io, case.seed);
+    let (server_io, seed, shutdown) = (case.server_io, case.seed, case.shutdown);
     let host_world = world.clone();
     sim.host(SERVER, move || {
         let world = host_world.clone();
@@ -201,13 +237,33 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             event(&world.trace, "server starts".into());
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
             let server = EchoServer::new(options);
-            world.servers.borrow_mut().push(server.clone());
+            let instance = {
+                let mut servers = world.servers.borrow_mut();
+                servers.push(server.clone());
+                servers.len() - 1
+            };
+            let events = Arc::clone(&world.events);
+            server.observe(move |e| {
+                let mut events = events.lock().unwrap_or_else(PoisonError::into_inner);
+                events.push((instance, *e));
+            });
             let spawner = LocalSpawner {
                 panics: Rc::clone(&world.panics),
             };
-            server
-                .serve(SimListener::new(listener, server_io, seed), spawner)
-                .await;
+            let serve = server.serve(SimListener::new(listener, server_io, seed), spawner);
+            let Some(plan) = shutdown else {
+                serve.await;
+                return Ok(());
+            };
+            let stop = async {
+                tokio::time::sleep(Duration::from_millis(plan.at_ms)).await;
+                event(&world.trace, "shutdown starts".into());
+                let outcome = server.shutdown(Duration::from_millis(plan.grace_ms)).await;
+                event(&world.trace, format!("shutdown ends: {outcome:?}"));
+                *world.shutdown.borrow_mut() = Some(outcome);
+            };
+            tokio::join!(serve, stop);
+            event(&world.trace, "server stops serving".into());
             Ok(())
         }
     });
@@ -216,7 +272,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     for (h, conns) in case.hosts.iter().enumerate() {
         let world = world.clone();
         let conns = conns.clone();
-        let (io, faulty) = (case.client_io, case.has_faults());
+        let (io, faulty, one_shot) = (case.client_io, case.has_faults(), case.shutdown.is_some());
         sim.client(client_host(h), async move {
             let mut tasks = Vec::new();
             for (c, plan) in conns.into_iter().enumerate() {
@@ -226,7 +282,9 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                 let outcome = Rc::new(RefCell::new(None));
                 let slot = Rc::clone(&outcome);
                 let task = async move {
-                    let result = connection(label, plan, options, io, seed, faulty, &world2).await;
+                    let result =
+                        connection(label, plan, options, io, seed, (faulty, one_shot), &world2)
+                            .await;
                     *slot.borrow_mut() = Some(result);
                 };
                 let panics = Rc::clone(&world.panics);
@@ -324,7 +382,13 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     let idle = case
         .server_idle_ms
         .map_or(Duration::ZERO, Duration::from_millis);
-    let deadline = sim.elapsed() + idle + DRAIN_SLACK;
+    // A graceful shutdown that is still to come must also finish.
+    let stopping = case.shutdown.map_or(Duration::ZERO, |s| {
+        Duration::from_millis(s.at_ms + s.grace_ms)
+    });
+    let deadline = sim.elapsed() + stopping + idle + DRAIN_SLACK;
+    let shutting_down =
+        |world: &World| case.shutdown.is_some() && world.shutdown.borrow().is_none();
     let open = |world: &World| {
         world
             .servers
@@ -333,7 +397,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             .map(EchoServer::open_connections)
             .sum::<usize>()
     };
-    while open(world) > 0 {
+    while open(world) > 0 || shutting_down(world) {
         if sim.elapsed() > deadline {
             return Err(format!(
                 "{} server connections still open {idle:?} + {DRAIN_SLACK:?} after the clients left",
@@ -356,10 +420,132 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             ));
         }
     }
+    check_books(case, world)?;
     event(
         &world.trace,
         format!("end: servers={} open=0", world.servers.borrow().len()),
     );
+    Ok(())
+}
+
+/// The server's books against what the clients saw. Per server instance:
+/// ids unique, every admission ended by exactly one loss, each event's open
+/// count right, refusals only at the limit. Per connection: the server never
+/// read more than the client sent, the client never got back more than the
+/// server read, a client that is done was read in full, and without faults
+/// (a graceful shutdown included) every byte the server read came back.
+fn check_books(case: &Case, world: &World) -> Result<(), String> {
+    let events = world.events.lock().unwrap_or_else(PoisonError::into_inner);
+    let attempts = world.attempts.borrow();
+    let clients: HashMap<SocketAddr, &Attempt> = attempts.iter().map(|a| (a.local, a)).collect();
+    let exact = !case.has_faults();
+    let mut admitted = HashSet::new();
+    for instance in 0..world.servers.borrow().len() {
+        let mut open: BTreeMap<ConnectionId, SocketAddr> = BTreeMap::new();
+        let server_events = events.iter().filter(|(i, _)| *i == instance);
+        for event in server_events.map(|(_, e)| *e) {
+            match event {
+                ServerEvent::ConnectionMade {
+                    id, peer, open: n, ..
+                } => {
+                    if open.insert(id, peer).is_some() {
+                        return Err(format!("server {instance}: connection {id} admitted twice"));
+                    }
+                    if n != open.len() {
+                        return Err(format!(
+                            "server {instance}: {id} made with open={n}, but {} are open",
+                            open.len()
+                        ));
+                    }
+                    admitted.insert(peer);
+                }
+                ServerEvent::ConnectionRefused { open: n, limit, .. }
+                    if case.max_connections != Some(limit) || n != limit || n != open.len() =>
+                {
+                    return Err(format!(
+                        "server {instance}: refused with open={n} limit={limit}, \
+                             but {} are open and the limit is {:?}",
+                        open.len(),
+                        case.max_connections
+                    ));
+                }
+                ServerEvent::ConnectionLost {
+                    id,
+                    peer,
+                    echoed,
+                    open: n,
+                    reason,
+                } => {
+                    if open.remove(&id) != Some(peer) {
+                        return Err(format!(
+                            "server {instance}: {id} from {peer} lost, but it was not open"
+                        ));
+                    }
+                    if n != open.len() {
+                        return Err(format!(
+                            "server {instance}: {id} lost with open={n}, but {} are open",
+                            open.len()
+                        ));
+                    }
+                    let Some(client) = clients.get(&peer) else {
+                        return Err(format!("server {instance}: {id} from {peer}, no client's"));
+                    };
+                    let (label, len, got) = (&client.label, client.len as u64, client.received);
+                    let got = got as u64;
+                    if echoed > len || got > echoed || (client.done && echoed != len) {
+                        return Err(format!(
+                            "{label}: sent {len}, the server read {echoed}, {got} came back (done: {})",
+                            client.done
+                        ));
+                    }
+                    if exact && got != echoed {
+                        return Err(format!(
+                            "{label}: the server read {echoed} bytes but only {got} came back"
+                        ));
+                    }
+                    // Without faults a connection ends cleanly, or by the
+                    // idle timeout that reclaims a stranded FIN.
+                    let timed_out = CloseReason::Lost(LostReason::TimedOut);
+                    if exact && reason != CloseReason::Done && reason != timed_out {
+                        return Err(format!("{label}: ended without a fault: {reason}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some((id, peer)) = open.first_key_value() {
+            return Err(format!(
+                "server {instance}: {id} from {peer} was never reported lost"
+            ));
+        }
+    }
+    // (An empty echo cannot tell a refusal from an admission: both end in a
+    // clean close with nothing back.)
+    let unadmitted = |a: &&Attempt| a.done && a.len > 0 && !admitted.contains(&a.local);
+    if let Some(a) = attempts.iter().find(unadmitted) {
+        return Err(format!(
+            "{}: done, but the server never admitted it",
+            a.label
+        ));
+    }
+    world.stats.borrow_mut().cut_short = attempts
+        .iter()
+        .filter(|a| !a.done && admitted.contains(&a.local))
+        .count() as u64;
+    if case.shutdown.is_some() {
+        match *world.shutdown.borrow() {
+            None => return Err("the graceful shutdown never finished".into()),
+            Some(ShutdownOutcome::Drained) => {
+                let unfinished = attempts
+                    .iter()
+                    .find(|a| !a.done && admitted.contains(&a.local));
+                if let Some(a) = unfinished {
+                    return Err(format!("{}: shutdown drained, but it is not done", a.label));
+                }
+            }
+            Some(ShutdownOutcome::GraceExpired { .. }) => {}
+        }
+    }
     Ok(())
 }
 
@@ -379,7 +565,7 @@ async fn connection(
     options: ClientOptions,
     io: crate::io::IoKnobs,
     seed: u64,
-    faulty: bool,
+    (faulty, one_shot): (bool, bool),
     world: &World,
 ) -> Result<(), String> {
     let message = Bytes::from(plan.message.bytes());
@@ -401,11 +587,17 @@ async fn connection(
                     &world.trace,
                     format!("{label} connect error {:?}", e.kind()),
                 );
+                if one_shot {
+                    return stop(world, &label);
+                }
                 retry(world, &mut backoff).await;
                 continue;
             }
             Err(_) => {
                 event(&world.trace, format!("{label} connect timed out"));
+                if one_shot {
+                    return stop(world, &label);
+                }
                 retry(world, &mut backoff).await;
                 continue;
             }
@@ -413,6 +605,9 @@ async fn connection(
         let (host, peer) = match (stream.local_addr(), stream.peer_addr()) {
             (Ok(host), Ok(peer)) => (host, peer),
             _ => {
+                if one_shot {
+                    return stop(world, &label);
+                }
                 retry(world, &mut backoff).await;
                 continue;
             }
@@ -452,6 +647,13 @@ async fn connection(
                 got.len()
             ));
         }
+        world.attempts.borrow_mut().push(Attempt {
+            label: format!("{label} attempt {attempt}"),
+            local: host,
+            len: message.len(),
+            received: got.len(),
+            done: matches!(result, Some(Ok(_))),
+        });
         match result {
             Some(Ok(summary)) => {
                 let len = message.len() as u64;
@@ -471,14 +673,24 @@ async fn connection(
             ))) => {
                 return Err(format!("{label}: corrupted echo: {e}"));
             }
-            Some(Err(e)) if !faulty => {
+            Some(Err(e)) if !faulty && !one_shot => {
                 return Err(format!("{label}: failed without any fault: {e}"));
             }
             Some(Err(e)) => event(&world.trace, format!("{label} failed: {e}")),
             None => event(&world.trace, format!("{label} gave up")),
         }
+        if one_shot {
+            return stop(world, &label);
+        }
         retry(world, &mut backoff).await;
     }
+}
+
+/// Ends a one-shot client (the server is shutting down) without an echo.
+fn stop(world: &World, label: &str) -> Result<(), String> {
+    event(&world.trace, format!("{label} stops"));
+    *world.running.borrow_mut() -= 1;
+    Ok(())
 }
 
 async fn retry(world: &World, backoff: &mut Duration) {
