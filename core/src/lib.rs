@@ -17,6 +17,8 @@
 //!   `poll_*` outputs, `wants_read`).
 //! * [`Echo`] / [`EchoFactory`]: the server side; [`EchoClient`]: a client that
 //!   verifies the echo byte for byte.
+//! * [`UdpEcho`] / [`UdpEchoClient`]: echo over UDP ([`datagram`]), with a
+//!   per-source rate limit and exact loss/duplicate/reorder accounting.
 //! * [`ServerEndpoint`] / [`ClientEndpoint`]: Twisted endpoint strings.
 //!
 //! # The drive loop
@@ -78,6 +80,7 @@
 #![warn(missing_docs)]
 
 mod connection;
+pub mod datagram;
 pub mod echo;
 mod endpoint;
 mod error;
@@ -90,6 +93,10 @@ mod transport;
 mod tests;
 
 pub use connection::{Action, CloseReason, Connection, LostReason};
+pub use datagram::client::{
+    UdpClientConfig, UdpClientError, UdpClientEvent, UdpEchoClient, UdpReport,
+};
+pub use datagram::server::{DropReason, Transmit, UdpConfig, UdpEcho, UdpStats};
 pub use echo::client::{
     ClientConfig, ClientEvent, DEFAULT_MAX_UNDELIVERED, EchoClient, EchoClientConnection,
     EchoError, SendError,

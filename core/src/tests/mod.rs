@@ -1,5 +1,6 @@
 mod client;
 mod connection;
+mod datagram;
 mod endpoint;
 mod fuzz;
 mod pair;
