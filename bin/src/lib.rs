@@ -54,28 +54,29 @@ pub fn init_logging(default: tracing::Level, verbose: u8, quiet: u8) {
 /// Parses a server endpoint string for clap.
 ///
 /// # Errors
-/// The parser's message, or a note that UDP listening is not available yet.
+/// The parser's message.
 pub fn server_endpoint(s: &str) -> Result<ServerEndpoint, String> {
-    match s.parse::<ServerEndpoint>() {
-        Ok(ServerEndpoint::Udp { .. }) => {
-            Err("UDP echo is not available yet; use tcp:, tcp6: or unix:".into())
-        }
-        Ok(endpoint) => Ok(endpoint),
-        Err(e) => Err(e.to_string()),
-    }
+    s.parse::<ServerEndpoint>().map_err(|e| e.to_string())
 }
 
 /// Parses a client endpoint string for clap.
 ///
 /// # Errors
-/// The parser's message, or a note that UDP is not available yet.
+/// The parser's message.
 pub fn client_endpoint(s: &str) -> Result<ClientEndpoint, String> {
-    match s.parse::<ClientEndpoint>() {
-        Ok(ClientEndpoint::Udp { .. }) => {
-            Err("UDP echo is not available yet; use tcp: or unix:".into())
+    s.parse::<ClientEndpoint>().map_err(|e| e.to_string())
+}
+
+/// Parses a client endpoint for a stream-only mode (the benchmark).
+///
+/// # Errors
+/// The parser's message, or a note that the mode needs a stream.
+pub fn stream_endpoint(s: &str) -> Result<ClientEndpoint, String> {
+    match client_endpoint(s)? {
+        ClientEndpoint::Udp { .. } => {
+            Err("this mode measures stream echo; use tcp: or unix:".into())
         }
-        Ok(endpoint) => Ok(endpoint),
-        Err(e) => Err(e.to_string()),
+        endpoint => Ok(endpoint),
     }
 }
 
@@ -98,5 +99,20 @@ pub fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}
+
+/// Parses a UDP datagram size for clap: room for the client's header, and
+/// no more than one IPv4 datagram carries.
+///
+/// # Errors
+/// A message when `s` is not a whole number in that range.
+pub fn datagram_size(s: &str) -> Result<usize, String> {
+    use echo_core::datagram::{MAX_DATAGRAM, client::HEADER};
+    match s.parse::<usize>() {
+        Ok(n) if (HEADER..=MAX_DATAGRAM).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a datagram size from {HEADER} to {MAX_DATAGRAM} bytes"
+        )),
     }
 }

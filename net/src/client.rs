@@ -57,6 +57,14 @@ pub enum ClientError {
         /// The socket error.
         source: io::Error,
     },
+    /// Sending or receiving a datagram failed.
+    #[error("UDP to {target} failed: {source}")]
+    Udp {
+        /// The server.
+        target: String,
+        /// The socket error.
+        source: io::Error,
+    },
     /// The endpoint type cannot carry a stream echo.
     #[error("{0} is not supported by this client yet")]
     Unsupported(String),

@@ -11,6 +11,8 @@
 //! * [`connect`], [`run`], [`echo_message`], [`Pipe`]: the verifying client.
 //! * [`AnyListener`], [`AnyStream`]: TCP and Unix-domain sockets bound or
 //!   connected from endpoint strings.
+//! * [`EchoServer::serve_udp`], [`udp_echo`]: echo over UDP, on any
+//!   [`Datagrams`] socket.
 //! * [`blocking`]: the same core on blocking `std::net` sockets, no tokio.
 
 #![forbid(unsafe_code)]
@@ -22,6 +24,7 @@ mod listener;
 mod server;
 mod spawn;
 mod stream;
+mod udp;
 
 pub use client::{
     ClientError, ClientOptions, Connected, Pipe, Summary, connect, echo_message, run,
@@ -31,3 +34,4 @@ pub use listener::{Accepted, AnyListener, Listener, UNIX_PEER};
 pub use server::{EchoServer, ServerOptions, ShutdownOutcome};
 pub use spawn::{Spawner, TokioSpawner};
 pub use stream::{AnyStream, Stream};
+pub use udp::{Datagrams, bind_udp, connect_udp, udp_echo};

@@ -215,6 +215,11 @@ impl EchoServer {
             .is_ok()
     }
 
+    /// Watches whether the server still accepts (for other serve loops).
+    pub(crate) fn accepting(&self) -> watch::Receiver<bool> {
+        self.inner.accepting.subscribe()
+    }
+
     /// Connections open now.
     #[must_use]
     pub fn open_connections(&self) -> usize {

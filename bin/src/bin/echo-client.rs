@@ -5,12 +5,21 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use echo_core::datagram::client::HEADER;
+
 use bytes::Bytes;
 use clap::{ArgAction, Parser, Subcommand};
-use echo_bin::{EXIT_FAILURE, client_endpoint, complain, init_logging, positive, say, seconds};
-use echo_core::{ClientConfig, ClientEndpoint, EchoClient};
+use echo_bin::{
+    EXIT_FAILURE, client_endpoint, complain, datagram_size, init_logging, positive, say, seconds,
+    stream_endpoint,
+};
+use echo_core::{
+    ClientConfig, ClientEndpoint, EchoClient, UdpClientConfig, UdpClientEvent, UdpEchoClient,
+    UdpReport,
+};
 use echo_net::{
-    AnyStream, ClientError, ClientOptions, Connected, Pipe, connect, echo_message, now, run,
+    AnyStream, ClientError, ClientOptions, Connected, Pipe, connect, connect_udp, echo_message,
+    now, run, udp_echo,
 };
 
 /// Sends a message (or standard input) to an echo server and checks that
@@ -21,6 +30,10 @@ use echo_net::{
 /// the echo. With --stdin it is a verifying `nc` for echo servers: standard
 /// input goes out, every echoed byte goes to standard output (and nothing
 /// else does), and the exit code says whether everything came back exactly.
+///
+/// With a udp: endpoint it sends numbered datagrams instead (-n of them,
+/// --interval apart), waits --wait for the last replies, and reports how
+/// many were lost, duplicated, reordered or corrupted.
 #[derive(Debug, Parser)]
 #[command(version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
 struct Args {
@@ -31,7 +44,7 @@ struct Args {
     #[arg(short, long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = client_endpoint)]
     connect: ClientEndpoint,
 
-    /// Concurrent connections, each sending the message
+    /// Concurrent connections, each sending the message (udp: datagrams)
     #[arg(short = 'n', long, value_name = "N", default_value = "10", value_parser = positive)]
     connections: usize,
 
@@ -50,6 +63,20 @@ struct Args {
     /// Retry a failed connect this many times, with back-off
     #[arg(long, value_name = "N", default_value_t = 0)]
     retries: u32,
+
+    /// UDP: pause between datagrams
+    #[arg(long, value_name = "SECS", default_value = "0.01", value_parser = seconds)]
+    interval: Duration,
+
+    /// UDP: after the last datagram, wait this long for replies before
+    /// counting the missing ones lost
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = seconds)]
+    wait: Duration,
+
+    /// UDP: send BYTES-byte datagrams (16 to 65507) of generated content
+    /// instead of the message
+    #[arg(long, value_name = "BYTES", conflicts_with = "message", value_parser = datagram_size)]
+    size: Option<usize>,
 
     /// More log output (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, action = ArgAction::Count)]
@@ -71,7 +98,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Where to connect
-    #[arg(long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = client_endpoint)]
+    #[arg(long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint)]
     connect: ClientEndpoint,
 
     /// Concurrent connections
@@ -122,10 +149,11 @@ Endpoint strings (Twisted's grammar):
   tcp:host=10.0.0.2:port=7:timeout=5          connect timeout in seconds (default 30)
   tcp:example.com:7:bindAddress=10.0.0.1      connect from a given address
   unix:/tmp/echo.sock                         a Unix-domain socket
+  udp:localhost:8888                          UDP datagrams
 
 Exit codes: 0 when every echo came back exactly; 1 when any failed (refused,
-reset, timed out, truncated, mismatch), with one line per failure on standard
-error; 2 for usage errors.";
+reset, timed out, truncated, mismatch; for UDP: any datagram lost or
+corrupted), with one line per failure on standard error; 2 for usage errors.";
 
 /// First pause before retrying a connect; doubles up to `MAX_RETRY_PAUSE`.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -164,6 +192,15 @@ async fn run_all(args: Args) -> bool {
         },
         ..ClientOptions::default()
     };
+    if let ClientEndpoint::Udp { .. } = args.connect {
+        return match run_udp(&args).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                complain(format!("echo-client: {e}"));
+                false
+            }
+        };
+    }
     if args.stdin {
         return match stream_stdin(&args, options).await {
             Ok(()) => true,
@@ -224,6 +261,65 @@ async fn stream_stdin(args: &Args, options: ClientOptions) -> Result<(), ClientE
         "echo complete"
     );
     Ok(())
+}
+
+/// Sends the datagrams and accounts for the replies; true when every one
+/// came back unchanged.
+async fn run_udp(args: &Args) -> Result<bool, String> {
+    if args.stdin {
+        return Err("--stdin needs a stream endpoint (tcp: or unix:)".into());
+    }
+    let body = match args.size {
+        None => Bytes::from(args.message.clone().into_bytes()),
+        Some(size) => (0..size.saturating_sub(HEADER))
+            .map(|i| (i % 251) as u8)
+            .collect(),
+    };
+    let config = UdpClientConfig {
+        count: args.connections as u64,
+        interval: args.interval,
+        wait: args.wait,
+    };
+    let client = UdpEchoClient::new(body, config, now()).map_err(|e| e.to_string())?;
+    let (socket, server) = connect_udp(&args.connect)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = args.size.is_none();
+    let mut printing = true;
+    let report = udp_echo(&socket, server, client, |event| match event {
+        UdpClientEvent::Reply { body, .. } if printing => {
+            printing = if text {
+                say(format_args!(
+                    "> from server: {}",
+                    String::from_utf8_lossy(body)
+                ))
+            } else {
+                say(format_args!("> from server: {} bytes", body.len() + HEADER))
+            };
+        }
+        UdpClientEvent::Duplicate { seq } => tracing::warn!(seq, "duplicate datagram"),
+        UdpClientEvent::Corrupt { len } => tracing::warn!(len, "corrupted datagram"),
+        _ => {}
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    complain(udp_summary(&report));
+    if !printing {
+        return Err("cannot write to standard output".into());
+    }
+    Ok(report.is_complete())
+}
+
+/// The one-line account of a UDP run, for standard error.
+fn udp_summary(r: &UdpReport) -> String {
+    let rtt = match (r.min_rtt, r.max_rtt) {
+        (Some(min), Some(max)) => format!("; round trip {min:.1?} to {max:.1?}"),
+        _ => String::new(),
+    };
+    format!(
+        "udp: {} sent, {} back, {} lost, {} duplicated, {} reordered, {} corrupted{rtt}",
+        r.sent, r.received, r.lost, r.duplicates, r.reordered, r.corrupt
+    )
 }
 
 /// Connects, retrying refused or timed-out attempts with bounded back-off.

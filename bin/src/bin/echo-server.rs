@@ -1,4 +1,5 @@
-//! `echo-server`: an RFC 862 echo server over TCP or Unix-domain sockets.
+//! `echo-server`: an RFC 862 echo server over TCP, Unix-domain sockets and
+//! UDP.
 
 #![forbid(unsafe_code)]
 
@@ -9,12 +10,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgAction, Parser};
 use echo_bin::{EXIT_FAILURE, complain, init_logging, positive, say, seconds, server_endpoint};
-use echo_core::{ServerConfig, ServerEndpoint, WaterMarks};
-use echo_net::{AnyListener, EchoServer, ServerOptions, ShutdownOutcome, TokioSpawner};
+use echo_core::{ServerConfig, ServerEndpoint, UdpConfig, UdpStats, WaterMarks};
+use echo_net::{AnyListener, EchoServer, ServerOptions, ShutdownOutcome, TokioSpawner, bind_udp};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Echoes back every byte it receives (RFC 862), over TCP or Unix-domain
-/// sockets, with backpressure, optional connection limits and idle timeouts.
+/// sockets, with backpressure, optional connection limits and idle timeouts;
+/// and every datagram it receives over UDP, when a udp: endpoint is listed.
 ///
 /// On SIGINT or SIGTERM it stops accepting at once, keeps serving open
 /// connections until their peers close or the grace period ends, then
@@ -49,6 +51,13 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = WaterMarks::DEFAULT_HIGH, value_parser = positive)]
     high_water: usize,
 
+    /// UDP: datagrams per second each source address may have echoed (in
+    /// bursts of one second's worth); 0 for no limit. UDP echo answers
+    /// whatever address a datagram claims to come from, so without a limit
+    /// anyone could aim it at a third party
+    #[arg(long, value_name = "N", default_value_t = UdpConfig::DEFAULT_RATE)]
+    udp_rate: u32,
+
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -65,6 +74,7 @@ Endpoint strings (Twisted's grammar):
   tcp6:8888                             every IPv6 interface
   tcp:0:interface=127.0.0.1             a free port, printed at start
   unix:/tmp/echo.sock:mode=660          a Unix-domain socket
+  udp:8888:interface=127.0.0.1          UDP echo (only when listed; see --udp-rate)
 
 Exit codes: 0 after a clean shutdown, 1 when listening fails, 2 for usage errors.";
 
@@ -101,20 +111,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let server = EchoServer::new(options);
     let mut listeners = Vec::new();
+    let mut udp_sockets = Vec::new();
     for endpoint in &args.listen {
-        let listener = AnyListener::bind(endpoint)
-            .await
-            .with_context(|| format!("cannot listen on {endpoint}"))?;
-        let description = listener.describe(endpoint)?;
+        let description = if let ServerEndpoint::Udp { interface, .. } = endpoint {
+            let socket = bind_udp(endpoint)
+                .await
+                .with_context(|| format!("cannot listen on {endpoint}"))?;
+            let port = socket.local_addr()?.port();
+            udp_sockets.push(socket);
+            ServerEndpoint::Udp {
+                port,
+                interface: *interface,
+            }
+            .to_string()
+        } else {
+            let listener = AnyListener::bind(endpoint)
+                .await
+                .with_context(|| format!("cannot listen on {endpoint}"))?;
+            let description = listener.describe(endpoint)?;
+            listeners.push(listener);
+            description
+        };
         if !say(format_args!("listening on {description}")) {
             tracing::warn!(%description, "cannot write to standard output; listening anyway");
         }
-        listeners.push(listener);
     }
     let _ = std::io::stdout().flush(); // a closed stdout must not stop the server
     for listener in listeners {
         let server = server.clone();
         tokio::spawn(async move { server.serve(listener, TokioSpawner).await });
+    }
+    let udp = UdpConfig {
+        rate: args.udp_rate,
+        ..UdpConfig::default()
+    };
+    let mut udp_tasks = tokio::task::JoinSet::new();
+    for socket in udp_sockets {
+        let server = server.clone();
+        udp_tasks.spawn(async move { server.serve_udp(socket, udp).await });
     }
 
     let first = tokio::select! {
@@ -128,6 +162,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = sigterm.recv() => second_signal(143),
         outcome = server.shutdown(args.grace) => outcome,
     };
+    while let Some(Ok(stats)) = udp_tasks.join_next().await {
+        log_udp(&stats);
+    }
     let (accepted, refused) = server.totals();
     match outcome {
         ShutdownOutcome::Drained => {
@@ -143,6 +180,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn log_udp(stats: &UdpStats) {
+    tracing::info!(
+        received = stats.received,
+        echoed = stats.echoed,
+        rate_limited = stats.rate_limited,
+        loop_ports = stats.loop_ports,
+        not_sent = stats.not_sent,
+        "udp datagrams"
+    );
 }
 
 fn second_signal(code: i32) -> ! {

@@ -1,0 +1,215 @@
+//! UDP echo (RFC 862) through the real binaries, and against peers we did
+//! not write.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn udp_server(args: &[&str]) -> Server {
+    Server::start_listening(&["--listen", "udp:0:interface=127.0.0.1"], args)
+}
+
+fn udp_arg(port: u16) -> String {
+    format!("udp:127.0.0.1:{port}")
+}
+
+/// The client's summary line (standard error).
+fn summary(out: &std::process::Output) -> String {
+    text(&out.stderr)
+        .lines()
+        .find(|l| l.starts_with("udp: "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn our_client_and_server_echo_datagrams_and_account_for_each() {
+    let mut server = udp_server(&[]);
+    let out = client(&[
+        "--connect",
+        &udp_arg(server.port),
+        "-n",
+        "20",
+        "--interval",
+        "0.001",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "> from server: hello server\n".repeat(20)
+    );
+    assert!(
+        summary(&out).starts_with(
+            "udp: 20 sent, 20 back, 0 lost, 0 duplicated, 0 reordered, 0 corrupted; round trip "
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    assert!(
+        server
+            .log()
+            .contains("udp datagrams received=20 echoed=20 rate_limited=0")
+    );
+}
+
+#[test]
+fn the_largest_datagram_comes_back_whole() {
+    let server = udp_server(&[]);
+    let out = client(&[
+        "--connect",
+        &udp_arg(server.port),
+        "-n",
+        "3",
+        "--size",
+        "65507",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "> from server: 65507 bytes\n".repeat(3));
+    for bad in ["65508", "15"] {
+        let out = client(&["--connect", &udp_arg(server.port), "--size", bad]);
+        assert_eq!(out.status.code(), Some(2), "--size {bad}");
+        assert!(text(&out.stderr).contains("is not a datagram size from 16 to 65507 bytes"));
+    }
+}
+
+#[test]
+fn the_rate_limit_drops_the_excess_and_the_client_counts_it_lost() {
+    let mut server = udp_server(&["--udp-rate", "5"]);
+    let out = client(&[
+        "--connect",
+        &udp_arg(server.port),
+        "-n",
+        "20",
+        "--interval",
+        "0",
+        "--wait",
+        "0.5",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 5);
+    assert!(
+        summary(&out)
+            .starts_with("udp: 20 sent, 5 back, 15 lost, 0 duplicated, 0 reordered, 0 corrupted;"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.wait_log("dropping datagrams", 1, Duration::from_secs(5));
+    server.signal("INT");
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    assert!(
+        server
+            .log()
+            .contains("received=20 echoed=5 rate_limited=15"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn udp_rate_0_lifts_the_limit() {
+    let server = udp_server(&["--udp-rate", "0"]);
+    let out = client(&[
+        "--connect",
+        &udp_arg(server.port),
+        "-n",
+        "400",
+        "--interval",
+        "0.0002",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(summary(&out).starts_with("udp: 400 sent, 400 back, 0 lost"));
+}
+
+#[test]
+fn udp_is_off_unless_listed_and_a_refusal_is_reported() {
+    // A TCP-only server has no UDP socket on its port: the kernel answers
+    // with "port unreachable", which the client reports as a refusal.
+    let server = Server::start(&[]);
+    let out = client(&["--connect", &udp_arg(server.port), "-n", "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "connection refused by udp 127.0.0.1:{}",
+            server.port
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_benchmark_refuses_udp() {
+    let out = client(&["bench", "--connect", "udp:127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("this mode measures stream echo; use tcp: or unix:"));
+}
+
+#[test]
+fn our_client_verifies_socat_as_a_udp_echo_server() {
+    if !have("socat") {
+        return;
+    }
+    let run = |buffer: &str, size: &str| {
+        let port = free_port();
+        let mut socat = Command::new("socat")
+            .args([
+                "-b",
+                buffer,
+                &format!("UDP4-RECVFROM:{port},bind=127.0.0.1,fork"),
+                "EXEC:cat",
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let out = client(&["--connect", &udp_arg(port), "-n", "3", "--size", size]);
+        let _ = socat.kill();
+        let _ = socat.wait();
+        out
+    };
+    let whole = run("65536", "65507");
+    assert!(whole.status.success(), "stderr: {}", text(&whole.stderr));
+    assert!(summary(&whole).starts_with("udp: 3 sent, 3 back, 0 lost"));
+    // socat's default 8 KiB buffer cuts big datagrams: we say so.
+    let cut = run("8192", "20000");
+    assert_eq!(cut.status.code(), Some(1));
+    assert_eq!(
+        summary(&cut),
+        "udp: 3 sent, 0 back, 3 lost, 0 duplicated, 0 reordered, 3 corrupted"
+    );
+}
+
+#[test]
+fn a_python_udp_client_gets_every_datagram_back_whole() {
+    if !have("python3") {
+        return;
+    }
+    let server = udp_server(&[]);
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+addr = ("127.0.0.1", int(sys.argv[1]))
+for size in (0, 1, 1400, 9000, 65507):
+    data = bytes((i * 7 + size) % 256 for i in range(size))
+    s.sendto(data, addr)
+    got, frm = s.recvfrom(70000)
+    if got != data or frm != addr:
+        print("mismatch at", size, len(got), frm); sys.exit(1)
+print("ok")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &server.port.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "ok",
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
