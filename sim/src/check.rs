@@ -12,6 +12,26 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use crate::case::Case;
 use crate::run::{Report, Stats, run_case};
 
+/// A simulated scenario that a property draws from a strategy and runs.
+pub trait Scenario: Clone + std::fmt::Debug {
+    /// The same scenario with its run seed set.
+    #[must_use]
+    fn seeded(self, seed: u64) -> Self;
+    /// Runs it and checks its invariants.
+    fn run(&self) -> Report;
+}
+
+impl Scenario for Case {
+    fn seeded(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    fn run(&self) -> Report {
+        run_case(self)
+    }
+}
+
 /// Every how-many cases the determinism self-check runs a case twice.
 const DOUBLE_RUN_EVERY: u64 = 8;
 /// Shrinking stops after this many runs.
@@ -42,7 +62,7 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn tree<S: Strategy<Value = Case>>(strategy: &S, seed: u64) -> S::Tree {
+fn tree<S: Strategy>(strategy: &S, seed: u64) -> S::Tree {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
@@ -53,13 +73,8 @@ fn tree<S: Strategy<Value = Case>>(strategy: &S, seed: u64) -> S::Tree {
 }
 
 /// The case that `seed` generates (what `SIM_SEED` replays).
-pub fn case_for<S: Strategy<Value = Case>>(strategy: &S, seed: u64) -> Case {
-    with_seed(tree(strategy, seed).current(), seed)
-}
-
-fn with_seed(mut case: Case, seed: u64) -> Case {
-    case.seed = seed;
-    case
+pub fn case_for<S: Strategy<Value: Scenario>>(strategy: &S, seed: u64) -> S::Value {
+    tree(strategy, seed).current().seeded(seed)
 }
 
 fn trace_hash(report: &Report) -> u64 {
@@ -84,7 +99,7 @@ fn regression_seeds(name: &str) -> Vec<u64> {
 /// (`SIM_CASES` overrides the count, `SIM_BASE` the first seed, `SIM_SEED`
 /// runs one seed, `SIM_TRACE=1` prints traces). Panics with the seed, the
 /// replay command, the shrunk case and its trace on the first failure.
-pub fn check<S: Strategy<Value = Case>>(name: &str, strategy: S, default_cases: u64) -> Summary {
+pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_cases: u64) -> Summary {
     let started = Instant::now();
     let print_trace = std::env::var_os("SIM_TRACE").is_some_and(|v| v != "0");
     let seeds: Vec<u64> = match env_u64("SIM_SEED") {
@@ -101,16 +116,10 @@ pub fn check<S: Strategy<Value = Case>>(name: &str, strategy: S, default_cases: 
     let mut summary = Summary::default();
     for (i, seed) in seeds.into_iter().enumerate() {
         let case = case_for(&strategy, seed);
-        let report = run_case(&case);
+        let report = case.run();
         summary.cases += 1;
         summary.sims += 1;
-        let s = report.stats;
-        summary.stats.attempts += s.attempts;
-        summary.stats.retries += s.retries;
-        summary.stats.faults_mid_traffic += s.faults_mid_traffic;
-        summary.stats.crashes += s.crashes;
-        summary.stats.done += s.done;
-        summary.stats.cut_short += s.cut_short;
+        summary.stats.add(&report.stats);
         if print_trace {
             eprintln!(
                 "--- seed {seed} ---\n{case:#?}\n{}\n=> {:?}",
@@ -122,7 +131,7 @@ pub fn check<S: Strategy<Value = Case>>(name: &str, strategy: S, default_cases: 
             fail(name, &strategy, seed, &case, violation, &report);
         }
         if (i as u64).is_multiple_of(DOUBLE_RUN_EVERY) {
-            let again = run_case(&case);
+            let again = case.run();
             summary.sims += 1;
             if trace_hash(&again) != trace_hash(&report) {
                 let diverged = report
@@ -141,7 +150,7 @@ pub fn check<S: Strategy<Value = Case>>(name: &str, strategy: S, default_cases: 
     }
     summary.seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "{name}: {} cases, {} sims in {:.1}s ({:.0} sims/s); attempts={} retries={} faults mid-traffic={} crashes={} echoes done={} cut short={}",
+        "{name}: {} cases, {} sims in {:.1}s ({:.0} sims/s); attempts={} retries={} faults mid-traffic={} crashes={} echoes done={} cut short={} udp lost={} dup={} reordered={}",
         summary.cases,
         summary.sims,
         summary.seconds,
@@ -151,16 +160,19 @@ pub fn check<S: Strategy<Value = Case>>(name: &str, strategy: S, default_cases: 
         summary.stats.faults_mid_traffic,
         summary.stats.crashes,
         summary.stats.done,
-        summary.stats.cut_short
+        summary.stats.cut_short,
+        summary.stats.lost,
+        summary.stats.duplicates,
+        summary.stats.reordered
     );
     summary
 }
 
-fn fail<S: Strategy<Value = Case>>(
+fn fail<S: Strategy<Value: Scenario>>(
     name: &str,
     strategy: &S,
     seed: u64,
-    case: &Case,
+    case: &S::Value,
     violation: &str,
     report: &Report,
 ) -> ! {
@@ -171,8 +183,8 @@ fn fail<S: Strategy<Value = Case>>(
     if tree.simplify() {
         while runs < MAX_SHRINK_RUNS {
             runs += 1;
-            let candidate = with_seed(tree.current(), seed);
-            let outcome = run_case(&candidate);
+            let candidate = tree.current().seeded(seed);
+            let outcome = candidate.run();
             match outcome.result {
                 Ok(()) => {
                     if !tree.complicate() {

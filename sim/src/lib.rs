@@ -7,6 +7,8 @@
 //!   traits, with merged reads, short writes and random read sizes.
 //! * [`case`]: one scenario ([`Case`]) and the strategies that draw it.
 //! * [`mod@run`]: runs a case and checks the invariants.
+//! * [`udp`]: UDP echo cases (loss, duplication, reordering, rate limits)
+//!   and their invariants.
 //! * [`mod@check`]: runs a property over seeded cases with regression seeds,
 //!   a determinism self-check, shrinking and replay (`SIM_SEED`).
 //!
@@ -25,9 +27,11 @@ pub mod case;
 pub mod check;
 pub mod io;
 pub mod run;
+pub mod udp;
 
 pub use case::{
     Case, ConnPlan, Fault, Message, Shutdown, fault_case, no_fault_case, shutdown_case,
 };
-pub use check::{Summary, case_for, check};
+pub use check::{Scenario, Summary, case_for, check};
 pub use run::{LIVENESS_BOUND, Report, Stats, run_case};
+pub use udp::{UdpCase, UdpPlan, udp_case};

@@ -52,6 +52,27 @@ pub struct Stats {
     pub done: u64,
     /// Admitted attempts that ended before their echo was done.
     pub cut_short: u64,
+    /// UDP datagrams the clients counted lost.
+    pub lost: u64,
+    /// UDP duplicates the clients counted.
+    pub duplicates: u64,
+    /// UDP datagrams the clients counted reordered.
+    pub reordered: u64,
+}
+
+impl Stats {
+    /// Adds `other`'s counters to these.
+    pub fn add(&mut self, other: &Self) {
+        self.attempts += other.attempts;
+        self.retries += other.retries;
+        self.faults_mid_traffic += other.faults_mid_traffic;
+        self.crashes += other.crashes;
+        self.done += other.done;
+        self.cut_short += other.cut_short;
+        self.lost += other.lost;
+        self.duplicates += other.duplicates;
+        self.reordered += other.reordered;
+    }
 }
 
 /// What one run showed.

@@ -2,7 +2,7 @@
 //! sets the case count (a soak: `SIM_CASES=100000`), `SIM_SEED=S` replays one
 //! case, `SIM_TRACE=1` prints each case's event trace.
 
-use sim::{check, fault_case, no_fault_case, shutdown_case};
+use sim::{check, fault_case, no_fault_case, shutdown_case, udp_case};
 
 /// Any latency, chunking down to one byte, short writes, water marks and
 /// idle timeouts, with no faults: every client is done, exactly; the server's
@@ -65,5 +65,25 @@ fn graceful_shutdown_loses_nothing_the_server_read() {
         // period, and echoes the expiry cuts short.
         assert!(summary.stats.done > 0, "{summary:?}");
         assert!(summary.stats.cut_short > 0, "{summary:?}");
+    }
+}
+
+/// UDP echo with requests and replies dropped, replies duplicated, latency
+/// jitter reordering them, and per-source rate limits: each client's report
+/// (received, lost, duplicated, reordered, corrupted) equals an independent
+/// count of what arrived, a datagram is back exactly when the server's
+/// network delivered a reply, the server's counters match its wire, and
+/// without faults every datagram comes back.
+#[test]
+fn udp_accounting_is_exact_under_loss_duplication_and_reordering() {
+    let summary = check(
+        "udp_accounting_is_exact_under_loss_duplication_and_reordering",
+        udp_case(),
+        300,
+    );
+    if std::env::var_os("SIM_SEED").is_none() {
+        let s = summary.stats;
+        assert!(s.done > 0 && s.lost > 0, "{summary:?}");
+        assert!(s.duplicates > 0 && s.reordered > 0, "{summary:?}");
     }
 }
