@@ -3,10 +3,9 @@
 //! Everything that changes a connection's state lives in this file, so the
 //! state machine can be read in one place.
 
-use std::fmt;
-use std::io;
-use std::net::SocketAddr;
-use std::time::Instant;
+use crate::time::Instant;
+use core::fmt;
+use core::net::SocketAddr;
 
 use crate::error::UsageError;
 use crate::protocol::Protocol;
@@ -70,19 +69,39 @@ pub enum LostReason {
     /// The adapter stopped serving it (shutdown grace expired, say).
     ShutDown,
     /// The socket failed with this error.
-    Io(io::ErrorKind),
+    Io(IoErrorKind),
 }
 
+/// What kind of socket error ended a connection: `std::io::ErrorKind` with
+/// the `std` feature.
+#[cfg(feature = "std")]
+pub type IoErrorKind = std::io::ErrorKind;
+
+/// What kind of socket error ended a connection: without `std`, an error
+/// code from the caller's network stack.
+#[cfg(not(feature = "std"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IoErrorKind(pub i32);
+
+#[cfg(not(feature = "std"))]
+impl fmt::Display for IoErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error code {}", self.0)
+    }
+}
+
+#[cfg(feature = "std")]
 impl LostReason {
     /// Classifies a socket error: resets and broken pipes are the peer's
     /// doing, everything else is reported by kind.
     #[must_use]
-    pub fn from_io(kind: io::ErrorKind) -> Self {
+    pub fn from_io(kind: std::io::ErrorKind) -> Self {
+        use std::io::ErrorKind;
         match kind {
-            io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe => Self::Reset,
-            io::ErrorKind::TimedOut => Self::TimedOut,
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+                Self::Reset
+            }
+            ErrorKind::TimedOut => Self::TimedOut,
             other => Self::Io(other),
         }
     }

@@ -25,10 +25,14 @@
 //! # Ok::<(), echo_core::EndpointError>(())
 //! ```
 
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
-use std::time::Duration;
+use alloc::borrow::ToOwned;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::str::FromStr;
+use core::time::Duration;
 
 /// Default listen backlog: 1024, as tokio's `TcpListener::bind` uses.
 ///

@@ -7,7 +7,9 @@
 //! connection loss, close) fed to an echo server connection and to an echo
 //! client connection.
 
-use std::time::{Duration, Instant};
+use core::time::Duration;
+
+use crate::time::Instant;
 
 use crate::{
     Action, ClientConfig, ClientEvent, CloseReason, Connection, EchoClient, EchoFactory, Factory,

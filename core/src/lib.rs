@@ -76,23 +76,30 @@
 //!   plus one read.
 //! * After `handle_timeout(t)`, `poll_timeout()` is `None` or later than `t`.
 
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
 
 mod connection;
 pub mod datagram;
 pub mod echo;
 mod endpoint;
 mod error;
+#[cfg(feature = "std")]
 #[doc(hidden)]
 pub mod fuzz;
 mod protocol;
+mod time;
 mod transport;
 
 #[cfg(test)]
 mod tests;
 
-pub use connection::{Action, CloseReason, Connection, LostReason};
+pub use connection::{Action, CloseReason, Connection, IoErrorKind, LostReason};
 pub use datagram::client::{
     UdpClientConfig, UdpClientError, UdpClientEvent, UdpEchoClient, UdpReport,
 };
@@ -110,4 +117,5 @@ pub use endpoint::{
 };
 pub use error::{ConfigError, UsageError};
 pub use protocol::{Factory, Protocol};
+pub use time::Instant;
 pub use transport::{ProducerState, Transport, WaterMarks};

@@ -1,7 +1,7 @@
 //! Twisted's `IProtocol` and `IProtocolFactory`, in Rust.
 
-use std::net::SocketAddr;
-use std::time::Instant;
+use crate::time::Instant;
+use core::net::SocketAddr;
 
 use crate::connection::CloseReason;
 use crate::transport::Transport;

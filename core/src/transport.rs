@@ -1,6 +1,6 @@
 //! The in-memory transport a protocol writes to, with Twisted's flow control.
 
-use std::net::SocketAddr;
+use core::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
 

@@ -7,8 +7,12 @@
 //! measure round trips, only one bit per datagram to tell firsts from
 //! duplicates.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use crate::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 

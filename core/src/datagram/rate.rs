@@ -11,9 +11,11 @@
 //! stayed within its rate for a second holds no state at all, so the table
 //! only ever holds sources that are sending now.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use alloc::collections::BTreeMap;
+use core::net::IpAddr;
+use core::time::Duration;
+
+use crate::time::Instant;
 
 /// Sources tracked at once unless configured otherwise.
 pub const DEFAULT_MAX_SOURCES: usize = 65_536;

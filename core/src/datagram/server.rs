@@ -1,9 +1,9 @@
 //! The UDP echo server: a verdict per datagram, and a bounded queue of
 //! replies for the adapter to send.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::time::Instant;
+use crate::time::Instant;
+use alloc::collections::VecDeque;
+use core::net::SocketAddr;
 
 use bytes::Bytes;
 

@@ -1,7 +1,9 @@
 //! The echo client: sends bytes, half-closes, and checks the echo byte for byte.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use alloc::collections::VecDeque;
+use core::time::Duration;
+
+use crate::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -237,7 +239,7 @@ impl EchoClient {
         if let Input::Message(rest) = &mut self.input
             && !rest.is_empty()
         {
-            let mut rest = std::mem::take(rest);
+            let mut rest = core::mem::take(rest);
             let n = self.accept(&rest, transport);
             rest.advance(n);
             self.input = Input::Message(rest);

@@ -1,11 +1,13 @@
 //! The echo server protocol (RFC 862) and the factory that admits and counts
 //! its connections.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::convert::Infallible;
-use std::fmt;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use alloc::collections::{BTreeMap, VecDeque};
+use core::convert::Infallible;
+use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use crate::time::Instant;
 
 use crate::connection::{CloseReason, Connection, LostReason};
 use crate::protocol::{Factory, Protocol};

@@ -1,5 +1,15 @@
 //! The echo client, fed its echo by hand.
 
+#[allow(unused_imports)]
+use std::{
+    borrow::ToOwned,
+    boxed::Box,
+    format,
+    string::{String, ToString},
+    vec,
+    vec::Vec,
+};
+
 use bytes::Bytes;
 
 use super::util::*;

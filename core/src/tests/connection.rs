@@ -1,7 +1,17 @@
 //! The generic `Connection` contract, observed through a protocol that
 //! records every call it gets (a transcript, after rustls's unbuffered tests).
 
-use std::time::Instant;
+#[allow(unused_imports)]
+use std::{
+    borrow::ToOwned,
+    boxed::Box,
+    format,
+    string::{String, ToString},
+    vec,
+    vec::Vec,
+};
+
+use crate::Instant;
 
 use super::util::*;
 use crate::{Action, CloseReason, Connection, LostReason, Protocol, Transport, WaterMarks};
@@ -137,6 +147,11 @@ fn close_reasons_read_well() {
         CloseReason::Lost(LostReason::TimedOut).to_string(),
         "lost: timed out"
     );
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn socket_errors_are_classified() {
     assert_eq!(
         LostReason::from_io(std::io::ErrorKind::ConnectionReset),
         LostReason::Reset

@@ -1,7 +1,19 @@
 //! UDP echo: the server's verdicts and the client's accounting.
 
+#[allow(unused_imports)]
+use std::{
+    borrow::ToOwned,
+    boxed::Box,
+    format,
+    string::{String, ToString},
+    vec,
+    vec::Vec,
+};
+
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::util::t0;
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -30,7 +42,7 @@ fn drain(server: &mut UdpEcho) -> Vec<Transmit> {
 
 #[test]
 fn each_datagram_goes_back_whole_to_its_sender() {
-    let now = Instant::now();
+    let now = t0();
     let mut server = UdpEcho::new(UdpConfig::default());
     let (a, b) = (addr("10.0.0.1:5000"), addr("10.0.0.2:6000"));
     assert_eq!(
@@ -73,7 +85,7 @@ fn each_datagram_goes_back_whole_to_its_sender() {
 
 #[test]
 fn loop_prone_source_ports_are_never_answered() {
-    let now = Instant::now();
+    let now = t0();
     let mut server = UdpEcho::new(unlimited());
     for port in [0, 7, 13, 19, 37] {
         let from = SocketAddr::new([10, 0, 0, 1].into(), port);
@@ -89,7 +101,7 @@ fn loop_prone_source_ports_are_never_answered() {
 
 #[test]
 fn a_source_gets_its_rate_in_a_burst_then_one_per_interval() {
-    let t0 = Instant::now();
+    let t0 = t0();
     let mut server = UdpEcho::new(UdpConfig {
         rate: 10,
         ..UdpConfig::default()
@@ -133,7 +145,7 @@ fn a_source_gets_its_rate_in_a_burst_then_one_per_interval() {
 
 #[test]
 fn sustained_sending_gets_exactly_the_rate() {
-    let t0 = Instant::now();
+    let t0 = t0();
     let mut server = UdpEcho::new(UdpConfig {
         rate: 100,
         ..UdpConfig::default()
@@ -155,7 +167,7 @@ fn sustained_sending_gets_exactly_the_rate() {
 
 #[test]
 fn a_full_source_table_turns_new_sources_away_until_old_ones_go_quiet() {
-    let t0 = Instant::now();
+    let t0 = t0();
     let mut server = UdpEcho::new(UdpConfig {
         rate: 10,
         max_sources: 2,
@@ -181,7 +193,7 @@ fn a_full_source_table_turns_new_sources_away_until_old_ones_go_quiet() {
 
 #[test]
 fn a_full_reply_queue_drops_and_stops_reading_until_sent() {
-    let now = Instant::now();
+    let now = t0();
     let mut server = UdpEcho::new(UdpConfig {
         max_queued: 10,
         ..unlimited()
@@ -233,7 +245,7 @@ fn events(client: &mut UdpEchoClient) -> Vec<UdpClientEvent> {
 
 #[test]
 fn the_client_paces_its_datagrams_and_finishes_when_all_are_back() {
-    let t0 = Instant::now();
+    let t0 = t0();
     let mut client = UdpEchoClient::new(&b"hi"[..], config(3, 10, 1_000), t0).unwrap();
     let d0 = client.poll_transmit(t0).unwrap();
     assert_eq!(d0.len(), HEADER + 2);
@@ -296,7 +308,7 @@ fn the_client_paces_its_datagrams_and_finishes_when_all_are_back() {
 
 #[test]
 fn missing_replies_are_counted_lost_when_the_wait_runs_out() {
-    let t0 = Instant::now();
+    let t0 = t0();
     let mut client = UdpEchoClient::new(Bytes::new(), config(2, 0, 500), t0).unwrap();
     let d0 = client.poll_transmit(t0).unwrap();
     let _lost = client.poll_transmit(t0).unwrap();
@@ -332,7 +344,7 @@ fn missing_replies_are_counted_lost_when_the_wait_runs_out() {
 
 #[test]
 fn anything_but_an_unchanged_datagram_of_ours_is_corrupt() {
-    let t0 = Instant::now();
+    let t0 = t0();
     let mut client = UdpEchoClient::new(&b"body"[..], config(2, 0, 500), t0).unwrap();
     let d0 = client.poll_transmit(t0).unwrap();
     let mut changed = d0.to_vec();
@@ -365,7 +377,7 @@ fn anything_but_an_unchanged_datagram_of_ours_is_corrupt() {
 
 #[test]
 fn bad_client_settings_are_refused() {
-    let t0 = Instant::now();
+    let t0 = t0();
     assert_eq!(
         UdpEchoClient::new(Bytes::new(), config(0, 0, 0), t0).unwrap_err(),
         UdpClientError::Count(0)
@@ -412,7 +424,7 @@ proptest! {
         fates in prop::collection::vec(fate(), 1..200),
         body_len in 0usize..64,
     ) {
-        let t0 = Instant::now();
+        let t0 = t0();
         let count = fates.len() as u64;
         let mut client = UdpEchoClient::new(vec![9u8; body_len], config(count, 0, 1_000), t0).unwrap();
         let mut server = UdpEcho::new(unlimited());

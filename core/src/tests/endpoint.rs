@@ -1,6 +1,16 @@
 //! Endpoint strings: Twisted's test vectors (`internet/test/test_endpoints.py`)
 //! plus our own forms and errors.
 
+#[allow(unused_imports)]
+use std::{
+    borrow::ToOwned,
+    boxed::Box,
+    format,
+    string::{String, ToString},
+    vec,
+    vec::Vec,
+};
+
 use std::net::IpAddr;
 use std::time::Duration;
 

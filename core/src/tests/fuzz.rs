@@ -2,6 +2,16 @@
 //! test run checks what `cargo fuzz` checks, and the committed fuzz corpus
 //! seeds replay here.
 
+#[allow(unused_imports)]
+use std::{
+    borrow::ToOwned,
+    boxed::Box,
+    format,
+    string::{String, ToString},
+    vec,
+    vec::Vec,
+};
+
 use proptest::prelude::*;
 
 use super::util::t0;

@@ -1,5 +1,15 @@
 //! A client and a server over the in-memory link: the end-to-end contract.
 
+#[allow(unused_imports)]
+use std::{
+    borrow::ToOwned,
+    boxed::Box,
+    format,
+    string::{String, ToString},
+    vec,
+    vec::Vec,
+};
+
 use proptest::prelude::*;
 
 use super::util::*;

@@ -1,5 +1,15 @@
 //! The echo server connection, fed bytes directly.
 
+#[allow(unused_imports)]
+use std::{
+    borrow::ToOwned,
+    boxed::Box,
+    format,
+    string::{String, ToString},
+    vec,
+    vec::Vec,
+};
+
 use super::util::*;
 use crate::{
     Action, CloseReason, EchoFactory, Factory, LostReason, ProducerState, ServerConfig,

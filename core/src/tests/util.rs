@@ -2,9 +2,21 @@
 //! with chosen read chunkings, short-write budgets and a virtual clock.
 //! (After quinn-proto's `tests/util.rs` `Pair` and Twisted's `IOPump`.)
 
+#[allow(unused_imports)]
+use std::{
+    borrow::ToOwned,
+    boxed::Box,
+    format,
+    string::{String, ToString},
+    vec,
+    vec::Vec,
+};
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::Instant;
 
 use crate::{
     Action, ClientConfig, ClientEvent, CloseReason, Connection, EchoClient, EchoFactory,
@@ -18,11 +30,20 @@ pub(crate) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// A fixed origin for virtual time.
+/// A fixed origin for virtual time (with `std`, a real instant; without
+/// it, an arbitrary point on the caller's clock).
+#[cfg(feature = "std")]
 pub(crate) fn t0() -> Instant {
     use std::sync::OnceLock;
     static T0: OnceLock<Instant> = OnceLock::new();
     *T0.get_or_init(Instant::now)
+}
+
+/// A fixed origin for virtual time (with `std`, a real instant; without
+/// it, an arbitrary point on the caller's clock).
+#[cfg(not(feature = "std"))]
+pub(crate) fn t0() -> Instant {
+    Instant::from_epoch(Duration::from_secs(1_000_000))
 }
 
 pub(crate) fn ms(n: u64) -> Duration {
