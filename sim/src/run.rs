@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -173,8 +174,11 @@ struct World {
     /// Echoes still running.
     running: Rc<RefCell<usize>>,
     /// Every factory event, tagged with its server instance (the index in
-    /// `servers`). Filled by `EchoServer::observe`, which wants `Send`.
-    events: Arc<Mutex<Vec<(usize, ServerEvent)>>>,
+    /// `servers`) and whether the shutdown had begun. Filled by
+    /// `EchoServer::observe`, which wants `Send`.
+    events: Arc<Mutex<Vec<(usize, ServerEvent, bool)>>>,
+    /// Set when the graceful shutdown begins; each event records it.
+    stopping: Arc<AtomicBool>,
     /// Every client attempt that got a stream.
     attempts: Rc<RefCell<Vec<Attempt>>>,
     /// How the graceful shutdown ended, once it has.
@@ -191,6 +195,7 @@ pub fn run_case(case: &Case) -> Report {
         servers: Rc::default(),
         running: Rc::new(RefCell::new(case.connections())),
         events: Arc::default(),
+        stopping: Arc::default(),
         attempts: Rc::default(),
         shutdown: Rc::default(),
     };
@@ -263,10 +268,10 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                 servers.push(server.clone());
                 servers.len() - 1
             };
-            let events = Arc::clone(&world.events);
+            let (events, stopping) = (Arc::clone(&world.events), Arc::clone(&world.stopping));
             server.observe(move |e| {
                 let mut events = events.lock().unwrap_or_else(PoisonError::into_inner);
-                events.push((instance, *e));
+                events.push((instance, *e, stopping.load(Ordering::Relaxed)));
             });
             let spawner = LocalSpawner {
                 panics: Rc::clone(&world.panics),
@@ -279,6 +284,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             let stop = async {
                 tokio::time::sleep(Duration::from_millis(plan.at_ms)).await;
                 event(&world.trace, "shutdown starts".into());
+                world.stopping.store(true, Ordering::Relaxed);
                 let outcome = server.shutdown(Duration::from_millis(plan.grace_ms)).await;
                 event(&world.trace, format!("shutdown ends: {outcome:?}"));
                 *world.shutdown.borrow_mut() = Some(outcome);
@@ -463,12 +469,19 @@ fn check_books(case: &Case, world: &World) -> Result<(), String> {
     let mut admitted = HashSet::new();
     for instance in 0..world.servers.borrow().len() {
         let mut open: BTreeMap<ConnectionId, SocketAddr> = BTreeMap::new();
-        let server_events = events.iter().filter(|(i, _)| *i == instance);
-        for event in server_events.map(|(_, e)| *e) {
-            match event {
+        let server_events = events.iter().filter(|(i, _, _)| *i == instance);
+        let (mut made, mut refused) = (0, 0);
+        for (_, event, stopping) in server_events {
+            match *event {
+                ServerEvent::ConnectionMade { id, peer, .. } if *stopping => {
+                    return Err(format!(
+                        "server {instance}: {id} from {peer} admitted after the shutdown began"
+                    ));
+                }
                 ServerEvent::ConnectionMade {
                     id, peer, open: n, ..
                 } => {
+                    made += 1;
                     if open.insert(id, peer).is_some() {
                         return Err(format!("server {instance}: connection {id} admitted twice"));
                     }
@@ -490,6 +503,7 @@ fn check_books(case: &Case, world: &World) -> Result<(), String> {
                         case.max_connections
                     ));
                 }
+                ServerEvent::ConnectionRefused { .. } => refused += 1,
                 ServerEvent::ConnectionLost {
                     id,
                     peer,
@@ -537,6 +551,12 @@ fn check_books(case: &Case, world: &World) -> Result<(), String> {
         if let Some((id, peer)) = open.first_key_value() {
             return Err(format!(
                 "server {instance}: {id} from {peer} was never reported lost"
+            ));
+        }
+        let totals = world.servers.borrow()[instance].totals();
+        if totals != (made, refused) {
+            return Err(format!(
+                "server {instance}: totals say {totals:?} (accepted, refused), its events say ({made}, {refused})"
             ));
         }
     }
