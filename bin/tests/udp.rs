@@ -213,3 +213,38 @@ print("ok")
         text(&out.stderr)
     );
 }
+
+#[test]
+fn datagrams_from_the_echo_port_are_never_answered() {
+    if !have("python3") {
+        return;
+    }
+    let server = udp_server(&[]);
+    // From port 7 (another echo service, say) a reply would start an
+    // endless ping-pong. Binding port 7 needs privileges: skip without.
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.bind(("127.0.0.1", 7))
+except OSError as e:
+    print("skip", e); sys.exit(0)
+s.settimeout(0.5)
+s.sendto(b"ping", ("127.0.0.1", int(sys.argv[1])))
+try:
+    s.recvfrom(100); print("answered")
+except socket.timeout:
+    print("silent")
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &server.port.to_string()])
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    if said.starts_with("skip") {
+        eprintln!("SKIPPED: cannot bind port 7 here ({})", said.trim());
+        return;
+    }
+    assert_eq!(said.trim(), "silent", "stderr: {}", text(&out.stderr));
+    server.wait_log("source port 7 is never answered", 1, Duration::from_secs(5));
+}
