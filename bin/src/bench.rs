@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use echo_core::ClientEndpoint;
-use echo_net::connect;
+use echo_net::{AnyStream, connect};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -159,89 +159,145 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 
-/// Runs the benchmark on the current runtime.
+/// What every connection loop shares with the coordinator.
+#[derive(Debug, Default)]
+struct Shared {
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    measured: AtomicU64,
+    errors: AtomicU64,
+    /// Connections established, or the first connect error.
+    connected: AtomicU64,
+    connect_error: std::sync::Mutex<Option<String>>,
+}
+
+/// Runs the benchmark on `threads` threads, each with its own
+/// single-threaded runtime and its share of the connections (no work
+/// stealing, no cross-thread wake-ups: the cheapest way for a load
+/// generator to use more than one core), while this thread keeps time.
 ///
 /// # Errors
-/// A connect failure, as a message.
-pub async fn run(config: BenchConfig) -> Result<BenchReport, String> {
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let measured = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut streams = Vec::with_capacity(config.connections);
-    for _ in 0..config.connections {
-        let connected = connect(&config.endpoint).await.map_err(|e| e.to_string())?;
-        streams.push(connected.stream);
+/// A runtime or connect failure, as a message.
+pub fn run(config: BenchConfig, threads: usize) -> Result<BenchReport, String> {
+    let shared = Arc::new(Shared::default());
+    let threads = threads.clamp(1, config.connections.max(1));
+    let mut workers = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        let (shared, config) = (Arc::clone(&shared), config.clone());
+        let mine: Vec<usize> = (t..config.connections).step_by(threads).collect();
+        let worker = std::thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || runtime.block_on(shard(&config, &mine, &shared)))
+            .map_err(|e| format!("cannot start a thread: {e}"))?;
+        workers.push(worker);
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    for (conn, mut stream) in streams.into_iter().enumerate() {
-        let (measuring, stop, measured, errors) = (
-            measuring.clone(),
-            stop.clone(),
-            measured.clone(),
-            errors.clone(),
-        );
-        let len = config.len;
-        let limit = config.requests;
-        tasks.spawn(async move {
-            let mut hist = new_histogram();
-            let (mut msg, mut back) = (vec![0u8; len], vec![0u8; len]);
-            let mut seq = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                fill(&mut msg, conn, seq);
-                seq += 1;
-                let start = Instant::now();
-                let ok = stream.write_all(&msg).await.is_ok()
-                    && stream.read_exact(&mut back).await.is_ok();
-                let took = start.elapsed();
-                if !ok || back != msg {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    break; // a broken or desynchronised stream proves nothing more
-                }
-                if measuring.load(Ordering::Relaxed) {
-                    let _ = hist.record(took.as_nanos().max(1) as u64);
-                    let done = measured.fetch_add(1, Ordering::Relaxed) + 1;
-                    if limit.is_some_and(|l| done >= l) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
+    // Wait until every connection is up (or one failed).
+    while shared.connected.load(Ordering::Relaxed) < config.connections as u64 {
+        if let Some(error) = shared.connect_error.lock().ok().and_then(|e| e.clone()) {
+            shared.stop.store(true, Ordering::Relaxed);
+            for worker in workers {
+                let _ = worker.join();
             }
-            hist
-        });
+            return Err(error);
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
-    tokio::time::sleep(config.warmup).await;
-    measuring.store(true, Ordering::Relaxed);
+    std::thread::sleep(config.warmup);
+    shared.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let bar = progress_bar(&config);
     let deadline = config.duration.map(|d| started + d);
     // Until the time is up, the request count is reached, or every
     // connection has failed.
-    while !stop.load(Ordering::Relaxed)
+    while !shared.stop.load(Ordering::Relaxed)
         && deadline.is_none_or(|d| Instant::now() < d)
-        && errors.load(Ordering::Relaxed) < config.connections as u64
+        && shared.errors.load(Ordering::Relaxed) < config.connections as u64
     {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        bar.set_position(measured.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(10));
+        bar.set_position(shared.measured.load(Ordering::Relaxed));
     }
-    stop.store(true, Ordering::Relaxed);
-    let requests = measured.load(Ordering::Relaxed);
+    shared.stop.store(true, Ordering::Relaxed);
+    let requests = shared.measured.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
-    measuring.store(false, Ordering::Relaxed);
+    shared.measuring.store(false, Ordering::Relaxed);
     bar.finish_and_clear();
     let mut latency = new_histogram();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(hist) = joined {
+    for worker in workers {
+        if let Ok(hist) = worker.join() {
             let _ = latency.add(&hist);
         }
     }
     Ok(BenchReport {
         requests,
         elapsed,
-        errors: errors.load(Ordering::Relaxed),
+        errors: shared.errors.load(Ordering::Relaxed),
         latency,
         len: config.len,
         connections: config.connections,
     })
+}
+
+/// One thread's connections: connect them, then run each one's
+/// ping-pong loop until told to stop; returns their merged latencies.
+async fn shard(config: &BenchConfig, conns: &[usize], shared: &Arc<Shared>) -> Histogram<u64> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for &conn in conns {
+        let stream = match connect(&config.endpoint).await {
+            Ok(connected) => connected.stream,
+            Err(e) => {
+                if let Ok(mut first) = shared.connect_error.lock() {
+                    first.get_or_insert(e.to_string());
+                }
+                break;
+            }
+        };
+        shared.connected.fetch_add(1, Ordering::Relaxed);
+        let (shared, len, limit) = (Arc::clone(shared), config.len, config.requests);
+        tasks.spawn(ping_pong(stream, conn, len, limit, shared));
+    }
+    let mut latency = new_histogram();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(hist) = joined {
+            let _ = latency.add(&hist);
+        }
+    }
+    latency
+}
+
+/// One connection's closed loop: send, wait for the echo, verify, repeat.
+async fn ping_pong(
+    mut stream: AnyStream,
+    conn: usize,
+    len: usize,
+    limit: Option<u64>,
+    shared: Arc<Shared>,
+) -> Histogram<u64> {
+    let mut hist = new_histogram();
+    let (mut msg, mut back) = (vec![0u8; len], vec![0u8; len]);
+    let mut seq = 0u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        fill(&mut msg, conn, seq);
+        seq += 1;
+        let start = Instant::now();
+        let ok = stream.write_all(&msg).await.is_ok() && stream.read_exact(&mut back).await.is_ok();
+        let took = start.elapsed();
+        if !ok || back != msg {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            break; // a broken or desynchronised stream proves nothing more
+        }
+        if shared.measuring.load(Ordering::Relaxed) {
+            let _ = hist.record(took.as_nanos().max(1) as u64);
+            let done = shared.measured.fetch_add(1, Ordering::Relaxed) + 1;
+            if limit.is_some_and(|l| done >= l) {
+                shared.stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    hist
 }
 
 fn progress_bar(config: &BenchConfig) -> indicatif::ProgressBar {

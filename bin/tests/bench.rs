@@ -133,3 +133,51 @@ fn bench_counts_a_wrong_echo_as_an_error_and_exits_1() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn bench_threads_share_the_connections_and_count_every_request() {
+    let server = Server::start(&[]);
+    let out = client(&[
+        "bench",
+        "--connect",
+        &server.connect_arg(),
+        "-c",
+        "5",
+        "--threads",
+        "3",
+        "-r",
+        "3000",
+        "-w",
+        "0",
+        "--json",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let json = text(&out.stdout);
+    assert!(field(&json, "requests") >= 3000.0, "{json}");
+    assert_eq!(field(&json, "errors"), 0.0);
+    // All 5 connections were opened (and ran) across the threads.
+    server.wait_log("connection made", 5, std::time::Duration::from_secs(5));
+    assert_eq!(server.log().matches("connection made").count(), 5);
+}
+
+#[test]
+fn bench_reports_a_refused_connect_and_exits_1() {
+    let port = free_port();
+    let out = client(&[
+        "bench",
+        "--connect",
+        &format!("tcp:127.0.0.1:{port}"),
+        "-c",
+        "3",
+        "--threads",
+        "2",
+        "-d",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("connection refused"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -121,7 +121,8 @@ struct BenchArgs {
     #[arg(short, long, value_name = "SECS", default_value = "1", value_parser = seconds)]
     warmup: Duration,
 
-    /// Runtime worker threads for the load generator
+    /// Threads for the load generator, each with its own share of the
+    /// connections
     #[arg(long, value_name = "N", default_value = "1", value_parser = positive)]
     threads: usize,
 
@@ -348,18 +349,17 @@ async fn connect_with_retries(
 }
 
 fn run_bench(args: BenchArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            complain(format!("echo-client: cannot start the runtime: {e}"));
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
     if let Some(n) = args.idle {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                complain(format!("echo-client: cannot start the runtime: {e}"));
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
         return match runtime.block_on(echo_bin::bench::idle(&args.connect, n, args.hold)) {
             Ok(open) => {
                 if say(format_args!(
@@ -387,7 +387,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         requests: args.requests,
         warmup: args.warmup,
     };
-    let report = match runtime.block_on(echo_bin::bench::run(config)) {
+    let report = match echo_bin::bench::run(config, args.threads) {
         Ok(report) => report,
         Err(e) => {
             complain(format!("echo-client: {e}"));
