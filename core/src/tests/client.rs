@@ -1,14 +1,7 @@
 //! The echo client, fed its echo by hand.
 
 #[allow(unused_imports)]
-use std::{
-    borrow::ToOwned,
-    boxed::Box,
-    format,
-    string::{String, ToString},
-    vec,
-    vec::Vec,
-};
+use super::prelude::*;
 
 use bytes::Bytes;
 

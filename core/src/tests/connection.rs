@@ -2,14 +2,7 @@
 //! records every call it gets (a transcript, after rustls's unbuffered tests).
 
 #[allow(unused_imports)]
-use std::{
-    borrow::ToOwned,
-    boxed::Box,
-    format,
-    string::{String, ToString},
-    vec,
-    vec::Vec,
-};
+use super::prelude::*;
 
 use crate::Instant;
 

@@ -1,14 +1,7 @@
 //! UDP echo: the server's verdicts and the client's accounting.
 
 #[allow(unused_imports)]
-use std::{
-    borrow::ToOwned,
-    boxed::Box,
-    format,
-    string::{String, ToString},
-    vec,
-    vec::Vec,
-};
+use super::prelude::*;
 
 use std::net::SocketAddr;
 use std::time::Duration;

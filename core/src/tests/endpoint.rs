@@ -2,14 +2,7 @@
 //! plus our own forms and errors.
 
 #[allow(unused_imports)]
-use std::{
-    borrow::ToOwned,
-    boxed::Box,
-    format,
-    string::{String, ToString},
-    vec,
-    vec::Vec,
-};
+use super::prelude::*;
 
 use std::net::IpAddr;
 use std::time::Duration;

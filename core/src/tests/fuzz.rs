@@ -3,14 +3,7 @@
 //! seeds replay here.
 
 #[allow(unused_imports)]
-use std::{
-    borrow::ToOwned,
-    boxed::Box,
-    format,
-    string::{String, ToString},
-    vec,
-    vec::Vec,
-};
+use super::prelude::*;
 
 use proptest::prelude::*;
 

@@ -1,14 +1,7 @@
 //! A client and a server over the in-memory link: the end-to-end contract.
 
 #[allow(unused_imports)]
-use std::{
-    borrow::ToOwned,
-    boxed::Box,
-    format,
-    string::{String, ToString},
-    vec,
-    vec::Vec,
-};
+use super::prelude::*;
 
 use proptest::prelude::*;
 

@@ -1,14 +1,7 @@
 //! The echo server connection, fed bytes directly.
 
 #[allow(unused_imports)]
-use std::{
-    borrow::ToOwned,
-    boxed::Box,
-    format,
-    string::{String, ToString},
-    vec,
-    vec::Vec,
-};
+use super::prelude::*;
 
 use super::util::*;
 use crate::{

@@ -3,14 +3,7 @@
 //! (After quinn-proto's `tests/util.rs` `Pair` and Twisted's `IOPump`.)
 
 #[allow(unused_imports)]
-use std::{
-    borrow::ToOwned,
-    boxed::Box,
-    format,
-    string::{String, ToString},
-    vec,
-    vec::Vec,
-};
+use super::prelude::*;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
