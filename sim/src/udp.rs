@@ -5,12 +5,12 @@
 //! with what the network was made to do.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use echo_core::{UdpClientConfig, UdpClientEvent, UdpConfig, UdpEchoClient, UdpReport, UdpStats};
 use echo_net::{Datagrams, EchoServer, ServerOptions, now, udp_echo};
@@ -111,13 +111,24 @@ impl Scenario for UdpCase {
     }
 }
 
+/// One datagram a socket was asked to send.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    to: SocketAddr,
+    /// Its `seq` header.
+    seq: u64,
+    len: usize,
+    /// Copies put on the wire (0: dropped on purpose).
+    copies: u8,
+    at: Instant,
+}
+
 /// What one socket put on the wire and saw arrive.
 #[derive(Debug, Default)]
 struct Wire {
-    /// Per datagram sent: its destination, its `seq` header, copies sent.
-    sent: Vec<(SocketAddr, u64, u8)>,
-    /// Per datagram received: its source and its bytes.
-    received: Vec<(SocketAddr, Vec<u8>)>,
+    sent: Vec<Sent>,
+    /// Per datagram received: its source, its bytes, when.
+    received: Vec<(SocketAddr, Vec<u8>, Instant)>,
 }
 
 /// A turmoil UDP socket that drops and duplicates what it sends, on
@@ -136,7 +147,7 @@ impl Datagrams for SimDatagrams {
         self.wire
             .borrow_mut()
             .received
-            .push((from, buf[..len].to_vec()));
+            .push((from, buf[..len].to_vec(), now()));
         Ok((len, from))
     }
 
@@ -152,7 +163,13 @@ impl Datagrams for SimDatagrams {
         let seq = datagram.get(..8).map_or(u64::MAX, |h| {
             u64::from_be_bytes(h.try_into().unwrap_or_default())
         });
-        self.wire.borrow_mut().sent.push((to, seq, copies));
+        self.wire.borrow_mut().sent.push(Sent {
+            to,
+            seq,
+            len: datagram.len(),
+            copies,
+            at: now(),
+        });
         async move {
             for _ in 0..copies {
                 self.socket.send_to(datagram, to).await?;
@@ -162,7 +179,18 @@ impl Datagrams for SimDatagrams {
     }
 }
 
-type ClientLog = (usize, SocketAddr, Rc<RefCell<Wire>>, Option<UdpReport>);
+/// One client host's record.
+#[derive(Debug, Clone)]
+struct ClientLog {
+    index: usize,
+    addr: SocketAddr,
+    wire: Rc<RefCell<Wire>>,
+    report: Option<UdpReport>,
+    /// Reply and Duplicate events seen, and every Done event's report.
+    replies: u64,
+    duplicates: u64,
+    dones: Vec<UdpReport>,
+}
 
 #[derive(Default, Clone)]
 struct World {
@@ -260,7 +288,15 @@ fn simulate(case: &UdpCase, world: &World) -> Result<(), String> {
             };
             let slot = {
                 let mut clients = world.clients.borrow_mut();
-                clients.push((i, local, wire, None));
+                clients.push(ClientLog {
+                    index: i,
+                    addr: local,
+                    wire,
+                    report: None,
+                    replies: 0,
+                    duplicates: 0,
+                    dones: Vec::new(),
+                });
                 clients.len() - 1
             };
             let server = SocketAddr::new(turmoil::lookup(SERVER), PORT);
@@ -275,15 +311,25 @@ fn simulate(case: &UdpCase, world: &World) -> Result<(), String> {
             let trace = Rc::clone(&world.trace);
             let clients = Rc::clone(&world.clients);
             guarded(&world.panics, async move {
-                let report = udp_echo(&socket, server, client, |e| match e {
-                    UdpClientEvent::Reply { seq, reordered, .. } => {
-                        event(&trace, format!("c{i} reply {seq} reordered={reordered}"));
+                let report = udp_echo(&socket, server, client, |e| {
+                    let mut clients = clients.borrow_mut();
+                    let log = &mut clients[slot];
+                    match e {
+                        UdpClientEvent::Reply { seq, reordered, .. } => {
+                            log.replies += 1;
+                            event(&trace, format!("c{i} reply {seq} reordered={reordered}"));
+                        }
+                        UdpClientEvent::Duplicate { .. } => log.duplicates += 1,
+                        UdpClientEvent::Done(report) => log.dones.push(*report),
+                        _ => {}
                     }
-                    other => event(&trace, format!("c{i} {other:?}")),
+                    if !matches!(e, UdpClientEvent::Reply { .. }) {
+                        event(&trace, format!("c{i} {e:?}"));
+                    }
                 })
                 .await;
                 match report {
-                    Ok(report) => clients.borrow_mut()[slot].3 = Some(report),
+                    Ok(report) => clients.borrow_mut()[slot].report = Some(report),
                     Err(e) => event(&trace, format!("c{i} error {e}")),
                 }
             })
@@ -326,7 +372,7 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
         .borrow()
         .ok_or("no client resolved the server")?;
     let mut clients = world.clients.borrow().clone();
-    clients.sort_by_key(|c| c.0);
+    clients.sort_by_key(|c| c.index);
     if clients.len() != case.clients.len() {
         return Err(format!(
             "{} of {} clients started",
@@ -335,17 +381,42 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
         ));
     }
     let mut requests_delivered = 0u64;
-    for ((i, addr, wire, report), plan) in clients.iter().zip(&case.clients) {
-        let report = report.ok_or_else(|| format!("client {i} ended without a report"))?;
-        let wire = wire.borrow();
-        requests_delivered += wire.sent.iter().map(|(_, _, c)| u64::from(*c)).sum::<u64>();
+    for (client, plan) in clients.iter().zip(&case.clients) {
+        let (i, addr) = (client.index, &client.addr);
+        let report = client
+            .report
+            .ok_or_else(|| format!("client {i} ended without a report"))?;
+        let wire = client.wire.borrow();
+        requests_delivered += wire.sent.iter().map(|s| u64::from(s.copies)).sum::<u64>();
+        // Paced: no two datagrams closer than the interval.
+        let interval = Duration::from_millis(plan.interval_ms);
+        if let Some(w) = wire.sent.windows(2).find(|w| w[1].at - w[0].at < interval) {
+            return Err(format!(
+                "client {i}: datagrams {} and {} sent {:?} apart, interval {interval:?}",
+                w[0].seq,
+                w[1].seq,
+                w[1].at - w[0].at
+            ));
+        }
+        // The events tell the same story as the report, and end once.
+        let mut quiet = report;
+        (quiet.min_rtt, quiet.max_rtt) = (None, None);
+        let events_ok = client.replies == report.received
+            && client.duplicates == report.duplicates
+            && client.dones == [report];
+        if !events_ok {
+            return Err(format!(
+                "client {i}: {} replies, {} duplicates and Done {:?} in its events, but {quiet:?}",
+                client.replies, client.duplicates, client.dones
+            ));
+        }
         // Independent count from the arrivals, in order, until all were back.
         let mut expect = UdpReport {
             sent: plan.count,
             ..UdpReport::default()
         };
         let (mut seen, mut highest) = (HashSet::new(), None::<u64>);
-        for (from, bytes) in &wire.received {
+        for (from, bytes, _) in &wire.received {
             if expect.received == plan.count {
                 break;
             }
@@ -376,8 +447,8 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
         let replied: HashSet<u64> = server_wire
             .sent
             .iter()
-            .filter(|(to, _, copies)| to == addr && *copies > 0)
-            .map(|(_, seq, _)| *seq)
+            .filter(|s| s.to == *addr && s.copies > 0)
+            .map(|s| s.seq)
             .collect();
         if report.received != replied.len() as u64 {
             return Err(format!(
@@ -406,10 +477,23 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
     let expected = UdpStats {
         received: requests_delivered,
         echoed: server_wire.sent.len() as u64,
-        echoed_bytes: server_stats.echoed_bytes,
+        echoed_bytes: server_wire.sent.iter().map(|s| s.len as u64).sum(),
         rate_limited: requests_delivered - server_wire.sent.len() as u64,
         ..UdpStats::default()
     };
+    // Which datagrams the rate limit lets through, by an independent model
+    // (a token bucket in nanoseconds), in arrival order: exactly those echo.
+    let allowed = rate_model(case.rate, &server_wire.received);
+    let echoed: Vec<(SocketAddr, u64)> = server_wire.sent.iter().map(|s| (s.to, s.seq)).collect();
+    if echoed != allowed {
+        let at = echoed.iter().zip(&allowed).position(|(a, b)| a != b);
+        return Err(format!(
+            "rate {}: the server echoed {} datagrams, the model allows {}; first difference at {at:?}",
+            case.rate,
+            echoed.len(),
+            allowed.len()
+        ));
+    }
     if server_stats != expected || server_wire.received.len() as u64 != requests_delivered {
         return Err(format!(
             "server counted {server_stats:?}; its wire says {expected:?} ({} datagrams received)",
@@ -421,4 +505,33 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
     }
     event(&world.trace, format!("end: {server_stats:?}"));
     Ok(())
+}
+
+/// The datagrams a per-source limit of `rate` per second (bursts of
+/// `rate`) lets through, as `(source, seq)` in arrival order: a token
+/// bucket per source IP holding up to one second of credit, in nanoseconds,
+/// each datagram costing `1 s / rate` (truncated to whole nanoseconds, as a
+/// `Duration` division does).
+fn rate_model(rate: u32, arrivals: &[(SocketAddr, Vec<u8>, Instant)]) -> Vec<(SocketAddr, u64)> {
+    let seq = |bytes: &[u8]| u64::from_be_bytes(bytes[..8].try_into().unwrap_or_default());
+    if rate == 0 {
+        return arrivals
+            .iter()
+            .map(|(from, b, _)| (*from, seq(b)))
+            .collect();
+    }
+    let cost = 1_000_000_000 / u128::from(rate);
+    let capacity = 1_000_000_000; // one second of credit
+    let mut buckets: HashMap<std::net::IpAddr, (u128, Instant)> = HashMap::new();
+    let mut allowed = Vec::new();
+    for (from, bytes, at) in arrivals {
+        let (credit, last) = buckets.entry(from.ip()).or_insert((capacity, *at));
+        *credit = (*credit + at.duration_since(*last).as_nanos()).min(capacity);
+        *last = *at;
+        if *credit >= cost {
+            *credit -= cost;
+            allowed.push((*from, seq(bytes)));
+        }
+    }
+    allowed
 }

@@ -256,12 +256,6 @@ impl UdpEchoClient {
         self.events.pop_front()
     }
 
-    /// Whether replies are still awaited.
-    #[must_use]
-    pub fn wants_read(&self) -> bool {
-        !self.done
-    }
-
     /// Whether the final report is out.
     #[must_use]
     pub fn is_done(&self) -> bool {
