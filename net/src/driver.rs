@@ -101,8 +101,9 @@ pub async fn drive<S, P, A>(
     let read_chunk = config.read_chunk.clamp(1, MAX_READ_CHUNK);
     // One timer, re-armed only when the deadline moves earlier or fires
     // ("fire on the clock, not the timer"): cheap on the per-read path.
-    let sleep = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(sleep);
+    // Made on first use: a connection that never needs a timer (no idle
+    // timeout, no shutdown) never holds one.
+    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut armed: Option<Instant> = None;
     let mut flush_deadline: Option<Instant> = None;
     // One long-lived future for the close signal (a fresh `changed()` per
@@ -135,7 +136,9 @@ pub async fn drive<S, P, A>(
                 Action::Close => {
                     let read_open = conn.is_read_open();
                     conn.handle_connection_lost(CloseReason::Done, now());
-                    lingering_close(stream, read_open, config.linger).await;
+                    // Boxed: its state (timer, drain) would otherwise sit
+                    // inline in every connection's future, idle or not.
+                    Box::pin(lingering_close(stream, read_open, config.linger)).await;
                 }
                 Action::Abort => {
                     stream.set_reset_on_close();
@@ -155,7 +158,11 @@ pub async fn drive<S, P, A>(
         if let Some(at) = deadline
             && armed.is_none_or(|armed| at < armed)
         {
-            sleep.as_mut().reset(tokio::time::Instant::from_std(at));
+            let when = tokio::time::Instant::from_std(at);
+            match sleep.as_mut() {
+                Some(timer) => timer.as_mut().reset(when),
+                None => sleep = Some(Box::pin(tokio::time::sleep_until(when))),
+            }
             armed = Some(at);
         }
         tokio::select! {
@@ -165,7 +172,7 @@ pub async fn drive<S, P, A>(
                     conn.handle_connection_lost(lost(&e), now());
                 }
             }
-            () = &mut sleep, if armed.is_some() => {
+            () = fire(&mut sleep), if armed.is_some() => {
                 armed = None;
                 let now = now();
                 if flush_deadline.is_some_and(|at| now >= at) {
@@ -294,8 +301,10 @@ async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
     if stream.shutdown().await.is_err() || !read_open || linger.is_zero() {
         return;
     }
+    // On the heap, and only now: an array here would sit inline in every
+    // connection's future for its whole life (4 KiB per idle connection).
     let drain = async {
-        let mut sink = [0u8; 4096];
+        let mut sink = vec![0u8; 4096];
         while let Ok(n) = stream.read(&mut sink).await {
             if n == 0 {
                 break;
@@ -303,6 +312,14 @@ async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let _ = tokio::time::timeout(linger, drain).await;
+}
+
+/// Waits for the timer, if there is one.
+async fn fire(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match sleep {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn lost(error: &io::Error) -> CloseReason {
