@@ -571,14 +571,6 @@ while True:
 t.join()
 print("ok" if bytes(got) == data else "mismatch %d/%d" % (len(got), len(data)))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &server.port.to_string()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        text(&out.stdout).trim(),
-        "ok",
-        "stderr: {}",
-        text(&out.stderr)
-    );
+    let (said, stderr) = python(script, server.port);
+    assert_eq!(said, "ok", "stderr: {stderr}");
 }

@@ -202,16 +202,8 @@ for size in (0, 1, 1400, 9000, 65507):
         print("mismatch at", size, len(got), frm); sys.exit(1)
 print("ok")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &server.port.to_string()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        text(&out.stdout).trim(),
-        "ok",
-        "stderr: {}",
-        text(&out.stderr)
-    );
+    let (said, stderr) = python(script, server.port);
+    assert_eq!(said, "ok", "stderr: {stderr}");
 }
 
 #[test]
@@ -236,15 +228,11 @@ try:
 except socket.timeout:
     print("silent")
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &server.port.to_string()])
-        .output()
-        .unwrap();
-    let said = text(&out.stdout);
+    let (said, stderr) = python(script, server.port);
     if said.starts_with("skip") {
-        eprintln!("SKIPPED: cannot bind port 7 here ({})", said.trim());
+        eprintln!("SKIPPED: cannot bind port 7 here ({said})");
         return;
     }
-    assert_eq!(said.trim(), "silent", "stderr: {}", text(&out.stderr));
+    assert_eq!(said, "silent", "stderr: {stderr}");
     server.wait_log("source port 7 is never answered", 1, Duration::from_secs(5));
 }

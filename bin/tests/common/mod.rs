@@ -271,3 +271,13 @@ pub fn have(tool: &str) -> bool {
     }
     found
 }
+
+/// Runs a Python script with the server's port as its argument; returns
+/// what it printed on standard output, trimmed, and its standard error.
+pub fn python(script: &str, port: u16) -> (String, String) {
+    let out = Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .output()
+        .expect("run python3");
+    (text(&out.stdout).trim().to_owned(), text(&out.stderr))
+}
