@@ -22,6 +22,9 @@ use crate::server::EchoServer;
 /// so no datagram is ever cut short.
 const RECV_BUFFER: usize = 65_536;
 
+/// Most datagrams the client sends before it looks for replies again.
+const SEND_BURST: usize = 64;
+
 /// Drops are logged one by one at debug level, and summed up at warn level
 /// at most this often (a flood must not flood the log too).
 const DROP_WARNING_EVERY: Duration = Duration::from_secs(1);
@@ -193,7 +196,12 @@ pub async fn udp_echo<S: Datagrams>(
         },
     };
     loop {
-        while let Some(datagram) = client.poll_transmit(now()) {
+        // A bounded burst per pass, so replies are read between bursts even
+        // with no interval (else they pile up in the socket and are lost).
+        for _ in 0..SEND_BURST {
+            let Some(datagram) = client.poll_transmit(now()) else {
+                break;
+            };
             socket.send_to(&datagram, server).await.map_err(failed)?;
         }
         while let Some(event) = client.poll_event() {
