@@ -381,6 +381,10 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
         ));
     }
     let mut requests_delivered = 0u64;
+    let faultless = case.rate == 0
+        && case.drop_requests_pct == 0
+        && case.drop_replies_pct == 0
+        && case.dup_replies_pct == 0;
     for (client, plan) in clients.iter().zip(&case.clients) {
         let (i, addr) = (client.index, &client.addr);
         let report = client
@@ -457,10 +461,6 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
                 replied.len()
             ));
         }
-        let faultless = case.rate == 0
-            && case.drop_requests_pct == 0
-            && case.drop_replies_pct == 0
-            && case.dup_replies_pct == 0;
         if faultless && !report.is_complete() {
             return Err(format!(
                 "client {i}: incomplete without any fault: {report:?}"

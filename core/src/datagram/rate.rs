@@ -83,12 +83,6 @@ impl RateLimit {
         Ok(())
     }
 
-    /// Sources tracked now.
-    #[must_use]
-    pub fn sources(&self) -> usize {
-        self.sources.len()
-    }
-
     /// Forgets sources whose deadline has passed: they owe nothing, and a
     /// fresh entry would behave the same.
     fn sweep(&mut self, now: Instant) {

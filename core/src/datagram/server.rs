@@ -190,10 +190,4 @@ impl UdpEcho {
     pub fn stats(&self) -> UdpStats {
         self.stats
     }
-
-    /// The settings in force.
-    #[must_use]
-    pub fn config(&self) -> UdpConfig {
-        self.config
-    }
 }
