@@ -4,7 +4,8 @@
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use echo_core::ServerEndpoint;
 use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixStream};
@@ -40,12 +41,15 @@ pub const UNIX_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr:
 pub enum AnyListener {
     /// TCP; accepted sockets get `TCP_NODELAY`.
     Tcp(TcpListener),
-    /// Unix-domain; the socket file is removed when this is dropped.
+    /// Unix-domain; the socket file (and the lock, if taken) is removed
+    /// when this is dropped.
     Unix {
         /// The listener.
         listener: UnixListener,
         /// Its socket file.
-        path: PathBuf,
+        file: SocketFile,
+        /// Twisted's `PATH.lock`, with `lockfile=1`.
+        lock: Option<LockFile>,
     },
 }
 
@@ -79,12 +83,22 @@ impl AnyListener {
                 ..
             } => {
                 let path = PathBuf::from(path);
-                if *lockfile {
-                    remove_stale_socket(&path).await?;
-                }
+                // Twisted's order: take the lock, then replace only a stale
+                // socket; never touch anything that is not a socket.
+                let lock = if *lockfile {
+                    Some(LockFile::acquire(&path)?)
+                } else {
+                    None
+                };
+                clear_stale_socket(&path, lock.is_some()).await?;
                 let listener = UnixListener::bind(&path)?;
-                set_mode(&path, *mode)?;
-                Ok(Self::Unix { listener, path })
+                let file = SocketFile::claim(path)?;
+                set_mode(&file.path, *mode)?;
+                Ok(Self::Unix {
+                    listener,
+                    file,
+                    lock,
+                })
             }
             other => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -123,14 +137,6 @@ impl AnyListener {
     }
 }
 
-impl Drop for AnyListener {
-    fn drop(&mut self) {
-        if let Self::Unix { path, .. } = self {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 impl Listener for AnyListener {
     type Stream = AnyStream;
 
@@ -160,23 +166,136 @@ impl Listener for AnyListener {
     }
 }
 
-/// Removes a socket file nobody listens on (what Twisted's lock file guards
-/// against); refuses to touch one that is live.
-async fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
-    if !path.exists() {
-        return Ok(());
+/// The socket file this listener created, removed on drop only while it is
+/// still the same file (another server may have replaced it since).
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    /// Device and inode of the socket we bound.
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    fn claim(path: PathBuf) -> io::Result<Self> {
+        let meta = std::fs::symlink_metadata(&path)?;
+        Ok(Self {
+            id: (meta.dev(), meta.ino()),
+            path,
+        })
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && meta.file_type().is_socket()
+            && (meta.dev(), meta.ino()) == self.id
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Twisted's `FilesystemLock` for `lockfile=1`: `PATH.lock` is a symbolic
+/// link whose target is the owner's process id, so two servers can agree on
+/// who owns a socket path. A lock whose owner is gone is stale and taken
+/// over (Linux: liveness is read from `/proc`).
+#[derive(Debug)]
+pub struct LockFile {
+    path: PathBuf,
+    pid: String,
+}
+
+impl LockFile {
+    fn acquire(socket: &Path) -> io::Result<Self> {
+        let mut name = socket.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let pid = std::process::id().to_string();
+        for _ in 0..3 {
+            match std::os::unix::fs::symlink(&pid, &path) {
+                Ok(()) => return Ok(Self { path, pid }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let owner = std::fs::read_link(&path)
+                .map_err(|_| in_use(format!("{} exists and is not a lock", path.display())))?;
+            let owner = owner.to_string_lossy().into_owned();
+            let alive = owner.parse::<u32>().is_ok()
+                && (owner == pid || Path::new("/proc").join(&owner).exists());
+            if alive {
+                return Err(in_use(format!(
+                    "{} is locked by running process {owner} ({})",
+                    socket.display(),
+                    path.display()
+                )));
+            }
+            std::fs::remove_file(&path)?;
+        }
+        Err(in_use(format!("cannot take the lock {}", path.display())))
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        if std::fs::read_link(&self.path).is_ok_and(|owner| owner.as_os_str() == self.pid.as_str())
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn in_use(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::AddrInUse, message)
+}
+
+/// Makes way for a new socket at `path`: nothing there is fine; a socket
+/// nobody listens on is removed when `may_replace` (the lock is ours);
+/// anything else (a live socket, a file, a link, a FIFO, a directory) is an
+/// error and is left as it is.
+async fn clear_stale_socket(path: &Path, may_replace: bool) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let kind = meta.file_type();
+    if !kind.is_socket() {
+        let what = if kind.is_symlink() {
+            "a symbolic link"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_file() {
+            "a regular file"
+        } else {
+            "not a socket"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} already exists and is {what}; refusing to replace it",
+                path.display()
+            ),
+        ));
     }
     match UnixStream::connect(path).await {
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("{} is in use by a running server", path.display()),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+        Ok(_) => Err(in_use(format!(
+            "{} is in use by a running server",
+            path.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && may_replace => {
+            std::fs::remove_file(path)
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(in_use(format!(
+            "{} is a stale socket; lockfile=0 leaves it in place (remove it, or use lockfile=1)",
+            path.display()
+        ))),
         Err(e) => Err(e),
     }
 }
 
-fn set_mode(path: &std::path::Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }

@@ -112,6 +112,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server = EchoServer::new(options);
     let mut listeners = Vec::new();
     let mut udp_sockets = Vec::new();
+    let mut descriptions = Vec::new();
     for endpoint in &args.listen {
         let description = if let ServerEndpoint::Udp { interface, .. } = endpoint {
             let socket = bind_udp(endpoint)
@@ -132,6 +133,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             listeners.push(listener);
             description
         };
+        descriptions.push(description);
+    }
+    // Announce only once every endpoint is bound: a later failure must not
+    // follow "listening on" lines for endpoints that are then closed.
+    for description in descriptions {
         if !say(format_args!("listening on {description}")) {
             tracing::warn!(%description, "cannot write to standard output; listening anyway");
         }
