@@ -172,9 +172,12 @@ pub fn client_script(data: &[u8], t0: Instant) {
     let mut s = Script { data };
     let high = 1 + s.num() * 4;
     let streaming = s.num().is_multiple_of(2);
+    // One number picks both, so committed corpus entries keep their meaning.
+    let undelivered = s.num();
     let config = ClientConfig {
         idle_timeout: Some(Duration::from_millis(100)),
-        max_undelivered: 1 + s.num() * 8,
+        max_undelivered: 1 + undelivered * 8,
+        half_close: undelivered % 2 == 1,
     };
     let (client, mut input) = if streaming {
         (EchoClient::streaming(config, t0), Vec::new())

@@ -1,4 +1,6 @@
-//! The echo client: sends bytes, half-closes, and checks the echo byte for byte.
+//! The echo client: sends bytes, checks the echo byte for byte, and closes
+//! once every byte came back (or half-closes at the end of its input, when
+//! asked to).
 
 use alloc::collections::VecDeque;
 use core::time::Duration;
@@ -23,6 +25,13 @@ pub struct ClientConfig {
     pub idle_timeout: Option<Duration>,
     /// Stop reading while this many echoed bytes wait for the application.
     pub max_undelivered: usize,
+    /// Send FIN as soon as the input ends, before the echo is complete
+    /// (`nc -N`), instead of closing once every byte came back. Off by
+    /// default: many servers (Twisted's default `Protocol`, ncat before
+    /// 7.96 with `--exec`, socat `EXEC:`) treat FIN as the end of the
+    /// connection and drop the echo they still owe. On, it tests how a
+    /// server or proxy handles a half-closed connection.
+    pub half_close: bool,
 }
 
 impl Default for ClientConfig {
@@ -30,6 +39,7 @@ impl Default for ClientConfig {
         Self {
             idle_timeout: Some(Duration::from_secs(30)),
             max_undelivered: DEFAULT_MAX_UNDELIVERED,
+            half_close: false,
         }
     }
 }
@@ -125,8 +135,13 @@ enum Input {
     },
 }
 
-/// Sends bytes, half-closes when the input ends, and verifies the echo byte
-/// for byte as it arrives, in whatever chunks.
+/// Sends bytes and verifies the echo byte for byte as it arrives, in
+/// whatever chunks; closes once the input ended and every byte came back.
+///
+/// No FIN goes out before the echo is complete, unless
+/// [`ClientConfig::half_close`] asks for one at the end of the input: a
+/// server may take a FIN as the end of the whole connection and drop what it
+/// still owes, which would fail an echo that nothing else was wrong with.
 ///
 /// It reads while it writes, so it cannot deadlock against a server that
 /// applies backpressure, and holds at most the transport's high-water mark of
@@ -160,7 +175,7 @@ pub struct EchoClient {
 }
 
 impl EchoClient {
-    /// A client that sends `message`, then half-closes.
+    /// A client that sends `message` and closes once its echo is complete.
     #[must_use]
     pub fn message(message: impl Into<Bytes>, config: ClientConfig, now: Instant) -> Self {
         Self::with_input(Input::Message(message.into()), config, now)
@@ -230,8 +245,8 @@ impl EchoClient {
     }
 
     /// Moves message bytes into the window while there is room; after the
-    /// last byte (or once streaming input is finished), half-closes; once
-    /// everything is verified, reports Done.
+    /// last byte (or once streaming input is finished), half-closes if asked
+    /// to; once everything is verified, reports Done (and closes).
     fn pump(&mut self, transport: &mut Transport) {
         if self.ended {
             return;
@@ -245,7 +260,9 @@ impl EchoClient {
             self.input = Input::Message(rest);
         }
         if self.input_finished() {
-            transport.lose_write_connection();
+            if self.config.half_close {
+                transport.lose_write_connection();
+            }
             if self.window.is_empty() {
                 self.end(
                     ClientEvent::Done {
@@ -422,8 +439,9 @@ impl Connection<EchoClient> {
         })
     }
 
-    /// No more application input: half-close once flushed
-    /// (`loseWriteConnection`), and report Done when the rest comes back.
+    /// No more application input: report Done (and close) when the rest
+    /// comes back; with [`ClientConfig::half_close`], half-close once flushed
+    /// (`loseWriteConnection`) without waiting for it.
     /// Idempotent; a no-op for a client built with a whole message.
     pub fn finish(&mut self, now: Instant) {
         self.act(now, |client, transport, _now| {

@@ -36,12 +36,16 @@ fn send_all(conn: &mut EchoClientConnection) -> Vec<u8> {
 }
 
 #[test]
-fn message_is_sent_then_half_closed_then_done_on_full_echo() {
+fn message_is_sent_then_closed_only_after_the_full_echo() {
     let mut conn = message_client(b"hello server", WaterMarks::default());
     assert_eq!(conn.poll_action(), None, "no FIN before the flush");
     assert_eq!(send_all(&mut conn), b"hello server");
-    assert_eq!(actions(&mut conn), vec![Action::ShutdownWrite]);
-    assert!(conn.wants_read(), "half-closed, still reading");
+    assert_eq!(
+        actions(&mut conn),
+        vec![],
+        "no FIN while the echo is owed: a server may drop it on EOF"
+    );
+    assert!(conn.wants_read());
     assert_eq!(
         conn.poll_timeout(),
         Some(t0() + ms(1_000)),
@@ -67,6 +71,61 @@ fn message_is_sent_then_half_closed_then_done_on_full_echo() {
     assert_eq!(conn.poll_timeout(), None);
     conn.handle_connection_lost(CloseReason::Done, t0());
     assert_eq!(events(&mut conn), vec![], "exactly one terminal event");
+}
+
+#[test]
+fn half_close_sends_fin_after_the_last_byte_and_still_verifies() {
+    let half = ClientConfig {
+        half_close: true,
+        ..config(Some(1_000))
+    };
+    let client = EchoClient::message(b"hello".to_vec(), half, t0());
+    let mut conn = Connection::new(
+        client,
+        addr(CLIENT),
+        addr(SERVER),
+        WaterMarks::default(),
+        t0(),
+    );
+    assert_eq!(conn.poll_action(), None, "no FIN before the flush");
+    assert_eq!(send_all(&mut conn), b"hello");
+    assert_eq!(actions(&mut conn), vec![Action::ShutdownWrite]);
+    assert!(conn.wants_read(), "half-closed, still reading");
+    conn.handle_data(b"hel", t0()).unwrap();
+    conn.handle_read_closed(t0());
+    assert_eq!(
+        events(&mut conn),
+        vec![
+            ClientEvent::Echoed(Bytes::from_static(b"hel")),
+            ClientEvent::Failed(EchoError::Truncated {
+                sent: 5,
+                received: 3
+            }),
+        ]
+    );
+
+    let client = EchoClient::streaming(half, t0());
+    let mut conn = Connection::new(
+        client,
+        addr(CLIENT),
+        addr(SERVER),
+        WaterMarks::default(),
+        t0(),
+    );
+    assert_eq!(conn.send(b"ab", t0()), Ok(2));
+    assert_eq!(send_all(&mut conn), b"ab");
+    assert_eq!(actions(&mut conn), vec![], "input not finished: no FIN");
+    conn.finish(t0());
+    assert_eq!(actions(&mut conn), vec![Action::ShutdownWrite]);
+    conn.handle_data(b"ab", t0()).unwrap();
+    assert_eq!(
+        events(&mut conn).last(),
+        Some(&ClientEvent::Done {
+            sent: 2,
+            received: 2
+        })
+    );
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
 }
 
 #[test]
@@ -135,7 +194,7 @@ fn bytes_before_they_were_sent_are_unexpected() {
 fn server_closing_early_is_truncation() {
     let mut conn = message_client(b"hello", WaterMarks::default());
     send_all(&mut conn);
-    assert_eq!(actions(&mut conn), vec![Action::ShutdownWrite]);
+    assert_eq!(actions(&mut conn), vec![]);
     conn.handle_data(b"hel", t0()).unwrap();
     conn.handle_read_closed(t0());
     assert_eq!(
@@ -272,7 +331,7 @@ fn a_message_larger_than_the_window_is_fed_as_echoes_return() {
 }
 
 #[test]
-fn streaming_input_is_bounded_and_finishes_with_a_half_close() {
+fn streaming_input_is_bounded_and_closes_after_the_echo() {
     let mut conn = streaming_client(marks(8, 0));
     assert!(conn.wants_input());
     assert_eq!(conn.input_room(), 8);
@@ -296,9 +355,9 @@ fn streaming_input_is_bounded_and_finishes_with_a_half_close() {
     conn.finish(t0());
     assert!(!conn.wants_input());
     assert_eq!(conn.send(b"x", t0()), Err(SendError::Finished));
-    assert_eq!(conn.poll_action(), None, "FIN waits for the flush");
+    assert_eq!(conn.poll_action(), None);
     assert_eq!(send_all(&mut conn), b"89");
-    assert_eq!(actions(&mut conn), vec![Action::ShutdownWrite]);
+    assert_eq!(actions(&mut conn), vec![], "no FIN before the echo is back");
     conn.handle_data(b"456789", t0()).unwrap();
     let got = events(&mut conn);
     assert_eq!(
@@ -325,6 +384,7 @@ fn undelivered_echoes_pause_reading() {
         ClientConfig {
             idle_timeout: None,
             max_undelivered: 4,
+            half_close: false,
         },
         t0(),
     );
