@@ -56,6 +56,14 @@ struct Args {
     #[arg(long, conflicts_with_all = ["connections", "message"])]
     stdin: bool,
 
+    /// Send FIN as soon as the input ends instead of after the whole echo came
+    /// back (as `nc -N`). For testing how a server or proxy handles
+    /// half-close: servers that take FIN as the end of the connection
+    /// (Twisted's default Protocol, socat EXEC, ncat before 7.96 with --exec)
+    /// then drop the echo they still owe, and the client says `truncated`
+    #[arg(long)]
+    half_close: bool,
+
     /// Fail when an echo is owed and nothing moves for this long
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds)]
     timeout: Duration,
@@ -189,6 +197,7 @@ async fn run_all(args: Args) -> bool {
     let options = ClientOptions {
         config: ClientConfig {
             idle_timeout: Some(args.timeout),
+            half_close: args.half_close,
             ..ClientConfig::default()
         },
         ..ClientOptions::default()
