@@ -10,10 +10,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::Poll;
+
 use echo_core::ClientEndpoint;
 use echo_net::{AnyStream, connect};
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// The largest message `bench` sends (a usage error beyond it).
+pub const MAX_LEN: usize = 16 << 20;
+
+/// The most memory the messages may take: two buffers of `len` bytes per
+/// connection (a usage error beyond it).
+pub const MAX_BUFFERS: usize = 1 << 30;
+
+/// After the run ends, how long requests still in flight may take to finish
+/// (at most the progress timeout) before they count as unfinished.
+const MAX_DRAIN: Duration = Duration::from_secs(2);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -26,10 +41,87 @@ pub struct BenchConfig {
     pub len: usize,
     /// Measure for this long (after the warm-up) ...
     pub duration: Option<Duration>,
-    /// ... or until this many requests were measured.
+    /// ... or until exactly this many requests were measured.
     pub requests: Option<u64>,
     /// Run, unmeasured, for this long first.
     pub warmup: Duration,
+    /// A request that moves no byte for this long fails (timed out).
+    pub timeout: Duration,
+}
+
+impl BenchConfig {
+    /// Checks the sizes against [`MAX_LEN`] and [`MAX_BUFFERS`].
+    ///
+    /// # Errors
+    /// A message saying which limit was passed.
+    pub fn check(&self) -> Result<(), String> {
+        if self.len > MAX_LEN {
+            return Err(format!(
+                "a {}-byte message is larger than bench allows ({MAX_LEN} bytes)",
+                self.len
+            ));
+        }
+        let buffers = self.connections.checked_mul(self.len.saturating_mul(2));
+        if buffers.is_none_or(|b| b > MAX_BUFFERS) {
+            return Err(format!(
+                "{} connections x {} bytes need more than {} MiB of buffers; use fewer or smaller",
+                self.connections,
+                self.len,
+                MAX_BUFFERS >> 20
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a connection's request failed; each ends that connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The echo differed from what was sent.
+    Mismatch,
+    /// The server closed before the whole echo came back.
+    Closed,
+    /// The connection broke (reset, or another socket error).
+    Broken,
+    /// No byte moved either way for the timeout.
+    TimedOut,
+    /// Still waiting for its echo when the run (and its drain) ended.
+    Unfinished,
+}
+
+impl Failure {
+    /// Every kind, in report order.
+    pub const ALL: [Self; 5] = [
+        Self::Mismatch,
+        Self::Closed,
+        Self::Broken,
+        Self::TimedOut,
+        Self::Unfinished,
+    ];
+
+    /// The JSON key.
+    #[must_use]
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Mismatch => "mismatch",
+            Self::Closed => "closed",
+            Self::Broken => "broken",
+            Self::TimedOut => "timed_out",
+            Self::Unfinished => "unfinished",
+        }
+    }
+
+    /// What a user reads.
+    #[must_use]
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Mismatch => "echo mismatch",
+            Self::Closed => "closed early by the server",
+            Self::Broken => "connection broken",
+            Self::TimedOut => "timed out",
+            Self::Unfinished => "no echo by the end of the run",
+        }
+    }
 }
 
 /// What a run measured.
@@ -39,8 +131,8 @@ pub struct BenchReport {
     pub requests: u64,
     /// Measured wall time.
     pub elapsed: Duration,
-    /// Echoes that differed from what was sent, or broke.
-    pub errors: u64,
+    /// Failed requests by kind, in [`Failure::ALL`] order.
+    pub failures: [u64; 5],
     /// Round-trip latencies in nanoseconds.
     pub latency: Histogram<u64>,
     /// The message length.
@@ -50,6 +142,25 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
+    /// Failed requests of every kind.
+    #[must_use]
+    pub fn errors(&self) -> u64 {
+        self.failures.iter().sum()
+    }
+
+    /// The failures that happened, as `2 closed early by the server, 1 timed
+    /// out`; empty when none did.
+    #[must_use]
+    pub fn failure_summary(&self) -> String {
+        Failure::ALL
+            .iter()
+            .zip(self.failures)
+            .filter(|(_, n)| *n > 0)
+            .map(|(kind, n)| format!("{n} {}", kind.describe()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Round trips per second.
     #[must_use]
     pub fn requests_per_sec(&self) -> f64 {
@@ -79,8 +190,12 @@ impl BenchReport {
     #[must_use]
     pub fn text(&self) -> String {
         let [p50, p90, p99, p999, max] = self.latency_us();
+        let errors = match self.errors() {
+            0 => "0".to_owned(),
+            n => format!("{n} ({})", self.failure_summary()),
+        };
         format!(
-            "{} connections x {} B: {} requests in {:.2}s = {:.0} req/s, {:.1} MB/s, errors {}\n\
+            "{} connections x {} B: {} requests in {:.2}s = {:.0} req/s, {:.1} MB/s, errors {errors}\n\
              latency us: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}",
             self.connections,
             self.len,
@@ -88,7 +203,6 @@ impl BenchReport {
             self.elapsed.as_secs_f64(),
             self.requests_per_sec(),
             self.mb_per_sec(),
-            self.errors,
         )
     }
 
@@ -96,25 +210,34 @@ impl BenchReport {
     #[must_use]
     pub fn json(&self) -> String {
         let [p50, p90, p99, p999, max] = self.latency_us();
+        let failures = Failure::ALL
+            .iter()
+            .zip(self.failures)
+            .map(|(kind, n)| format!("\"{}\":{n}", kind.key()))
+            .collect::<Vec<_>>()
+            .join(",");
         format!(
-            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}}}",
+            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"failures\":{{{failures}}},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}}}",
             self.connections,
             self.len,
             self.requests,
             self.elapsed.as_secs_f64(),
             self.requests_per_sec(),
             self.mb_per_sec(),
-            self.errors,
+            self.errors(),
         )
     }
 
     /// The percentile distribution in HdrHistogram's `.hgrm` text format
-    /// (values in microseconds), as its plotters read it.
+    /// (values in microseconds; `TotalCount` is the count of values up to
+    /// that one, ending at the total), as its plotters read it.
     #[must_use]
     pub fn hgrm(&self) -> String {
         let h = &self.latency;
         let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+        let mut total = 0u64;
         for v in h.iter_quantiles(5) {
+            total += v.count_since_last_iteration();
             let q = v.quantile_iterated_to();
             let inv = if q < 1.0 {
                 format!("{:.2}", 1.0 / (1.0 - q))
@@ -126,7 +249,7 @@ impl BenchReport {
                 "{:12.3} {:14.12} {:10} {:>14}",
                 v.value_iterated_to() as f64 / 1e3,
                 q,
-                v.count_since_last_iteration(),
+                total,
                 inv
             );
         }
@@ -164,77 +287,159 @@ fn new_histogram() -> Histogram<u64> {
 struct Shared {
     measuring: AtomicBool,
     stop: AtomicBool,
+    /// Measured requests started (with `--requests`: at most that many).
+    claimed: AtomicU64,
+    /// Measured requests completed and verified.
     measured: AtomicU64,
-    errors: AtomicU64,
+    /// Failures by kind, in [`Failure::ALL`] order.
+    failures: [AtomicU64; 5],
     /// Connections established, or the first connect error.
     connected: AtomicU64,
     connect_error: std::sync::Mutex<Option<String>>,
+    /// Connection loops that have returned.
+    ended: AtomicU64,
 }
+
+impl Shared {
+    fn fail(&self, failure: Failure) {
+        let i = Failure::ALL.iter().position(|k| *k == failure).unwrap_or(0);
+        self.failures[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn errors(&self) -> u64 {
+        self.failures
+            .iter()
+            .map(|f| f.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// Latencies recorded by one thread's connections; the coordinator reads
+/// them at the end even if that thread is still stuck in a request.
+type SharedHistogram = Arc<std::sync::Mutex<Histogram<u64>>>;
 
 /// Runs the benchmark on `threads` threads, each with its own
 /// single-threaded runtime and its share of the connections (no work
 /// stealing, no cross-thread wake-ups: the cheapest way for a load
 /// generator to use more than one core), while this thread keeps time.
 ///
+/// The run ends at the duration (or once exactly `requests` were measured);
+/// requests still in flight then get a bounded drain and count as
+/// unfinished after it, so a server that stops echoing cannot hold the run.
+///
 /// # Errors
-/// A runtime or connect failure, as a message.
+/// A runtime or connect failure, or a load thread that failed, as a message.
 pub fn run(config: BenchConfig, threads: usize) -> Result<BenchReport, String> {
+    config.check()?;
     let shared = Arc::new(Shared::default());
     let threads = threads.clamp(1, config.connections.max(1));
     let mut workers = Vec::with_capacity(threads);
+    let mut histograms = Vec::with_capacity(threads);
     for t in 0..threads {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start a runtime: {e}"))?;
         let (shared, config) = (Arc::clone(&shared), config.clone());
+        let hist: SharedHistogram = Arc::new(std::sync::Mutex::new(new_histogram()));
+        histograms.push(Arc::clone(&hist));
         let mine: Vec<usize> = (t..config.connections).step_by(threads).collect();
         let worker = std::thread::Builder::new()
             .name(format!("bench-{t}"))
-            .spawn(move || runtime.block_on(shard(&config, &mine, &shared)))
+            .spawn(move || runtime.block_on(shard(&config, &mine, &shared, &hist)))
             .map_err(|e| format!("cannot start a thread: {e}"))?;
         workers.push(worker);
     }
+    let bar = Progress::new(&config);
+    let total = config.connections as u64;
     // Wait until every connection is up (or one failed).
-    while shared.connected.load(Ordering::Relaxed) < config.connections as u64 {
+    while shared.connected.load(Ordering::Relaxed) < total {
         if let Some(error) = shared.connect_error.lock().ok().and_then(|e| e.clone()) {
             shared.stop.store(true, Ordering::Relaxed);
+            bar.clear();
             for worker in workers {
                 let _ = worker.join();
             }
             return Err(error);
         }
+        if workers.iter().any(std::thread::JoinHandle::is_finished) {
+            break; // a thread died while connecting; reported below
+        }
+        bar.show(format_args!(
+            "connecting {}/{total}",
+            shared.connected.load(Ordering::Relaxed)
+        ));
         std::thread::sleep(Duration::from_millis(1));
     }
-    std::thread::sleep(config.warmup);
+    let warm_until = Instant::now() + config.warmup;
+    while Instant::now() < warm_until && !shared.stop.load(Ordering::Relaxed) {
+        bar.show(format_args!(
+            "warm-up {:.1}s/{:.1}s",
+            (config.warmup - warm_until.saturating_duration_since(Instant::now())).as_secs_f64(),
+            config.warmup.as_secs_f64()
+        ));
+        std::thread::sleep(Duration::from_millis(10));
+    }
     shared.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let bar = progress_bar(&config);
     let deadline = config.duration.map(|d| started + d);
     // Until the time is up, the request count is reached, or every
-    // connection has failed.
+    // connection has ended.
     while !shared.stop.load(Ordering::Relaxed)
         && deadline.is_none_or(|d| Instant::now() < d)
-        && shared.errors.load(Ordering::Relaxed) < config.connections as u64
+        && shared.ended.load(Ordering::Relaxed) < total
     {
+        let elapsed = started.elapsed().as_secs_f64();
+        let of = config
+            .duration
+            .map_or_else(String::new, |d| format!("/{:.0}s", d.as_secs_f64()));
+        bar.show(format_args!(
+            "measuring {elapsed:.1}s{of}: {} requests, {} errors",
+            shared.measured.load(Ordering::Relaxed),
+            shared.errors()
+        ));
         std::thread::sleep(Duration::from_millis(10));
-        bar.set_position(shared.measured.load(Ordering::Relaxed));
     }
-    shared.stop.store(true, Ordering::Relaxed);
-    let requests = shared.measured.load(Ordering::Relaxed);
     let elapsed = started.elapsed();
     shared.measuring.store(false, Ordering::Relaxed);
-    bar.finish_and_clear();
-    let mut latency = new_histogram();
+    shared.stop.store(true, Ordering::Relaxed);
+    let requests = shared.measured.load(Ordering::Relaxed);
+    // Requests in flight get a bounded drain, then count as unfinished.
+    let drain_until = Instant::now() + config.timeout.min(MAX_DRAIN);
+    while shared.ended.load(Ordering::Relaxed) < shared.connected.load(Ordering::Relaxed)
+        && Instant::now() < drain_until
+    {
+        bar.show(format_args!("draining requests still in flight"));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bar.clear();
+    let unfinished = shared
+        .connected
+        .load(Ordering::Relaxed)
+        .saturating_sub(shared.ended.load(Ordering::Relaxed));
+    for _ in 0..unfinished {
+        shared.fail(Failure::Unfinished);
+    }
     for worker in workers {
-        if let Ok(hist) = worker.join() {
-            let _ = latency.add(&hist);
+        // A worker still stuck in a request is left behind; one that ended
+        // by panicking fails the run.
+        if worker.is_finished() && worker.join().is_err() {
+            return Err("a load thread failed unexpectedly; the figures are incomplete".into());
+        }
+    }
+    let mut latency = new_histogram();
+    for hist in histograms {
+        if let Ok(hist) = hist.lock() {
+            let _ = latency.add(&*hist);
         }
     }
     Ok(BenchReport {
         requests,
         elapsed,
-        errors: shared.errors.load(Ordering::Relaxed),
+        failures: shared
+            .failures
+            .each_ref()
+            .map(|f| f.load(Ordering::Relaxed)),
         latency,
         len: config.len,
         connections: config.connections,
@@ -242,10 +447,18 @@ pub fn run(config: BenchConfig, threads: usize) -> Result<BenchReport, String> {
 }
 
 /// One thread's connections: connect them, then run each one's
-/// ping-pong loop until told to stop; returns their merged latencies.
-async fn shard(config: &BenchConfig, conns: &[usize], shared: &Arc<Shared>) -> Histogram<u64> {
+/// ping-pong loop until told to stop.
+async fn shard(
+    config: &BenchConfig,
+    conns: &[usize],
+    shared: &Arc<Shared>,
+    hist: &SharedHistogram,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     for &conn in conns {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
         let stream = match connect(&config.endpoint).await {
             Ok(connected) => connected.stream,
             Err(e) => {
@@ -256,59 +469,156 @@ async fn shard(config: &BenchConfig, conns: &[usize], shared: &Arc<Shared>) -> H
             }
         };
         shared.connected.fetch_add(1, Ordering::Relaxed);
-        let (shared, len, limit) = (Arc::clone(shared), config.len, config.requests);
-        tasks.spawn(ping_pong(stream, conn, len, limit, shared));
+        let job = Job {
+            conn,
+            len: config.len,
+            limit: config.requests,
+            timeout: config.timeout,
+        };
+        tasks.spawn(ping_pong(stream, job, Arc::clone(shared), Arc::clone(hist)));
     }
-    let mut latency = new_histogram();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(hist) = joined {
-            let _ = latency.add(&hist);
-        }
-    }
-    latency
+    while tasks.join_next().await.is_some() {}
 }
 
-/// One connection's closed loop: send, wait for the echo, verify, repeat.
-async fn ping_pong(
-    mut stream: AnyStream,
+/// One connection's part of the run.
+#[derive(Debug, Clone, Copy)]
+struct Job {
     conn: usize,
     len: usize,
     limit: Option<u64>,
-    shared: Arc<Shared>,
-) -> Histogram<u64> {
-    let mut hist = new_histogram();
-    let (mut msg, mut back) = (vec![0u8; len], vec![0u8; len]);
+    timeout: Duration,
+}
+
+/// One connection's closed loop: send, wait for the echo, verify, repeat.
+async fn ping_pong(mut stream: AnyStream, job: Job, shared: Arc<Shared>, hist: SharedHistogram) {
+    let (mut msg, mut back) = (vec![0u8; job.len], vec![0u8; job.len]);
+    // One progress timer per connection, re-armed only when it fires.
+    let mut timer = Box::pin(tokio::time::sleep(job.timeout));
     let mut seq = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
-        fill(&mut msg, conn, seq);
+        let counted = shared.measuring.load(Ordering::Relaxed);
+        if counted
+            && let Some(limit) = job.limit
+            && shared.claimed.fetch_add(1, Ordering::Relaxed) >= limit
+        {
+            break; // every measured request is taken
+        }
+        fill(&mut msg, job.conn, seq);
         seq += 1;
         let start = Instant::now();
-        let ok = stream.write_all(&msg).await.is_ok() && stream.read_exact(&mut back).await.is_ok();
+        let result = exchange(&mut stream, &msg, &mut back, job.timeout, &mut timer).await;
         let took = start.elapsed();
-        if !ok || back != msg {
-            shared.errors.fetch_add(1, Ordering::Relaxed);
+        let failure = match result {
+            Ok(()) if back == msg => None,
+            Ok(()) => Some(Failure::Mismatch),
+            Err(failure) => Some(failure),
+        };
+        if let Some(failure) = failure {
+            if counted && job.limit.is_some() {
+                // Give the claim back: another connection may complete it.
+                shared.claimed.fetch_sub(1, Ordering::Relaxed);
+            }
+            shared.fail(failure);
             break; // a broken or desynchronised stream proves nothing more
         }
-        if shared.measuring.load(Ordering::Relaxed) {
-            let _ = hist.record(took.as_nanos().max(1) as u64);
+        if counted && shared.measuring.load(Ordering::Relaxed) {
+            if let Ok(mut hist) = hist.lock() {
+                let _ = hist.record(took.as_nanos().max(1) as u64);
+            }
             let done = shared.measured.fetch_add(1, Ordering::Relaxed) + 1;
-            if limit.is_some_and(|l| done >= l) {
+            if job.limit.is_some_and(|l| done >= l) {
                 shared.stop.store(true, Ordering::Relaxed);
             }
         }
     }
-    hist
+    shared.ended.fetch_add(1, Ordering::Relaxed);
 }
 
-fn progress_bar(config: &BenchConfig) -> indicatif::ProgressBar {
-    let bar = match config.requests {
-        Some(total) => indicatif::ProgressBar::new(total),
-        None => indicatif::ProgressBar::new_spinner(),
-    };
-    if !std::io::stderr().is_terminal() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+/// Sends `msg` while reading its echo into `back` (reading as it writes, so
+/// a message larger than the server's buffers cannot deadlock), failing
+/// when nothing moves for `timeout` ("fire on the clock": the timer is
+/// re-armed only when it fires early).
+async fn exchange(
+    stream: &mut AnyStream,
+    msg: &[u8],
+    back: &mut [u8],
+    timeout: Duration,
+    timer: &mut Pin<Box<tokio::time::Sleep>>,
+) -> Result<(), Failure> {
+    let (mut written, mut read) = (0, 0);
+    let mut last = tokio::time::Instant::now();
+    poll_fn(|cx| {
+        let mut moved = false;
+        while written < msg.len() {
+            match Pin::new(&mut *stream).poll_write(cx, &msg[written..]) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Err(Failure::Broken)),
+                Poll::Ready(Ok(n)) => {
+                    written += n;
+                    moved = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        while read < back.len() {
+            let mut buf = ReadBuf::new(&mut back[read..]);
+            match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    return Poll::Ready(Err(Failure::Closed));
+                }
+                Poll::Ready(Ok(())) => {
+                    read += buf.filled().len();
+                    moved = true;
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Failure::Broken)),
+                Poll::Pending => break,
+            }
+        }
+        if read == back.len() {
+            // Bytes we never sent cannot be an echo.
+            return Poll::Ready(if written == msg.len() {
+                Ok(())
+            } else {
+                Err(Failure::Mismatch)
+            });
+        }
+        if moved {
+            last = tokio::time::Instant::now();
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let due = last + timeout;
+            if tokio::time::Instant::now() >= due {
+                return Poll::Ready(Err(Failure::TimedOut));
+            }
+            timer.as_mut().reset(due);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The progress line on a terminal (phase, time, requests so far); nothing
+/// anywhere else.
+struct Progress(indicatif::ProgressBar);
+
+impl Progress {
+    fn new(_config: &BenchConfig) -> Self {
+        let bar = indicatif::ProgressBar::new_spinner();
+        if !std::io::stderr().is_terminal() {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        Self(bar)
     }
-    bar
+
+    fn show(&self, line: std::fmt::Arguments<'_>) {
+        if !self.0.is_hidden() {
+            self.0.set_message(line.to_string());
+            self.0.tick();
+        }
+    }
+
+    fn clear(&self) {
+        self.0.finish_and_clear();
+    }
 }
 
 /// Opens `n` connections, proves each live with one echoed byte, and holds

@@ -41,8 +41,16 @@ pub fn init_logging(default: tracing::Level, verbose: u8, quiet: u8) {
     ];
     let base = LEVELS.iter().position(|l| *l == default).unwrap_or(2) as i32;
     let index = (base + i32::from(verbose) - i32::from(quiet)).clamp(0, 4) as usize;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(LEVELS[index].as_str().to_ascii_lowercase()));
+    let fallback = || EnvFilter::new(LEVELS[index].as_str().to_ascii_lowercase());
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            complain(format!(
+                "warning: ignoring RUST_LOG={spec:?} ({e}); logging at the default level"
+            ));
+            fallback()
+        }),
+        _ => fallback(),
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
@@ -89,6 +97,18 @@ pub fn seconds(s: &str) -> Result<Duration, String> {
         .ok()
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| format!("{s:?} is not a number of seconds"))
+}
+
+/// Parses a positive number of seconds (fractions allowed) for clap: for
+/// timeouts and durations, where 0 would mean "at once" and is a mistake.
+///
+/// # Errors
+/// A message when `s` is not a finite number of seconds above 0.
+pub fn positive_seconds(s: &str) -> Result<Duration, String> {
+    match seconds(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("{s:?} is not a number of seconds above 0")),
+    }
 }
 
 /// Parses a positive whole number for clap.

@@ -166,7 +166,12 @@ fn grace_expiry_flushes_what_was_read_then_closes() {
         stderr.trim(),
         "echo-client: truncated: sent 100000 bytes, received 100000 before the server closed"
     );
-    assert!(server.log().contains("grace period expired"));
+    let log = server.log();
+    assert!(log.contains("grace period expired"), "{log}");
+    assert!(
+        log.contains("reason=lost: server shut down echoed=100000"),
+        "the server ended it, not the client: {log}"
+    );
 }
 
 #[test]

@@ -152,7 +152,7 @@ fn our_client_against_twisted_wire_echo() {
         &format!("tcp:127.0.0.1:{port}"),
         "-c",
         "4",
-        "-l",
+        "-s",
         "4096",
         "-d",
         "1",

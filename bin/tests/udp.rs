@@ -29,6 +29,7 @@ fn summary(out: &std::process::Output) -> String {
 fn our_client_and_server_echo_datagrams_and_account_for_each() {
     let mut server = udp_server(&[]);
     let out = client(&[
+        "udp",
         "--connect",
         &udp_arg(server.port),
         "-n",
@@ -61,6 +62,7 @@ fn our_client_and_server_echo_datagrams_and_account_for_each() {
 fn the_largest_datagram_comes_back_whole() {
     let server = udp_server(&[]);
     let out = client(&[
+        "udp",
         "--connect",
         &udp_arg(server.port),
         "-n",
@@ -71,16 +73,17 @@ fn the_largest_datagram_comes_back_whole() {
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "> from server: 65507 bytes\n".repeat(3));
     for bad in ["65508", "15"] {
-        let out = client(&["--connect", &udp_arg(server.port), "--size", bad]);
+        let out = client(&["udp", "--connect", &udp_arg(server.port), "--size", bad]);
         assert_eq!(out.status.code(), Some(2), "--size {bad}");
         assert!(text(&out.stderr).contains("is not a datagram size from 16 to 65507 bytes"));
     }
 }
 
 #[test]
-fn the_rate_limit_drops_the_excess_and_the_client_counts_it_lost() {
+fn the_rate_limit_drops_the_excess_and_every_warning_counts_exactly() {
     let mut server = udp_server(&["--udp-rate", "5"]);
     let out = client(&[
+        "udp",
         "--connect",
         &udp_arg(server.port),
         "-n",
@@ -101,6 +104,34 @@ fn the_rate_limit_drops_the_excess_and_the_client_counts_it_lost() {
     server.wait_log("dropping datagrams", 1, Duration::from_secs(5));
     server.signal("INT");
     assert!(server.wait_exit(Duration::from_secs(10)).success());
+    // Each warning counts exactly what it says, for the source it names:
+    // together they account for all 15 drops, all from the one client port.
+    let log = server.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("dropping datagrams"))
+        .collect();
+    let total: u64 = warnings
+        .iter()
+        .map(|l| {
+            l.split("dropped=")
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no count in {l}"))
+        })
+        .sum();
+    assert_eq!(total, 15, "{log}");
+    let source = |l: &str| {
+        l.split("from=")
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    assert!(
+        warnings.iter().all(|l| source(l) == source(warnings[0])),
+        "{log}"
+    );
     assert!(
         server
             .log()
@@ -111,9 +142,35 @@ fn the_rate_limit_drops_the_excess_and_the_client_counts_it_lost() {
 }
 
 #[test]
+fn udp_usage_errors_exit_2_with_a_pointer() {
+    let out = client(&["--connect", "udp:127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("UDP echo has its own subcommand: echo-client udp --connect"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = client(&["--stdin", "--connect", "udp:127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = client(&["udp", "--connect", "tcp:127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("needs a udp: endpoint"));
+    // A message no datagram can carry is a usage error too.
+    let huge = "x".repeat(70_000);
+    let out = client(&["udp", "--connect", "udp:127.0.0.1:9", "-m", &huge]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // UDP-only flags are not accepted for stream echo.
+    for flag in [["--interval", "1"], ["--wait", "1"]] {
+        let out = client(&["--connect", "tcp:127.0.0.1:9", flag[0], flag[1]]);
+        assert_eq!(out.status.code(), Some(2), "{flag:?}");
+    }
+}
+
+#[test]
 fn udp_rate_0_lifts_the_limit() {
     let server = udp_server(&["--udp-rate", "0"]);
     let out = client(&[
+        "udp",
         "--connect",
         &udp_arg(server.port),
         "-n",
@@ -130,7 +187,7 @@ fn udp_is_off_unless_listed_and_a_refusal_is_reported() {
     // A TCP-only server has no UDP socket on its port: the kernel answers
     // with "port unreachable", which the client reports as a refusal.
     let server = Server::start(&[]);
-    let out = client(&["--connect", &udp_arg(server.port), "-n", "3"]);
+    let out = client(&["udp", "--connect", &udp_arg(server.port), "-n", "3"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains(&format!(
@@ -166,7 +223,15 @@ fn our_client_verifies_socat_as_a_udp_echo_server() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        let out = client(&["--connect", &udp_arg(port), "-n", "3", "--size", size]);
+        let out = client(&[
+            "udp",
+            "--connect",
+            &udp_arg(port),
+            "-n",
+            "3",
+            "--size",
+            size,
+        ]);
         let _ = socat.kill();
         let _ = socat.wait();
         out

@@ -279,6 +279,14 @@ impl<P: Protocol> Connection<P> {
         self.transport.lose_connection();
     }
 
+    /// Like [`close`](Self::close) (flush what is owed, then close), for a
+    /// server that is shutting down: the connection is reported lost with
+    /// [`LostReason::ShutDown`], not as closed cleanly by its peer.
+    pub fn shut_down(&mut self, now: Instant) {
+        self.advance_time(now);
+        self.transport.lose_connection_because(LostReason::ShutDown);
+    }
+
     /// Runs `f` with the protocol and its transport: the hook for
     /// protocol-specific mutators (the echo client's `send` is one).
     pub fn act<R>(

@@ -170,6 +170,17 @@ impl Transport {
         }
     }
 
+    /// Like [`lose_connection`](Self::lose_connection) (flush, then close),
+    /// but the connection is reported lost for `reason`: this side ended it
+    /// (a server shutting down), not the peer. Idempotent; an earlier close
+    /// or abort keeps its reason.
+    pub fn lose_connection_because(&mut self, reason: LostReason) {
+        if self.close.is_none() {
+            self.local_reason.get_or_insert(reason);
+            self.close = Some(CloseIntent::Close);
+        }
+    }
+
     /// Twisted: `ITCPTransport.loseWriteConnection`.
     ///
     /// Flushes what is pending, then half-closes

@@ -88,7 +88,7 @@ pub struct Connected<S> {
 }
 
 /// Client settings beyond the endpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientOptions {
     /// Progress timeout and delivery bound.
     pub config: ClientConfig,
@@ -96,6 +96,23 @@ pub struct ClientOptions {
     pub marks: WaterMarks,
     /// Read size and linger.
     pub drive: DriveConfig,
+}
+
+impl Default for ClientOptions {
+    /// No lingering close: a client closes once its echo is complete (so
+    /// nothing is left to read) or once it has failed (and then the verdict
+    /// must be reported at once, not after a linger; the server can take a
+    /// reset).
+    fn default() -> Self {
+        Self {
+            config: ClientConfig::default(),
+            marks: WaterMarks::default(),
+            drive: DriveConfig {
+                linger: Duration::ZERO,
+                ..DriveConfig::default()
+            },
+        }
+    }
 }
 
 /// A successful echo.

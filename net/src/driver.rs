@@ -186,7 +186,7 @@ pub async fn drive<S, P, A>(
             () = &mut close_requested, if close_armed => {
                 close_armed = false;
                 let now = now();
-                conn.close(now);
+                conn.shut_down(now);
                 flush_deadline = Some(now + config.flush_timeout);
             }
         }

@@ -120,6 +120,10 @@ impl EchoServer {
             let received = tokio::select! {
                 biased;
                 _ = accepting.changed() => continue,
+                () = drops.window_end() => {
+                    drops.flush();
+                    continue;
+                }
                 received = socket.recv_from(&mut buf) => received,
             };
             let (len, from) = match received {
@@ -141,36 +145,84 @@ impl EchoServer {
                 }
             }
         }
+        drops.flush();
         echo.stats()
     }
 }
 
-/// Sums drops up for the at-most-once-a-second warning.
+/// Most sources named one by one in a warning; drops from any others are
+/// summed on one line.
+const DROP_SOURCES_NAMED: usize = 8;
+
+/// Warns about dropped datagrams at most once a second, each line counting
+/// exactly the drops of the source and reason it names.
+///
+/// The first drop after a quiet second is warned at once; drops within the
+/// following second are counted per source and reason and warned when the
+/// second ends (then a new second starts only if there were any).
 #[derive(Debug, Default)]
 struct DropLog {
-    since: u64,
-    last_warning: Option<tokio::time::Instant>,
+    /// Drops counted since the last warning, per source and reason.
+    counts: Vec<(SocketAddr, echo_core::DropReason, u64)>,
+    /// Drops from sources beyond the named ones.
+    others: u64,
+    /// When the current second of counting ends; `None`: quiet.
+    window: Option<tokio::time::Instant>,
 }
 
 impl DropLog {
     fn note(&mut self, from: SocketAddr, reason: echo_core::DropReason) {
-        self.since += 1;
-        let now = tokio::time::Instant::now();
-        if self
-            .last_warning
-            .is_some_and(|at| now.duration_since(at) < DROP_WARNING_EVERY)
-        {
+        if self.window.is_none() {
+            warn_drops(from, reason, 1);
+            self.window = Some(tokio::time::Instant::now() + DROP_WARNING_EVERY);
             return;
         }
-        tracing::warn!(
-            %from,
-            %reason,
-            dropped = self.since,
-            "dropping datagrams (count since the last warning)"
-        );
-        self.since = 0;
-        self.last_warning = Some(now);
+        if let Some(entry) = self
+            .counts
+            .iter_mut()
+            .find(|(f, r, _)| *f == from && *r == reason)
+        {
+            entry.2 += 1;
+        } else if self.counts.len() < DROP_SOURCES_NAMED {
+            self.counts.push((from, reason, 1));
+        } else {
+            self.others += 1;
+        }
     }
+
+    /// Waits for the end of the current second (forever when quiet).
+    async fn window_end(&self) {
+        match self.window {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Warns what was counted; starts another second only if anything was.
+    fn flush(&mut self) {
+        let any = !self.counts.is_empty() || self.others > 0;
+        for (from, reason, n) in self.counts.drain(..) {
+            warn_drops(from, reason, n);
+        }
+        if self.others > 0 {
+            tracing::warn!(
+                from = "other sources",
+                dropped = self.others,
+                "dropping datagrams (count since the last warning)"
+            );
+            self.others = 0;
+        }
+        self.window = any.then(|| tokio::time::Instant::now() + DROP_WARNING_EVERY);
+    }
+}
+
+fn warn_drops(from: SocketAddr, reason: echo_core::DropReason, dropped: u64) {
+    tracing::warn!(
+        %from,
+        %reason,
+        dropped,
+        "dropping datagrams (count since the last warning)"
+    );
 }
 
 /// Runs `client` against `server` over `socket`, handing each event to

@@ -235,7 +235,7 @@ fn client_options(case: &Case) -> ClientOptions {
         marks: WaterMarks::new(case.client_high, 0).expect("valid marks"),
         drive: DriveConfig {
             read_chunk: case.client_read_chunk,
-            ..DriveConfig::default()
+            ..ClientOptions::default().drive
         },
     }
 }

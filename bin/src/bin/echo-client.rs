@@ -2,16 +2,17 @@
 
 #![forbid(unsafe_code)]
 
+use std::future::Future;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use echo_core::datagram::client::HEADER;
 
 use bytes::Bytes;
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use echo_bin::{
-    EXIT_FAILURE, client_endpoint, complain, datagram_size, init_logging, positive, say, seconds,
-    stream_endpoint,
+    EXIT_FAILURE, client_endpoint, complain, datagram_size, init_logging, positive,
+    positive_seconds, say, seconds, stream_endpoint,
 };
 use echo_core::{
     ClientConfig, ClientEndpoint, EchoClient, UdpClientConfig, UdpClientEvent, UdpEchoClient,
@@ -31,29 +32,38 @@ use echo_net::{
 /// input goes out, every echoed byte goes to standard output (and nothing
 /// else does), and the exit code says whether everything came back exactly.
 ///
-/// With a udp: endpoint it sends numbered datagrams instead (-n of them,
-/// --interval apart), waits --wait for the last replies, and reports how
-/// many were lost, duplicated, reordered or corrupted.
+/// `echo-client bench` is a verifying load generator; `echo-client udp`
+/// sends numbered datagrams and accounts for every reply.
 #[derive(Debug, Parser)]
-#[command(version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
+#[command(name = "echo-client", version, after_help = AFTER_HELP, args_conflicts_with_subcommands = true)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// Where to connect, as a Twisted endpoint string
-    #[arg(short, long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = client_endpoint)]
+    /// Where to connect, as a Twisted endpoint string (tcp: or unix:)
+    #[arg(long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint_or_hint)]
     connect: ClientEndpoint,
 
-    /// Concurrent connections, each sending the message (udp: datagrams)
-    #[arg(short = 'n', long, value_name = "N", default_value = "10", value_parser = positive)]
+    /// Connections, each sending the message and verifying its echo
+    #[arg(short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = connection_count)]
     connections: usize,
+
+    /// At most this many connections open at once; the rest wait their turn
+    /// [default: N, at most 256]
+    #[arg(long, value_name = "N", value_parser = positive)]
+    concurrency: Option<usize>,
 
     /// The message each connection sends
     #[arg(short, long, value_name = "TEXT", default_value = "hello server")]
     message: String,
 
+    /// Send SIZE bytes of generated content instead of the message (each
+    /// echo is then reported by its size)
+    #[arg(short, long, value_name = "BYTES", conflicts_with = "message", value_parser = message_size)]
+    size: Option<usize>,
+
     /// Stream standard input over one connection instead of sending a message
-    #[arg(long, conflicts_with_all = ["connections", "message"])]
+    #[arg(long, conflicts_with_all = ["connections", "message", "size", "concurrency"])]
     stdin: bool,
 
     /// Send FIN as soon as the input ends instead of after the whole echo came
@@ -65,42 +75,38 @@ struct Args {
     half_close: bool,
 
     /// Fail when an echo is owed and nothing moves for this long
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds)]
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = positive_seconds)]
     timeout: Duration,
 
     /// Retry a failed connect this many times, with back-off
     #[arg(long, value_name = "N", default_value_t = 0)]
     retries: u32,
 
-    /// UDP: pause between datagrams
-    #[arg(long, value_name = "SECS", default_value = "0.01", value_parser = seconds)]
-    interval: Duration,
+    #[command(flatten)]
+    verbosity: Verbosity,
+}
 
-    /// UDP: after the last datagram, wait this long for replies before
-    /// counting the missing ones lost
-    #[arg(long, value_name = "SECS", default_value = "2", value_parser = seconds)]
-    wait: Duration,
-
-    /// UDP: send BYTES-byte datagrams (16 to 65507) of generated content
-    /// instead of the message
-    #[arg(long, value_name = "BYTES", conflicts_with = "message", value_parser = datagram_size)]
-    size: Option<usize>,
-
-    /// More log output (-v info, -vv debug); RUST_LOG overrides
-    #[arg(short, long, action = ArgAction::Count)]
+/// -v and -q, accepted before or after a subcommand.
+#[derive(Debug, clap::Args)]
+struct Verbosity {
+    /// More log output (-v info: one line per finished echo; -vv debug); RUST_LOG overrides
+    #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
 
     /// Less log output (-q errors only)
-    #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
     quiet: u8,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Closed-loop ping-pong load: every connection sends a LEN-byte message
+    /// Closed-loop ping-pong load: every connection sends a SIZE-byte message
     /// (different each time), waits for its echo, verifies it, repeats.
-    /// Reports requests/s, MB/s, latency percentiles and errors.
+    /// Reports requests/s, MB/s, latency percentiles and errors by kind.
     Bench(BenchArgs),
+    /// UDP echo (RFC 862): sends numbered datagrams, waits for the replies
+    /// and reports how many were lost, duplicated, reordered or corrupted.
+    Udp(UdpArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,24 +116,28 @@ struct BenchArgs {
     connect: ClientEndpoint,
 
     /// Concurrent connections
-    #[arg(short, long, value_name = "CONNS", default_value = "10", value_parser = positive)]
+    #[arg(short, long, value_name = "N", default_value = "10", value_parser = positive)]
     connections: usize,
 
-    /// Message length in bytes
-    #[arg(short, long, value_name = "LEN", default_value = "64", value_parser = positive)]
-    len: usize,
+    /// Message size in bytes (at most 16 MiB)
+    #[arg(short, long, visible_alias = "len", value_name = "BYTES", default_value = "64", value_parser = bench_size)]
+    size: usize,
 
     /// Measure for this long [default: 10 unless --requests]
-    #[arg(short, long, value_name = "SECS", value_parser = seconds, conflicts_with = "requests")]
+    #[arg(short, long, value_name = "SECS", value_parser = positive_seconds, conflicts_with = "requests")]
     duration: Option<Duration>,
 
-    /// Measure this many requests instead
-    #[arg(short, long, value_name = "REQUESTS")]
+    /// Measure exactly this many requests instead
+    #[arg(short, long, value_name = "N", value_parser = positive_u64)]
     requests: Option<u64>,
 
     /// Unmeasured warm-up first
     #[arg(short, long, value_name = "SECS", default_value = "1", value_parser = seconds)]
     warmup: Duration,
+
+    /// A request whose echo makes no progress for this long fails
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = positive_seconds)]
+    timeout: Duration,
 
     /// Threads for the load generator, each with its own share of the
     /// connections
@@ -139,17 +149,48 @@ struct BenchArgs {
     json: bool,
 
     /// Also write the latency distribution (microseconds) in .hgrm format
+    /// (the file is created before the run)
     #[arg(long, value_name = "FILE")]
     hgrm: Option<std::path::PathBuf>,
 
     /// Instead of load: open N idle connections (each proven live by one
     /// echoed byte) and hold them (for memory measurements)
-    #[arg(long, value_name = "N", value_parser = positive)]
+    #[arg(long, value_name = "N", value_parser = positive,
+          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm"])]
     idle: Option<usize>,
 
     /// How long --idle holds the connections
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, requires = "idle")]
     hold: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+struct UdpArgs {
+    /// Where to send, as a Twisted endpoint string
+    #[arg(long, value_name = "DESC", default_value = "udp:localhost:8888", value_parser = udp_endpoint)]
+    connect: ClientEndpoint,
+
+    /// Datagrams to send
+    #[arg(short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = positive_u64)]
+    count: u64,
+
+    /// The text each datagram carries (after the client's 16-byte header)
+    #[arg(short, long, value_name = "TEXT", default_value = "hello server")]
+    message: String,
+
+    /// Send SIZE-byte datagrams (16 to 65507) of generated content instead
+    /// of the message
+    #[arg(short, long, value_name = "BYTES", conflicts_with = "message", value_parser = datagram_size)]
+    size: Option<usize>,
+
+    /// Pause between datagrams
+    #[arg(long, value_name = "SECS", default_value = "0.01", value_parser = seconds)]
+    interval: Duration,
+
+    /// After the last datagram, wait this long for replies before counting
+    /// the missing ones lost
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = seconds)]
+    wait: Duration,
 }
 
 const AFTER_HELP: &str = "\
@@ -158,11 +199,61 @@ Endpoint strings (Twisted's grammar):
   tcp:host=10.0.0.2:port=7:timeout=5          connect timeout in seconds (default 30)
   tcp:example.com:7:bindAddress=10.0.0.1      connect from a given address
   unix:/tmp/echo.sock                         a Unix-domain socket
-  udp:localhost:8888                          UDP datagrams
+  udp:localhost:8888                          UDP datagrams (echo-client udp)
 
 Exit codes: 0 when every echo came back exactly; 1 when any failed (refused,
 reset, timed out, truncated, mismatch; for UDP: any datagram lost or
 corrupted), with one line per failure on standard error; 2 for usage errors.";
+
+/// The most connections one run may make (each is remembered only while
+/// open, but a count beyond this is a typo, not a test).
+const MAX_CONNECTIONS: usize = 10_000_000;
+
+/// Default for --concurrency.
+const DEFAULT_CONCURRENCY: usize = 256;
+
+fn connection_count(s: &str) -> Result<usize, String> {
+    match positive(s)? {
+        n if n <= MAX_CONNECTIONS => Ok(n),
+        _ => Err(format!("{s} connections is more than {MAX_CONNECTIONS}")),
+    }
+}
+
+fn message_size(s: &str) -> Result<usize, String> {
+    match positive(s)? {
+        n if n <= echo_bin::bench::MAX_LEN => Ok(n),
+        _ => Err(format!(
+            "{s} bytes is larger than {} (16 MiB)",
+            echo_bin::bench::MAX_LEN
+        )),
+    }
+}
+
+fn bench_size(s: &str) -> Result<usize, String> {
+    message_size(s)
+}
+
+fn positive_u64(s: &str) -> Result<u64, String> {
+    positive(s).map(|n| n as u64)
+}
+
+/// A stream endpoint for the message and --stdin modes; a udp: one gets a
+/// pointer to `echo-client udp`.
+fn stream_endpoint_or_hint(s: &str) -> Result<ClientEndpoint, String> {
+    match client_endpoint(s)? {
+        ClientEndpoint::Udp { .. } => Err(format!(
+            "UDP echo has its own subcommand: echo-client udp --connect {s}"
+        )),
+        endpoint => Ok(endpoint),
+    }
+}
+
+fn udp_endpoint(s: &str) -> Result<ClientEndpoint, String> {
+    match client_endpoint(s)? {
+        endpoint @ ClientEndpoint::Udp { .. } => Ok(endpoint),
+        _ => Err("echo-client udp needs a udp: endpoint, such as udp:localhost:8888".into()),
+    }
+}
 
 /// First pause before retrying a connect; doubles up to `MAX_RETRY_PAUSE`.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -170,10 +261,31 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(tracing::Level::WARN, args.verbose, args.quiet);
-    if let Some(Command::Bench(bench)) = args.command {
-        return run_bench(bench);
+    init_logging(
+        tracing::Level::WARN,
+        args.verbosity.verbose,
+        args.verbosity.quiet,
+    );
+    match args.command {
+        Some(Command::Bench(bench)) => return run_bench(bench),
+        Some(Command::Udp(udp)) => {
+            return block_on(async move {
+                match run_udp(&udp).await {
+                    Ok(ok) => ok,
+                    Err(e) => {
+                        complain(format!("echo-client: {e}"));
+                        false
+                    }
+                }
+            });
+        }
+        None => {}
     }
+    block_on(run_all(args))
+}
+
+/// Runs `job` on a fresh runtime; exit code 0 when it returns true.
+fn block_on(job: impl Future<Output = bool>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -181,7 +293,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let ok = runtime.block_on(run_all(args));
+    let ok = runtime.block_on(job);
     // A blocked read of standard input (still open after a failed echo)
     // must not hold the exit up: tokio would wait for that thread forever.
     runtime.shutdown_background();
@@ -192,7 +304,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the chosen mode; true when every echo succeeded.
+/// Runs the message or --stdin mode; true when every echo succeeded.
 async fn run_all(args: Args) -> bool {
     let options = ClientOptions {
         config: ClientConfig {
@@ -202,15 +314,6 @@ async fn run_all(args: Args) -> bool {
         },
         ..ClientOptions::default()
     };
-    if let ClientEndpoint::Udp { .. } = args.connect {
-        return match run_udp(&args).await {
-            Ok(ok) => ok,
-            Err(e) => {
-                complain(format!("echo-client: {e}"));
-                false
-            }
-        };
-    }
     if args.stdin {
         return match stream_stdin(&args, options).await {
             Ok(()) => true,
@@ -220,34 +323,56 @@ async fn run_all(args: Args) -> bool {
             }
         };
     }
-    let message = Bytes::from(args.message.clone().into_bytes());
+    let message = match args.size {
+        Some(size) => Bytes::from(generated(size)),
+        None => Bytes::from(args.message.clone().into_bytes()),
+    };
+    let concurrency = args
+        .concurrency
+        .unwrap_or(DEFAULT_CONCURRENCY)
+        .min(args.connections);
     let mut tasks = tokio::task::JoinSet::new();
-    for n in 1..=args.connections {
-        let (endpoint, message) = (args.connect.clone(), message.clone());
-        let retries = args.retries;
-        tasks.spawn(async move {
-            let result = async {
-                let connected = connect_with_retries(&endpoint, retries).await?;
-                echo_message(connected, message, options).await
-            }
-            .await;
-            (n, result)
-        });
-    }
+    let mut next = 1;
     let mut ok = true;
-    while let Some(joined) = tasks.join_next().await {
+    // At most `concurrency` connections at once: memory and descriptors
+    // stay bounded whatever -c says.
+    loop {
+        while next <= args.connections && tasks.len() < concurrency {
+            let (endpoint, message) = (args.connect.clone(), message.clone());
+            let (n, retries) = (next, args.retries);
+            tasks.spawn(async move {
+                let started = Instant::now();
+                let result = async {
+                    let connected = connect_with_retries(&endpoint, retries).await?;
+                    echo_message(connected, message, options)
+                        .await
+                        .map_err(Failed::from)
+                }
+                .await;
+                (n, result, started.elapsed())
+            });
+            next += 1;
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
         match joined {
-            Ok((_, Ok(echo))) => {
-                if !say(format_args!(
-                    "> from server: {}",
-                    String::from_utf8_lossy(&echo)
-                )) && ok
-                {
+            Ok((n, Ok(echo), took)) => {
+                tracing::info!(connection = n, bytes = echo.len(), ?took, "echo complete");
+                let line = if args.size.is_some() {
+                    say(format_args!("> from server: {} bytes", echo.len()))
+                } else {
+                    say(format_args!(
+                        "> from server: {}",
+                        String::from_utf8_lossy(&echo)
+                    ))
+                };
+                if !line && ok {
                     complain("echo-client: cannot write to standard output");
                     ok = false;
                 }
             }
-            Ok((n, Err(e))) => {
+            Ok((n, Err(e), _)) => {
                 complain(format!("echo-client: connection {n}: {e}"));
                 ok = false;
             }
@@ -260,7 +385,36 @@ async fn run_all(args: Args) -> bool {
     ok
 }
 
-async fn stream_stdin(args: &Args, options: ClientOptions) -> Result<(), ClientError> {
+/// `size` bytes of varied content (so a server that mixes up bytes shows).
+fn generated(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
+}
+
+/// A failure, with how many connect attempts it took when there were
+/// retries.
+#[derive(Debug)]
+struct Failed {
+    error: ClientError,
+    attempts: u32,
+}
+
+impl From<ClientError> for Failed {
+    fn from(error: ClientError) -> Self {
+        Self { error, attempts: 1 }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)?;
+        if self.attempts > 1 {
+            write!(f, " (gave up after {} attempts)", self.attempts)?;
+        }
+        Ok(())
+    }
+}
+
+async fn stream_stdin(args: &Args, options: ClientOptions) -> Result<(), Failed> {
     let connected = connect_with_retries(&args.connect, args.retries).await?;
     let client = EchoClient::streaming(options.config, now());
     let mut pipe = Pipe::new(Some(tokio::io::stdin()), tokio::io::stdout());
@@ -275,22 +429,25 @@ async fn stream_stdin(args: &Args, options: ClientOptions) -> Result<(), ClientE
 
 /// Sends the datagrams and accounts for the replies; true when every one
 /// came back unchanged.
-async fn run_udp(args: &Args) -> Result<bool, String> {
-    if args.stdin {
-        return Err("--stdin needs a stream endpoint (tcp: or unix:)".into());
-    }
+async fn run_udp(args: &UdpArgs) -> Result<bool, String> {
     let body = match args.size {
         None => Bytes::from(args.message.clone().into_bytes()),
-        Some(size) => (0..size.saturating_sub(HEADER))
-            .map(|i| (i % 251) as u8)
-            .collect(),
+        Some(size) => Bytes::from(generated(size.saturating_sub(HEADER))),
     };
     let config = UdpClientConfig {
-        count: args.connections as u64,
+        count: args.count,
         interval: args.interval,
         wait: args.wait,
     };
-    let client = UdpEchoClient::new(body, config, now()).map_err(|e| e.to_string())?;
+    let client = match UdpEchoClient::new(body, config, now()) {
+        Ok(client) => client,
+        // A message that cannot fit a datagram is a usage error.
+        Err(e) => {
+            let mut command = Args::command();
+            let udp = command.find_subcommand_mut("udp").expect("udp subcommand");
+            udp.error(clap::error::ErrorKind::ValueValidation, e).exit();
+        }
+    };
     let (socket, server) = connect_udp(&args.connect)
         .await
         .map_err(|e| e.to_string())?;
@@ -336,23 +493,28 @@ fn udp_summary(r: &UdpReport) -> String {
 async fn connect_with_retries(
     endpoint: &ClientEndpoint,
     retries: u32,
-) -> Result<Connected<AnyStream>, ClientError> {
+) -> Result<Connected<AnyStream>, Failed> {
     let mut pause = FIRST_RETRY_PAUSE;
     let mut attempt = 0;
     loop {
+        attempt += 1;
         match connect(endpoint).await {
             Ok(connected) => return Ok(connected),
             Err(
                 e @ (ClientError::Refused { .. }
                 | ClientError::ConnectTimeout { .. }
                 | ClientError::Connect { .. }),
-            ) if attempt < retries => {
-                attempt += 1;
+            ) if attempt <= retries => {
                 tracing::info!(error = %e, attempt, retry_in = ?pause, "connect failed; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_RETRY_PAUSE);
             }
-            Err(e) => return Err(e),
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    attempts: attempt,
+                });
+            }
         }
     }
 }
@@ -389,12 +551,31 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     let config = echo_bin::bench::BenchConfig {
         endpoint: args.connect,
         connections: args.connections,
-        len: args.len,
+        len: args.size,
         duration: args
             .duration
             .or(args.requests.is_none().then_some(Duration::from_secs(10))),
         requests: args.requests,
         warmup: args.warmup,
+        timeout: args.timeout,
+    };
+    if let Err(e) = config.check() {
+        let mut command = Args::command();
+        let bench = command
+            .find_subcommand_mut("bench")
+            .expect("bench subcommand");
+        bench
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit();
+    }
+    // Open the output file first: a bad path must not cost a whole run.
+    let mut hgrm = match args.hgrm.as_deref().map(std::fs::File::create).transpose() {
+        Ok(file) => file,
+        Err(e) => {
+            let path = args.hgrm.as_deref().unwrap_or_else(|| "".as_ref());
+            complain(format!("echo-client: cannot write {}: {e}", path.display()));
+            return ExitCode::from(EXIT_FAILURE);
+        }
     };
     let report = match echo_bin::bench::run(config, args.threads) {
         Ok(report) => report,
@@ -412,16 +593,17 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         complain("echo-client: cannot write the report to standard output");
         return ExitCode::from(EXIT_FAILURE);
     }
-    if let Some(path) = args.hgrm
-        && let Err(e) = std::fs::write(&path, report.hgrm())
+    if let (Some(file), Some(path)) = (hgrm.as_mut(), args.hgrm.as_deref())
+        && let Err(e) = std::io::Write::write_all(file, report.hgrm().as_bytes())
     {
         complain(format!("echo-client: cannot write {}: {e}", path.display()));
         return ExitCode::from(EXIT_FAILURE);
     }
-    if report.errors > 0 {
+    if report.errors() > 0 {
         complain(format!(
-            "echo-client: {} echoes failed verification or broke",
-            report.errors
+            "echo-client: {} requests failed: {}",
+            report.errors(),
+            report.failure_summary()
         ));
         return ExitCode::from(EXIT_FAILURE);
     }

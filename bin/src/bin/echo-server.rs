@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser};
-use echo_bin::{EXIT_FAILURE, complain, init_logging, positive, say, seconds, server_endpoint};
+use echo_bin::{
+    EXIT_FAILURE, complain, init_logging, positive, positive_seconds, say, seconds, server_endpoint,
+};
 use echo_core::{ServerConfig, ServerEndpoint, UdpConfig, UdpStats, WaterMarks};
 use echo_net::{AnyListener, EchoServer, ServerOptions, ShutdownOutcome, TokioSpawner, bind_udp};
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,7 +25,7 @@ use tokio::signal::unix::{SignalKind, signal};
 /// flushes what it owes each one, closes them and exits 0. A second signal
 /// exits at once.
 #[derive(Debug, Parser)]
-#[command(version, after_help = ENDPOINT_HELP)]
+#[command(name = "echo-server", version, after_help = ENDPOINT_HELP)]
 struct Args {
     /// Where to listen, as a Twisted endpoint string (repeat for several)
     #[arg(
@@ -39,8 +41,8 @@ struct Args {
     #[arg(long, value_name = "N", value_parser = positive)]
     max_connections: Option<usize>,
 
-    /// Close connections with no traffic for this long
-    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    /// Close connections with no traffic for this long [default: never]
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     idle_timeout: Option<Duration>,
 
     /// On shutdown, wait this long for open connections to finish
@@ -55,7 +57,7 @@ struct Args {
     /// bursts of one second's worth); 0 for no limit. UDP echo answers
     /// whatever address a datagram claims to come from, so without a limit
     /// anyone could aim it at a third party
-    #[arg(long, value_name = "N", default_value_t = UdpConfig::DEFAULT_RATE)]
+    #[arg(long, value_name = "N", default_value_t = UdpConfig::DEFAULT_RATE, value_parser = udp_rate)]
     udp_rate: u32,
 
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
@@ -77,6 +79,15 @@ Endpoint strings (Twisted's grammar):
   udp:8888:interface=127.0.0.1          UDP echo (only when listed; see --udp-rate)
 
 Exit codes: 0 after a clean shutdown, 1 when listening fails, 2 for usage errors.";
+
+fn udp_rate(s: &str) -> Result<u32, String> {
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not a whole number of datagrams per second from 0 (no limit) to {}",
+            u32::MAX
+        )
+    })
+}
 
 fn main() -> ExitCode {
     let args = Args::parse();

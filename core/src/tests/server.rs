@@ -369,6 +369,29 @@ fn data_while_closing_is_refused() {
 }
 
 #[test]
+fn shutting_down_flushes_then_reports_server_shut_down() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    conn.handle_data(b"ab", t0()).unwrap();
+    conn.shut_down(t0());
+    assert!(!conn.wants_read());
+    assert_eq!(
+        conn.pending_output(),
+        b"ab",
+        "what was owed is still flushed"
+    );
+    assert_eq!(actions(&mut conn), vec![], "no close before the flush");
+    conn.handle_written(2, t0()).unwrap();
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+    conn.handle_connection_lost(CloseReason::Done, t0());
+    assert_eq!(
+        conn.close_reason(),
+        Some(CloseReason::Lost(LostReason::ShutDown)),
+        "ended by the server, not by its peer"
+    );
+}
+
+#[test]
 fn time_going_backwards_is_clamped() {
     let mut factory = EchoFactory::new(ServerConfig {
         idle_timeout: Some(ms(100)),
