@@ -59,7 +59,7 @@ def status_kib(pid, key):
 
 
 def bench(port, conns, length, secs, client_core):
-    cmd = [CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-l", str(length),
+    cmd = [CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-s", str(length),
            "-d", str(secs), "-w", "0", "--json"]
     if PIN:
         cmd = ["taskset", "-c", client_core] + cmd

@@ -627,7 +627,7 @@ impl Progress {
 /// # Errors
 /// A connect or echo failure, as a message.
 pub async fn idle(endpoint: &ClientEndpoint, n: usize, hold: Duration) -> Result<usize, String> {
-    let mut open = Vec::with_capacity(n);
+    let mut open = Vec::new();
     for i in 0..n {
         let mut stream = connect(endpoint)
             .await

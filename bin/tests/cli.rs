@@ -283,7 +283,7 @@ fn bad_endpoints_and_flags_are_usage_errors() {
         (
             CLIENT,
             &["--connect", "tcp:nowhere"],
-            "tcp endpoint needs a port",
+            "tcp endpoint is missing its port",
         ),
         (
             CLIENT,

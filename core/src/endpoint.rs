@@ -152,7 +152,7 @@ pub enum EndpointError {
         expected: &'static str,
     },
     /// A required parameter is missing.
-    #[error("{kind} endpoint needs a {name} (e.g. {example})")]
+    #[error("{kind} endpoint is missing its {name} (e.g. {example})")]
     Missing {
         /// The endpoint type.
         kind: &'static str,
@@ -162,14 +162,39 @@ pub enum EndpointError {
         example: &'static str,
     },
     /// A keyword this endpoint type does not take.
-    #[error("{kind} endpoint has no parameter {name:?} (it takes {accepted})")]
+    #[error("{kind} endpoint has no parameter {name:?} (it takes {})", accepted.join(", "))]
     UnknownParameter {
         /// The endpoint type.
         kind: &'static str,
         /// The keyword given.
         name: String,
         /// The keywords accepted.
-        accepted: &'static str,
+        accepted: &'static [&'static str],
+    },
+    /// The description ends with `:`.
+    #[error(
+        "{kind} endpoint ends with ':' (remove it, or escape it as \\: if it belongs to the value)"
+    )]
+    TrailingColon {
+        /// The endpoint type.
+        kind: &'static str,
+    },
+    /// An empty parameter between two `:` (often an IPv6 address whose
+    /// colons were not escaped).
+    #[error(
+        "{kind} endpoint has an empty parameter (\"::\"); escape the colons of an IPv6 address: interface=\\:\\:1"
+    )]
+    EmptyParameter {
+        /// The endpoint type.
+        kind: &'static str,
+    },
+    /// A client TCP endpoint given only a port (the server form).
+    #[error(
+        "tcp client endpoint needs a host before the port: tcp:localhost:{port} (tcp:{port} alone is how a server listens)"
+    )]
+    MissingHost {
+        /// What was given, as the port.
+        port: String,
     },
     /// A parameter given twice.
     #[error("{kind} endpoint parameter {name} is given more than once")]
@@ -271,8 +296,20 @@ impl Bound {
         names: &'static [&'static str],
         positional: usize,
         binding: Binding,
-        accepted: &'static str,
     ) -> Result<Self, EndpointError> {
+        let empty = |p: &Param| matches!(p, Param::Positional(v) if v.is_empty());
+        // `unix:` alone: nothing was given, and the missing value says so.
+        let params = if params.len() == 1 && empty(&params[0]) {
+            Vec::new()
+        } else {
+            params
+        };
+        if params.last().is_some_and(empty) {
+            return Err(EndpointError::TrailingColon { kind });
+        }
+        if params.iter().any(empty) {
+            return Err(EndpointError::EmptyParameter { kind });
+        }
         let mut values: Vec<Option<String>> = vec![None; names.len()];
         let mut loose = Vec::new();
         for param in params {
@@ -282,7 +319,7 @@ impl Bound {
                         return Err(EndpointError::UnknownParameter {
                             kind,
                             name: key,
-                            accepted,
+                            accepted: names,
                         });
                     };
                     if values[i].replace(value).is_some() {
@@ -363,12 +400,14 @@ impl Bound {
         }
     }
 
-    fn number(&mut self, name: &'static str, default: u32) -> Result<u32, EndpointError> {
-        match self.take(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| self.invalid(name, v, "a whole number")),
+    /// A listen backlog: the kernel caps it at `net.core.somaxconn` anyway.
+    fn backlog(&mut self) -> Result<u32, EndpointError> {
+        match self.take("backlog") {
+            None => Ok(DEFAULT_BACKLOG),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if (1..=65_535).contains(&n) => Ok(n),
+                _ => Err(self.invalid("backlog", v, "a whole number from 1 to 65535")),
+            },
         }
     }
 
@@ -392,12 +431,18 @@ impl Bound {
         }
     }
 
+    /// Seconds above 0; fractions are our extension (Twisted takes whole
+    /// seconds), as `--timeout` takes them.
     fn timeout(&mut self) -> Result<Duration, EndpointError> {
         match self.take("timeout") {
             None => Ok(DEFAULT_CONNECT_TIMEOUT),
-            Some(v) => match v.parse::<u64>() {
-                Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
-                _ => Err(self.invalid("timeout", v, "a whole number of seconds, at least 1")),
+            Some(v) => match v
+                .parse::<f64>()
+                .ok()
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            {
+                Some(d) if !d.is_zero() => Ok(d),
+                _ => Err(self.invalid("timeout", v, "a number of seconds above 0")),
             },
         }
     }
@@ -424,7 +469,6 @@ impl FromStr for ServerEndpoint {
                     &["port", "interface", "backlog"],
                     3,
                     Binding::Strict,
-                    "port, interface, backlog",
                 )?;
                 let port = p.required("port", "tcp:8888")?;
                 let port = p.port(port, true)?;
@@ -432,7 +476,7 @@ impl FromStr for ServerEndpoint {
                 if kind == "tcp6" && !interface.is_ipv6() {
                     return Err(p.invalid("interface", interface.to_string(), "an IPv6 address"));
                 }
-                let backlog = p.number("backlog", DEFAULT_BACKLOG)?;
+                let backlog = p.backlog()?;
                 Ok(Self::Tcp {
                     port,
                     interface,
@@ -446,17 +490,22 @@ impl FromStr for ServerEndpoint {
                     &["address", "mode", "backlog", "lockfile"],
                     4,
                     Binding::Strict,
-                    "address, mode, backlog, lockfile",
                 )?;
                 let path = p.required("address", "unix:/tmp/echo.sock")?;
                 let mode = match p.take("mode") {
                     None => DEFAULT_UNIX_MODE,
                     Some(v) => match u32::from_str_radix(&v, 8) {
-                        Ok(mode) if mode <= 0o7777 => mode,
-                        _ => return Err(p.invalid("mode", v, "octal permission bits such as 660")),
+                        Ok(mode) if mode <= 0o777 => mode,
+                        _ => {
+                            return Err(p.invalid(
+                                "mode",
+                                v,
+                                "octal permission bits up to 777, such as 660",
+                            ));
+                        }
                     },
                 };
-                let backlog = p.number("backlog", DEFAULT_BACKLOG)?;
+                let backlog = p.backlog()?;
                 let lockfile = p.flag("lockfile", true)?;
                 Ok(Self::Unix {
                     path,
@@ -466,14 +515,7 @@ impl FromStr for ServerEndpoint {
                 })
             }
             "udp" => {
-                let mut p = Bound::bind(
-                    "udp",
-                    params,
-                    &["port", "interface"],
-                    2,
-                    Binding::Strict,
-                    "port, interface",
-                )?;
+                let mut p = Bound::bind("udp", params, &["port", "interface"], 2, Binding::Strict)?;
                 let port = p.required("port", "udp:7")?;
                 let port = p.port(port, true)?;
                 let interface = p
@@ -507,10 +549,18 @@ impl FromStr for ClientEndpoint {
                     &["host", "port", "timeout", "bindAddress"],
                     2,
                     Binding::FillFree,
-                    "host, port, timeout, bindAddress",
                 )?;
                 let host = p.required("host", "tcp:localhost:8888")?;
-                let port = p.required("port", "tcp:localhost:8888")?;
+                let Some(port) = p.take("port").filter(|v| !v.is_empty()) else {
+                    if host.parse::<u16>().is_ok() {
+                        return Err(EndpointError::MissingHost { port: host });
+                    }
+                    return Err(EndpointError::Missing {
+                        kind: "tcp",
+                        name: "port",
+                        example: "tcp:localhost:8888",
+                    });
+                };
                 let port = p.port(port, false)?;
                 let timeout = p.timeout()?;
                 let bind_address = p.ip("bindAddress")?;
@@ -528,7 +578,6 @@ impl FromStr for ClientEndpoint {
                     &["path", "timeout", "lockfile"],
                     1,
                     Binding::Strict,
-                    "path, timeout, lockfile",
                 )?;
                 let path = p.required("path", "unix:/tmp/echo.sock")?;
                 let timeout = p.timeout()?;
@@ -540,14 +589,7 @@ impl FromStr for ClientEndpoint {
                 })
             }
             "udp" => {
-                let mut p = Bound::bind(
-                    "udp",
-                    params,
-                    &["host", "port"],
-                    2,
-                    Binding::Strict,
-                    "host, port",
-                )?;
+                let mut p = Bound::bind("udp", params, &["host", "port"], 2, Binding::Strict)?;
                 let host = p.required("host", "udp:localhost:7")?;
                 let port = p.required("port", "udp:localhost:7")?;
                 let port = p.port(port, false)?;
@@ -558,6 +600,20 @@ impl FromStr for ClientEndpoint {
                 kind,
                 expected: "tcp, unix or udp",
             }),
+        }
+    }
+}
+
+/// Writes a duration as seconds: whole ones as Twisted writes them, others
+/// with their fraction (`0.5`).
+struct Seconds(Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.subsec_nanos() == 0 {
+            write!(f, "{}", self.0.as_secs())
+        } else {
+            write!(f, "{}", self.0.as_secs_f64())
         }
     }
 }
@@ -630,7 +686,7 @@ impl fmt::Display for ClientEndpoint {
                     f,
                     "tcp:host={}:port={port}:timeout={}",
                     Quoted(host),
-                    timeout.as_secs()
+                    Seconds(*timeout)
                 )?;
                 if let Some(ip) = bind_address {
                     write!(f, ":bindAddress={}", quoted_ip(ip))?;
@@ -645,7 +701,7 @@ impl fmt::Display for ClientEndpoint {
                 f,
                 "unix:path={}:timeout={}:lockfile={}",
                 Quoted(path),
-                timeout.as_secs(),
+                Seconds(*timeout),
                 u8::from(*check_pid)
             ),
             Self::Udp { host, port } => write!(f, "udp:host={}:port={port}", Quoted(host)),

@@ -539,9 +539,20 @@ fn check_books(case: &Case, world: &World) -> Result<(), String> {
                         ));
                     }
                     // Without faults a connection ends cleanly, or by the
-                    // idle timeout that reclaims a stranded FIN.
+                    // idle timeout that reclaims a stranded FIN, or (once a
+                    // shutdown began, and only then) as shut down.
                     let timed_out = CloseReason::Lost(LostReason::TimedOut);
-                    if exact && reason != CloseReason::Done && reason != timed_out {
+                    let shut_down = CloseReason::Lost(LostReason::ShutDown);
+                    // (A crash cancels the server's tasks, which also reads
+                    // as shut down: only fault-free cases can tell.)
+                    if exact && reason == shut_down && !*stopping {
+                        return Err(format!("{label}: {reason} before any shutdown began"));
+                    }
+                    if exact
+                        && reason != CloseReason::Done
+                        && reason != timed_out
+                        && reason != shut_down
+                    {
                         return Err(format!("{label}: ended without a fault: {reason}"));
                     }
                 }

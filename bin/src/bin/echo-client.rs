@@ -128,7 +128,7 @@ struct BenchArgs {
     duration: Option<Duration>,
 
     /// Measure exactly this many requests instead
-    #[arg(short, long, value_name = "N", value_parser = positive_u64)]
+    #[arg(short, long, value_name = "COUNT", value_parser = positive_u64)]
     requests: Option<u64>,
 
     /// Unmeasured warm-up first
@@ -155,7 +155,7 @@ struct BenchArgs {
 
     /// Instead of load: open N idle connections (each proven live by one
     /// echoed byte) and hold them (for memory measurements)
-    #[arg(long, value_name = "N", value_parser = positive,
+    #[arg(long, value_name = "N", value_parser = connection_count,
           conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm"])]
     idle: Option<usize>,
 
@@ -171,7 +171,7 @@ struct UdpArgs {
     connect: ClientEndpoint,
 
     /// Datagrams to send
-    #[arg(short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = positive_u64)]
+    #[arg(short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = datagram_count)]
     count: u64,
 
     /// The text each datagram carries (after the client's 16-byte header)
@@ -217,6 +217,12 @@ fn connection_count(s: &str) -> Result<usize, String> {
         n if n <= MAX_CONNECTIONS => Ok(n),
         _ => Err(format!("{s} connections is more than {MAX_CONNECTIONS}")),
     }
+}
+
+fn datagram_count(s: &str) -> Result<u64, String> {
+    connection_count(s)
+        .map(|n| n as u64)
+        .map_err(|_| format!("{s:?} is not a datagram count from 1 to {MAX_CONNECTIONS}"))
 }
 
 fn message_size(s: &str) -> Result<usize, String> {

@@ -208,7 +208,7 @@ fn errors_say_what_is_wrong() {
             "ssl:443",
             "unknown server endpoint type \"ssl\" (expected tcp, tcp6, unix or udp)",
         ),
-        ("tcp", "tcp endpoint needs a port (e.g. tcp:8888)"),
+        ("tcp", "tcp endpoint is missing its port (e.g. tcp:8888)"),
         (
             "tcp:localhost:8888",
             "tcp endpoint port \"localhost\" is not valid: expected a port from 0 to 65535",
@@ -239,11 +239,31 @@ fn errors_say_what_is_wrong() {
         ),
         (
             "tcp:80:backlog=-1",
-            "tcp endpoint backlog \"-1\" is not valid: expected a whole number",
+            "tcp endpoint backlog \"-1\" is not valid: expected a whole number from 1 to 65535",
+        ),
+        (
+            "tcp:80:backlog=99999999999",
+            "tcp endpoint backlog \"99999999999\" is not valid: expected a whole number from 1 to 65535",
+        ),
+        (
+            "tcp6:port=8888:interface=::1",
+            "tcp6 endpoint has an empty parameter (\"::\"); escape the colons of an IPv6 address: interface=\\:\\:1",
+        ),
+        (
+            "tcp:8888:interface=127.0.0.1:",
+            "tcp endpoint ends with ':' (remove it, or escape it as \\: if it belongs to the value)",
+        ),
+        (
+            "unix:",
+            "unix endpoint is missing its address (e.g. unix:/tmp/echo.sock)",
+        ),
+        (
+            "unix:/s:mode=7777",
+            "unix endpoint mode \"7777\" is not valid: expected octal permission bits up to 777, such as 660",
         ),
         (
             "unix:/s:mode=999",
-            "unix endpoint mode \"999\" is not valid: expected octal permission bits such as 660",
+            "unix endpoint mode \"999\" is not valid: expected octal permission bits up to 777, such as 660",
         ),
         (
             "unix:/s:lockfile=yes",
@@ -257,11 +277,15 @@ fn errors_say_what_is_wrong() {
     let cases: &[(&str, &str)] = &[
         (
             "tcp:localhost",
-            "tcp endpoint needs a port (e.g. tcp:localhost:8888)",
+            "tcp endpoint is missing its port (e.g. tcp:localhost:8888)",
+        ),
+        (
+            "tcp:8888",
+            "tcp client endpoint needs a host before the port: tcp:localhost:8888 (tcp:8888 alone is how a server listens)",
         ),
         (
             "tcp:port=80",
-            "tcp endpoint needs a host (e.g. tcp:localhost:8888)",
+            "tcp endpoint is missing its host (e.g. tcp:localhost:8888)",
         ),
         (
             "tcp:localhost:0",
@@ -269,11 +293,11 @@ fn errors_say_what_is_wrong() {
         ),
         (
             "tcp:h:80:timeout=0",
-            "tcp endpoint timeout \"0\" is not valid: expected a whole number of seconds, at least 1",
+            "tcp endpoint timeout \"0\" is not valid: expected a number of seconds above 0",
         ),
         (
-            "tcp:h:80:timeout=1.5",
-            "tcp endpoint timeout \"1.5\" is not valid: expected a whole number of seconds, at least 1",
+            "tcp:h:80:timeout=-1.5",
+            "tcp endpoint timeout \"-1.5\" is not valid: expected a number of seconds above 0",
         ),
         (
             "tcp:h:80:bindAddress=nowhere",
@@ -319,14 +343,14 @@ fn any_ip() -> impl Strategy<Value = IpAddr> {
 
 fn server_endpoint() -> impl Strategy<Value = ServerEndpoint> {
     prop_oneof![
-        (any::<u16>(), any_ip(), any::<u32>()).prop_map(|(port, interface, backlog)| {
+        (any::<u16>(), any_ip(), 1u32..=65_535).prop_map(|(port, interface, backlog)| {
             ServerEndpoint::Tcp {
                 port,
                 interface,
                 backlog,
             }
         }),
-        (text(), 0u32..=0o7777, any::<u32>(), any::<bool>()).prop_map(
+        (text(), 0u32..=0o777, 1u32..=65_535, any::<bool>()).prop_map(
             |(path, mode, backlog, lockfile)| ServerEndpoint::Unix {
                 path,
                 mode,
@@ -344,21 +368,21 @@ fn client_endpoint() -> impl Strategy<Value = ClientEndpoint> {
         (
             text(),
             1u16..,
-            1u64..100_000,
+            1u64..100_000_000,
             proptest::option::of(any_ip())
         )
             .prop_map(|(host, port, t, bind_address)| {
                 ClientEndpoint::Tcp {
                     host,
                     port,
-                    timeout: Duration::from_secs(t),
+                    timeout: Duration::from_millis(t),
                     bind_address,
                 }
             }),
-        (text(), 1u64..100_000, any::<bool>()).prop_map(|(path, t, check_pid)| {
+        (text(), 1u64..100_000_000, any::<bool>()).prop_map(|(path, t, check_pid)| {
             ClientEndpoint::Unix {
                 path,
-                timeout: Duration::from_secs(t),
+                timeout: Duration::from_millis(t),
                 check_pid,
             }
         }),
