@@ -1,21 +1,35 @@
 #!/usr/bin/env python3
 """The benchmark runner behind scripts/bench.sh (run that, it builds first).
 
-For every load it runs each server in turn within a round (baseline, ours,
-C epoll; rounds repeat A B C A B C ...), server pinned to core 0 and client
-to core 1 where taskset exists, and samples the server's CPU time and peak
-RSS from /proc. Prints medians over rounds and ours/baseline ratios.
+For every load it runs each server in turn within a round (baseline, the
+baseline with TCP_NODELAY, ours, C epoll; rounds repeat A B C D A B C D
+...), server pinned to core 0 and client to core 1 where taskset exists, and
+samples the server's CPU time and peak RSS from /proc. Prints medians over
+rounds and ours/baseline ratios (against tokio with TCP_NODELAY, like for
+like).
+
+BENCH_MODE=server-bound: the server gets BENCH_SERVER_CORES (default "0")
+and the load generator BENCH_CLIENT_THREADS threads (default 4) on
+BENCH_CLIENT_CORES (default "1-4"), so the server is the bottleneck and
+requests/s separate servers; CPU per echo (server CPU seconds / round trips)
+is the headline either way. BENCH_BIN=DIR runs prebuilt binaries from DIR
+(echo-server, echo-client, baseline_tokio_echo, epoll_echo).
 """
 import json, os, shutil, socket, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REL = os.path.join(ROOT, "target", "release")
+REL = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "target", "release")
 CLIENT = os.path.join(REL, "echo-client")
+BASELINE = os.path.join(REL, "baseline_tokio_echo")
+if not os.path.exists(BASELINE):
+    BASELINE = os.path.join(REL, "examples", "baseline_tokio_echo")
+THREADS = os.environ.get("BENCH_CLIENT_THREADS", "1")
 TICK = os.sysconf("SC_CLK_TCK")
 PIN = shutil.which("taskset") is not None and os.cpu_count() >= 2
 
 SERVERS = {
-    "baseline": lambda port: [os.path.join(REL, "examples", "baseline_tokio_echo"), f"127.0.0.1:{port}"],
+    "baseline": lambda port: [BASELINE, f"127.0.0.1:{port}"],
+    "tokio-nd": lambda port: [BASELINE, f"127.0.0.1:{port}", "--nodelay"],
     "ours": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen", f"tcp:{port}:interface=127.0.0.1"],
     "c-epoll": lambda port: [os.path.join(REL, "epoll_echo"), str(port)],
 }
@@ -60,7 +74,7 @@ def status_kib(pid, key):
 
 def bench(port, conns, length, secs, client_core):
     cmd = [CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-s", str(length),
-           "-d", str(secs), "-w", "0", "--json"]
+           "-d", str(secs), "-w", "0", "--json", "--threads", THREADS]
     if PIN:
         cmd = ["taskset", "-c", client_core] + cmd
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60)
@@ -86,7 +100,7 @@ def med(rows, key):
 
 def table(secs, rounds, loads, server_core, client_core, title):
     print(f"\n{title} (median of {rounds} rounds, {secs}s each; server core {server_core}, client core {client_core}):")
-    print(f"{'load':>12} {'server':>9} {'req/s':>9} {'p99 us':>8} {'CPU us/echo':>11} {'RSS KiB':>8} | {'ours/base req/s':>15} {'CPU':>6} {'p99':>6}")
+    print(f"{'load':>12} {'server':>9} {'req/s':>9} {'p99 us':>8} {'CPU us/echo':>11} {'RSS KiB':>8} | {'ours/tokio-nd req/s':>19} {'CPU':>6} {'p99':>6}")
     for conns, length in loads:
         results = {name: [] for name in SERVERS}
         for _ in range(rounds):
@@ -96,9 +110,9 @@ def table(secs, rounds, loads, server_core, client_core, title):
             rows = results[name]
             line = f"{conns:>5} x {length:<5} {name:>9} {med(rows, 'rps'):>9.0f} {med(rows, 'p99'):>8.1f} {med(rows, 'cpu_us'):>11.2f} {med(rows, 'rss'):>8.0f}"
             if name == "ours":
-                b = results["baseline"]
+                b = results["tokio-nd"]
                 ratio = lambda k: f"{med(rows, k) / med(b, k):.2f}" if med(b, k) > 0 else "-"
-                line += f" | {ratio('rps'):>15} {ratio('cpu_us'):>6} {ratio('p99'):>6}"
+                line += f" | {ratio('rps'):>19} {ratio('cpu_us'):>6} {ratio('p99'):>6}"
             errors = sum(r["errors"] for r in rows)
             if errors:
                 line += f"  ERRORS {errors}"
@@ -107,7 +121,7 @@ def table(secs, rounds, loads, server_core, client_core, title):
 
 def idle_memory(counts):
     print("\nidle memory (RSS growth per connection after N idle connections, each proven live):")
-    for name in ("baseline", "ours", "c-epoll"):
+    for name in ("tokio-nd", "ours", "c-epoll"):
         for n in counts:
             server, port = start(name, "0")
             try:
@@ -129,6 +143,12 @@ def idle_memory(counts):
 
 if __name__ == "__main__":
     secs, rounds = float(sys.argv[1]), int(sys.argv[2])
+    if os.environ.get("BENCH_MODE") == "server-bound":
+        cores = os.environ.get("BENCH_SERVER_CORES", "0")
+        clients = os.environ.get("BENCH_CLIENT_CORES", "1-4")
+        loads = LOADS if os.environ.get("BENCH_LOADS") else [(100, 64), (1000, 64), (100, 4096), (10, 65536)]
+        table(secs, rounds, loads, cores, clients, f"server-bound, client {THREADS} threads")
+        sys.exit(0)
     table(secs, rounds, LOADS, "0", "1", "separate cores")
     table(secs, rounds, [(100, 64)], "0", "0", "shared core")
     if not os.environ.get("BENCH_LOADS"):

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use echo_core::{Action, CloseReason, Connection, LostReason, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::watch;
 
+use crate::signal::CloseSignal;
 use crate::stream::Stream;
 
 /// Bytes read per `read` call: the "one read" in the buffer bound
@@ -92,7 +92,7 @@ pub async fn drive<S, P, A>(
     conn: &mut Connection<P>,
     app: &mut A,
     config: DriveConfig,
-    close: Option<watch::Receiver<bool>>,
+    close: Option<CloseSignal>,
 ) where
     S: Stream,
     P: Protocol,
@@ -106,19 +106,13 @@ pub async fn drive<S, P, A>(
     let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut armed: Option<Instant> = None;
     let mut flush_deadline: Option<Instant> = None;
-    // One long-lived future for the close signal (a fresh `changed()` per
-    // pass would register and drop a waiter on every read). It checks the
-    // current value first, so a close sent before we subscribed counts too.
+    // One long-lived future for the close signal (a fresh one per pass
+    // would register and drop a waiter on every read). It checks the
+    // current value first, so a close sent before we started counts too.
     let close_requested = async move {
-        if let Some(mut rx) = close {
-            loop {
-                if *rx.borrow_and_update() {
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    break; // the sender is gone: no close will come
-                }
-            }
+        if let Some(signal) = close {
+            signal.triggered().await;
+            return;
         }
         std::future::pending::<()>().await;
     };

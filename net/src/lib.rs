@@ -22,6 +22,7 @@ mod client;
 mod driver;
 mod listener;
 mod server;
+mod signal;
 mod spawn;
 mod stream;
 mod udp;
@@ -32,6 +33,7 @@ pub use client::{
 pub use driver::{App, DEFAULT_READ_CHUNK, DriveConfig, NoApp, drive, now};
 pub use listener::{Accepted, AnyListener, Listener, LockFile, SocketFile, UNIX_PEER};
 pub use server::{EchoServer, ServerOptions, ShutdownOutcome};
+pub use signal::CloseSignal;
 pub use spawn::{Spawner, TokioSpawner};
 pub use stream::{AnyStream, Stream};
 pub use udp::{Datagrams, bind_udp, connect_udp, udp_echo};

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use crate::driver::{DriveConfig, NoApp, drive, now};
 use crate::listener::{Accepted, Listener};
+use crate::signal::CloseSignal;
 use crate::spawn::Spawner;
 use crate::stream::Stream;
 
@@ -61,8 +62,8 @@ struct Inner {
     options: ServerOptions,
     /// `false` once the server stops accepting.
     accepting: watch::Sender<bool>,
-    /// `true` once open connections must close.
-    close: watch::Sender<bool>,
+    /// Set once open connections must close.
+    close: CloseSignal,
     /// Open connections, for waiting until there are none.
     open: watch::Sender<usize>,
     /// The largest unsent buffer any ended connection ever held.
@@ -133,7 +134,7 @@ impl EchoServer {
                 factory: Mutex::new(EchoFactory::new(options.config)),
                 options,
                 accepting: watch::Sender::new(true),
-                close: watch::Sender::new(false),
+                close: CloseSignal::new(),
                 open: watch::Sender::new(0),
                 peak_buffered: AtomicUsize::new(0),
                 observer: OnceLock::new(),
@@ -247,7 +248,7 @@ impl EchoServer {
     /// Tells every open connection to stop reading, flush what it owes, and
     /// close (resetting if the flush outlasts the flush timeout).
     pub fn close_all(&self) {
-        self.inner.close.send_replace(true);
+        self.inner.close.trigger();
     }
 
     /// Waits until no connection is open.
@@ -298,7 +299,7 @@ struct Served<S> {
 
 impl<S: Stream> Served<S> {
     async fn run(mut self) {
-        let close = self.inner.close.subscribe();
+        let close = self.inner.close.clone();
         if let Some(stream) = self.stream.as_mut() {
             let config = self.inner.options.drive;
             drive(stream, &mut self.conn, &mut NoApp, config, Some(close)).await;

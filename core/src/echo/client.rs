@@ -226,6 +226,20 @@ impl EchoClient {
         self.window_limit.saturating_sub(self.window.len())
     }
 
+    /// The room new input may take now. Once the window is in use, it
+    /// refills only when at least half of it is free: topping it up byte by
+    /// byte as echoes trickle back would send ever smaller writes, each its
+    /// own segment (the silly window syndrome; the simulation found a 107 KB
+    /// echo crawling along in 1-byte segments).
+    fn refill_room(&self) -> usize {
+        let room = self.headroom();
+        if self.window.is_empty() || room >= self.window_limit.div_ceil(2) {
+            room
+        } else {
+            0
+        }
+    }
+
     fn input_finished(&self) -> bool {
         match &self.input {
             Input::Message(rest) => rest.is_empty(),
@@ -235,7 +249,7 @@ impl EchoClient {
 
     /// Queues up to the headroom of `data`; returns how much was taken.
     fn accept(&mut self, data: &[u8], transport: &mut Transport) -> usize {
-        let n = data.len().min(self.headroom());
+        let n = data.len().min(self.refill_room());
         if n > 0 {
             transport.write(&data[..n]);
             self.window.extend_from_slice(&data[..n]);
@@ -466,6 +480,6 @@ impl Connection<EchoClient> {
         let open = matches!(client.input, Input::Stream { finished: false })
             && !client.ended
             && !self.transport().is_closing();
-        if open { client.headroom() } else { 0 }
+        if open { client.refill_room() } else { 0 }
     }
 }

@@ -372,6 +372,34 @@ fn streaming_input_is_bounded_and_closes_after_the_echo() {
 }
 
 #[test]
+fn the_window_refills_only_once_half_of_it_is_free() {
+    // Message mode: echoes trickling back one byte at a time must not turn
+    // into one-byte writes.
+    let message: Vec<u8> = (0..20u8).collect();
+    let mut conn = message_client(&message, marks(8, 0));
+    assert_eq!(send_all(&mut conn), &message[..8]);
+    conn.handle_data(&message[..1], t0()).unwrap();
+    conn.handle_data(&message[1..3], t0()).unwrap();
+    assert_eq!(conn.pending_output(), b"", "3 of 8 free: wait for more");
+    conn.handle_data(&message[3..4], t0()).unwrap();
+    assert_eq!(
+        conn.pending_output(),
+        &message[8..12],
+        "half free: refill it all"
+    );
+
+    // Streaming: the same rule, as the room offered for input.
+    let mut conn = streaming_client(marks(8, 0));
+    assert_eq!(conn.send(b"01234567", t0()), Ok(8));
+    send_all(&mut conn);
+    conn.handle_data(b"012", t0()).unwrap();
+    assert_eq!(conn.input_room(), 0);
+    assert!(!conn.wants_input());
+    conn.handle_data(b"3", t0()).unwrap();
+    assert_eq!(conn.input_room(), 4);
+}
+
+#[test]
 fn a_message_client_takes_no_streamed_input() {
     let mut conn = message_client(b"m", WaterMarks::default());
     assert!(!conn.wants_input());
