@@ -14,9 +14,9 @@ rounds=${3:-2}
 ulimit -n "$(ulimit -Hn)"
 export BENCH_BIN=$bin BENCH_MODE=server-bound
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-BENCH_SERVER_CORES=0 BENCH_CLIENT_CORES=2-5 BENCH_CLIENT_THREADS=4 \
+BENCH_SERVER_CORES=0 BENCH_CLIENT_CORES=2-5 BENCH_CLIENT_THREADS=4 BENCH_WORKERS=1 BENCH_IDLE=1 \
   python3 scripts/bench.py "$secs" "$rounds"
 if [ "$(nproc)" -ge 16 ]; then
-  BENCH_SERVER_CORES=0-7 BENCH_CLIENT_CORES=8-15 BENCH_CLIENT_THREADS=8 \
+  BENCH_SERVER_CORES=0-7 BENCH_CLIENT_CORES=8-15 BENCH_CLIENT_THREADS=8 BENCH_WORKERS=8 \
     BENCH_LOADS=1000x64,5000x64 python3 scripts/bench.py "$secs" "$rounds"
 fi

@@ -15,7 +15,7 @@ requests/s separate servers; CPU per echo (server CPU seconds / round trips)
 is the headline either way. BENCH_BIN=DIR runs prebuilt binaries from DIR
 (echo-server, echo-client, baseline_tokio_echo, epoll_echo).
 """
-import json, os, shutil, socket, statistics, subprocess, sys, time
+import json, os, shutil, socket, statistics, subprocess, sys, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.environ.get("BENCH_BIN") or os.path.join(ROOT, "target", "release")
@@ -31,6 +31,8 @@ SERVERS = {
     "baseline": lambda port: [BASELINE, f"127.0.0.1:{port}"],
     "tokio-nd": lambda port: [BASELINE, f"127.0.0.1:{port}", "--nodelay"],
     "ours": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+    "ours-w": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen", f"tcp:{port}:interface=127.0.0.1",
+                            "--workers", os.environ.get("BENCH_WORKERS", "1")],
     "c-epoll": lambda port: [os.path.join(REL, "epoll_echo"), str(port)],
 }
 LOADS = [(1, 64), (1, 4096), (10, 64), (10, 4096), (100, 64), (100, 4096), (1000, 64), (1000, 4096), (10, 65536)]
@@ -81,12 +83,41 @@ def bench(port, conns, length, secs, client_core):
     return json.loads(out.stdout)
 
 
+class CpuSampler(threading.Thread):
+    """Samples a process's CPU time every 20 ms, so the CPU of the measured
+    window alone (not connection set-up or teardown) can be read back."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.samples, self.done = pid, [], threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            self.samples.append((time.monotonic(), cpu_secs(self.pid)))
+            time.sleep(0.02)
+
+    def at(self, t):
+        """CPU seconds at time t (the latest sample not after it)."""
+        best = self.samples[0][1]
+        for when, cpu in self.samples:
+            if when > t:
+                break
+            best = cpu
+        return best
+
+
 def one(name, conns, length, secs, server_core="0", client_core="1"):
     server, port = start(name, server_core)
     try:
-        before = cpu_secs(server.pid)
+        sampler = CpuSampler(server.pid)
+        sampler.start()
         r = bench(port, conns, length, secs, client_core)
-        cpu = cpu_secs(server.pid) - before
+        end = time.monotonic()
+        sampler.done.set()
+        sampler.join()
+        # The measured window ended as the client finished (its drain is
+        # near zero against a healthy server) and lasted r["seconds"].
+        cpu = sampler.at(end) - sampler.at(end - r["seconds"])
         return {"rps": r["requests_per_sec"], "p99": r["latency_us"]["p99"], "errors": r["errors"],
                 "cpu_us": cpu * 1e6 / max(r["requests"], 1), "rss": status_kib(server.pid, "VmHWM:")}
     finally:
@@ -109,7 +140,7 @@ def table(secs, rounds, loads, server_core, client_core, title):
         for name in SERVERS:
             rows = results[name]
             line = f"{conns:>5} x {length:<5} {name:>9} {med(rows, 'rps'):>9.0f} {med(rows, 'p99'):>8.1f} {med(rows, 'cpu_us'):>11.2f} {med(rows, 'rss'):>8.0f}"
-            if name == "ours":
+            if name.startswith("ours"):
                 b = results["tokio-nd"]
                 ratio = lambda k: f"{med(rows, k) / med(b, k):.2f}" if med(b, k) > 0 else "-"
                 line += f" | {ratio('rps'):>19} {ratio('cpu_us'):>6} {ratio('p99'):>6}"
@@ -121,7 +152,7 @@ def table(secs, rounds, loads, server_core, client_core, title):
 
 def idle_memory(counts):
     print("\nidle memory (RSS growth per connection after N idle connections, each proven live):")
-    for name in ("tokio-nd", "ours", "c-epoll"):
+    for name in ("tokio-nd", "ours", "ours-w", "c-epoll"):
         for n in counts:
             server, port = start(name, "0")
             try:
@@ -148,6 +179,8 @@ if __name__ == "__main__":
         clients = os.environ.get("BENCH_CLIENT_CORES", "1-4")
         loads = LOADS if os.environ.get("BENCH_LOADS") else [(100, 64), (1000, 64), (100, 4096), (10, 65536)]
         table(secs, rounds, loads, cores, clients, f"server-bound, client {THREADS} threads")
+        if os.environ.get("BENCH_IDLE"):
+            idle_memory([10000])
         sys.exit(0)
     table(secs, rounds, LOADS, "0", "1", "separate cores")
     table(secs, rounds, [(100, 64)], "0", "0", "shared core")

@@ -217,3 +217,31 @@ fn size_sends_a_generated_message_of_that_size() {
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "> from server: 100000 bytes\n".repeat(3));
 }
+
+#[test]
+fn workers_share_one_port_and_shut_down_cleanly() {
+    let mut server = Server::start(&["--workers", "3"]);
+    let out = client(&["--connect", &server.connect_arg(), "-c", "300"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 300);
+    let out = client(&[
+        "bench",
+        "--connect",
+        &server.connect_arg(),
+        "-c",
+        "12",
+        "-r",
+        "3000",
+        "-w",
+        "0",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    assert!(server.log().contains("accepted=312"), "{}", server.log());
+    let out = Command::new(SERVER)
+        .args(["--workers", "1025"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -107,6 +107,57 @@ impl AnyListener {
         }
     }
 
+    /// Binds `n` TCP listeners to the address of `endpoint`, all with
+    /// `SO_REUSEPORT` so the kernel spreads new connections among them: one
+    /// per single-threaded worker (a thread per core, no work stealing). Port
+    /// 0 picks one free port for all of them. Must run inside a tokio
+    /// runtime; the listeners come back as `std` ones (non-blocking) for each
+    /// worker's runtime to adopt with [`AnyListener::adopt`].
+    ///
+    /// # Errors
+    /// The bind's I/O error, or `Unsupported` for an endpoint that is not TCP.
+    pub fn bind_tcp_shards(
+        endpoint: &ServerEndpoint,
+        n: usize,
+    ) -> io::Result<Vec<std::net::TcpListener>> {
+        let ServerEndpoint::Tcp {
+            port,
+            interface,
+            backlog,
+        } = endpoint
+        else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{endpoint} cannot be shared by workers"),
+            ));
+        };
+        let mut addr = SocketAddr::new(*interface, *port);
+        let mut shards = Vec::with_capacity(n);
+        for _ in 0..n.max(1) {
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(addr)?;
+            let listener = socket.listen(*backlog)?;
+            addr = listener.local_addr()?;
+            shards.push(listener.into_std()?);
+        }
+        Ok(shards)
+    }
+
+    /// Adopts a listener from [`bind_tcp_shards`](Self::bind_tcp_shards)
+    /// into the runtime this is called in.
+    ///
+    /// # Errors
+    /// Registering it with the runtime failed.
+    pub fn adopt(listener: std::net::TcpListener) -> io::Result<Self> {
+        Ok(Self::Tcp(TcpListener::from_std(listener)?))
+    }
+
     /// What this listener is bound to, as a canonical endpoint string (with
     /// the real port when port 0 was asked for).
     ///

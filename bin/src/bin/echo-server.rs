@@ -60,6 +60,13 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = UdpConfig::DEFAULT_RATE, value_parser = udp_rate)]
     udp_rate: u32,
 
+    /// Serve TCP on N single-threaded workers, a thread each with its own
+    /// listener on the same port (SO_REUSEPORT: the kernel spreads new
+    /// connections among them), with no work stealing. 0: one
+    /// multi-threaded runtime for everything
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = worker_count)]
+    workers: usize,
+
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -79,6 +86,18 @@ Endpoint strings (Twisted's grammar):
   udp:8888:interface=127.0.0.1          UDP echo (only when listed; see --udp-rate)
 
 Exit codes: 0 after a clean shutdown, 1 when listening fails, 2 for usage errors.";
+
+/// Most `--workers` (one thread each).
+const MAX_WORKERS: usize = 1024;
+
+fn worker_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_WORKERS => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a worker count from 0 to {MAX_WORKERS}"
+        )),
+    }
+}
 
 fn udp_rate(s: &str) -> Result<u32, String> {
     s.parse().map_err(|_| {
@@ -122,28 +141,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let server = EchoServer::new(options);
     let mut listeners = Vec::new();
+    let mut shards: Vec<Vec<std::net::TcpListener>> = Vec::new();
     let mut udp_sockets = Vec::new();
     let mut descriptions = Vec::new();
     for endpoint in &args.listen {
-        let description = if let ServerEndpoint::Udp { interface, .. } = endpoint {
-            let socket = bind_udp(endpoint)
-                .await
-                .with_context(|| format!("cannot listen on {endpoint}"))?;
-            let port = socket.local_addr()?.port();
-            udp_sockets.push(socket);
-            ServerEndpoint::Udp {
-                port,
-                interface: *interface,
-            }
-            .to_string()
-        } else {
-            let listener = AnyListener::bind(endpoint)
-                .await
-                .with_context(|| format!("cannot listen on {endpoint}"))?;
-            let description = listener.describe(endpoint)?;
-            listeners.push(listener);
-            description
-        };
+        let description =
+            if let (ServerEndpoint::Tcp { backlog, .. }, 1..) = (endpoint, args.workers) {
+                let group = AnyListener::bind_tcp_shards(endpoint, args.workers)
+                    .with_context(|| format!("cannot listen on {endpoint}"))?;
+                let addr = group[0].local_addr()?;
+                shards.push(group);
+                ServerEndpoint::Tcp {
+                    port: addr.port(),
+                    interface: addr.ip(),
+                    backlog: *backlog,
+                }
+                .to_string()
+            } else if let ServerEndpoint::Udp { interface, .. } = endpoint {
+                let socket = bind_udp(endpoint)
+                    .await
+                    .with_context(|| format!("cannot listen on {endpoint}"))?;
+                let port = socket.local_addr()?.port();
+                udp_sockets.push(socket);
+                ServerEndpoint::Udp {
+                    port,
+                    interface: *interface,
+                }
+                .to_string()
+            } else {
+                let listener = AnyListener::bind(endpoint)
+                    .await
+                    .with_context(|| format!("cannot listen on {endpoint}"))?;
+                let description = listener.describe(endpoint)?;
+                listeners.push(listener);
+                description
+            };
         descriptions.push(description);
     }
     // Announce only once every endpoint is bound: a later failure must not
@@ -158,6 +190,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let server = server.clone();
         tokio::spawn(async move { server.serve(listener, TokioSpawner).await });
     }
+    let workers = start_workers(&server, shards, args.workers)?;
     let udp = UdpConfig {
         rate: args.udp_rate,
         ..UdpConfig::default()
@@ -182,6 +215,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     while let Some(Ok(stats)) = udp_tasks.join_next().await {
         log_udp(&stats);
     }
+    for worker in workers {
+        // Each ends once no connection is open anywhere, as shutdown did.
+        let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    }
     let (accepted, refused) = server.totals();
     match outcome {
         ShutdownOutcome::Drained => {
@@ -197,6 +234,57 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Starts `n` worker threads, each a single-threaded runtime serving its
+/// share of every TCP endpoint's listeners (`shards[endpoint][worker]`)
+/// until the server stops accepting and no connection is open.
+fn start_workers(
+    server: &EchoServer,
+    shards: Vec<Vec<std::net::TcpListener>>,
+    n: usize,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+    for group in shards {
+        for (i, listener) in group.into_iter().enumerate() {
+            per_worker[i].push(listener);
+        }
+    }
+    let mut handles = Vec::with_capacity(n);
+    for (i, mine) in per_worker.into_iter().enumerate() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a worker runtime")?;
+        let server = server.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut loops = tokio::task::JoinSet::new();
+                    for listener in mine {
+                        match AnyListener::adopt(listener) {
+                            Ok(listener) => {
+                                let server = server.clone();
+                                loops.spawn(
+                                    async move { server.serve(listener, TokioSpawner).await },
+                                );
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "worker cannot adopt its listener")
+                            }
+                        }
+                    }
+                    while loops.join_next().await.is_some() {}
+                    // The accept loops end at shutdown; this worker's
+                    // connections live on this runtime until they finish.
+                    server.wait_idle().await;
+                });
+            })
+            .context("cannot start a worker thread")?;
+        handles.push(handle);
+    }
+    Ok(handles)
 }
 
 fn log_udp(stats: &UdpStats) {
