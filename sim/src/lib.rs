@@ -9,6 +9,9 @@
 //! * [`mod@run`]: runs a case and checks the invariants.
 //! * [`udp`]: UDP echo cases (loss, duplication, reordering, rate limits)
 //!   and their invariants.
+//! * [`zoo`]: the client against peers that are not our server (Twisted's
+//!   close-on-EOF, the seed's first-chunk server, trickling, corrupting,
+//!   over-sending, short and silent servers, a re-chunking relay).
 //! * [`mod@check`]: runs a property over seeded cases with regression seeds,
 //!   a determinism self-check, shrinking and replay (`SIM_SEED`).
 //!
@@ -28,6 +31,7 @@ pub mod check;
 pub mod io;
 pub mod run;
 pub mod udp;
+pub mod zoo;
 
 pub use case::{
     Case, ConnPlan, Fault, Message, Shutdown, fault_case, no_fault_case, shutdown_case,
@@ -35,3 +39,4 @@ pub use case::{
 pub use check::{Scenario, Summary, case_for, check};
 pub use run::{LIVENESS_BOUND, Report, Stats, run_case};
 pub use udp::{UdpCase, UdpPlan, udp_case};
+pub use zoo::{Peer, ZooCase, zoo_case};

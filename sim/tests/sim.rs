@@ -2,7 +2,7 @@
 //! sets the case count (a soak: `SIM_CASES=100000`), `SIM_SEED=S` replays one
 //! case, `SIM_TRACE=1` prints each case's event trace.
 
-use sim::{check, fault_case, no_fault_case, shutdown_case, udp_case};
+use sim::{check, fault_case, no_fault_case, shutdown_case, udp_case, zoo_case};
 
 /// Any latency, chunking down to one byte, short writes, water marks and
 /// idle timeouts, with no faults: every client is done, exactly; the server's
@@ -85,5 +85,28 @@ fn udp_accounting_is_exact_under_loss_duplication_and_reordering() {
         let s = summary.stats;
         assert!(s.done > 0 && s.lost > 0, "{summary:?}");
         assert!(s.duplicates > 0 && s.reordered > 0, "{summary:?}");
+    }
+}
+
+/// The client against peers that are not our server: Twisted's default
+/// close-on-EOF protocol, the seed's first-chunk-then-close server, a
+/// one-byte-at-a-time server, one that corrupts a byte, one that sends
+/// extra bytes, one that stops short and closes, one that never answers,
+/// and a relay that re-chunks and delays in front of our server. The
+/// client's verdict is exactly what the peer did: done only when every byte
+/// came back, else the failure with its offset and counts; a silent peer is
+/// reported at the client's timeout.
+#[test]
+fn client_verdicts_are_exact_against_a_peer_zoo() {
+    let summary = check(
+        "client_verdicts_are_exact_against_a_peer_zoo",
+        zoo_case(),
+        400,
+    );
+    if std::env::var_os("SIM_SEED").is_none() {
+        assert!(
+            summary.stats.done > summary.cases / 4 && summary.stats.cut_short > summary.cases / 4,
+            "the zoo must produce both verdicts often: {summary:?}"
+        );
     }
 }

@@ -1,0 +1,460 @@
+//! The client against peers that are not our server: servers modelled on
+//! real implementations (`shared/PEERS.md`), faulty servers, and a relay in
+//! front of our server. Each peer records what it did; the client's verdict
+//! must be exactly what that implies (done only when every byte came back;
+//! otherwise the right failure, with the right offset and counts), and it
+//! must come within the client's own timeout.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use echo_core::{CloseReason, EchoClient, EchoError, ServerConfig};
+use echo_net::{
+    ClientError, ClientOptions, Connected, EchoServer, Pipe, ServerOptions, Summary, now, run,
+};
+use proptest::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::check::Scenario;
+use crate::io::{CatchPanic, IoKnobs, LocalSpawner, Panics, SimListener, SimStream};
+use crate::run::{Report, Stats, Trace};
+
+const PEER: &str = "peer";
+const ECHO: &str = "echo";
+const PORT: u16 = 7;
+
+/// A server that is not ours, or a relay in front of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// Twisted's default `Protocol`: echoes each read; on end-of-file it
+    /// closes at once, dropping whatever it had not yet written.
+    CloseOnEof,
+    /// The seed's server: answers the first chunk it reads, then closes.
+    FirstChunkThenClose,
+    /// Echoes one byte at a time, `delay_ms` apart.
+    Trickle {
+        /// Pause before each byte.
+        delay_ms: u64,
+    },
+    /// Echoes everything with the byte at `offset` inverted.
+    WrongByte {
+        /// Offset of the corrupted byte in the stream.
+        offset: usize,
+    },
+    /// Echoes everything, then sends `extra` bytes nobody sent.
+    ExtraBytes {
+        /// How many.
+        extra: usize,
+    },
+    /// Echoes the first `keep` bytes, then closes.
+    ShortThenClose {
+        /// How many bytes come back.
+        keep: usize,
+    },
+    /// Reads everything and never answers.
+    Silent,
+    /// A proxy: re-chunks both directions into pieces of at most `chunk`
+    /// bytes, each after `delay_ms`, in front of our server.
+    Relay {
+        /// Largest piece forwarded at once.
+        chunk: usize,
+        /// Pause before each piece.
+        delay_ms: u64,
+    },
+}
+
+/// One client against one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZooCase {
+    /// The run's seed (set by the runner).
+    pub seed: u64,
+    /// The peer.
+    pub peer: Peer,
+    /// The message's length.
+    pub len: usize,
+    /// One-way latency bounds.
+    pub min_latency_ms: u64,
+    /// Upper bound.
+    pub max_latency_ms: u64,
+    /// The client's verification window (its high-water mark).
+    pub client_high: usize,
+    /// The client's read chunking and short writes.
+    pub client_io: IoKnobs,
+    /// The client's progress timeout.
+    pub idle_ms: u64,
+}
+
+/// Peers with the knobs that matter to each, messages up to 64 KiB.
+pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
+    let len = prop_oneof![1 => Just(0usize), 6 => 1usize..3_000, 2 => 3_000usize..65_536];
+    let peer = prop_oneof![
+        Just(Peer::CloseOnEof),
+        Just(Peer::FirstChunkThenClose),
+        (0u64..5).prop_map(|delay_ms| Peer::Trickle { delay_ms }),
+        (0usize..70_000).prop_map(|offset| Peer::WrongByte { offset }),
+        (1usize..100).prop_map(|extra| Peer::ExtraBytes { extra }),
+        (0usize..70_000).prop_map(|keep| Peer::ShortThenClose { keep }),
+        Just(Peer::Silent),
+        (1usize..5_000, 0u64..10).prop_map(|(chunk, delay_ms)| Peer::Relay { chunk, delay_ms }),
+    ];
+    let knobs = prop_oneof![
+        Just(IoKnobs::PLAIN),
+        (1usize..=4_096, any::<bool>(), 1usize..=4_096).prop_map(
+            |(max_read, coalesce, max_write)| IoKnobs {
+                max_read,
+                coalesce,
+                max_write
+            }
+        ),
+    ];
+    (
+        peer,
+        len,
+        (0u64..20, 0u64..40),
+        1usize..70_000,
+        knobs,
+        500u64..3_000,
+    )
+        .prop_map(
+            |(peer, len, (min, extra), client_high, client_io, idle_ms)| {
+                // A trickle is slow by design: keep it to a size it can finish.
+                let len = match peer {
+                    Peer::Trickle { .. } => len.min(2_000),
+                    _ => len,
+                };
+                ZooCase {
+                    seed: 0,
+                    peer,
+                    len,
+                    min_latency_ms: min,
+                    max_latency_ms: min + extra,
+                    client_high: client_high.max(len / 50).max(1),
+                    client_io,
+                    idle_ms,
+                }
+            },
+        )
+}
+
+impl Scenario for ZooCase {
+    fn seeded(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    fn run(&self) -> Report {
+        run_zoo(self)
+    }
+}
+
+/// What the peer did, as it saw it.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Bytes it wrote back, in order.
+    wrote: Vec<u8>,
+    /// Bytes it read.
+    read: usize,
+    /// When it last read something (simulated time).
+    last_read_at: Duration,
+}
+
+/// The client's outcome and when (simulated time) it came.
+type Verdict = (Result<Summary, ClientError>, Duration);
+
+fn message(case: &ZooCase) -> Vec<u8> {
+    (0..case.len)
+        .map(|i| (i as u64 ^ case.seed.rotate_left(i as u32 % 64)) as u8)
+        .collect()
+}
+
+/// Runs one case: the peer on one host (and our server behind a relay on
+/// another), the client on a third; then checks the verdict.
+pub fn run_zoo(case: &ZooCase) -> Report {
+    let trace: Trace = Rc::default();
+    let panics: Panics = Rc::default();
+    let seen: Rc<RefCell<Seen>> = Rc::default();
+    let verdict: Rc<RefCell<Option<Verdict>>> = Rc::default();
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(case.seed)
+        .epoch(std::time::UNIX_EPOCH)
+        .min_message_latency(Duration::from_millis(case.min_latency_ms))
+        .max_message_latency(Duration::from_millis(case.max_latency_ms))
+        .simulation_duration(Duration::from_secs(60))
+        .build();
+
+    if let Peer::Relay { .. } = case.peer {
+        let panics = Rc::clone(&panics);
+        sim.host(ECHO, move || {
+            let panics = Rc::clone(&panics);
+            async move {
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+                let server = EchoServer::new(ServerOptions {
+                    config: ServerConfig {
+                        idle_timeout: Some(Duration::from_secs(5)),
+                        ..ServerConfig::default()
+                    },
+                    ..ServerOptions::default()
+                });
+                let listener = SimListener::new(listener, IoKnobs::PLAIN, 1);
+                server.serve(listener, LocalSpawner { panics }).await;
+                Ok(())
+            }
+        });
+    }
+    let (peer, len) = (case.peer, case.len);
+    let (peer_seen, peer_panics) = (Rc::clone(&seen), Rc::clone(&panics));
+    sim.host(PEER, move || {
+        let (seen, panics) = (Rc::clone(&peer_seen), Rc::clone(&peer_panics));
+        async move {
+            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+            loop {
+                let (stream, _) = listener.accept().await?;
+                let task = serve_peer(peer, len, stream, Rc::clone(&seen));
+                tokio::task::spawn_local(CatchPanic {
+                    inner: Box::pin(task),
+                    panics: Rc::clone(&panics),
+                });
+            }
+        }
+    });
+    let (bytes, io, seed) = (Bytes::from(message(case)), case.client_io, case.seed);
+    let options = ClientOptions {
+        config: echo_core::ClientConfig {
+            idle_timeout: Some(Duration::from_millis(case.idle_ms)),
+            ..echo_core::ClientConfig::default()
+        },
+        marks: echo_core::WaterMarks::new(case.client_high, 0).expect("high > 0"),
+        ..ClientOptions::default()
+    };
+    let (slot, client_trace) = (Rc::clone(&verdict), Rc::clone(&trace));
+    sim.client("client", async move {
+        let stream = turmoil::net::TcpStream::connect((PEER, PORT)).await?;
+        let (host, peer) = (stream.local_addr()?, stream.peer_addr()?);
+        let stream = SimStream::new(stream, io, seed);
+        let client = EchoClient::message(bytes, options.config, now());
+        let mut pipe = Pipe::new(None::<tokio::io::Empty>, Vec::new());
+        let result = run(Connected { stream, host, peer }, client, &mut pipe, options).await;
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        client_trace
+            .borrow_mut()
+            .push(format!("{:>7}ms verdict {result:?}", at.as_millis()));
+        *slot.borrow_mut() = Some((result, at));
+        Ok(())
+    });
+    let ran = sim.run().map_err(|e| format!("simulation failed: {e}"));
+    let done = matches!(verdict.borrow().as_ref(), Some((Ok(_), _)));
+    let result = ran.and_then(|()| {
+        if let Some(panic) = panics.borrow().first() {
+            return Err(format!("panic in a spawned task: {panic}"));
+        }
+        let (verdict, at) = verdict
+            .borrow_mut()
+            .take()
+            .ok_or("the client never reported")?;
+        judge(case, &seen.borrow(), &verdict, at)
+    });
+    let trace = trace.borrow().clone();
+    let stats = Stats {
+        attempts: 1,
+        done: u64::from(done),
+        cut_short: u64::from(!done),
+        ..Stats::default()
+    };
+    Report {
+        result,
+        trace,
+        stats,
+    }
+}
+
+/// The verdict `case`'s peer earned, given what it did.
+fn judge(
+    case: &ZooCase,
+    seen: &Seen,
+    verdict: &Result<Summary, ClientError>,
+    at: Duration,
+) -> Result<(), String> {
+    let sent = message(case);
+    let len = sent.len();
+    let back = seen.wrote.len();
+    let whole = Summary {
+        sent: len as u64,
+        received: len as u64,
+    };
+    let done = |v: &Result<Summary, ClientError>| matches!(v, Ok(s) if *s == whole);
+    // Cut short after `k` correct bytes: the client says so, never "done":
+    // truncated after exactly `k` when the peer's FIN came, or lost with at
+    // most `k` when the peer's close with unread input turned into a reset
+    // (which may destroy what was still in flight, as in real TCP).
+    let cut_at = |k: usize| match verdict {
+        Err(ClientError::Echo(EchoError::Truncated { received, .. })) => *received == k as u64,
+        Err(ClientError::Echo(EchoError::ConnectionLost {
+            reason: CloseReason::Lost(_),
+            received,
+            ..
+        })) => *received <= k as u64,
+        _ => false,
+    };
+    let ok = match case.peer {
+        Peer::CloseOnEof | Peer::Trickle { .. } | Peer::Relay { .. } => done(verdict),
+        Peer::FirstChunkThenClose => {
+            if back == len {
+                done(verdict)
+            } else {
+                cut_at(back)
+            }
+        }
+        Peer::ShortThenClose { keep } => {
+            if keep >= len {
+                done(verdict)
+            } else {
+                cut_at(keep)
+            }
+        }
+        Peer::WrongByte { offset } if offset < len => matches!(
+            verdict,
+            Err(ClientError::Echo(EchoError::Mismatch { offset: o, expected, found }))
+                if *o == offset as u64 && *expected == sent[offset] && *found == !sent[offset]
+        ),
+        Peer::WrongByte { .. } => done(verdict),
+        // Extra bytes in the same read as the last echo byte are seen; in a
+        // later one, after the client said done and closed, they are not.
+        Peer::ExtraBytes { .. } => {
+            done(verdict)
+                || matches!(
+                    verdict,
+                    Err(ClientError::Echo(EchoError::Unexpected { offset })) if *offset == len as u64
+                )
+        }
+        Peer::Silent if len == 0 => done(verdict),
+        // At the timeout: the client's last write reached the peer by its
+        // last read, at most one latency after it was sent.
+        Peer::Silent => {
+            let idle = Duration::from_millis(case.idle_ms);
+            let latest = seen.last_read_at + idle + Duration::from_millis(5);
+            let earliest = (seen.last_read_at + idle)
+                .saturating_sub(Duration::from_millis(case.max_latency_ms + 5));
+            matches!(
+                verdict,
+                Err(ClientError::Echo(EchoError::TimedOut { received: 0, .. }))
+            ) && (earliest..=latest).contains(&at)
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "against {:?} with a {len}-byte message (the peer read {} and wrote back {back}, \
+             last read at {:?}): the client said {verdict:?} at {at:?}",
+            case.peer, seen.read, seen.last_read_at
+        ))
+    }
+}
+
+/// Serves one connection as `peer` does.
+async fn serve_peer(
+    peer: Peer,
+    len: usize,
+    mut stream: turmoil::net::TcpStream,
+    seen: Rc<RefCell<Seen>>,
+) {
+    let mut buf = vec![0u8; 4_096];
+    let mut offset = 0usize;
+    let read = |n: usize| {
+        let mut seen = seen.borrow_mut();
+        seen.read += n;
+        seen.last_read_at = turmoil::sim_elapsed().unwrap_or_default();
+    };
+    let wrote = |bytes: &[u8]| seen.borrow_mut().wrote.extend_from_slice(bytes);
+    match peer {
+        Peer::Relay { chunk, delay_ms } => {
+            if let Ok(upstream) = turmoil::net::TcpStream::connect((ECHO, PORT)).await {
+                relay(stream, upstream, chunk, delay_ms).await;
+            }
+        }
+        Peer::FirstChunkThenClose => {
+            if let Ok(n @ 1..) = stream.read(&mut buf).await {
+                read(n);
+                if stream.write_all(&buf[..n]).await.is_ok() {
+                    wrote(&buf[..n]);
+                }
+            }
+        }
+        _ => loop {
+            let n = match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break, // EOF: close at once (Twisted's default)
+                Ok(n) => n,
+            };
+            read(n);
+            let mut data = buf[..n].to_vec();
+            match peer {
+                Peer::Silent => continue,
+                Peer::WrongByte { offset: at } if (offset..offset + n).contains(&at) => {
+                    data[at - offset] = !data[at - offset];
+                }
+                Peer::ShortThenClose { keep } => data.truncate(keep.saturating_sub(offset)),
+                _ => {}
+            }
+            offset += n;
+            if let Peer::Trickle { delay_ms } = peer {
+                for byte in &data {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    if stream.write_all(std::slice::from_ref(byte)).await.is_err() {
+                        return;
+                    }
+                    wrote(std::slice::from_ref(byte));
+                }
+                continue;
+            }
+            // The model knows the message's length: the extra bytes follow
+            // the last byte of the echo, in the same write.
+            if let Peer::ExtraBytes { extra } = peer
+                && offset >= len
+            {
+                data.extend(std::iter::repeat_n(0x5a, extra));
+            }
+            if stream.write_all(&data).await.is_err() {
+                return;
+            }
+            wrote(&data);
+            if let Peer::ShortThenClose { keep } = peer
+                && offset >= keep
+            {
+                return;
+            }
+        },
+    }
+}
+
+/// Forwards both ways, re-chunked and delayed, until both sides close.
+async fn relay(
+    client: turmoil::net::TcpStream,
+    server: turmoil::net::TcpStream,
+    chunk: usize,
+    delay_ms: u64,
+) {
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    tokio::join!(
+        pump(client_read, server_write, chunk, delay_ms),
+        pump(server_read, client_write, chunk, delay_ms)
+    );
+}
+
+async fn pump(
+    mut from: turmoil::net::tcp::OwnedReadHalf,
+    mut to: turmoil::net::tcp::OwnedWriteHalf,
+    chunk: usize,
+    delay_ms: u64,
+) {
+    let mut buf = vec![0u8; chunk.max(1)];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
+}
