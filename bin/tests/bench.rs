@@ -8,6 +8,13 @@ use std::thread;
 
 use common::*;
 
+/// Runs `echo-client bench --connect CONNECT ARGS...`.
+fn bench(connect: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["bench", "--connect", connect];
+    all.extend_from_slice(args);
+    client(&all)
+}
+
 fn field(json: &str, name: &str) -> f64 {
     json.split(&format!("\"{name}\":"))
         .nth(1)
@@ -20,22 +27,22 @@ fn field(json: &str, name: &str) -> f64 {
 fn bench_counts_verified_requests_and_reports_json_and_hgrm() {
     let server = Server::start(&[]);
     let hgrm = std::env::temp_dir().join(format!("echo-bench-{}.hgrm", std::process::id()));
-    let out = client(&[
-        "bench",
-        "--connect",
+    let out = bench(
         &server.connect_arg(),
-        "-c",
-        "4",
-        "-s",
-        "100",
-        "-r",
-        "2000",
-        "-w",
-        "0",
-        "--json",
-        "--hgrm",
-        hgrm.to_str().unwrap(),
-    ]);
+        &[
+            "-c",
+            "4",
+            "-s",
+            "100",
+            "-r",
+            "2000",
+            "-w",
+            "0",
+            "--json",
+            "--hgrm",
+            hgrm.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let json = text(&out.stdout);
     assert_eq!(json.lines().count(), 1, "one JSON object: {json}");
@@ -60,19 +67,10 @@ fn bench_counts_verified_requests_and_reports_json_and_hgrm() {
 #[test]
 fn bench_text_output_and_idle_mode() {
     let server = Server::start(&[]);
-    let out = client(&[
-        "bench",
-        "--connect",
+    let out = bench(
         &server.connect_arg(),
-        "-c",
-        "2",
-        "-s",
-        "64",
-        "-d",
-        "0.3",
-        "-w",
-        "0.1",
-    ]);
+        &["-c", "2", "-s", "64", "-d", "0.3", "-w", "0.1"],
+    );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("2 connections x 64 B: "), "{stdout}");
@@ -80,15 +78,7 @@ fn bench_text_output_and_idle_mode() {
         stdout.contains("errors 0") && stdout.contains("latency us: p50"),
         "{stdout}"
     );
-    let out = client(&[
-        "bench",
-        "--connect",
-        &server.connect_arg(),
-        "--idle",
-        "50",
-        "--hold",
-        "0.2",
-    ]);
+    let out = bench(&server.connect_arg(), &["--idle", "50", "--hold", "0.2"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout).trim(),
@@ -110,20 +100,10 @@ fn bench_counts_a_wrong_echo_as_an_error_and_exits_1() {
         }
         let _ = s.read(&mut buf);
     });
-    let out = client(&[
-        "bench",
-        "--connect",
+    let out = bench(
         &format!("tcp:127.0.0.1:{port}"),
-        "-c",
-        "1",
-        "-s",
-        "16",
-        "-d",
-        "1",
-        "-w",
-        "0",
-        "--json",
-    ]);
+        &["-c", "1", "-s", "16", "-d", "1", "-w", "0", "--json"],
+    );
     handle.join().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(field(&text(&out.stdout), "errors"), 1.0);
@@ -138,20 +118,20 @@ fn bench_counts_a_wrong_echo_as_an_error_and_exits_1() {
 #[test]
 fn bench_threads_share_the_connections_and_count_every_request() {
     let server = Server::start(&[]);
-    let out = client(&[
-        "bench",
-        "--connect",
+    let out = bench(
         &server.connect_arg(),
-        "-c",
-        "5",
-        "--threads",
-        "3",
-        "-r",
-        "3000",
-        "-w",
-        "0",
-        "--json",
-    ]);
+        &[
+            "-c",
+            "5",
+            "--threads",
+            "3",
+            "-r",
+            "3000",
+            "-w",
+            "0",
+            "--json",
+        ],
+    );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let json = text(&out.stdout);
     assert_eq!(field(&json, "requests"), 3000.0, "exactly -r: {json}");
@@ -164,17 +144,10 @@ fn bench_threads_share_the_connections_and_count_every_request() {
 #[test]
 fn bench_reports_a_refused_connect_and_exits_1() {
     let port = free_port();
-    let out = client(&[
-        "bench",
-        "--connect",
+    let out = bench(
         &format!("tcp:127.0.0.1:{port}"),
-        "-c",
-        "3",
-        "--threads",
-        "2",
-        "-d",
-        "1",
-    ]);
+        &["-c", "3", "--threads", "2", "-d", "1"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("connection refused"),
@@ -205,18 +178,10 @@ fn silent_server() -> (u16, thread::JoinHandle<()>) {
 fn bench_ends_at_its_duration_against_a_server_that_never_echoes() {
     let (port, _server) = silent_server();
     let started = std::time::Instant::now();
-    let out = client(&[
-        "bench",
-        "--connect",
+    let out = bench(
         &format!("tcp:127.0.0.1:{port}"),
-        "-c",
-        "2",
-        "-d",
-        "1",
-        "-w",
-        "0",
-        "--json",
-    ]);
+        &["-c", "2", "-d", "1", "-w", "0", "--json"],
+    );
     let took = started.elapsed();
     assert!(
         took < std::time::Duration::from_secs(5),
@@ -232,40 +197,30 @@ fn bench_ends_at_its_duration_against_a_server_that_never_echoes() {
         text(&out.stderr)
     );
     // With a timeout shorter than the run, the stall is a timeout.
-    let out = client(&[
-        "bench",
-        "--connect",
+    let out = bench(
         &format!("tcp:127.0.0.1:{port}"),
-        "-c",
-        "1",
-        "-d",
-        "1",
-        "-w",
-        "0",
-        "--timeout",
-        "0.2",
-        "--json",
-    ]);
+        &[
+            "-c",
+            "1",
+            "-d",
+            "1",
+            "-w",
+            "0",
+            "--timeout",
+            "0.2",
+            "--json",
+        ],
+    );
     assert_eq!(field(&text(&out.stdout), "timed_out"), 1.0);
 }
 
 #[test]
 fn bench_reads_while_it_writes_so_a_16_mib_message_cannot_deadlock() {
     let server = Server::start(&[]);
-    let out = client(&[
-        "bench",
-        "--connect",
+    let out = bench(
         &server.connect_arg(),
-        "-c",
-        "2",
-        "-s",
-        "16777216",
-        "-r",
-        "4",
-        "-w",
-        "0",
-        "--json",
-    ]);
+        &["-c", "2", "-s", "16777216", "-r", "4", "-w", "0", "--json"],
+    );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(field(&text(&out.stdout), "requests"), 4.0);
 }
@@ -292,15 +247,7 @@ fn bench_sizes_and_counts_out_of_range_are_usage_errors() {
         assert!(!text(&out.stderr).contains("panicked"));
     }
     // Each size alone is fine, together they ask for too much memory.
-    let out = client(&[
-        "bench",
-        "--connect",
-        "tcp:127.0.0.1:9",
-        "-c",
-        "100",
-        "-s",
-        "16777216",
-    ]);
+    let out = bench("tcp:127.0.0.1:9", &["-c", "100", "-s", "16777216"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("MiB of buffers"),
@@ -328,15 +275,10 @@ fn bench_sizes_and_counts_out_of_range_are_usage_errors() {
 fn bench_checks_its_output_path_before_the_run() {
     let server = Server::start(&[]);
     let started = std::time::Instant::now();
-    let out = client(&[
-        "bench",
-        "--connect",
+    let out = bench(
         &server.connect_arg(),
-        "-d",
-        "3",
-        "--hgrm",
-        "/nonexistent-dir/lat.hgrm",
-    ]);
+        &["-d", "3", "--hgrm", "/nonexistent-dir/lat.hgrm"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         started.elapsed() < std::time::Duration::from_secs(2),
@@ -354,17 +296,10 @@ fn bench_checks_its_output_path_before_the_run() {
 fn hgrm_total_count_is_cumulative_and_ends_at_the_total() {
     let server = Server::start(&[]);
     let hgrm = std::env::temp_dir().join(format!("echo-cumulative-{}.hgrm", std::process::id()));
-    let out = client(&[
-        "bench",
-        "--connect",
+    let out = bench(
         &server.connect_arg(),
-        "-r",
-        "500",
-        "-w",
-        "0",
-        "--hgrm",
-        hgrm.to_str().unwrap(),
-    ]);
+        &["-r", "500", "-w", "0", "--hgrm", hgrm.to_str().unwrap()],
+    );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let h = std::fs::read_to_string(&hgrm).unwrap();
     let _ = std::fs::remove_file(&hgrm);
