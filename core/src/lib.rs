@@ -118,4 +118,4 @@ pub use endpoint::{
 pub use error::{ConfigError, UsageError};
 pub use protocol::{Factory, Protocol};
 pub use time::Instant;
-pub use transport::{ProducerState, Transport, WaterMarks};
+pub use transport::{KEEP_DRAINED_CAPACITY, ProducerState, Transport, WaterMarks};

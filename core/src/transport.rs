@@ -10,8 +10,10 @@ use crate::error::ConfigError;
 /// Capacity above which a drained output buffer is freed rather than kept.
 ///
 /// An idle connection should cost almost nothing; a busy one should not
-/// reallocate on every read. Small buffers are kept, large ones released.
-const KEEP_DRAINED_CAPACITY: usize = 4 * 1024;
+/// reallocate on every read. Small buffers are kept, large ones released:
+/// an empty buffer never holds more than this
+/// ([`Transport::peak_idle_capacity`]).
+pub const KEEP_DRAINED_CAPACITY: usize = 4 * 1024;
 
 /// Flow-control thresholds for the unsent-output buffer.
 ///
@@ -112,6 +114,12 @@ pub struct Transport {
     written: u64,
     /// The most bytes ever unsent at once.
     peak: usize,
+    /// Largest capacity the buffer kept while empty.
+    peak_idle: usize,
+    /// The largest `out` has been (length plus spare capacity) since it was
+    /// last replaced: its allocation. `BytesMut::capacity` alone undercounts
+    /// it once bytes were consumed from the front.
+    alloc: usize,
     /// Our address. Twisted: `getHost()`.
     host: SocketAddr,
     /// The other end's address. Twisted: `getPeer()`.
@@ -130,6 +138,8 @@ impl Transport {
             local_reason: None,
             written: 0,
             peak: 0,
+            peak_idle: 0,
+            alloc: 0,
             host,
             peer,
         }
@@ -153,6 +163,7 @@ impl Transport {
             return;
         }
         self.out.extend_from_slice(data);
+        self.alloc = self.alloc.max(self.out.len() + self.out.capacity());
         self.peak = self.peak.max(self.out.len());
         if self.out.len() > self.marks.high {
             self.paused_by_buffer = true;
@@ -220,6 +231,7 @@ impl Transport {
             self.local_reason = Some(reason);
             self.close = Some(CloseIntent::Abort);
             self.out = BytesMut::new();
+            self.alloc = 0;
             self.paused_by_buffer = false;
         }
     }
@@ -260,6 +272,14 @@ impl Transport {
     #[must_use]
     pub fn peak_buffered(&self) -> usize {
         self.peak
+    }
+
+    /// The most capacity the output buffer kept while it was empty: what
+    /// an idle connection costs after a burst drained (at most
+    /// [`KEEP_DRAINED_CAPACITY`]).
+    #[must_use]
+    pub fn peak_idle_capacity(&self) -> usize {
+        self.peak_idle
     }
 
     /// Bytes the socket has accepted so far on this connection.
@@ -314,8 +334,12 @@ impl Transport {
     pub(crate) fn consume(&mut self, n: usize) {
         self.out.advance(n);
         self.written += n as u64;
-        if self.out.is_empty() && self.out.capacity() > KEEP_DRAINED_CAPACITY {
-            self.out = BytesMut::new();
+        if self.out.is_empty() {
+            if self.alloc > KEEP_DRAINED_CAPACITY {
+                self.out = BytesMut::new();
+                self.alloc = 0;
+            }
+            self.peak_idle = self.peak_idle.max(self.alloc);
         }
         if self.paused_by_buffer && self.out.len() <= self.marks.low {
             self.paused_by_buffer = false;

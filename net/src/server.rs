@@ -68,6 +68,8 @@ struct Inner {
     open: watch::Sender<usize>,
     /// The largest unsent buffer any ended connection ever held.
     peak_buffered: AtomicUsize,
+    /// The most capacity any connection's empty output buffer kept.
+    peak_idle_capacity: AtomicUsize,
     /// Told every factory event, after it is logged.
     observer: OnceLock<Observer>,
 }
@@ -137,6 +139,7 @@ impl EchoServer {
                 close: CloseSignal::new(),
                 open: watch::Sender::new(0),
                 peak_buffered: AtomicUsize::new(0),
+                peak_idle_capacity: AtomicUsize::new(0),
                 observer: OnceLock::new(),
             }),
         }
@@ -240,6 +243,14 @@ impl EchoServer {
         self.inner.peak_buffered.load(Ordering::Relaxed)
     }
 
+    /// The most capacity any ended connection's output buffer kept while
+    /// empty: what an idle connection holds after a burst (at most
+    /// [`echo_core::KEEP_DRAINED_CAPACITY`]).
+    #[must_use]
+    pub fn peak_idle_capacity(&self) -> usize {
+        self.inner.peak_idle_capacity.load(Ordering::Relaxed)
+    }
+
     /// Stops every accept loop at once; open connections carry on.
     pub fn stop_accepting(&self) {
         self.inner.accepting.send_replace(false);
@@ -316,6 +327,10 @@ impl<S> Drop for Served<S> {
             .unwrap_or(CloseReason::Lost(LostReason::ShutDown));
         let peak = self.conn.transport().peak_buffered();
         self.inner.peak_buffered.fetch_max(peak, Ordering::Relaxed);
+        let idle = self.conn.transport().peak_idle_capacity();
+        self.inner
+            .peak_idle_capacity
+            .fetch_max(idle, Ordering::Relaxed);
         let echo = self.conn.protocol();
         let (id, echoed) = (echo.id(), echo.echoed());
         self.inner

@@ -446,6 +446,15 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                 case.server_high, case.server_read_chunk
             ));
         }
+        // Memory beyond queued bytes: a drained buffer gives its capacity
+        // back, so an idle connection costs almost nothing after a burst.
+        let idle = server.peak_idle_capacity();
+        if idle > echo_core::KEEP_DRAINED_CAPACITY {
+            return Err(format!(
+                "an empty output buffer kept {idle} bytes of capacity (at most {} allowed)",
+                echo_core::KEEP_DRAINED_CAPACITY
+            ));
+        }
     }
     check_books(case, world)?;
     event(

@@ -369,6 +369,24 @@ fn data_while_closing_is_refused() {
 }
 
 #[test]
+fn a_drained_burst_gives_its_buffer_back() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    conn.handle_data(&[7u8; 100], t0()).unwrap();
+    conn.handle_written(100, t0()).unwrap();
+    let small = conn.transport().peak_idle_capacity();
+    assert!(small > 0, "a small buffer is kept for the next read");
+    conn.handle_data(&vec![7u8; 40_000], t0()).unwrap();
+    conn.handle_written(40_000, t0()).unwrap();
+    assert_eq!(conn.pending_output(), b"");
+    assert!(
+        conn.transport().peak_idle_capacity() <= crate::KEEP_DRAINED_CAPACITY,
+        "an idle connection keeps {} bytes after a 40 KB burst",
+        conn.transport().peak_idle_capacity()
+    );
+}
+
+#[test]
 fn shutting_down_flushes_then_reports_server_shut_down() {
     let mut factory = EchoFactory::default();
     let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
