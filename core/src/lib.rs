@@ -25,9 +25,11 @@
 //! After every input, drain the outputs in this order: write the pending
 //! bytes and report how many the socket took, pop actions, pop events, re-arm
 //! the timer; then read only if the connection wants to. Over a blocking
-//! socket (no timer, for brevity):
+//! socket (no timer, for brevity; it needs `std`, so without it the example
+//! is not compiled):
 //!
-//! ```no_run
+#![cfg_attr(feature = "std", doc = "```no_run")]
+#![cfg_attr(not(feature = "std"), doc = "```ignore")]
 //! use std::io::{Read, Write};
 //! use std::net::{Shutdown, TcpStream};
 //! use std::time::Instant;
