@@ -93,9 +93,11 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
         Just(Peer::CloseOnEof),
         Just(Peer::FirstChunkThenClose),
         (0u64..5).prop_map(|delay_ms| Peer::Trickle { delay_ms }),
-        (0usize..70_000).prop_map(|offset| Peer::WrongByte { offset }),
+        // Offsets as per mille of the message (fixed up below): mostly
+        // inside it, sometimes just past its end.
+        (0usize..1_100).prop_map(|offset| Peer::WrongByte { offset }),
         (1usize..100).prop_map(|extra| Peer::ExtraBytes { extra }),
-        (0usize..70_000).prop_map(|keep| Peer::ShortThenClose { keep }),
+        (0usize..1_100).prop_map(|keep| Peer::ShortThenClose { keep }),
         Just(Peer::Silent),
         (1usize..5_000, 0u64..10).prop_map(|(chunk, delay_ms)| Peer::Relay { chunk, delay_ms }),
     ];
@@ -123,6 +125,12 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                 let len = match peer {
                     Peer::Trickle { .. } => len.min(2_000),
                     _ => len,
+                };
+                let at = |per_mille: usize| len * per_mille / 1_000;
+                let peer = match peer {
+                    Peer::WrongByte { offset } => Peer::WrongByte { offset: at(offset) },
+                    Peer::ShortThenClose { keep } => Peer::ShortThenClose { keep: at(keep) },
+                    other => other,
                 };
                 ZooCase {
                     seed: 0,

@@ -105,7 +105,7 @@ fn client_verdicts_are_exact_against_a_peer_zoo() {
     );
     if std::env::var_os("SIM_SEED").is_none() {
         assert!(
-            summary.stats.done > summary.cases / 4 && summary.stats.cut_short > summary.cases / 4,
+            summary.stats.done > summary.cases / 5 && summary.stats.cut_short > summary.cases / 5,
             "the zoo must produce both verdicts often: {summary:?}"
         );
     }
