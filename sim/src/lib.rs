@@ -34,7 +34,7 @@ pub mod udp;
 pub mod zoo;
 
 pub use case::{
-    Case, ConnPlan, Fault, Message, Shutdown, fault_case, no_fault_case, shutdown_case,
+    Case, ConnPlan, Fault, Message, Shutdown, Stall, fault_case, no_fault_case, shutdown_case,
 };
 pub use check::{Scenario, Summary, case_for, check};
 pub use run::{LIVENESS_BOUND, Report, Stats, run_case};

@@ -23,7 +23,7 @@ use echo_net::{
 };
 use tokio::io::AsyncWrite;
 
-use crate::case::{Case, ConnPlan, Fault};
+use crate::case::{Case, ConnPlan, Fault, Stall};
 use crate::io::{CatchPanic, LocalSpawner, Panics, SimListener, SimStream};
 
 /// The server host's name and port.
@@ -99,21 +99,45 @@ fn event(trace: &Trace, text: String) {
 }
 
 /// Collects a connection's echo and logs each write into the trace.
+/// With a [`Stall`], it blocks (as a full pipe does) once that many bytes
+/// were written, for that long.
 struct TraceSink {
     label: String,
     bytes: Vec<u8>,
     trace: Trace,
+    stall: Option<Stall>,
+    /// The running stall's timer.
+    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl AsyncWrite for TraceSink {
     fn poll_write(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.bytes.extend_from_slice(buf);
-        event(&self.trace, format!("{} +{}", self.label, buf.len()));
-        Poll::Ready(Ok(buf.len()))
+        let mut n = buf.len();
+        if let Some(stall) = self.stall {
+            if self.bytes.len() >= stall.after {
+                let label = self.label.clone();
+                let trace = Rc::clone(&self.trace);
+                let timer = self.blocked.get_or_insert_with(|| {
+                    event(&trace, format!("{label} output blocks for {}ms", stall.ms));
+                    Box::pin(tokio::time::sleep(Duration::from_millis(stall.ms)))
+                });
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                event(&self.trace, format!("{} output unblocks", self.label));
+                self.stall = None;
+                self.blocked = None;
+            } else {
+                n = n.min(stall.after - self.bytes.len());
+            }
+        }
+        self.bytes.extend_from_slice(&buf[..n]);
+        event(&self.trace, format!("{} +{n}", self.label));
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -161,6 +185,8 @@ struct Attempt {
     received: usize,
     /// It reported done (every byte back, verified).
     done: bool,
+    /// Its output blocked for a while (so its flush may have been cut off).
+    stalled: bool,
 }
 
 /// Shared between the harness and the hosts.
@@ -183,6 +209,8 @@ struct World {
     attempts: Rc<RefCell<Vec<Attempt>>>,
     /// How the graceful shutdown ended, once it has.
     shutdown: Rc<RefCell<Option<ShutdownOutcome>>>,
+    /// How long the graceful shutdown took (simulated time).
+    shutdown_took: Rc<RefCell<Option<Duration>>>,
 }
 
 /// Runs `case` to the end and reports.
@@ -198,6 +226,7 @@ pub fn run_case(case: &Case) -> Report {
         stopping: Arc::default(),
         attempts: Rc::default(),
         shutdown: Rc::default(),
+        shutdown_took: Rc::default(),
     };
     let result = simulate(case, &world);
     let trace = world.trace.borrow().clone();
@@ -218,9 +247,12 @@ fn server_options(case: &Case) -> ServerOptions {
         marks: WaterMarks::new(case.server_high, case.server_low).expect("valid marks"),
         drive: DriveConfig {
             read_chunk: case.server_read_chunk,
-            // Long enough for any flush the case can need, so a shutdown
-            // never resets: every byte read must get back.
-            flush_timeout: LIVENESS_BOUND,
+            // Without a shutdown plan, long enough for any flush the case
+            // can need; with one, the plan's (clients that keep reading
+            // finish in it; one whose output blocks is cut off by it).
+            flush_timeout: case
+                .shutdown
+                .map_or(LIVENESS_BOUND, |s| Duration::from_millis(s.flush_ms)),
             ..DriveConfig::default()
         },
     }
@@ -285,9 +317,11 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                 tokio::time::sleep(Duration::from_millis(plan.at_ms)).await;
                 event(&world.trace, "shutdown starts".into());
                 world.stopping.store(true, Ordering::Relaxed);
+                let started = tokio::time::Instant::now();
                 let outcome = server.shutdown(Duration::from_millis(plan.grace_ms)).await;
                 event(&world.trace, format!("shutdown ends: {outcome:?}"));
                 *world.shutdown.borrow_mut() = Some(outcome);
+                *world.shutdown_took.borrow_mut() = Some(started.elapsed());
             };
             tokio::join!(serve, stop);
             event(&world.trace, "server stops serving".into());
@@ -542,6 +576,10 @@ fn check_books(case: &Case, world: &World) -> Result<(), String> {
                             client.done
                         ));
                     }
+                    // A client whose output blocked may have had its flush
+                    // cut off at the shutdown: the reset loses what was in
+                    // flight, as it must.
+                    let exact = exact && !client.stalled;
                     if exact && got != echoed {
                         return Err(format!(
                             "{label}: the server read {echoed} bytes but only {got} came back"
@@ -593,7 +631,22 @@ fn check_books(case: &Case, world: &World) -> Result<(), String> {
         .iter()
         .filter(|a| !a.done && admitted.contains(&a.local))
         .count() as u64;
-    if case.shutdown.is_some() {
+    if let Some(plan) = case.shutdown {
+        // Grace, then the flush timeout, then the lingering close that
+        // follows a flush, then a round trip: a flush that is never cut off
+        // (a peer that stopped reading) would hold the shutdown far longer.
+        let linger = DriveConfig::default().linger;
+        let bound =
+            Duration::from_millis(plan.grace_ms + plan.flush_ms + 2 * case.max_latency_ms + 100)
+                + linger;
+        if let Some(took) = *world.shutdown_took.borrow()
+            && took > bound
+        {
+            return Err(format!(
+                "the shutdown took {took:?}, more than grace {}ms + flush timeout {}ms + linger {linger:?} + a round trip",
+                plan.grace_ms, plan.flush_ms
+            ));
+        }
         match *world.shutdown.borrow() {
             None => return Err("the graceful shutdown never finished".into()),
             Some(ShutdownOutcome::Drained) => {
@@ -691,6 +744,8 @@ async fn connection(
             label: label.clone(),
             bytes: Vec::new(),
             trace: Rc::clone(&world.trace),
+            stall: plan.stall,
+            blocked: None,
         };
         let mut pipe = Pipe::new(input, sink);
         let echo = run(connected, client, &mut pipe, options);
@@ -714,6 +769,7 @@ async fn connection(
             len: message.len(),
             received: got.len(),
             done: matches!(result, Some(Ok(_))),
+            stalled: plan.stall.is_some(),
         });
         match result {
             Some(Ok(summary)) => {

@@ -170,6 +170,9 @@ pub struct EchoClient {
     last_progress: Instant,
     /// Done or Failed was reported.
     ended: bool,
+    /// Reading paused because the application held too much echo, and it
+    /// has since taken some: the progress timer restarts at the next tick.
+    resumed: bool,
     /// Events not yet polled.
     events: VecDeque<ClientEvent>,
 }
@@ -200,6 +203,7 @@ impl EchoClient {
             undelivered: 0,
             last_progress: now,
             ended: false,
+            resumed: false,
             events: VecDeque::new(),
         }
     }
@@ -398,9 +402,15 @@ impl Protocol for EchoClient {
         self.undelivered < self.config.max_undelivered
     }
 
+    /// No timer while the application holds back the echo (reading is
+    /// paused on our side: the silence is not the server's); once it takes
+    /// some, the timer restarts from then.
     fn poll_timeout(&self) -> Option<Instant> {
-        if !self.awaiting() {
+        if !self.awaiting() || !self.wants_read() || self.config.idle_timeout.is_none() {
             return None;
+        }
+        if self.resumed {
+            return Some(self.last_progress);
         }
         self.config
             .idle_timeout
@@ -408,6 +418,11 @@ impl Protocol for EchoClient {
     }
 
     fn handle_timeout(&mut self, transport: &mut Transport, now: Instant) {
+        if self.resumed {
+            self.resumed = false;
+            self.last_progress = now;
+            return;
+        }
         if let (Some(deadline), Some(idle)) = (self.poll_timeout(), self.config.idle_timeout)
             && now >= deadline
         {
@@ -423,7 +438,11 @@ impl Protocol for EchoClient {
     fn poll_event(&mut self) -> Option<ClientEvent> {
         let event = self.events.pop_front()?;
         if let ClientEvent::Echoed(bytes) = &event {
+            let was_paused = !self.wants_read();
             self.undelivered -= bytes.len();
+            if was_paused && self.wants_read() && self.awaiting() {
+                self.resumed = true;
+            }
         }
         Some(event)
     }

@@ -400,6 +400,58 @@ fn the_window_refills_only_once_half_of_it_is_free() {
 }
 
 #[test]
+fn no_timeout_while_the_application_holds_the_echo() {
+    let client = EchoClient::streaming(
+        ClientConfig {
+            idle_timeout: Some(ms(100)),
+            max_undelivered: 4,
+            half_close: false,
+        },
+        t0(),
+    );
+    let mut conn = Connection::new(
+        client,
+        addr(CLIENT),
+        addr(SERVER),
+        WaterMarks::default(),
+        t0(),
+    );
+    conn.send(b"abcdef", t0()).unwrap();
+    send_all(&mut conn);
+    conn.handle_data(b"abcd", t0() + ms(10)).unwrap();
+    assert!(!conn.wants_read(), "the application has not taken the echo");
+    assert_eq!(
+        conn.poll_timeout(),
+        None,
+        "the silence is ours, not the server's: no timer"
+    );
+    // The application takes it a long while later: the timer restarts then,
+    // and the server gets its full timeout from that moment.
+    assert_eq!(events(&mut conn).len(), 1);
+    let later = t0() + ms(5_000);
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(t0() + ms(10)),
+        "due at once, to restart"
+    );
+    conn.handle_timeout(later);
+    assert_eq!(events(&mut conn), vec![], "not a failure");
+    assert_eq!(conn.poll_timeout(), Some(later + ms(100)));
+    conn.handle_timeout(later + ms(100));
+    assert!(
+        matches!(
+            events(&mut conn).as_slice(),
+            [ClientEvent::Failed(EchoError::TimedOut {
+                sent: 6,
+                received: 4,
+                ..
+            })]
+        ),
+        "a silent server still times out"
+    );
+}
+
+#[test]
 fn a_message_client_takes_no_streamed_input() {
     let mut conn = message_client(b"m", WaterMarks::default());
     assert!(!conn.wants_input());
