@@ -4,7 +4,8 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -29,6 +30,52 @@ impl Scenario for Case {
 
     fn run(&self) -> Report {
         run_case(self)
+    }
+}
+
+/// Stops the whole test binary, naming the property and the seed, when one
+/// case runs for longer than `SIM_WATCHDOG_SECS` (default 120) of wall-clock
+/// time. Simulated time moves only between steps, so a task that never
+/// yields (a busy loop) would otherwise hang the run with no message.
+struct Watchdog {
+    /// The seed now running and since when; `None` once done.
+    current: Arc<Mutex<Option<(u64, Instant)>>>,
+}
+
+impl Watchdog {
+    fn start(name: &str) -> Self {
+        let limit = Duration::from_secs(env_u64("SIM_WATCHDOG_SECS").unwrap_or(120));
+        let current: Arc<Mutex<Option<(u64, Instant)>>> = Arc::default();
+        let watched = Arc::clone(&current);
+        let name = name.to_owned();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                if Arc::strong_count(&watched) == 1 {
+                    return; // the property finished (or failed and unwound)
+                }
+                let running = *watched.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((seed, since)) = running
+                    && since.elapsed() > limit
+                {
+                    eprintln!(
+                        "watchdog: property {name}, seed {seed}: one case ran for more than {limit:?} \
+                         of wall-clock time (a task that never yields?)\nreplay: SIM_SEED={seed} \
+                         SIM_TRACE=1 cargo test -p sim {name}"
+                    );
+                    std::process::exit(101);
+                }
+            }
+        });
+        Self { current }
+    }
+
+    fn case(&self, seed: u64) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((seed, Instant::now()));
+    }
+
+    fn stop(self) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
@@ -114,8 +161,10 @@ pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_case
         }
     };
     let mut summary = Summary::default();
+    let watchdog = Watchdog::start(name);
     for (i, seed) in seeds.into_iter().enumerate() {
         let case = case_for(&strategy, seed);
+        watchdog.case(seed);
         let report = case.run();
         summary.cases += 1;
         summary.sims += 1;
@@ -148,6 +197,7 @@ pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_case
             }
         }
     }
+    watchdog.stop();
     summary.seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "{name}: {} cases, {} sims in {:.1}s ({:.0} sims/s); attempts={} retries={} faults mid-traffic={} crashes={} echoes done={} cut short={} udp lost={} dup={} reordered={}",

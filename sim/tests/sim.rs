@@ -110,3 +110,67 @@ fn client_verdicts_are_exact_against_a_peer_zoo() {
         );
     }
 }
+
+/// A case that never yields: what the watchdog exists for.
+#[derive(Debug, Clone)]
+struct Spin;
+
+impl sim::Scenario for Spin {
+    fn seeded(self, _seed: u64) -> Self {
+        self
+    }
+
+    fn run(&self) -> sim::Report {
+        loop {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Not a test of its own: `a_case_that_never_yields_is_stopped_with_its_seed`
+/// starts this test binary again to run it, and watches it get stopped.
+#[test]
+#[ignore = "run by a_case_that_never_yields_is_stopped_with_its_seed"]
+fn watchdog_target_spins() {
+    check("watchdog_target_spins", proptest::strategy::Just(Spin), 1);
+}
+
+/// A busy loop inside a case does not hang the run: the watchdog stops the
+/// test binary and names the property and the seed.
+#[test]
+fn a_case_that_never_yields_is_stopped_with_its_seed() {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "watchdog_target_spins",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SIM_WATCHDOG_SECS", "1")
+        .env("SIM_SEED", "42")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("the spinning case was not stopped within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(101), "{stderr}");
+    assert!(
+        stderr.contains(
+            "watchdog: property watchdog_target_spins, seed 42: one case ran for more than 1s"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("replay: SIM_SEED=42"), "{stderr}");
+}
