@@ -7,10 +7,13 @@
 //! types with a Cargo feature.
 //!
 //! * [`EchoServer`]: accept loops, one task per connection, an exact
-//!   open-connection count, logging, graceful shutdown.
+//!   open-connection count, logging, graceful shutdown (told to every
+//!   connection through a [`CloseSignal`], in a deterministic order).
 //! * [`connect`], [`run`], [`echo_message`], [`Pipe`]: the verifying client.
 //! * [`AnyListener`], [`AnyStream`]: TCP and Unix-domain sockets bound or
-//!   connected from endpoint strings.
+//!   connected from endpoint strings; `SO_REUSEPORT` shards for one
+//!   single-threaded worker each ([`AnyListener::bind_tcp_shards`]); a
+//!   Unix socket's path guarded as Twisted does ([`LockFile`], [`SocketFile`]).
 //! * [`EchoServer::serve_udp`], [`udp_echo`]: echo over UDP, on any
 //!   [`Datagrams`] socket.
 //! * [`blocking`]: the same core on blocking `std::net` sockets, no tokio.
