@@ -98,6 +98,8 @@ class CpuSampler(threading.Thread):
 
     def at(self, t):
         """CPU seconds at time t (the latest sample not after it)."""
+        if not self.samples:
+            return 0.0
         best = self.samples[0][1]
         for when, cpu in self.samples:
             if when > t:
