@@ -312,3 +312,33 @@ fn hgrm_total_count_is_cumulative_and_ends_at_the_total() {
     assert_eq!(counts.last(), Some(&500), "{h}");
     assert!(h.contains("Total count    =          500"), "{h}");
 }
+
+#[test]
+fn on_a_terminal_bench_shows_its_phase_time_and_counts() {
+    if !have("script") {
+        return;
+    }
+    let server = Server::start(&[]);
+    let command = format!(
+        "{CLIENT} bench --connect {} -c 2 -d 1 -w 0.3",
+        server.connect_arg()
+    );
+    // `script` runs it on a pseudo-terminal, as a user's shell would.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let screen = text(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    for phase in ["connecting", "warm-up", "measuring"] {
+        assert!(
+            screen.contains(phase),
+            "no {phase:?} on the terminal: {screen:?}"
+        );
+    }
+    assert!(screen.contains("/1s: "), "elapsed of total: {screen:?}");
+    assert!(screen.contains(" requests, 0 errors"), "{screen:?}");
+    // Without a terminal, nothing but the report.
+    let plain = bench(&server.connect_arg(), &["-c", "2", "-d", "0.3", "-w", "0"]);
+    assert!(!text(&plain.stderr).contains("measuring"));
+}
