@@ -47,6 +47,8 @@ pub fn drive<P: Protocol>(
                 Err(e) => lose(conn, e.kind()),
             }
         }
+        // The same socket operations as the tokio driver: half-close,
+        // lingering close, reset on abort.
         while let Some(action) = conn.poll_action() {
             let now = Instant::now();
             match action {
@@ -56,13 +58,16 @@ pub fn drive<P: Protocol>(
                     }
                 }
                 Action::Abort => {
-                    let _ = stream.shutdown(Shutdown::Both);
+                    // SO_LINGER 0: the close sends RST, as an abort must.
+                    let _ = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
                     conn.handle_connection_lost(CloseReason::Lost(LostReason::Aborted), now);
                 }
-                _ => {
-                    let _ = stream.shutdown(Shutdown::Both);
+                Action::Close => {
+                    let read_open = conn.is_read_open();
                     conn.handle_connection_lost(CloseReason::Done, now);
+                    lingering_close(stream, read_open);
                 }
+                other => tracing::warn!(?other, "unknown action ignored"),
             }
         }
         while let Some(event) = conn.poll_event() {
@@ -73,8 +78,15 @@ pub fn drive<P: Protocol>(
         }
         let wait = until_deadline(conn);
         if !conn.wants_read() {
-            // Nothing to read and nothing pending: only a timer can move us.
-            thread::sleep(wait.unwrap_or(Duration::from_millis(10)));
+            // Not reading, nothing to write: on one thread only a timer can
+            // move us now. Without one nothing ever will (a protocol that
+            // paused itself): say so instead of polling.
+            let Some(wait) = wait else {
+                return Err(io::Error::other(
+                    "the connection neither reads nor writes and has no timer",
+                ));
+            };
+            thread::sleep(wait);
             conn.handle_timeout(Instant::now());
             continue;
         }
@@ -89,6 +101,31 @@ pub fn drive<P: Protocol>(
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => lose(conn, e.kind()),
+        }
+    }
+}
+
+/// How long a close keeps reading (and discarding) what the peer still
+/// sends, as the tokio driver's default linger.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes after a flush. If the peer may still be sending, half-close first
+/// and read until its end-of-file or [`LINGER`], so that unread bytes do not
+/// turn the close into a reset that destroys our last echoes in flight.
+fn lingering_close(stream: &mut TcpStream, read_open: bool) {
+    if stream.shutdown(Shutdown::Write).is_err() || !read_open {
+        return;
+    }
+    let until = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
         }
     }
 }

@@ -106,3 +106,107 @@ async fn blocking_client_against_tokio_server() {
         .unwrap();
     assert!(echo == message());
 }
+
+/// Echoes what it reads until it has read `limit` bytes, then closes (as a
+/// server whose grace period just ended would), while the peer may still be
+/// sending.
+struct EchoThenClose {
+    limit: usize,
+    read: usize,
+}
+
+impl echo_core::Protocol for EchoThenClose {
+    type Event = std::convert::Infallible;
+
+    fn data_received(&mut self, data: &[u8], transport: &mut echo_core::Transport, _now: Instant) {
+        transport.write(data);
+        self.read += data.len();
+        if self.read >= self.limit {
+            transport.lose_connection();
+        }
+    }
+}
+
+#[test]
+fn closing_while_the_peer_keeps_sending_loses_no_echo() {
+    use std::io::{Read, Write};
+    const LIMIT: usize = 1 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().unwrap();
+        let host = stream.local_addr().unwrap();
+        let protocol = EchoThenClose {
+            limit: LIMIT,
+            read: 0,
+        };
+        let mut conn = Connection::new(protocol, host, peer, WaterMarks::default(), Instant::now());
+        let _ = blocking::drive(&mut stream, &mut conn, |never| match never {});
+    });
+    let mut peer = TcpStream::connect(addr).unwrap();
+    let sent: Vec<u8> = (0..4 * LIMIT as u32).map(|i| (i % 251) as u8).collect();
+    // Keep sending well past the point where the server closes; read only
+    // later, so the end of the echo is still in the server's send queue
+    // when it closes with our unread bytes in its receive queue. Closing at
+    // once there sends a reset that throws that queued echo away.
+    let mut writer = peer.try_clone().unwrap();
+    let input = sent.clone();
+    let sending = std::thread::spawn(move || {
+        let _ = writer.write_all(&input);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut got = Vec::new();
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let result = peer.read_to_end(&mut got);
+    assert!(result.is_ok(), "{result:?} after {} bytes", got.len());
+    assert!(
+        got.len() >= LIMIT,
+        "only {} of at least {LIMIT} bytes came back",
+        got.len()
+    );
+    assert!(sent.starts_with(&got), "what came back is what was sent");
+    drop(peer);
+    let _ = sending.join();
+}
+
+/// Aborts at once (as the core does for a garbage-sending peer).
+struct AbortAtOnce;
+
+impl echo_core::Protocol for AbortAtOnce {
+    type Event = std::convert::Infallible;
+
+    fn data_received(&mut self, _data: &[u8], transport: &mut echo_core::Transport, _now: Instant) {
+        transport.abort_connection();
+    }
+}
+
+#[test]
+fn an_abort_resets_the_connection() {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().unwrap();
+        let host = stream.local_addr().unwrap();
+        let mut conn = Connection::new(
+            AbortAtOnce,
+            host,
+            peer,
+            WaterMarks::default(),
+            Instant::now(),
+        );
+        let _ = blocking::drive(&mut stream, &mut conn, |never| match never {});
+    });
+    let mut peer = TcpStream::connect(addr).unwrap();
+    peer.write_all(b"x").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let result = peer.read(&mut buf);
+    assert_eq!(
+        result.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "RST, not FIN"
+    );
+}
