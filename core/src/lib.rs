@@ -95,13 +95,14 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod protocol;
+mod reason;
 mod time;
 mod transport;
 
 #[cfg(test)]
 mod tests;
 
-pub use connection::{Action, CloseReason, Connection, IoErrorKind, LostReason};
+pub use connection::{Action, Connection};
 pub use datagram::client::{
     UdpClientConfig, UdpClientError, UdpClientEvent, UdpEchoClient, UdpReport,
 };
@@ -119,5 +120,6 @@ pub use endpoint::{
 };
 pub use error::{ConfigError, UsageError};
 pub use protocol::{Factory, Protocol};
+pub use reason::{CloseReason, IoErrorKind, LostReason};
 pub use time::Instant;
 pub use transport::{KEEP_DRAINED_CAPACITY, ProducerState, Transport, WaterMarks};

@@ -3,7 +3,7 @@
 use crate::time::Instant;
 use core::net::SocketAddr;
 
-use crate::connection::CloseReason;
+use crate::reason::CloseReason;
 use crate::transport::Transport;
 
 /// A connection-oriented protocol, in Twisted's vocabulary.

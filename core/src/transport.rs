@@ -4,8 +4,8 @@ use core::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
 
-use crate::connection::LostReason;
 use crate::error::ConfigError;
+use crate::reason::LostReason;
 
 /// Capacity above which a drained output buffer is freed rather than kept.
 ///

@@ -171,14 +171,10 @@ pub fn serve(
             if drive(&mut stream, &mut conn, |never| match never {}).is_err() {
                 lose(&mut conn, ErrorKind::Other);
             }
-            let reason = conn
-                .close_reason()
-                .unwrap_or(CloseReason::Lost(LostReason::ShutDown));
-            let echo = conn.protocol();
             factory
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .handle_connection_lost(echo.id(), reason, echo.echoed());
+                .connection_ended(&conn);
         });
     }
 }

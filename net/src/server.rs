@@ -6,10 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use echo_core::{
-    CloseReason, Connection, Echo, EchoFactory, Factory, LostReason, ServerConfig, ServerEvent,
-    WaterMarks,
-};
+use echo_core::{Connection, Echo, EchoFactory, Factory, ServerConfig, ServerEvent, WaterMarks};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -321,19 +318,13 @@ impl<S: Stream> Served<S> {
 impl<S> Drop for Served<S> {
     fn drop(&mut self) {
         drop(self.stream.take());
-        let reason = self
-            .conn
-            .close_reason()
-            .unwrap_or(CloseReason::Lost(LostReason::ShutDown));
         let peak = self.conn.transport().peak_buffered();
         self.inner.peak_buffered.fetch_max(peak, Ordering::Relaxed);
         let idle = self.conn.transport().peak_idle_capacity();
         self.inner
             .peak_idle_capacity
             .fetch_max(idle, Ordering::Relaxed);
-        let echo = self.conn.protocol();
-        let (id, echoed) = (echo.id(), echo.echoed());
-        self.inner
-            .with_factory(|f| f.handle_connection_lost(id, reason, echoed));
+        let conn = &self.conn;
+        self.inner.with_factory(|f| f.connection_ended(conn));
     }
 }

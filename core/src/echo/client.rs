@@ -9,8 +9,9 @@ use crate::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::connection::{CloseReason, Connection, LostReason};
+use crate::connection::Connection;
 use crate::protocol::Protocol;
+use crate::reason::{CloseReason, LostReason};
 use crate::transport::Transport;
 
 /// Default cap on echoed bytes waiting for the application

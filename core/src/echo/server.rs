@@ -9,8 +9,9 @@ use core::time::Duration;
 
 use crate::time::Instant;
 
-use crate::connection::{CloseReason, Connection, LostReason};
+use crate::connection::Connection;
 use crate::protocol::{Factory, Protocol};
+use crate::reason::{CloseReason, LostReason};
 use crate::transport::Transport;
 
 /// Names one accepted connection for the lifetime of its factory.
@@ -242,6 +243,18 @@ impl EchoFactory {
             open: self.open.len(),
         });
         true
+    }
+
+    /// Books the end of `conn`, however it ended: its reason, or
+    /// [`LostReason::ShutDown`] when it has none (its adapter stopped
+    /// driving it, as when a server's runtime goes away), and the bytes it
+    /// received. What every adapter calls once a connection is gone.
+    pub fn connection_ended(&mut self, conn: &Connection<Echo>) -> bool {
+        let reason = conn
+            .close_reason()
+            .unwrap_or(CloseReason::Lost(LostReason::ShutDown));
+        let echo = conn.protocol();
+        self.handle_connection_lost(echo.id(), reason, echo.echoed())
     }
 
     /// Pops the next event to log.

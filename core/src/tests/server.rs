@@ -434,7 +434,7 @@ fn loss_without_close_reports_the_sockets_reason() {
     assert!(!conn.wants_read());
     assert_eq!(conn.poll_action(), None, "no actions after loss");
     assert_eq!(conn.poll_timeout(), None);
-    let echo = conn.protocol();
-    assert!(factory.handle_connection_lost(echo.id(), conn.close_reason().unwrap(), echo.echoed()));
+    assert!(factory.connection_ended(&conn));
+    assert!(!factory.connection_ended(&conn), "booked once");
     assert_eq!(factory.open_connections(), 0);
 }

@@ -260,10 +260,7 @@ impl Pair {
             "server buffer {buffered} exceeds high {high} + one read {read_max}"
         );
         if self.server.is_closed() {
-            let echo = self.server.protocol();
-            let reason = self.server.close_reason().expect("closed");
-            self.factory
-                .handle_connection_lost(echo.id(), reason, echo.echoed());
+            self.factory.connection_ended(&self.server);
         }
         let tick = self.ticks.take() as u64;
         self.now += ms(tick);
