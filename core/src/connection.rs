@@ -33,8 +33,9 @@ pub enum Action {
 ///
 /// Methods come in four kinds, after quinn-proto's `Connection`:
 /// getters (`&self`), inputs (`handle_*`), application mutators
-/// ([`Connection::close`], [`Connection::act`], and per-protocol ones such as
-/// the echo client's `send`), and outputs (`poll_*`).
+/// ([`Connection::close`], [`Connection::shut_down`], [`Connection::abort`],
+/// [`Connection::close_because`], and per-protocol ones such as the echo
+/// client's `send`), and outputs (`poll_*`).
 ///
 /// After **every** input or mutation, drain before waiting on I/O again:
 /// 1. write [`pending_output`](Self::pending_output) and report
@@ -197,9 +198,28 @@ impl<P: Protocol> Connection<P> {
         self.transport.lose_connection_because(LostReason::ShutDown);
     }
 
+    /// Discards unsent output and resets the connection at once (Twisted's
+    /// `abortConnection`): for an adapter whose own side failed (the echo
+    /// client's standard output, say).
+    pub fn abort(&mut self, now: Instant) {
+        self.advance_time(now);
+        self.transport.abort_connection();
+    }
+
+    /// Ends the connection for `reason`: politely (FIN) when nothing is
+    /// unsent, by reset otherwise (a peer that is not reading); reported
+    /// lost with `reason` either way. For an adapter's own deadlines, such
+    /// as a shutdown flush that took too long.
+    pub fn close_because(&mut self, reason: LostReason, now: Instant) {
+        self.advance_time(now);
+        self.transport.close_because(reason);
+    }
+
     /// Runs `f` with the protocol and its transport: the hook for
-    /// protocol-specific mutators (the echo client's `send` is one).
-    pub fn act<R>(
+    /// protocol-specific mutators (the echo client's `send` is one). Inside
+    /// the crate only, so no caller can write behind a protocol's back (past
+    /// the echo client's verification window, say).
+    pub(crate) fn act<R>(
         &mut self,
         now: Instant,
         f: impl FnOnce(&mut P, &mut Transport, Instant) -> R,

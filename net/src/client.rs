@@ -259,7 +259,7 @@ impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
             self.outcome = Some(Err(ClientError::Local(error)));
         }
         self.unwritten = Bytes::new();
-        conn.act(now(), |_, t, _| t.abort_connection());
+        conn.abort(now());
     }
 
     /// Writes pending echoes and takes events. `Ready(true)` if it did

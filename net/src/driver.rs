@@ -171,7 +171,7 @@ pub async fn drive<S, P, A>(
                 let now = now();
                 if flush_deadline.is_some_and(|at| now >= at) {
                     tracing::debug!("flush did not finish in time; resetting");
-                    conn.act(now, |_, t, _| t.close_because(LostReason::ShutDown));
+                    conn.close_because(LostReason::ShutDown, now);
                     flush_deadline = None;
                 } else {
                     conn.handle_timeout(now);
