@@ -91,7 +91,8 @@ fn client_host(i: usize) -> String {
     format!("client{i}")
 }
 
-fn event(trace: &Trace, text: String) {
+/// Appends `text` to the trace, stamped with the simulated time.
+pub(crate) fn event(trace: &Trace, text: String) {
     let at = turmoil::sim_elapsed().unwrap_or_default();
     trace
         .borrow_mut()

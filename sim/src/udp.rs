@@ -18,7 +18,7 @@ use proptest::prelude::*;
 
 use crate::check::Scenario;
 use crate::io::{CatchPanic, Panics, Rng};
-use crate::run::{Report, Stats, Trace};
+use crate::run::{Report, Stats, Trace, event};
 
 const SERVER: &str = "server";
 const PORT: u16 = 7007;
@@ -205,13 +205,6 @@ struct World {
     /// Per client host, in start order: its index, address, wire log and
     /// final report.
     clients: Rc<RefCell<Vec<ClientLog>>>,
-}
-
-fn event(trace: &Trace, text: String) {
-    let at = turmoil::sim_elapsed().unwrap_or_default();
-    trace
-        .borrow_mut()
-        .push(format!("{:>7}ms {text}", at.as_millis()));
 }
 
 /// Runs `task` on the host's local set, turning a panic into a recorded

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::check::Scenario;
 use crate::io::{CatchPanic, IoKnobs, LocalSpawner, Panics, SimListener, SimStream};
-use crate::run::{Report, Stats, Trace};
+use crate::run::{Report, Stats, Trace, event};
 
 const PEER: &str = "peer";
 const ECHO: &str = "echo";
@@ -245,9 +245,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         let mut pipe = Pipe::new(None::<tokio::io::Empty>, Vec::new());
         let result = run(Connected { stream, host, peer }, client, &mut pipe, options).await;
         let at = turmoil::sim_elapsed().unwrap_or_default();
-        client_trace
-            .borrow_mut()
-            .push(format!("{:>7}ms verdict {result:?}", at.as_millis()));
+        event(&client_trace, format!("verdict {result:?}"));
         *slot.borrow_mut() = Some((result, at));
         Ok(())
     });
