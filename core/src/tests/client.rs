@@ -399,16 +399,17 @@ fn the_window_refills_only_once_half_of_it_is_free() {
     assert_eq!(conn.input_room(), 4);
 }
 
-#[test]
-fn no_timeout_while_the_application_holds_the_echo() {
-    let client = EchoClient::streaming(
-        ClientConfig {
-            idle_timeout: Some(ms(100)),
-            max_undelivered: 4,
-            half_close: false,
-        },
-        t0(),
-    );
+/// A streaming client that sent `abcdef` and pauses reading while 4 echoed
+/// bytes wait for the application.
+fn six_bytes_sent_at_most_four_undelivered(
+    idle_timeout: Option<core::time::Duration>,
+) -> EchoClientConnection {
+    let config = ClientConfig {
+        idle_timeout,
+        max_undelivered: 4,
+        half_close: false,
+    };
+    let client = EchoClient::streaming(config, t0());
     let mut conn = Connection::new(
         client,
         addr(CLIENT),
@@ -418,6 +419,12 @@ fn no_timeout_while_the_application_holds_the_echo() {
     );
     conn.send(b"abcdef", t0()).unwrap();
     send_all(&mut conn);
+    conn
+}
+
+#[test]
+fn no_timeout_while_the_application_holds_the_echo() {
+    let mut conn = six_bytes_sent_at_most_four_undelivered(Some(ms(100)));
     conn.handle_data(b"abcd", t0() + ms(10)).unwrap();
     assert!(!conn.wants_read(), "the application has not taken the echo");
     assert_eq!(
@@ -460,23 +467,7 @@ fn a_message_client_takes_no_streamed_input() {
 
 #[test]
 fn undelivered_echoes_pause_reading() {
-    let client = EchoClient::streaming(
-        ClientConfig {
-            idle_timeout: None,
-            max_undelivered: 4,
-            half_close: false,
-        },
-        t0(),
-    );
-    let mut conn = Connection::new(
-        client,
-        addr(CLIENT),
-        addr(SERVER),
-        WaterMarks::default(),
-        t0(),
-    );
-    conn.send(b"abcdef", t0()).unwrap();
-    send_all(&mut conn);
+    let mut conn = six_bytes_sent_at_most_four_undelivered(None);
     conn.handle_data(b"abcd", t0()).unwrap();
     assert!(
         !conn.wants_read(),
