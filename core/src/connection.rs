@@ -1,50 +1,104 @@
 //! The sans-IO connection driver: inputs in, bytes and actions out.
 //!
 //! Everything that changes a connection's state lives in this file, so the
-//! state machine can be read in one place.
+//! state machine can be read in one place. The protocol only *asks* (through
+//! its [`Transport`]: write, close, abort, half-close, pause); after every
+//! call into the protocol the connection takes those requests and moves its
+//! [`State`] by the table on [`Connection`].
 
 use crate::time::Instant;
 use core::net::SocketAddr;
+use core::time::Duration;
 
 use crate::error::UsageError;
 use crate::protocol::Protocol;
 use crate::reason::{CloseReason, LostReason};
-use crate::transport::{CloseIntent, ProducerState, Transport, WaterMarks};
+use crate::transport::{CloseRequest, ProducerState, Transport, WaterMarks};
 
 /// What the I/O adapter must do to the socket next.
 ///
 /// Popped by [`Connection::poll_action`]. `ShutdownWrite` and `Close` are only
-/// ever returned once [`Connection::pending_output`] is empty; `Abort` is
-/// returned at once and means unsent output was discarded.
+/// ever returned once [`Connection::pending_output`] is empty. `Close` and
+/// `Abort` complete themselves: when one is handed out the connection is
+/// already closed with its reason and [`Protocol::connection_lost`] has run,
+/// so the adapter only carries it out on the socket (and never reports it
+/// back through [`Connection::handle_connection_lost`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Action {
     /// Half-close: send FIN, keep reading.
     ShutdownWrite,
-    /// Everything was flushed: close the socket, then report
-    /// [`Connection::handle_connection_lost`]. Terminal.
+    /// Everything was flushed: close the socket. If the peer may still be
+    /// sending ([`Connection::is_read_open`]), close lingering (half-close,
+    /// then read and discard for a while) so that its unread bytes do not
+    /// turn the close into a reset that destroys the last echoes in flight.
     Close,
     /// Reset the connection (close without flushing; RST where the platform
-    /// allows), then report [`Connection::handle_connection_lost`]. Terminal.
+    /// allows: `SO_LINGER` 0). Unsent output was discarded.
     Abort,
+}
+
+/// Where a connection is in its life (see the table on [`Connection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum State {
+    /// Established: reading (unless flow control pauses it) and writing.
+    Open,
+    /// Asked to close: reading has stopped, what is owed is being flushed;
+    /// once it is, the connection closes with `reason`. With a
+    /// `flush_deadline`, a flush still unfinished then is cut off by a reset.
+    Closing {
+        /// What the close will be reported as.
+        reason: CloseReason,
+        /// When an unfinished flush is given up ([`Connection::shut_down`]).
+        flush_deadline: Option<Instant>,
+    },
+    /// The end: [`Protocol::connection_lost`] has run with this reason.
+    Closed(CloseReason),
 }
 
 /// One stream connection: a [`Protocol`] plus its in-memory [`Transport`].
 ///
 /// Methods come in four kinds, after quinn-proto's `Connection`:
 /// getters (`&self`), inputs (`handle_*`), application mutators
-/// ([`Connection::close`], [`Connection::shut_down`], [`Connection::abort`],
-/// [`Connection::close_because`], and per-protocol ones such as the echo
-/// client's `send`), and outputs (`poll_*`).
+/// ([`close`](Self::close), [`shut_down`](Self::shut_down),
+/// [`abort`](Self::abort), [`close_because`](Self::close_because), and
+/// per-protocol ones such as the echo client's `send`), and outputs
+/// (`poll_*`).
 ///
 /// After **every** input or mutation, drain before waiting on I/O again:
 /// 1. write [`pending_output`](Self::pending_output) and report
 ///    [`handle_written`](Self::handle_written) (repeat while the socket takes
 ///    bytes; short writes are normal);
-/// 2. [`poll_action`](Self::poll_action) until `None`;
+/// 2. [`poll_action`](Self::poll_action) until `None` (before looking at
+///    [`is_closed`](Self::is_closed): a closed connection may still owe its
+///    `Close` or `Abort`);
 /// 3. [`poll_event`](Self::poll_event) until `None`;
 /// 4. re-arm the timer from [`poll_timeout`](Self::poll_timeout);
 /// 5. read only if [`wants_read`](Self::wants_read).
+///
+/// # States
+/// The life of a connection is one [`State`]; its two directions are two
+/// flags beside it (the read side closes on the peer's FIN, the write side on
+/// our half-close), as in h11. Every transition:
+///
+/// | from | on | to | action out |
+/// |---|---|---|---|
+/// | `Open` | [`close`](Self::close), the protocol's `lose_connection` | `Closing` (clean) | |
+/// | `Open` | [`shut_down`](Self::shut_down) | `Closing` (lost: shut down), flush deadline | |
+/// | `Open` | [`close_because`](Self::close_because) with nothing unsent | `Closing` (lost: reason) | |
+/// | `Closing` | [`shut_down`](Self::shut_down) | `Closing`, the earlier flush deadline | |
+/// | `Closing` | output flushed | `Closed` (its reason) | `Close` |
+/// | `Open`, `Closing` | [`abort`](Self::abort), `close_because` with bytes unsent, the flush deadline passing | `Closed` (lost: reason), output discarded | `Abort` |
+/// | `Open`, `Closing` | [`handle_connection_lost`](Self::handle_connection_lost) | `Closed` (the socket's reason, unless `Closing` had its own) | |
+/// | `Closed` | anything | `Closed` | |
+///
+/// | direction | on | effect |
+/// |---|---|---|
+/// | read | [`handle_read_closed`](Self::handle_read_closed) | closed; the protocol's `read_connection_lost` runs (by default it closes) |
+/// | write | the protocol's `lose_write_connection`, output flushed, `Open` | closed | `ShutdownWrite` |
+///
+/// Reading happens only in `Open`; the protocol's timers run until `Closed`.
 ///
 /// `now` must not go backwards; an earlier `now` is treated as the latest
 /// one seen.
@@ -52,16 +106,18 @@ pub enum Action {
 pub struct Connection<P: Protocol> {
     /// The protocol logic.
     protocol: P,
-    /// Its buffered view of the socket.
+    /// Its buffered view of the socket and its requests.
     transport: Transport,
+    /// Where the connection is in its life.
+    state: State,
     /// The peer has not sent FIN yet.
     read_open: bool,
-    /// `Action::ShutdownWrite` was handed out.
-    shutdown_sent: bool,
-    /// `Action::Close` or `Action::Abort` was handed out.
-    terminal_sent: bool,
-    /// Set once the connection was reported lost; `connection_lost` has run.
-    lost: Option<CloseReason>,
+    /// Our FIN was decided (`Action::ShutdownWrite` is or was owed).
+    write_shut: bool,
+    /// `Action::ShutdownWrite` is owed to the adapter.
+    shutdown_owed: bool,
+    /// `Action::Close` or `Action::Abort` is owed to the adapter.
+    terminal_owed: Option<Action>,
     /// The latest `now` seen (time never goes backwards).
     last_now: Instant,
 }
@@ -81,13 +137,15 @@ impl<P: Protocol> Connection<P> {
         let mut conn = Self {
             protocol,
             transport: Transport::new(host, peer, marks),
+            state: State::Open,
             read_open: true,
-            shutdown_sent: false,
-            terminal_sent: false,
-            lost: None,
+            write_shut: false,
+            shutdown_owed: false,
+            terminal_owed: None,
             last_now: now,
         };
         conn.protocol.connection_made(&mut conn.transport, now);
+        conn.settle(now);
         conn
     }
 
@@ -105,17 +163,18 @@ impl<P: Protocol> Connection<P> {
     /// never sees these.
     pub fn handle_data(&mut self, data: &[u8], now: Instant) -> Result<(), UsageError> {
         let now = self.advance_time(now);
-        if self.lost.is_some() {
+        if matches!(self.state, State::Closed(_)) {
             return Err(UsageError::Closed);
         }
         if !self.read_open {
             return Err(UsageError::AfterReadClosed);
         }
-        if self.transport.is_closing() {
+        if matches!(self.state, State::Closing { .. }) {
             return Err(UsageError::Closing);
         }
         if !data.is_empty() {
             self.protocol.data_received(data, &mut self.transport, now);
+            self.settle(now);
         }
         Ok(())
     }
@@ -123,9 +182,10 @@ impl<P: Protocol> Connection<P> {
     /// The peer closed its write side (a read returned 0). Idempotent.
     pub fn handle_read_closed(&mut self, now: Instant) {
         let now = self.advance_time(now);
-        if self.lost.is_none() && self.read_open {
+        if !matches!(self.state, State::Closed(_)) && self.read_open {
             self.read_open = false;
             self.protocol.read_connection_lost(&mut self.transport, now);
+            self.settle(now);
         }
     }
 
@@ -146,8 +206,9 @@ impl<P: Protocol> Connection<P> {
         }
         if n > 0 {
             self.transport.consume(n);
-            if self.lost.is_none() {
+            if !matches!(self.state, State::Closed(_)) {
                 self.protocol.data_written(n, &mut self.transport, now);
+                self.settle(now);
             }
         }
         Ok(())
@@ -156,29 +217,44 @@ impl<P: Protocol> Connection<P> {
     /// Time has advanced to `now`. Spurious or early calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.advance_time(now);
-        if self.lost.is_none() && !self.terminal_sent {
-            self.protocol.handle_timeout(&mut self.transport, now);
+        match self.state {
+            State::Closed(_) => return,
+            State::Closing {
+                flush_deadline: Some(at),
+                ..
+            } if now >= at => {
+                tracing::debug!(
+                    unsent = self.transport.buffered(),
+                    "flush did not finish in time; resetting"
+                );
+                self.transport.abort_because(LostReason::ShutDown);
+                self.settle(now);
+                return;
+            }
+            _ => {}
         }
+        self.protocol.handle_timeout(&mut self.transport, now);
+        self.settle(now);
     }
 
-    /// The socket is gone: an error or reset, or we carried out
-    /// [`Action::Close`] / [`Action::Abort`]. Runs
-    /// [`Protocol::connection_lost`] exactly once; later calls are no-ops.
+    /// The socket is gone: an error, a reset, or a close the adapter did not
+    /// ask for. Runs [`Protocol::connection_lost`] exactly once; later calls
+    /// (and calls after [`Action::Close`] or [`Action::Abort`]) are no-ops.
     ///
-    /// If this connection ended itself uncleanly (an abort, an idle timeout),
-    /// that cause is the reason reported, whatever the socket saw afterwards.
+    /// A connection that was closing for a cause of its own (a server
+    /// shutting down, an idle timeout) reports that cause, whatever the
+    /// socket saw afterwards.
     pub fn handle_connection_lost(&mut self, reason: CloseReason, now: Instant) {
         let now = self.advance_time(now);
-        if self.lost.is_some() {
-            return;
-        }
-        let reason = match self.transport.local_reason() {
-            Some(local) => CloseReason::Lost(local),
-            None => reason,
+        let reason = match self.state {
+            State::Closed(_) => return,
+            State::Closing {
+                reason: local @ CloseReason::Lost(_),
+                ..
+            } => local,
+            _ => reason,
         };
-        self.lost = Some(reason);
-        self.read_open = false;
-        self.protocol.connection_lost(&reason, now);
+        self.lose(reason, None, now);
     }
 
     // ---- application mutators ----------------------------------------
@@ -186,33 +262,45 @@ impl<P: Protocol> Connection<P> {
     /// Flush what is owed, then close (Twisted `loseConnection`). Reading
     /// stops at once.
     pub fn close(&mut self, now: Instant) {
-        self.advance_time(now);
+        let now = self.advance_time(now);
         self.transport.lose_connection();
+        self.settle(now);
     }
 
     /// Like [`close`](Self::close) (flush what is owed, then close), for a
     /// server that is shutting down: the connection is reported lost with
-    /// [`LostReason::ShutDown`], not as closed cleanly by its peer.
-    pub fn shut_down(&mut self, now: Instant) {
-        self.advance_time(now);
+    /// [`LostReason::ShutDown`], not as closed cleanly by its peer, and a
+    /// flush still unfinished after `flush_timeout` (a peer that stopped
+    /// reading) is cut off by a reset. The deadline holds also for a
+    /// connection that was already closing; [`poll_timeout`](Self::poll_timeout)
+    /// includes it.
+    pub fn shut_down(&mut self, now: Instant, flush_timeout: Duration) {
+        let now = self.advance_time(now);
         self.transport.lose_connection_because(LostReason::ShutDown);
+        self.settle(now);
+        if let State::Closing { flush_deadline, .. } = &mut self.state
+            && let Some(at) = now.checked_add(flush_timeout)
+        {
+            *flush_deadline = Some(flush_deadline.map_or(at, |earlier| earlier.min(at)));
+        }
     }
 
     /// Discards unsent output and resets the connection at once (Twisted's
     /// `abortConnection`): for an adapter whose own side failed (the echo
     /// client's standard output, say).
     pub fn abort(&mut self, now: Instant) {
-        self.advance_time(now);
+        let now = self.advance_time(now);
         self.transport.abort_connection();
+        self.settle(now);
     }
 
     /// Ends the connection for `reason`: politely (FIN) when nothing is
     /// unsent, by reset otherwise (a peer that is not reading); reported
-    /// lost with `reason` either way. For an adapter's own deadlines, such
-    /// as a shutdown flush that took too long.
+    /// lost with `reason` either way. For an adapter's own deadlines.
     pub fn close_because(&mut self, reason: LostReason, now: Instant) {
-        self.advance_time(now);
+        let now = self.advance_time(now);
         self.transport.close_because(reason);
+        self.settle(now);
     }
 
     /// Runs `f` with the protocol and its transport: the hook for
@@ -225,7 +313,9 @@ impl<P: Protocol> Connection<P> {
         f: impl FnOnce(&mut P, &mut Transport, Instant) -> R,
     ) -> R {
         let now = self.advance_time(now);
-        f(&mut self.protocol, &mut self.transport, now)
+        let result = f(&mut self.protocol, &mut self.transport, now);
+        self.settle(now);
+        result
     }
 
     // ---- outputs --------------------------------------------------------
@@ -236,23 +326,11 @@ impl<P: Protocol> Connection<P> {
     /// more is returned.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        if self.lost.is_some() || self.terminal_sent {
-            return None;
+        if let Some(terminal) = self.terminal_owed.take() {
+            self.shutdown_owed = false;
+            return Some(terminal);
         }
-        let flushed = self.transport.buffered() == 0;
-        match self.transport.close_intent() {
-            Some(CloseIntent::Abort) => {
-                self.terminal_sent = true;
-                return Some(Action::Abort);
-            }
-            Some(CloseIntent::Close) if flushed => {
-                self.terminal_sent = true;
-                return Some(Action::Close);
-            }
-            _ => {}
-        }
-        if self.transport.shutdown_write_requested() && !self.shutdown_sent && flushed {
-            self.shutdown_sent = true;
+        if core::mem::take(&mut self.shutdown_owed) {
             return Some(Action::ShutdownWrite);
         }
         None
@@ -264,18 +342,30 @@ impl<P: Protocol> Connection<P> {
         self.protocol.poll_event()
     }
 
-    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None`
-    /// means no timer. After `handle_timeout(t)` this is `None` or later
-    /// than `t`, so an event loop cannot spin on it.
+    /// When to call [`handle_timeout`](Self::handle_timeout) next: the
+    /// protocol's timer or the shutdown flush deadline; `None` means no
+    /// timer. After `handle_timeout(t)` this is `None` or later than `t`, so
+    /// an event loop cannot spin on it.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.lost.is_some() || self.terminal_sent {
-            return None;
+        let flush_deadline = match self.state {
+            State::Closed(_) => return None,
+            State::Open => None,
+            State::Closing { flush_deadline, .. } => flush_deadline,
+        };
+        match (self.protocol.poll_timeout(), flush_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        self.protocol.poll_timeout()
     }
 
     // ---- getters --------------------------------------------------------
+
+    /// Where the connection is in its life.
+    #[must_use]
+    pub fn state(&self) -> State {
+        self.state
+    }
 
     /// The front of the unsent buffer: write from here, then report
     /// [`handle_written`](Self::handle_written). Empty when nothing is owed
@@ -292,13 +382,12 @@ impl<P: Protocol> Connection<P> {
     }
 
     /// Whether the adapter should read from the socket now (level-triggered):
-    /// the read side is open, no close was requested, the transport is not
+    /// the connection is open with its read side open, the transport is not
     /// paused by backpressure and the protocol can take input.
     #[must_use]
     pub fn wants_read(&self) -> bool {
-        self.lost.is_none()
+        self.state == State::Open
             && self.read_open
-            && !self.transport.is_closing()
             && self.transport.producer_state() == ProducerState::Producing
             && self.protocol.wants_read()
     }
@@ -309,22 +398,26 @@ impl<P: Protocol> Connection<P> {
         self.transport.producer_state()
     }
 
-    /// Whether the peer's end-of-file has not been seen yet.
+    /// Whether the peer's end-of-file has not been seen yet (so, after
+    /// [`Action::Close`], whether the peer may still be sending).
     #[must_use]
     pub fn is_read_open(&self) -> bool {
         self.read_open
     }
 
-    /// Whether the connection was reported lost (the end state).
+    /// Whether the connection is [`State::Closed`] (the end state).
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.lost.is_some()
+        matches!(self.state, State::Closed(_))
     }
 
     /// Why it ended, once it has.
     #[must_use]
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.lost
+        match self.state {
+            State::Closed(reason) => Some(reason),
+            _ => None,
+        }
     }
 
     /// Our address. Twisted: `getHost()`.
@@ -351,6 +444,50 @@ impl<P: Protocol> Connection<P> {
     #[must_use]
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    // ---- transitions ----------------------------------------------------
+
+    /// Takes the protocol's requests and applies the table above: called
+    /// after every call into the protocol and every mutation.
+    fn settle(&mut self, now: Instant) {
+        if let Some(request) = self.transport.take_close_request() {
+            match (self.state, request) {
+                (State::Closed(_), _) => {}
+                (_, CloseRequest::Abort(reason)) => {
+                    self.lose(CloseReason::Lost(reason), Some(Action::Abort), now);
+                }
+                (State::Open, CloseRequest::Flush(reason)) => {
+                    self.state = State::Closing {
+                        reason: reason.map_or(CloseReason::Done, CloseReason::Lost),
+                        flush_deadline: None,
+                    };
+                }
+                // Already closing: the first close keeps its reason.
+                (State::Closing { .. }, CloseRequest::Flush(_)) => {}
+            }
+        }
+        let flushed = self.transport.buffered() == 0;
+        match self.state {
+            State::Closing { reason, .. } if flushed => {
+                self.lose(reason, Some(Action::Close), now);
+            }
+            State::Open if flushed && !self.write_shut && self.transport.write_shut_requested() => {
+                self.write_shut = true;
+                self.shutdown_owed = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Enters `Closed`, owing the adapter `action` if it must still act on
+    /// the socket, and tells the protocol (exactly once).
+    fn lose(&mut self, reason: CloseReason, action: Option<Action>, now: Instant) {
+        self.state = State::Closed(reason);
+        self.terminal_owed = action;
+        self.protocol.connection_lost(&reason, now);
+        // Requests made from inside `connection_lost` come too late.
+        let _ = self.transport.take_close_request();
     }
 
     fn advance_time(&mut self, now: Instant) -> Instant {

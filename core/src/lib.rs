@@ -33,7 +33,7 @@
 //! use std::io::{Read, Write};
 //! use std::net::{Shutdown, TcpStream};
 //! use std::time::Instant;
-//! use echo_core::{Action, ClientConfig, ClientEvent, CloseReason, Connection, EchoClient, WaterMarks};
+//! use echo_core::{Action, ClientConfig, ClientEvent, Connection, EchoClient, WaterMarks};
 //!
 //! let mut socket = TcpStream::connect("127.0.0.1:8888")?;
 //! let (host, peer) = (socket.local_addr()?, socket.peer_addr()?);
@@ -45,10 +45,12 @@
 //!         let n = socket.write(conn.pending_output())?;
 //!         conn.handle_written(n, Instant::now())?;
 //!     }
+//!     // Close and Abort complete themselves: the connection is already
+//!     // closed, the socket only has to follow.
 //!     while let Some(action) = conn.poll_action() {
 //!         match action {
 //!             Action::ShutdownWrite => socket.shutdown(Shutdown::Write)?,
-//!             _ => conn.handle_connection_lost(CloseReason::Done, Instant::now()),
+//!             _ => socket.shutdown(Shutdown::Both)?,
 //!         }
 //!     }
 //!     while let Some(event) = conn.poll_event() {
@@ -102,7 +104,7 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
-pub use connection::{Action, Connection};
+pub use connection::{Action, Connection, State};
 pub use datagram::client::{
     UdpClientConfig, UdpClientError, UdpClientEvent, UdpEchoClient, UdpReport,
 };

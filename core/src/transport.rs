@@ -79,13 +79,15 @@ pub enum ProducerState {
     Paused,
 }
 
-/// How the connection should end, once requested.
+/// How the protocol (or the adapter) asked the connection to end; the
+/// [`Connection`](crate::Connection) takes it and changes state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseIntent {
-    /// Flush, then close both directions.
-    Close,
-    /// Discard unsent output and reset.
-    Abort,
+pub(crate) enum CloseRequest {
+    /// Flush, then close both directions; reported lost for the reason, if
+    /// any, else as a clean close.
+    Flush(Option<LostReason>),
+    /// Unsent output was discarded: reset, reported lost for the reason.
+    Abort(LostReason),
 }
 
 /// In-memory transport handed to a [`Protocol`](crate::Protocol).
@@ -93,7 +95,9 @@ pub(crate) enum CloseIntent {
 /// Twisted: `ITransport` / `ITCPTransport`, shaped like
 /// `twisted.internet.testing.StringTransport`: writes land in a buffer that the
 /// I/O adapter drains; closing is an intent the adapter carries out once the
-/// buffer is flushed. Nothing here touches a socket.
+/// buffer is flushed. It holds the buffer, the water marks and what the
+/// protocol asked for; the connection's state lives in
+/// [`Connection`](crate::Connection). Nothing here touches a socket.
 #[derive(Debug)]
 pub struct Transport {
     /// Bytes written by the protocol and not yet accepted by the socket.
@@ -105,11 +109,11 @@ pub struct Transport {
     /// Paused by the protocol through [`Transport::pause_producing`].
     paused_by_protocol: bool,
     /// `lose_write_connection` was called: send FIN once `out` is empty.
-    shutdown_write_requested: bool,
-    /// How the connection is to end, if that was requested.
-    close: Option<CloseIntent>,
-    /// Why the connection ended uncleanly if we ended it (abort, timeout).
-    local_reason: Option<LostReason>,
+    write_shut_requested: bool,
+    /// A close was asked for (writes are discarded from then on).
+    closing: bool,
+    /// The close request the connection has not taken yet.
+    close_request: Option<CloseRequest>,
     /// Bytes the socket has accepted so far (`handle_written` totals).
     written: u64,
     /// The most bytes ever unsent at once.
@@ -133,9 +137,9 @@ impl Transport {
             marks,
             paused_by_buffer: false,
             paused_by_protocol: false,
-            shutdown_write_requested: false,
-            close: None,
-            local_reason: None,
+            write_shut_requested: false,
+            closing: false,
+            close_request: None,
             written: 0,
             peak: 0,
             peak_idle: 0,
@@ -155,7 +159,7 @@ impl Transport {
     /// to close are discarded (Twisted does the same) and logged at debug
     /// level.
     pub fn write(&mut self, data: &[u8]) {
-        if self.close.is_some() || self.shutdown_write_requested {
+        if self.closing || self.write_shut_requested {
             tracing::debug!(
                 len = data.len(),
                 "write after close was requested; discarded"
@@ -176,9 +180,7 @@ impl Transport {
     /// ([`Action::Close`](crate::Action::Close)). Reading stops at once.
     /// Idempotent; an abort already requested wins.
     pub fn lose_connection(&mut self) {
-        if self.close.is_none() {
-            self.close = Some(CloseIntent::Close);
-        }
+        self.request(CloseRequest::Flush(None));
     }
 
     /// Like [`lose_connection`](Self::lose_connection) (flush, then close),
@@ -186,10 +188,7 @@ impl Transport {
     /// (a server shutting down), not the peer. Idempotent; an earlier close
     /// or abort keeps its reason.
     pub fn lose_connection_because(&mut self, reason: LostReason) {
-        if self.close.is_none() {
-            self.local_reason.get_or_insert(reason);
-            self.close = Some(CloseIntent::Close);
-        }
+        self.request(CloseRequest::Flush(Some(reason)));
     }
 
     /// Twisted: `ITCPTransport.loseWriteConnection`.
@@ -198,7 +197,7 @@ impl Transport {
     /// ([`Action::ShutdownWrite`](crate::Action::ShutdownWrite)): the peer reads
     /// end-of-file while we keep reading. Idempotent.
     pub fn lose_write_connection(&mut self) {
-        self.shutdown_write_requested = true;
+        self.write_shut_requested = true;
     }
 
     /// Twisted: `ITCPTransport.abortConnection`.
@@ -217,22 +216,29 @@ impl Transport {
     /// connection is reported lost with `reason`.
     pub fn close_because(&mut self, reason: LostReason) {
         if self.out.is_empty() {
-            if self.close.is_none() {
-                self.local_reason.get_or_insert(reason);
-                self.close = Some(CloseIntent::Close);
-            }
+            self.request(CloseRequest::Flush(Some(reason)));
         } else {
             self.abort_because(reason);
         }
     }
 
-    fn abort_because(&mut self, reason: LostReason) {
-        if self.close != Some(CloseIntent::Abort) {
-            self.local_reason = Some(reason);
-            self.close = Some(CloseIntent::Abort);
-            self.out = BytesMut::new();
-            self.alloc = 0;
-            self.paused_by_buffer = false;
+    /// Discards unsent output and asks for a reset, reported as `reason`.
+    pub(crate) fn abort_because(&mut self, reason: LostReason) {
+        self.request(CloseRequest::Abort(reason));
+        self.out = BytesMut::new();
+        self.alloc = 0;
+        self.paused_by_buffer = false;
+    }
+
+    /// Records a close request: an abort overrides a flush; otherwise the
+    /// first request keeps its reason.
+    fn request(&mut self, request: CloseRequest) {
+        self.closing = true;
+        match (self.close_request, request) {
+            (None, _) | (Some(CloseRequest::Flush(_)), CloseRequest::Abort(_)) => {
+                self.close_request = Some(request);
+            }
+            _ => {}
         }
     }
 
@@ -311,23 +317,20 @@ impl Transport {
     /// Whether `lose_connection`, `abort_connection` or `close_because` was called.
     #[must_use]
     pub fn is_closing(&self) -> bool {
-        self.close.is_some()
+        self.closing
     }
 
     pub(crate) fn pending(&self) -> &[u8] {
         &self.out
     }
 
-    pub(crate) fn close_intent(&self) -> Option<CloseIntent> {
-        self.close
+    /// The close request not yet taken by the connection.
+    pub(crate) fn take_close_request(&mut self) -> Option<CloseRequest> {
+        self.close_request.take()
     }
 
-    pub(crate) fn shutdown_write_requested(&self) -> bool {
-        self.shutdown_write_requested
-    }
-
-    pub(crate) fn local_reason(&self) -> Option<LostReason> {
-        self.local_reason
+    pub(crate) fn write_shut_requested(&self) -> bool {
+        self.write_shut_requested
     }
 
     /// The socket accepted the first `n` pending bytes (`n <= buffered()`).

@@ -48,26 +48,24 @@ pub fn drive<P: Protocol>(
             }
         }
         // The same socket operations as the tokio driver: half-close,
-        // lingering close, reset on abort.
+        // lingering close, reset on abort. Close and Abort complete
+        // themselves in the core; the socket only follows.
         while let Some(action) = conn.poll_action() {
-            let now = Instant::now();
             match action {
                 Action::ShutdownWrite => {
                     if let Err(e) = stream.shutdown(Shutdown::Write) {
                         lose(conn, e.kind());
                     }
                 }
-                Action::Abort => {
-                    // SO_LINGER 0: the close sends RST, as an abort must.
-                    let _ = socket2::SockRef::from(&*stream).set_linger(Some(Duration::ZERO));
-                    conn.handle_connection_lost(CloseReason::Lost(LostReason::Aborted), now);
+                Action::Close => lingering_close(stream, conn.is_read_open()),
+                Action::Abort => reset_on_close(stream),
+                // A newer core's action this adapter does not know: reset
+                // rather than guess.
+                other => {
+                    tracing::warn!(?other, "unknown action; resetting the connection");
+                    reset_on_close(stream);
+                    conn.abort(Instant::now());
                 }
-                Action::Close => {
-                    let read_open = conn.is_read_open();
-                    conn.handle_connection_lost(CloseReason::Done, now);
-                    lingering_close(stream, read_open);
-                }
-                other => tracing::warn!(?other, "unknown action ignored"),
             }
         }
         while let Some(event) = conn.poll_event() {
@@ -128,6 +126,11 @@ fn lingering_close(stream: &mut TcpStream, read_open: bool) {
             Ok(_) => {}
         }
     }
+}
+
+/// SO_LINGER 0: the close that follows sends RST, as an abort must.
+fn reset_on_close(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 /// How long until the core's next deadline (at least 1 ms: a zero timeout

@@ -262,20 +262,17 @@ impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
         conn.abort(now());
     }
 
-    /// Writes pending echoes and takes events. `Ready(true)` if it did
-    /// anything.
-    fn poll_output(
-        &mut self,
-        cx: &mut Context<'_>,
-        conn: &mut Connection<EchoClient>,
-    ) -> Poll<bool> {
+    /// Writes pending echoes and takes events until neither is possible.
+    /// Returns whether it did anything; when echoes remain unwritten, the
+    /// output pushed back and its waker is registered.
+    fn pump_output(&mut self, cx: &mut Context<'_>, conn: &mut Connection<EchoClient>) -> bool {
         let mut progressed = false;
         loop {
             while !self.unwritten.is_empty() {
                 match Pin::new(&mut self.output).poll_write(cx, &self.unwritten) {
                     Poll::Ready(Ok(0)) => {
                         self.local_failure(conn, io::ErrorKind::WriteZero.into());
-                        return Poll::Ready(true);
+                        return true;
                     }
                     Poll::Ready(Ok(n)) => {
                         self.unwritten.advance(n);
@@ -283,15 +280,9 @@ impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
                     }
                     Poll::Ready(Err(e)) => {
                         self.local_failure(conn, e);
-                        return Poll::Ready(true);
+                        return true;
                     }
-                    Poll::Pending => {
-                        return if progressed {
-                            Poll::Ready(true)
-                        } else {
-                            Poll::Pending
-                        };
-                    }
+                    Poll::Pending => return progressed,
                 }
             }
             match conn.poll_event() {
@@ -303,13 +294,7 @@ impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
                     self.outcome.get_or_insert(Err(error.into()));
                 }
                 Some(_) => {}
-                None => {
-                    return if progressed {
-                        Poll::Ready(true)
-                    } else {
-                        Poll::Pending
-                    };
-                }
+                None => return progressed,
             }
             progressed = true;
         }
@@ -350,14 +335,13 @@ impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
     /// events, flush.
     async fn finish(&mut self, conn: &mut Connection<EchoClient>) {
         poll_fn(|cx| {
-            loop {
-                match self.poll_output(cx, conn) {
-                    Poll::Ready(_) => {}
-                    // No events left and nothing unwritten: done.
-                    Poll::Pending if self.unwritten.is_empty() => return Poll::Ready(()),
-                    // The output pushes back; its waker is registered.
-                    Poll::Pending => return Poll::Pending,
-                }
+            // Pumped until it stalls: with echoes still unwritten the
+            // output pushes back (its waker is registered); else all is out.
+            while self.pump_output(cx, conn) {}
+            if self.unwritten.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
         })
         .await;
@@ -369,9 +353,9 @@ impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
 
 impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> App<EchoClient> for Pipe<I, O> {
     fn poll_app(&mut self, cx: &mut Context<'_>, conn: &mut Connection<EchoClient>) -> Poll<()> {
-        let output = self.poll_output(cx, conn);
+        let output = self.pump_output(cx, conn);
         let input = self.poll_input(cx, conn);
-        if matches!(output, Poll::Ready(true)) || input.is_ready() {
+        if output || input.is_ready() {
             Poll::Ready(())
         } else {
             Poll::Pending

@@ -44,7 +44,8 @@ pub struct DriveConfig {
     /// connection and destroy echoes still in flight to the peer.
     pub linger: Duration,
     /// After being told to close (shutdown grace expired), give the flush
-    /// this long before resetting the connection.
+    /// this long before resetting the connection (the core's
+    /// [`Connection::shut_down`] deadline).
     pub flush_timeout: Duration,
 }
 
@@ -105,7 +106,6 @@ pub async fn drive<S, P, A>(
     // timeout, no shutdown) never holds one.
     let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut armed: Option<Instant> = None;
-    let mut flush_deadline: Option<Instant> = None;
     // One long-lived future for the close signal (a fresh one per pass
     // would register and drop a waiter on every read). It checks the
     // current value first, so a close sent before we started counts too.
@@ -119,7 +119,8 @@ pub async fn drive<S, P, A>(
     tokio::pin!(close_requested);
     let mut close_armed = true;
     loop {
-        // Actions, in order; Close and Abort end the loop.
+        // Actions, in order. Close and Abort complete themselves in the
+        // core (the connection is already closed); the socket follows.
         while let Some(action) = conn.poll_action() {
             match action {
                 Action::ShutdownWrite => {
@@ -128,28 +129,26 @@ pub async fn drive<S, P, A>(
                     }
                 }
                 Action::Close => {
-                    let read_open = conn.is_read_open();
-                    conn.handle_connection_lost(CloseReason::Done, now());
                     // Boxed: its state (timer, drain) would otherwise sit
                     // inline in every connection's future, idle or not.
-                    Box::pin(lingering_close(stream, read_open, config.linger)).await;
+                    Box::pin(lingering_close(stream, conn.is_read_open(), config.linger)).await;
                 }
-                Action::Abort => {
+                Action::Abort => stream.set_reset_on_close(),
+                // A newer core's action this driver does not know: the
+                // connection cannot be carried on safely, so reset it.
+                other => {
+                    tracing::warn!(?other, "unknown action; resetting the connection");
                     stream.set_reset_on_close();
-                    conn.handle_connection_lost(CloseReason::Lost(LostReason::Aborted), now());
+                    conn.abort(now());
                 }
-                other => tracing::warn!(?other, "unknown action ignored"),
             }
         }
         if conn.is_closed() {
             return;
         }
-        // The earliest of the core's timer and a shutdown flush deadline.
-        let deadline = match (conn.poll_timeout(), flush_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if let Some(at) = deadline
+        // One timer: the core's (its own timers and a shutdown flush
+        // deadline alike).
+        if let Some(at) = conn.poll_timeout()
             && armed.is_none_or(|armed| at < armed)
         {
             let when = tokio::time::Instant::from_std(at);
@@ -168,28 +167,21 @@ pub async fn drive<S, P, A>(
             }
             () = fire(&mut sleep), if armed.is_some() => {
                 armed = None;
-                let now = now();
-                if flush_deadline.is_some_and(|at| now >= at) {
-                    tracing::debug!("flush did not finish in time; resetting");
-                    conn.close_because(LostReason::ShutDown, now);
-                    flush_deadline = None;
-                } else {
-                    conn.handle_timeout(now);
-                }
+                conn.handle_timeout(now());
             }
             () = &mut close_requested, if close_armed => {
                 close_armed = false;
-                let now = now();
-                conn.shut_down(now);
-                flush_deadline = Some(now + config.flush_timeout);
+                conn.shut_down(now(), config.flush_timeout);
             }
         }
     }
 }
 
 /// One non-blocking pass over the socket and the application: write what
-/// is owed, read one chunk and write its echo at once, then the application.
-/// Returns `Ready` as soon as anything changed, so the caller drains actions.
+/// is owed, read one chunk and write its echo at once, then let the
+/// application take the events (after every input, as the core's drive
+/// order says) and give input. `Ready` as soon as anything changed, so the
+/// caller drains actions; `Pending` with every waker registered otherwise.
 fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     cx: &mut Context<'_>,
     stream: &mut S,
@@ -198,57 +190,44 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     read_chunk: usize,
 ) -> Poll<io::Result<()>> {
     let now = now();
-    let wrote = match poll_flush_output(cx, stream, conn, now) {
-        Poll::Ready(Ok(wrote)) => wrote,
-        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-        Poll::Pending => false,
-    };
-    if conn.wants_read() {
-        match poll_read_chunk(cx, stream, conn, read_chunk, now) {
-            Poll::Ready(Ok(())) => {
-                // Echo what was just read in the same pass.
-                return match poll_flush_output(cx, stream, conn, now) {
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    _ => Poll::Ready(Ok(())),
-                };
-            }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => {}
-        }
+    let mut progressed = flush_output(cx, stream, conn, now)?;
+    if conn.wants_read()
+        && let Poll::Ready(read) = poll_read_chunk(cx, stream, conn, read_chunk, now)
+    {
+        read?;
+        // Echo what was just read in the same pass.
+        flush_output(cx, stream, conn, now)?;
+        progressed = true;
     }
-    if wrote {
-        return Poll::Ready(Ok(()));
+    progressed |= app.poll_app(cx, conn).is_ready();
+    if progressed {
+        Poll::Ready(Ok(()))
+    } else {
+        Poll::Pending
     }
-    app.poll_app(cx, conn).map(Ok)
 }
 
-/// Writes pending output until the socket pushes back. `Ready(Ok(true))` if
-/// anything was written, `Pending` if nothing could be.
-fn poll_flush_output<S: Stream, P: Protocol>(
+/// Writes pending output until it is all written or the socket pushes back
+/// (its waker is then registered). Returns whether any bytes were written.
+fn flush_output<S: Stream, P: Protocol>(
     cx: &mut Context<'_>,
     stream: &mut S,
     conn: &mut Connection<P>,
     now: Instant,
-) -> Poll<io::Result<bool>> {
+) -> io::Result<bool> {
     let mut wrote = false;
     while !conn.pending_output().is_empty() {
         match Pin::new(&mut *stream).poll_write(cx, conn.pending_output()) {
-            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => {
-                if let Err(e) = conn.handle_written(n, now) {
-                    return Poll::Ready(Err(io::Error::other(e)));
-                }
+                conn.handle_written(n, now).map_err(io::Error::other)?;
                 wrote = true;
             }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => break,
         }
     }
-    if wrote {
-        Poll::Ready(Ok(true))
-    } else {
-        Poll::Pending
-    }
+    Ok(wrote)
 }
 
 /// Reads one chunk (through the worker's scratch buffer) into the core.

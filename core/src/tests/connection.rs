@@ -76,8 +76,12 @@ fn callbacks_arrive_in_twisted_order_and_connection_lost_once() {
     c.handle_data(b"hi", t0()).unwrap();
     c.handle_read_closed(t0());
     assert_eq!(actions(&mut c), vec![Action::Close]);
-    c.handle_connection_lost(CloseReason::Done, t0());
-    c.handle_connection_lost(CloseReason::Done, t0());
+    assert_eq!(
+        c.close_reason(),
+        Some(CloseReason::Done),
+        "Close completes itself"
+    );
+    c.handle_connection_lost(CloseReason::Lost(LostReason::Reset), t0());
     c.handle_read_closed(t0());
     c.handle_timeout(t0());
     assert_eq!(
@@ -115,6 +119,7 @@ fn abort_discards_output_and_is_immediate() {
     assert!(c.pending_output().is_empty());
     assert!(!c.wants_read());
     assert_eq!(actions(&mut c), vec![Action::Abort]);
+    assert_eq!(c.poll_action(), None, "one terminal action");
     c.handle_connection_lost(CloseReason::Lost(LostReason::Reset), t0());
     assert_eq!(
         c.close_reason(),

@@ -6,7 +6,7 @@ use super::prelude::*;
 use super::util::*;
 use crate::{
     Action, CloseReason, EchoFactory, Factory, LostReason, ProducerState, ServerConfig,
-    ServerEvent, UsageError, WaterMarks,
+    ServerEvent, State, UsageError, WaterMarks,
 };
 
 fn input(len: usize) -> Vec<u8> {
@@ -43,7 +43,6 @@ fn echo_is_invariant_under_read_chunking_and_partial_writes() {
                 "read_chunk={read_chunk} write_budget={write_budget}"
             );
             assert_eq!(actions(&mut conn), vec![Action::Close]);
-            conn.handle_connection_lost(CloseReason::Done, t0());
             assert_eq!(conn.close_reason(), Some(CloseReason::Done));
             assert_eq!(conn.protocol().echoed(), data.len() as u64);
             assert_eq!(conn.poll_timeout(), None);
@@ -137,7 +136,6 @@ fn peer_eof_flushes_what_is_owed_then_closes() {
     assert_eq!(conn.pending_output(), b"lo");
     conn.handle_written(2, t0()).unwrap();
     assert_eq!(actions(&mut conn), vec![Action::Close]);
-    conn.handle_connection_lost(CloseReason::Done, t0());
     assert!(conn.is_closed());
     assert_eq!(conn.poll_action(), None);
     assert_eq!(conn.poll_timeout(), None);
@@ -172,7 +170,6 @@ fn idle_timeout_closes_a_silent_connection_politely() {
         vec![Action::Close],
         "nothing unsent: FIN, not RST"
     );
-    conn.handle_connection_lost(CloseReason::Done, t0() + ms(1_500));
     assert_eq!(
         conn.close_reason(),
         Some(CloseReason::Lost(LostReason::TimedOut))
@@ -333,7 +330,6 @@ fn edge_inputs_are_typed_errors_not_corruption() {
     assert_eq!(conn.pending_output(), b"abc");
     conn.handle_written(3, t0()).unwrap();
     assert_eq!(actions(&mut conn), vec![Action::Close]);
-    conn.handle_connection_lost(CloseReason::Done, t0());
     conn.handle_connection_lost(CloseReason::Lost(LostReason::Reset), t0());
     assert_eq!(
         conn.close_reason(),
@@ -391,7 +387,7 @@ fn shutting_down_flushes_then_reports_server_shut_down() {
     let mut factory = EchoFactory::default();
     let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
     conn.handle_data(b"ab", t0()).unwrap();
-    conn.shut_down(t0());
+    conn.shut_down(t0(), ms(500));
     assert!(!conn.wants_read());
     assert_eq!(
         conn.pending_output(),
@@ -399,14 +395,79 @@ fn shutting_down_flushes_then_reports_server_shut_down() {
         "what was owed is still flushed"
     );
     assert_eq!(actions(&mut conn), vec![], "no close before the flush");
-    conn.handle_written(2, t0()).unwrap();
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(t0() + ms(500)),
+        "the flush deadline"
+    );
+    conn.handle_written(2, t0() + ms(10)).unwrap();
     assert_eq!(actions(&mut conn), vec![Action::Close]);
-    conn.handle_connection_lost(CloseReason::Done, t0());
     assert_eq!(
         conn.close_reason(),
         Some(CloseReason::Lost(LostReason::ShutDown)),
         "ended by the server, not by its peer"
     );
+    assert_eq!(conn.poll_timeout(), None);
+}
+
+#[test]
+fn a_shutdown_flush_that_outlasts_its_timeout_is_reset() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    conn.handle_data(b"abcd", t0()).unwrap();
+    conn.shut_down(t0(), ms(500));
+    conn.handle_written(1, t0() + ms(100)).unwrap();
+    conn.handle_timeout(t0() + ms(499));
+    assert_eq!(actions(&mut conn), vec![], "not yet");
+    conn.handle_timeout(t0() + ms(500));
+    assert_eq!(actions(&mut conn), vec![Action::Abort]);
+    assert_eq!(conn.pending_output(), b"", "the unsent rest is discarded");
+    assert_eq!(
+        conn.close_reason(),
+        Some(CloseReason::Lost(LostReason::ShutDown))
+    );
+    assert_eq!(conn.poll_timeout(), None);
+    assert_eq!(conn.poll_action(), None);
+    assert!(factory.connection_ended(&conn));
+}
+
+#[test]
+fn a_shutdown_deadline_holds_for_a_connection_already_closing() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    conn.handle_data(b"abcd", t0()).unwrap();
+    conn.handle_read_closed(t0());
+    assert!(
+        matches!(conn.state(), State::Closing { .. }),
+        "EOF: flushing"
+    );
+    assert_eq!(
+        conn.poll_timeout(),
+        None,
+        "a plain close waits for the peer"
+    );
+    conn.shut_down(t0() + ms(10), ms(200));
+    conn.shut_down(t0() + ms(20), ms(900)); // a later deadline does not move it
+    assert_eq!(conn.poll_timeout(), Some(t0() + ms(210)));
+    conn.handle_timeout(t0() + ms(210));
+    assert_eq!(actions(&mut conn), vec![Action::Abort]);
+    assert_eq!(
+        conn.close_reason(),
+        Some(CloseReason::Lost(LostReason::ShutDown))
+    );
+}
+
+#[test]
+fn shutting_down_an_idle_connection_closes_at_once() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    conn.shut_down(t0(), ms(500));
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+    assert_eq!(
+        conn.state(),
+        State::Closed(CloseReason::Lost(LostReason::ShutDown))
+    );
+    assert_eq!(conn.poll_timeout(), None);
 }
 
 #[test]

@@ -265,7 +265,19 @@ impl Pair {
         let tick = self.ticks.take() as u64;
         self.now += ms(tick);
         fire_timer(&mut self.client, self.now);
+        carry_out(
+            &mut self.client,
+            &mut self.c2s,
+            self.now,
+            &mut self.out.client_actions,
+        );
         fire_timer(&mut self.server, self.now);
+        carry_out(
+            &mut self.server,
+            &mut self.s2c,
+            self.now,
+            &mut self.out.server_actions,
+        );
     }
 
     pub(crate) fn is_done(&self) -> bool {
@@ -313,35 +325,14 @@ fn drive_side<P: Protocol>(
     now: Instant,
     log: &mut Vec<Action>,
 ) {
-    if conn.is_closed() {
-        return;
-    }
     // 1. The socket takes one write budget per turn (short writes).
-    if !conn.pending_output().is_empty() {
+    if !conn.is_closed() && !conn.pending_output().is_empty() {
         let n = conn.pending_output().len().min(knobs.writes.take());
         out.bytes.extend(&conn.pending_output()[..n]);
         conn.handle_written(n, now).expect("n <= pending");
     }
-    // 2. Actions.
-    while let Some(action) = conn.poll_action() {
-        log.push(action);
-        match action {
-            Action::ShutdownWrite => {
-                assert!(conn.pending_output().is_empty(), "FIN before flush");
-                out.fin = true;
-            }
-            Action::Close => {
-                assert!(conn.pending_output().is_empty(), "close before flush");
-                out.fin = true;
-                conn.handle_connection_lost(CloseReason::Done, now);
-            }
-            Action::Abort => {
-                out.reset = true;
-                out.bytes.clear();
-                conn.handle_connection_lost(CloseReason::Lost(LostReason::Aborted), now);
-            }
-        }
-    }
+    // 2. Actions (a closed connection may still owe its Close or Abort).
+    carry_out(conn, out, now, log);
     if conn.is_closed() {
         return;
     }
@@ -358,6 +349,35 @@ fn drive_side<P: Protocol>(
         } else if inp.fin && !inp.fin_seen {
             inp.fin_seen = true;
             conn.handle_read_closed(now);
+        }
+    }
+    carry_out(conn, out, now, log);
+}
+
+/// Carries out every pending action on the side's outgoing wire.
+fn carry_out<P: Protocol>(
+    conn: &mut Connection<P>,
+    out: &mut Wire,
+    _now: Instant,
+    log: &mut Vec<Action>,
+) {
+    while let Some(action) = conn.poll_action() {
+        log.push(action);
+        match action {
+            Action::ShutdownWrite => {
+                assert!(conn.pending_output().is_empty(), "FIN before flush");
+                out.fin = true;
+            }
+            Action::Close => {
+                assert!(conn.pending_output().is_empty(), "close before flush");
+                assert!(conn.is_closed(), "Close completes itself");
+                out.fin = true;
+            }
+            Action::Abort => {
+                assert!(conn.is_closed(), "Abort completes itself");
+                out.reset = true;
+                out.bytes.clear();
+            }
         }
     }
 }
