@@ -7,7 +7,7 @@ use super::prelude::*;
 use crate::Instant;
 
 use super::util::*;
-use crate::{Action, CloseReason, Connection, LostReason, Protocol, Transport, WaterMarks};
+use crate::{Action, CloseReason, Connection, LostReason, Protocol, State, Transport, WaterMarks};
 
 /// Records each callback; reacts to a few scripted inputs.
 #[derive(Debug, Default)]
@@ -161,5 +161,91 @@ fn socket_errors_are_classified() {
     assert_eq!(
         LostReason::from_io(std::io::ErrorKind::PermissionDenied).to_string(),
         "I/O error: permission denied"
+    );
+}
+
+#[test]
+fn a_close_flushes_first_and_the_first_close_keeps_its_reason() {
+    let mut c = conn(); // the greeting (8 bytes) is unsent
+    assert_eq!(c.state(), State::Open);
+    c.close(t0());
+    let closing = State::Closing {
+        reason: CloseReason::Done,
+        flush_deadline: None,
+    };
+    assert_eq!(c.state(), closing);
+    assert!(!c.wants_read(), "reading stops at once");
+    c.act(t0(), |_, t, _| t.lose_connection_because(LostReason::TimedOut));
+    assert_eq!(c.state(), closing, "a second close changes nothing");
+    assert_eq!(c.poll_action(), None);
+    c.handle_written(8, t0()).unwrap();
+    assert_eq!(c.state(), State::Closed(CloseReason::Done));
+    assert_eq!(actions(&mut c), vec![Action::Close]);
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn an_abort_overrides_a_close_in_progress() {
+    let mut c = conn();
+    c.close(t0());
+    c.abort(t0());
+    assert_eq!(
+        c.state(),
+        State::Closed(CloseReason::Lost(LostReason::Aborted))
+    );
+    assert_eq!(c.pending_output(), b"", "unsent output is discarded");
+    assert_eq!(actions(&mut c), vec![Action::Abort]);
+    assert_eq!(events(&mut c).last().unwrap(), "lost lost: aborted");
+}
+
+#[test]
+fn close_because_is_polite_when_flushed_and_a_reset_otherwise() {
+    let mut c = conn();
+    c.close_because(LostReason::TimedOut, t0());
+    assert_eq!(
+        actions(&mut c),
+        vec![Action::Abort],
+        "8 bytes unsent: reset"
+    );
+    let mut c = conn();
+    c.handle_written(8, t0()).unwrap();
+    c.close_because(LostReason::TimedOut, t0());
+    assert_eq!(actions(&mut c), vec![Action::Close], "nothing unsent: FIN");
+    assert_eq!(
+        c.close_reason(),
+        Some(CloseReason::Lost(LostReason::TimedOut))
+    );
+}
+
+#[test]
+fn a_socket_loss_while_closing_for_a_cause_of_our_own_reports_that_cause() {
+    let mut c = conn();
+    c.shut_down(t0(), ms(100));
+    c.handle_connection_lost(CloseReason::Lost(LostReason::Reset), t0());
+    assert_eq!(
+        c.state(),
+        State::Closed(CloseReason::Lost(LostReason::ShutDown))
+    );
+    assert_eq!(c.poll_action(), None, "the socket is gone: nothing to do");
+    let mut c = conn();
+    c.close(t0());
+    c.handle_connection_lost(CloseReason::Lost(LostReason::Reset), t0());
+    assert_eq!(
+        c.close_reason(),
+        Some(CloseReason::Lost(LostReason::Reset)),
+        "a clean close cut short is the socket's doing"
+    );
+}
+
+#[test]
+fn a_half_close_is_not_sent_once_the_connection_closes() {
+    let mut c = conn();
+    c.handle_data(b"half", t0()).unwrap();
+    c.close(t0());
+    c.handle_written(8, t0()).unwrap();
+    assert_eq!(
+        actions(&mut c),
+        vec![Action::Close],
+        "Close includes the FIN"
     );
 }
