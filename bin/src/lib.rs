@@ -128,11 +128,11 @@ pub fn positive(s: &str) -> Result<usize, String> {
 /// # Errors
 /// A message when `s` is not a whole number in that range.
 pub fn datagram_size(s: &str) -> Result<usize, String> {
-    use echo_core::datagram::{MAX_DATAGRAM, client::HEADER};
+    use echo_core::{MAX_DATAGRAM, UDP_CLIENT_HEADER};
     match s.parse::<usize>() {
-        Ok(n) if (HEADER..=MAX_DATAGRAM).contains(&n) => Ok(n),
+        Ok(n) if (UDP_CLIENT_HEADER..=MAX_DATAGRAM).contains(&n) => Ok(n),
         _ => Err(format!(
-            "{s:?} is not a datagram size from {HEADER} to {MAX_DATAGRAM} bytes"
+            "{s:?} is not a datagram size from {UDP_CLIENT_HEADER} to {MAX_DATAGRAM} bytes"
         )),
     }
 }

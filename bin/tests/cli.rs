@@ -28,7 +28,7 @@ fn the_seed_scenario_ten_clients_say_hello() {
     server.wait_log("connection lost", 10, LONG);
     let log = server.log();
     assert_eq!(log.matches("connection made").count(), 10);
-    assert!(log.contains("reason=closed cleanly echoed=12"), "{log}");
+    assert!(log.contains("reason=closed cleanly received=12"), "{log}");
     assert!(log.contains("open=0"), "{log}");
 }
 
@@ -169,7 +169,7 @@ fn grace_expiry_flushes_what_was_read_then_closes() {
     let log = server.log();
     assert!(log.contains("grace period expired"), "{log}");
     assert!(
-        log.contains("reason=lost: server shut down echoed=100000"),
+        log.contains("reason=lost: server shut down received=100000"),
         "the server ended it, not the client: {log}"
     );
 }
@@ -225,7 +225,7 @@ fn grace_expiry_while_the_client_keeps_sending_loses_no_echo() {
     assert_eq!(stdout.len(), received);
     let echoed: usize = server
         .log()
-        .split("echoed=")
+        .split("received=")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())

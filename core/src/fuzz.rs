@@ -91,7 +91,7 @@ pub fn server_script(data: &[u8], t0: Instant) {
         idle_timeout: idle,
     });
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7));
-    let echo = factory.build_protocol(addr, addr, t0).expect("no limit");
+    let echo = factory.build_protocol(addr, addr).expect("no limit");
     let mut conn = Connection::new(echo, addr, addr, marks, t0);
     let (mut now, mut fed, mut wire) = (t0, Vec::new(), Vec::new());
     let (mut terminal, mut aborted, mut reason_seen) = (false, false, None);
@@ -180,11 +180,11 @@ pub fn client_script(data: &[u8], t0: Instant) {
         half_close: undelivered % 2 == 1,
     };
     let (client, mut input) = if streaming {
-        (EchoClient::streaming(config, t0), Vec::new())
+        (EchoClient::streaming(config), Vec::new())
     } else {
         let n = s.num() * 4;
         let message = s.bytes(n).to_vec();
-        (EchoClient::message(message.clone(), config, t0), message)
+        (EchoClient::message(message.clone(), config), message)
     };
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
     let marks = WaterMarks::new(high, 0).expect("high > 0");

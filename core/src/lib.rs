@@ -17,8 +17,11 @@
 //!   `poll_*` outputs, `wants_read`).
 //! * [`Echo`] / [`EchoFactory`]: the server side; [`EchoClient`]: a client that
 //!   verifies the echo byte for byte.
-//! * [`UdpEcho`] / [`UdpEchoClient`]: echo over UDP ([`datagram`]), with a
+//! * [`UdpEcho`] / [`UdpEchoClient`]: echo over UDP, with a
 //!   per-source rate limit and exact loss/duplicate/reorder accounting.
+//!
+//! Every public type is at the crate root (one path each); the modules are
+//! private and named for what they hold.
 //! * [`ServerEndpoint`] / [`ClientEndpoint`]: Twisted endpoint strings.
 //!
 //! # The drive loop
@@ -37,7 +40,7 @@
 //!
 //! let mut socket = TcpStream::connect("127.0.0.1:8888")?;
 //! let (host, peer) = (socket.local_addr()?, socket.peer_addr()?);
-//! let client = EchoClient::message(&b"hello server"[..], ClientConfig::default(), Instant::now());
+//! let client = EchoClient::message(&b"hello server"[..], ClientConfig::default());
 //! let mut conn = Connection::new(client, host, peer, WaterMarks::default(), Instant::now());
 //! let mut buf = [0u8; 4096];
 //! while !conn.is_closed() {
@@ -89,8 +92,8 @@ extern crate alloc;
 extern crate std;
 
 mod connection;
-pub mod datagram;
-pub mod echo;
+mod datagram;
+mod echo;
 mod endpoint;
 mod error;
 #[cfg(feature = "std")]
@@ -105,10 +108,12 @@ mod transport;
 mod tests;
 
 pub use connection::{Action, Connection, State};
+pub use datagram::MAX_DATAGRAM;
 pub use datagram::client::{
-    UdpClientConfig, UdpClientError, UdpClientEvent, UdpEchoClient, UdpReport,
+    UDP_CLIENT_HEADER, UDP_MAX_COUNT, UdpClientConfig, UdpClientError, UdpClientEvent,
+    UdpEchoClient, UdpReport,
 };
-pub use datagram::server::{DropReason, Transmit, UdpConfig, UdpEcho, UdpStats};
+pub use datagram::server::{DropReason, Transmit, UDP_LOOP_PORTS, UdpConfig, UdpEcho, UdpStats};
 pub use echo::client::{
     ClientConfig, ClientEvent, DEFAULT_MAX_UNDELIVERED, EchoClient, EchoClientConnection,
     EchoError, SendError,

@@ -80,13 +80,9 @@ pub trait Factory {
     /// Twisted: `IProtocolFactory.buildProtocol(addr)`.
     ///
     /// `None` refuses the connection: the adapter closes the accepted socket
-    /// at once, as Twisted's `Port` does.
-    fn build_protocol(
-        &mut self,
-        peer: SocketAddr,
-        host: SocketAddr,
-        now: Instant,
-    ) -> Option<Self::Protocol>;
+    /// at once, as Twisted's `Port` does. No clock here: the protocol learns
+    /// the time in [`Protocol::connection_made`], where its timers start.
+    fn build_protocol(&mut self, peer: SocketAddr, host: SocketAddr) -> Option<Self::Protocol>;
 
     /// Twisted: `IProtocolFactory.doStart`. Called once the first listening
     /// endpoint is up.

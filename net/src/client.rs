@@ -406,7 +406,7 @@ pub async fn echo_message<S: Stream>(
     message: Bytes,
     options: ClientOptions,
 ) -> Result<Vec<u8>, ClientError> {
-    let client = EchoClient::message(message, options.config, now());
+    let client = EchoClient::message(message, options.config);
     let mut pipe = Pipe::new(None::<tokio::io::Empty>, Vec::new());
     run(connected, client, &mut pipe, options).await?;
     Ok(pipe.into_output())

@@ -115,10 +115,10 @@ fn log_event(event: &ServerEvent) {
             id,
             peer,
             reason,
-            echoed,
+            received,
             open,
         } => {
-            tracing::info!(%id, %peer, %reason, echoed, open, "connection lost");
+            tracing::info!(%id, %peer, %reason, received, open, "connection lost");
         }
         other => tracing::debug!(?other, "server event"),
     }
@@ -186,10 +186,7 @@ impl EchoServer {
     fn admit<S: Stream + Send + 'static, Sp: Spawner>(&self, accepted: Accepted<S>, spawner: &Sp) {
         let Accepted { stream, peer, host } = accepted;
         let now = now();
-        let Some(echo) = self
-            .inner
-            .with_factory(|f| f.build_protocol(peer, host, now))
-        else {
+        let Some(echo) = self.inner.with_factory(|f| f.build_protocol(peer, host)) else {
             drop(stream); // refused: closed at once
             return;
         };

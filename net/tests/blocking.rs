@@ -24,7 +24,7 @@ fn blocking_echo(addr: std::net::SocketAddr, message: &[u8]) -> Result<Vec<u8>, 
         idle_timeout: Some(Duration::from_secs(10)),
         ..ClientConfig::default()
     };
-    let client = EchoClient::message(message.to_vec(), config, Instant::now());
+    let client = EchoClient::message(message.to_vec(), config);
     let mut conn = Connection::new(client, host, peer, WaterMarks::default(), Instant::now());
     let (mut echoed, mut outcome) = (Vec::new(), None);
     blocking::drive(&mut stream, &mut conn, |event| match event {

@@ -131,14 +131,14 @@ async fn driver_echoes_exactly_through_a_seven_byte_pipe() {
         let mut stream = server_end;
         let mut factory = EchoFactory::default();
         let addr = "127.0.0.1:7".parse().unwrap();
-        let echo = factory.build_protocol(addr, addr, now()).unwrap();
+        let echo = factory.build_protocol(addr, addr).unwrap();
         let mut conn = Connection::new(echo, addr, addr, WaterMarks::new(64, 0).unwrap(), now());
         let config = DriveConfig {
             read_chunk: 5,
             ..DriveConfig::default()
         };
         drive(&mut stream, &mut conn, &mut NoApp, config, None).await;
-        (conn.close_reason(), conn.protocol().echoed())
+        (conn.close_reason(), conn.protocol().received())
     });
     let addr = "127.0.0.1:9".parse().unwrap();
     let connected = Connected {
@@ -209,7 +209,7 @@ async fn an_observer_sees_every_admission_refusal_and_loss_in_order() {
                 open: 1, limit: 1, ..
             } => "refused",
             ServerEvent::ConnectionLost {
-                echoed: 3,
+                received: 3,
                 open: 0,
                 reason,
                 ..

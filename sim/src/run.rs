@@ -19,7 +19,7 @@ use echo_core::{
 };
 use echo_net::{
     ClientError, ClientOptions, Connected, DriveConfig, EchoServer, Pipe, ServerOptions,
-    ShutdownOutcome, now, run,
+    ShutdownOutcome, run,
 };
 use tokio::io::AsyncWrite;
 
@@ -555,7 +555,7 @@ fn check_books(case: &Case, world: &World) -> Result<(), String> {
                 ServerEvent::ConnectionLost {
                     id,
                     peer,
-                    echoed,
+                    received: echoed,
                     open: n,
                     reason,
                 } => {
@@ -738,12 +738,9 @@ async fn connection(
                 data: message.clone(),
                 rng: crate::io::Rng::new(seed ^ attempt),
             };
-            (EchoClient::streaming(options.config, now()), Some(input))
+            (EchoClient::streaming(options.config), Some(input))
         } else {
-            (
-                EchoClient::message(message.clone(), options.config, now()),
-                None,
-            )
+            (EchoClient::message(message.clone(), options.config), None)
         };
         let sink = TraceSink {
             label: label.clone(),

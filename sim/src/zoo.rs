@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use echo_core::{CloseReason, EchoClient, EchoError, ServerConfig};
 use echo_net::{
-    ClientError, ClientOptions, Connected, EchoServer, Pipe, ServerOptions, Summary, now, run,
+    ClientError, ClientOptions, Connected, EchoServer, Pipe, ServerOptions, Summary, run,
 };
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -241,7 +241,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         let stream = turmoil::net::TcpStream::connect((PEER, PORT)).await?;
         let (host, peer) = (stream.local_addr()?, stream.peer_addr()?);
         let stream = SimStream::new(stream, io, seed);
-        let client = EchoClient::message(bytes, options.config, now());
+        let client = EchoClient::message(bytes, options.config);
         let mut pipe = Pipe::new(None::<tokio::io::Empty>, Vec::new());
         let result = run(Connected { stream, host, peer }, client, &mut pipe, options).await;
         let at = turmoil::sim_elapsed().unwrap_or_default();

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use echo_core::datagram::client::HEADER;
+use echo_core::UDP_CLIENT_HEADER;
 
 use bytes::Bytes;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
@@ -422,7 +422,7 @@ impl std::fmt::Display for Failed {
 
 async fn stream_stdin(args: &Args, options: ClientOptions) -> Result<(), Failed> {
     let connected = connect_with_retries(&args.connect, args.retries).await?;
-    let client = EchoClient::streaming(options.config, now());
+    let client = EchoClient::streaming(options.config);
     let mut pipe = Pipe::new(Some(tokio::io::stdin()), tokio::io::stdout());
     let summary = run(connected, client, &mut pipe, options).await?;
     tracing::info!(
@@ -438,7 +438,7 @@ async fn stream_stdin(args: &Args, options: ClientOptions) -> Result<(), Failed>
 async fn run_udp(args: &UdpArgs) -> Result<bool, String> {
     let body = match args.size {
         None => Bytes::from(args.message.clone().into_bytes()),
-        Some(size) => Bytes::from(generated(size.saturating_sub(HEADER))),
+        Some(size) => Bytes::from(generated(size.saturating_sub(UDP_CLIENT_HEADER))),
     };
     let config = UdpClientConfig {
         count: args.count,
@@ -467,7 +467,10 @@ async fn run_udp(args: &UdpArgs) -> Result<bool, String> {
                     String::from_utf8_lossy(body)
                 ))
             } else {
-                say(format_args!("> from server: {} bytes", body.len() + HEADER))
+                say(format_args!(
+                    "> from server: {} bytes",
+                    body.len() + UDP_CLIENT_HEADER
+                ))
             };
         }
         UdpClientEvent::Duplicate { seq } => tracing::warn!(seq, "duplicate datagram"),

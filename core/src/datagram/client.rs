@@ -19,10 +19,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::MAX_DATAGRAM;
 
 /// Bytes of header before the body.
-pub const HEADER: usize = 16;
+pub const UDP_CLIENT_HEADER: usize = 16;
 
 /// Most datagrams one client sends (its bitmap stays within 16 MiB).
-pub const MAX_COUNT: u64 = 1 << 27;
+pub const UDP_MAX_COUNT: u64 = 1 << 27;
 
 /// Settings for [`UdpEchoClient`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,11 +50,11 @@ impl Default for UdpClientConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UdpClientError {
-    /// `count` is 0 or above [`MAX_COUNT`].
-    #[error("datagram count {0} is out of range (1 to {MAX_COUNT})")]
+    /// `count` is 0 or above [`UDP_MAX_COUNT`].
+    #[error("datagram count {0} is out of range (1 to {UDP_MAX_COUNT})")]
     Count(u64),
     /// Header and body do not fit in one datagram.
-    #[error("a {body}-byte body makes {}-byte datagrams; at most {MAX_DATAGRAM} fit", body + HEADER)]
+    #[error("a {body}-byte body makes {}-byte datagrams; at most {MAX_DATAGRAM} fit", body + UDP_CLIENT_HEADER)]
     TooLarge {
         /// The body's length.
         body: usize,
@@ -150,10 +150,10 @@ impl UdpEchoClient {
         now: Instant,
     ) -> Result<Self, UdpClientError> {
         let body = body.into();
-        if config.count == 0 || config.count > MAX_COUNT {
+        if config.count == 0 || config.count > UDP_MAX_COUNT {
             return Err(UdpClientError::Count(config.count));
         }
-        if body.len() > MAX_DATAGRAM - HEADER {
+        if body.len() > MAX_DATAGRAM - UDP_CLIENT_HEADER {
             return Err(UdpClientError::TooLarge { body: body.len() });
         }
         Ok(Self {
@@ -178,7 +178,7 @@ impl UdpEchoClient {
         let seq = self.report.sent;
         let stamp =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        let mut datagram = BytesMut::with_capacity(HEADER + self.body.len());
+        let mut datagram = BytesMut::with_capacity(UDP_CLIENT_HEADER + self.body.len());
         datagram.put_u64(seq);
         datagram.put_u64(stamp);
         datagram.put_slice(&self.body);
@@ -276,7 +276,7 @@ impl UdpEchoClient {
 
     /// `(seq, rtt)` if `datagram` is one of ours, unchanged.
     fn parse(&self, datagram: &[u8], now: Instant) -> Option<(u64, Duration)> {
-        let (header, body) = datagram.split_at_checked(HEADER)?;
+        let (header, body) = datagram.split_at_checked(UDP_CLIENT_HEADER)?;
         let (seq, stamp) = header.split_at(8);
         let seq = u64::from_be_bytes(seq.try_into().ok()?);
         let stamp = Duration::from_nanos(u64::from_be_bytes(stamp.try_into().ok()?));

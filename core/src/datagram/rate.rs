@@ -18,7 +18,7 @@ use core::time::Duration;
 use crate::time::Instant;
 
 /// Sources tracked at once unless configured otherwise.
-pub const DEFAULT_MAX_SOURCES: usize = 65_536;
+pub(crate) const DEFAULT_MAX_SOURCES: usize = 65_536;
 
 /// How often a full table may be swept for sources that went quiet (a
 /// sweep walks the whole table, so it must not run per datagram).
@@ -26,7 +26,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// Why the limit said no.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limited {
+pub(crate) enum Limited {
     /// This source is over its rate.
     OverRate,
     /// Too many sources are over-active at once to track another one.
@@ -35,7 +35,7 @@ pub enum Limited {
 
 /// Per-source GCRA state: a table of "theoretical arrival times".
 #[derive(Debug, Clone)]
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     /// Time one datagram uses up.
     interval: Duration,
     /// How far ahead of now a source's deadline may run (burst - 1
@@ -51,7 +51,7 @@ impl RateLimit {
     /// `rate` datagrams per second per source, bursts of `rate`; `None` when
     /// `rate` is 0 (no limit).
     #[must_use]
-    pub fn new(rate: u32, max_sources: usize) -> Option<Self> {
+    pub(crate) fn new(rate: u32, max_sources: usize) -> Option<Self> {
         if rate == 0 {
             return None;
         }
@@ -67,7 +67,7 @@ impl RateLimit {
 
     /// Whether a datagram from `source` at `now` is within the limit; if it
     /// is, it is counted.
-    pub fn check(&mut self, source: IpAddr, now: Instant) -> Result<(), Limited> {
+    pub(crate) fn check(&mut self, source: IpAddr, now: Instant) -> Result<(), Limited> {
         if !self.sources.contains_key(&source) && self.sources.len() >= self.max_sources {
             self.sweep(now);
             if self.sources.len() >= self.max_sources {

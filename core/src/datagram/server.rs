@@ -13,7 +13,7 @@ use super::rate::{DEFAULT_MAX_SOURCES, Limited, RateLimit};
 /// the others are the classic UDP services that answer anything (echo,
 /// daytime, chargen, time), with which an echo would ping-pong forever. BSD
 /// `inetd` refuses the same ports for the same reason.
-pub const LOOP_PORTS: [u16; 5] = [0, 7, 13, 19, 37];
+pub const UDP_LOOP_PORTS: [u16; 5] = [0, 7, 13, 19, 37];
 
 /// Settings for [`UdpEcho`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub enum DropReason {
     /// The rate limit's table of sources is full.
     #[error("too many sources at once")]
     TooManySources,
-    /// It came from a port an echo must not answer ([`LOOP_PORTS`]).
+    /// It came from a port an echo must not answer ([`UDP_LOOP_PORTS`]).
     #[error("source port {0} is never answered (echo loops)")]
     LoopPort(u16),
     /// Replies already waiting fill the queue.
@@ -137,7 +137,7 @@ impl UdpEcho {
         now: Instant,
     ) -> Result<(), DropReason> {
         self.stats.received += 1;
-        if LOOP_PORTS.contains(&from.port()) {
+        if UDP_LOOP_PORTS.contains(&from.port()) {
             self.stats.loop_ports += 1;
             return Err(DropReason::LoopPort(from.port()));
         }

@@ -167,8 +167,8 @@ pub struct EchoClient {
     received: u64,
     /// Echoed bytes in `events` not yet polled.
     undelivered: usize,
-    /// Last time a byte moved either way.
-    last_progress: Instant,
+    /// Last time a byte moved either way (from `connection_made` on).
+    last_progress: Option<Instant>,
     /// Done or Failed was reported.
     ended: bool,
     /// Reading paused because the application held too much echo, and it
@@ -181,18 +181,18 @@ pub struct EchoClient {
 impl EchoClient {
     /// A client that sends `message` and closes once its echo is complete.
     #[must_use]
-    pub fn message(message: impl Into<Bytes>, config: ClientConfig, now: Instant) -> Self {
-        Self::with_input(Input::Message(message.into()), config, now)
+    pub fn message(message: impl Into<Bytes>, config: ClientConfig) -> Self {
+        Self::with_input(Input::Message(message.into()), config)
     }
 
     /// A client fed by the application through [`Connection::send`] and
     /// [`Connection::finish`].
     #[must_use]
-    pub fn streaming(config: ClientConfig, now: Instant) -> Self {
-        Self::with_input(Input::Stream { finished: false }, config, now)
+    pub fn streaming(config: ClientConfig) -> Self {
+        Self::with_input(Input::Stream { finished: false }, config)
     }
 
-    fn with_input(input: Input, config: ClientConfig, now: Instant) -> Self {
+    fn with_input(input: Input, config: ClientConfig) -> Self {
         Self {
             config,
             input,
@@ -202,7 +202,7 @@ impl EchoClient {
             sent: 0,
             received: 0,
             undelivered: 0,
-            last_progress: now,
+            last_progress: None,
             ended: false,
             resumed: false,
             events: VecDeque::new(),
@@ -334,7 +334,7 @@ impl Protocol for EchoClient {
 
     fn connection_made(&mut self, transport: &mut Transport, now: Instant) {
         self.window_limit = transport.water_marks().high();
-        self.last_progress = now;
+        self.last_progress = Some(now);
         self.pump(transport);
     }
 
@@ -351,7 +351,7 @@ impl Protocol for EchoClient {
         if good > 0 {
             self.window.advance(good);
             self.received += good as u64;
-            self.last_progress = now;
+            self.last_progress = Some(now);
             self.undelivered += good;
             self.events
                 .push_back(ClientEvent::Echoed(Bytes::copy_from_slice(&data[..good])));
@@ -375,7 +375,7 @@ impl Protocol for EchoClient {
 
     fn data_written(&mut self, n: usize, _transport: &mut Transport, now: Instant) {
         self.sent += n as u64;
-        self.last_progress = now;
+        self.last_progress = Some(now);
     }
 
     fn read_connection_lost(&mut self, transport: &mut Transport, _now: Instant) {
@@ -411,17 +411,17 @@ impl Protocol for EchoClient {
             return None;
         }
         if self.resumed {
-            return Some(self.last_progress);
+            return self.last_progress;
         }
         self.config
             .idle_timeout
-            .and_then(|idle| self.last_progress.checked_add(idle))
+            .and_then(|idle| self.last_progress?.checked_add(idle))
     }
 
     fn handle_timeout(&mut self, transport: &mut Transport, now: Instant) {
         if self.resumed {
             self.resumed = false;
-            self.last_progress = now;
+            self.last_progress = Some(now);
             return;
         }
         if let (Some(deadline), Some(idle)) = (self.poll_timeout(), self.config.idle_timeout)

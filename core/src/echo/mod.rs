@@ -1,4 +1,4 @@
 //! The echo protocols of RFC 862: the server and a verifying client.
 
-pub mod client;
-pub mod server;
+pub(crate) mod client;
+pub(crate) mod server;

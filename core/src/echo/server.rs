@@ -44,26 +44,24 @@ pub struct Echo {
     /// Which connection this is, for the factory's bookkeeping.
     id: ConnectionId,
     /// Bytes received (and so owed or sent back).
-    echoed: u64,
+    received: u64,
     /// Close after this long with no traffic either way.
     idle_timeout: Option<Duration>,
-    /// Last time bytes moved in either direction.
-    last_activity: Instant,
-    /// The idle timer fired; no further deadline.
-    timed_out: bool,
+    /// Last time bytes moved in either direction; `None` before
+    /// `connection_made` and once the idle timer fired (no further deadline).
+    last_activity: Option<Instant>,
 }
 
 impl Echo {
     /// An echo protocol for connection `id`, optionally closing after
     /// `idle_timeout` without traffic.
     #[must_use]
-    pub fn new(id: ConnectionId, idle_timeout: Option<Duration>, now: Instant) -> Self {
+    pub fn new(id: ConnectionId, idle_timeout: Option<Duration>) -> Self {
         Self {
             id,
-            echoed: 0,
+            received: 0,
             idle_timeout,
-            last_activity: now,
-            timed_out: false,
+            last_activity: None,
         }
     }
 
@@ -73,39 +71,50 @@ impl Echo {
         self.id
     }
 
-    /// Bytes received so far (every one of them is echoed or owed).
+    /// Bytes read from the peer so far: each one is echoed, or owed
+    /// until the connection ends.
     #[must_use]
-    pub fn echoed(&self) -> u64 {
-        self.echoed
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+}
+
+impl Echo {
+    /// Restarts the idle timer, unless it has fired.
+    fn touch(&mut self, now: Instant) {
+        if self.last_activity.is_some() {
+            self.last_activity = Some(now);
+        }
     }
 }
 
 impl Protocol for Echo {
     type Event = Infallible;
 
+    fn connection_made(&mut self, _transport: &mut Transport, now: Instant) {
+        self.last_activity = Some(now);
+    }
+
     fn data_received(&mut self, data: &[u8], transport: &mut Transport, now: Instant) {
-        self.echoed += data.len() as u64;
-        self.last_activity = now;
+        self.received += data.len() as u64;
+        self.touch(now);
         transport.write(data);
     }
 
     fn data_written(&mut self, _n: usize, _transport: &mut Transport, now: Instant) {
-        self.last_activity = now;
+        self.touch(now);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.timed_out {
-            return None;
-        }
         self.idle_timeout
-            .and_then(|idle| self.last_activity.checked_add(idle))
+            .and_then(|idle| self.last_activity?.checked_add(idle))
     }
 
     fn handle_timeout(&mut self, transport: &mut Transport, now: Instant) {
         if let Some(deadline) = self.poll_timeout()
             && now >= deadline
         {
-            self.timed_out = true;
+            self.last_activity = None;
             tracing::debug!(id = %self.id, "idle timeout");
             transport.close_because(LostReason::TimedOut);
         }
@@ -161,7 +170,7 @@ pub enum ServerEvent {
         /// Why it ended.
         reason: CloseReason,
         /// Bytes it received (and so echoed or owed).
-        echoed: u64,
+        received: u64,
         /// Open connections, this one no longer included.
         open: usize,
     },
@@ -222,7 +231,7 @@ impl EchoFactory {
         self.refused
     }
 
-    /// Connection `id` ended for `reason` after receiving `echoed` bytes.
+    /// Connection `id` ended for `reason` after receiving `received` bytes.
     ///
     /// Returns whether `id` was open; a second report, or one for an id this
     /// factory never admitted, changes nothing and returns `false`.
@@ -230,7 +239,7 @@ impl EchoFactory {
         &mut self,
         id: ConnectionId,
         reason: CloseReason,
-        echoed: u64,
+        received: u64,
     ) -> bool {
         let Some(peer) = self.open.remove(&id) else {
             return false;
@@ -239,7 +248,7 @@ impl EchoFactory {
             id,
             peer,
             reason,
-            echoed,
+            received,
             open: self.open.len(),
         });
         true
@@ -254,7 +263,7 @@ impl EchoFactory {
             .close_reason()
             .unwrap_or(CloseReason::Lost(LostReason::ShutDown));
         let echo = conn.protocol();
-        self.handle_connection_lost(echo.id(), reason, echo.echoed())
+        self.handle_connection_lost(echo.id(), reason, echo.received())
     }
 
     /// Pops the next event to log.
@@ -267,7 +276,7 @@ impl EchoFactory {
 impl Factory for EchoFactory {
     type Protocol = Echo;
 
-    fn build_protocol(&mut self, peer: SocketAddr, host: SocketAddr, now: Instant) -> Option<Echo> {
+    fn build_protocol(&mut self, peer: SocketAddr, host: SocketAddr) -> Option<Echo> {
         if let Some(limit) = self.config.max_connections
             && self.open.len() >= limit
         {
@@ -288,7 +297,7 @@ impl Factory for EchoFactory {
             host,
             open: self.open.len(),
         });
-        Some(Echo::new(id, self.config.idle_timeout, now))
+        Some(Echo::new(id, self.config.idle_timeout))
     }
 
     fn do_start(&mut self) {

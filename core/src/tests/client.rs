@@ -19,12 +19,12 @@ fn config(idle_ms: Option<u64>) -> ClientConfig {
 }
 
 fn message_client(message: &[u8], marks: WaterMarks) -> EchoClientConnection {
-    let client = EchoClient::message(message.to_vec(), config(Some(1_000)), t0());
+    let client = EchoClient::message(message.to_vec(), config(Some(1_000)));
     Connection::new(client, addr(CLIENT), addr(SERVER), marks, t0())
 }
 
 fn streaming_client(marks: WaterMarks) -> EchoClientConnection {
-    let client = EchoClient::streaming(config(Some(1_000)), t0());
+    let client = EchoClient::streaming(config(Some(1_000)));
     Connection::new(client, addr(CLIENT), addr(SERVER), marks, t0())
 }
 
@@ -80,7 +80,7 @@ fn half_close_sends_fin_after_the_last_byte_and_still_verifies() {
         half_close: true,
         ..config(Some(1_000))
     };
-    let client = EchoClient::message(b"hello".to_vec(), half, t0());
+    let client = EchoClient::message(b"hello".to_vec(), half);
     let mut conn = Connection::new(
         client,
         addr(CLIENT),
@@ -105,7 +105,7 @@ fn half_close_sends_fin_after_the_last_byte_and_still_verifies() {
         ]
     );
 
-    let client = EchoClient::streaming(half, t0());
+    let client = EchoClient::streaming(half);
     let mut conn = Connection::new(
         client,
         addr(CLIENT),
@@ -405,7 +405,7 @@ fn six_bytes_sent_at_most_four_undelivered(
         max_undelivered: 4,
         half_close: false,
     };
-    let client = EchoClient::streaming(config, t0());
+    let client = EchoClient::streaming(config);
     let mut conn = Connection::new(
         client,
         addr(CLIENT),

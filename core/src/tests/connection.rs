@@ -175,7 +175,9 @@ fn a_close_flushes_first_and_the_first_close_keeps_its_reason() {
     };
     assert_eq!(c.state(), closing);
     assert!(!c.wants_read(), "reading stops at once");
-    c.act(t0(), |_, t, _| t.lose_connection_because(LostReason::TimedOut));
+    c.act(t0(), |_, t, _| {
+        t.lose_connection_because(LostReason::TimedOut)
+    });
     assert_eq!(c.state(), closing, "a second close changes nothing");
     assert_eq!(c.poll_action(), None);
     c.handle_written(8, t0()).unwrap();

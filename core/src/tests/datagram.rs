@@ -11,8 +11,8 @@ use super::util::t0;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use crate::datagram::MAX_DATAGRAM;
-use crate::datagram::client::HEADER;
+use crate::MAX_DATAGRAM;
+use crate::UDP_CLIENT_HEADER;
 use crate::{
     DropReason, Transmit, UdpClientConfig, UdpClientError, UdpClientEvent, UdpConfig, UdpEcho,
     UdpEchoClient, UdpReport, UdpStats,
@@ -241,7 +241,7 @@ fn the_client_paces_its_datagrams_and_finishes_when_all_are_back() {
     let t0 = t0();
     let mut client = UdpEchoClient::new(&b"hi"[..], config(3, 10, 1_000), t0).unwrap();
     let d0 = client.poll_transmit(t0).unwrap();
-    assert_eq!(d0.len(), HEADER + 2);
+    assert_eq!(d0.len(), UDP_CLIENT_HEADER + 2);
     assert_eq!(&d0[..8], &0u64.to_be_bytes());
     assert!(client.poll_transmit(t0).is_none(), "paced");
     assert_eq!(client.poll_timeout(), Some(t0 + Duration::from_millis(10)));
@@ -341,7 +341,7 @@ fn anything_but_an_unchanged_datagram_of_ours_is_corrupt() {
     let mut client = UdpEchoClient::new(&b"body"[..], config(2, 0, 500), t0).unwrap();
     let d0 = client.poll_transmit(t0).unwrap();
     let mut changed = d0.to_vec();
-    changed[HEADER] ^= 1;
+    changed[UDP_CLIENT_HEADER] ^= 1;
     let mut unsent = d0.to_vec();
     unsent[..8].copy_from_slice(&1u64.to_be_bytes()); // not sent yet
     let mut future = d0.to_vec();
@@ -350,8 +350,8 @@ fn anything_but_an_unchanged_datagram_of_ours_is_corrupt() {
         &changed[..],
         &unsent,
         &future,
-        &d0[..HEADER - 1],
-        &d0[..HEADER],
+        &d0[..UDP_CLIENT_HEADER - 1],
+        &d0[..UDP_CLIENT_HEADER],
         &[],
     ] {
         client.handle_datagram(bad, t0);
@@ -375,19 +375,26 @@ fn bad_client_settings_are_refused() {
         UdpEchoClient::new(Bytes::new(), config(0, 0, 0), t0).unwrap_err(),
         UdpClientError::Count(0)
     );
-    let body = vec![0u8; MAX_DATAGRAM - HEADER + 1];
+    let body = vec![0u8; MAX_DATAGRAM - UDP_CLIENT_HEADER + 1];
     let err = UdpEchoClient::new(body, config(1, 0, 0), t0).unwrap_err();
     assert_eq!(
         err,
         UdpClientError::TooLarge {
-            body: MAX_DATAGRAM - HEADER + 1
+            body: MAX_DATAGRAM - UDP_CLIENT_HEADER + 1
         }
     );
     assert_eq!(
         err.to_string(),
         "a 65492-byte body makes 65508-byte datagrams; at most 65507 fit"
     );
-    assert!(UdpEchoClient::new(vec![0u8; MAX_DATAGRAM - HEADER], config(1, 0, 0), t0).is_ok());
+    assert!(
+        UdpEchoClient::new(
+            vec![0u8; MAX_DATAGRAM - UDP_CLIENT_HEADER],
+            config(1, 0, 0),
+            t0
+        )
+        .is_ok()
+    );
 }
 
 /// What happens to one datagram on the way there and back.

@@ -29,7 +29,7 @@ fn assert_exact_echo(pair: &mut Pair, message: &[u8], max_steps: usize) {
     assert_eq!(out.server_actions, vec![Action::Close]);
     assert_eq!(pair.server.close_reason(), Some(CloseReason::Done));
     assert_eq!(pair.client.close_reason(), Some(CloseReason::Done));
-    assert_eq!(pair.server.protocol().echoed(), len);
+    assert_eq!(pair.server.protocol().received(), len);
     assert_eq!(pair.factory.open_connections(), 0, "count back to 0");
 }
 
@@ -62,7 +62,7 @@ fn the_seed_scenario_hello_server() {
 #[test]
 fn a_large_message_through_small_water_marks_never_deadlocks() {
     let message = data(200_000);
-    let client = EchoClient::message(message.clone(), ClientConfig::default(), t0());
+    let client = EchoClient::message(message.clone(), ClientConfig::default());
     let mut pair = Pair::new(
         client,
         ServerConfig::default(),
@@ -82,7 +82,6 @@ fn a_stalled_server_times_the_client_out() {
             idle_timeout: Some(ms(50)),
             ..ClientConfig::default()
         },
-        t0(),
     );
     let mut pair = Pair::new(
         client,
@@ -120,7 +119,7 @@ fn a_stalled_server_times_the_client_out() {
 
 #[test]
 fn an_idle_server_connection_is_reclaimed_and_counted_out() {
-    let client = EchoClient::streaming(ClientConfig::default(), t0());
+    let client = EchoClient::streaming(ClientConfig::default());
     let config = ServerConfig {
         idle_timeout: Some(ms(30)),
         ..ServerConfig::default()
@@ -172,7 +171,7 @@ proptest! {
         client_high in 1usize..200,
     ) {
         let low = high * low_frac / 100;
-        let client = EchoClient::message(message.clone(), ClientConfig::default(), t0());
+        let client = EchoClient::message(message.clone(), ClientConfig::default());
         let mut pair = Pair::new(
             client,
             ServerConfig { idle_timeout: Some(ms(60_000)), ..ServerConfig::default() },
@@ -194,7 +193,7 @@ proptest! {
         pieces in chunk_list(),
         window in 1usize..100,
     ) {
-        let client = EchoClient::streaming(ClientConfig::default(), t0());
+        let client = EchoClient::streaming(ClientConfig::default());
         let mut pair = Pair::new(client, ServerConfig::default(), WaterMarks::default(), marks(window, 0));
         let mut sizes = Sizes::new(pieces);
         let mut fed = 0;

@@ -44,7 +44,7 @@ fn echo_is_invariant_under_read_chunking_and_partial_writes() {
             );
             assert_eq!(actions(&mut conn), vec![Action::Close]);
             assert_eq!(conn.close_reason(), Some(CloseReason::Done));
-            assert_eq!(conn.protocol().echoed(), data.len() as u64);
+            assert_eq!(conn.protocol().received(), data.len() as u64);
             assert_eq!(conn.poll_timeout(), None);
         }
     }
@@ -216,12 +216,10 @@ fn factory_counts_admits_refuses_and_reports() {
     });
     factory.do_start();
     assert_eq!(factory.poll_event(), Some(ServerEvent::Started));
-    let a = factory.build_protocol(addr(1), addr(SERVER), t0()).unwrap();
-    let b = factory.build_protocol(addr(2), addr(SERVER), t0()).unwrap();
+    let a = factory.build_protocol(addr(1), addr(SERVER)).unwrap();
+    let b = factory.build_protocol(addr(2), addr(SERVER)).unwrap();
     assert!(
-        factory
-            .build_protocol(addr(3), addr(SERVER), t0())
-            .is_none(),
+        factory.build_protocol(addr(3), addr(SERVER)).is_none(),
         "third refused"
     );
     assert_eq!(factory.open_connections(), 2);
@@ -252,13 +250,13 @@ fn factory_counts_admits_refuses_and_reports() {
             id: a.id(),
             peer: addr(1),
             reason: CloseReason::Done,
-            echoed: 12,
+            received: 12,
             open: 1
         })
     );
     assert_eq!(factory.poll_event(), None);
     let c = factory
-        .build_protocol(addr(4), addr(SERVER), t0())
+        .build_protocol(addr(4), addr(SERVER))
         .expect("a slot freed up");
     assert_ne!(c.id(), a.id(), "ids are never reused");
     assert_eq!(factory.open_connections(), 2);
@@ -291,10 +289,10 @@ fn factory_start_and_stop_follow_the_port_count() {
 #[test]
 fn unknown_connection_reports_do_not_change_the_count() {
     let mut factory = EchoFactory::default();
-    let a = factory.build_protocol(addr(1), addr(SERVER), t0()).unwrap();
+    let a = factory.build_protocol(addr(1), addr(SERVER)).unwrap();
     let mut other = EchoFactory::default();
-    let _ = other.build_protocol(addr(1), addr(SERVER), t0()).unwrap();
-    let foreign = other.build_protocol(addr(2), addr(SERVER), t0()).unwrap();
+    let _ = other.build_protocol(addr(1), addr(SERVER)).unwrap();
+    let foreign = other.build_protocol(addr(2), addr(SERVER)).unwrap();
     assert!(!factory.handle_connection_lost(foreign.id(), CloseReason::Done, 0));
     assert_eq!(factory.open_connections(), 1);
     assert!(factory.handle_connection_lost(a.id(), CloseReason::Done, 0));

@@ -54,7 +54,7 @@ pub(crate) fn server_conn(
     now: Instant,
 ) -> EchoServerConnection {
     let echo = factory
-        .build_protocol(addr(CLIENT), addr(SERVER), now)
+        .build_protocol(addr(CLIENT), addr(SERVER))
         .expect("admitted");
     Connection::new(echo, addr(SERVER), addr(CLIENT), marks, now)
 }
@@ -204,7 +204,7 @@ impl Pair {
 
     /// A pair echoing `message` with default settings.
     pub(crate) fn message(message: &[u8]) -> Self {
-        let client = EchoClient::message(message.to_vec(), ClientConfig::default(), t0());
+        let client = EchoClient::message(message.to_vec(), ClientConfig::default());
         Self::new(
             client,
             ServerConfig::default(),
