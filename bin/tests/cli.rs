@@ -475,6 +475,11 @@ fn unix_domain_sockets_work_both_ways() {
     server.signal("TERM");
     assert_eq!(server.wait_exit(LONG).code(), Some(0));
     assert!(!path.exists(), "the socket file is removed on exit");
+    // Unix peers say what they are (Twisted's UNIXAddress), not 0.0.0.0:0.
+    let log = server.log();
+    let made = format!("connection made id=#1 peer=unix:(unnamed) host={listen}");
+    assert!(log.contains(&made), "{log}");
+    assert!(!log.contains("0.0.0.0:0"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

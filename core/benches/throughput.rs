@@ -13,8 +13,8 @@ const TOTAL: usize = 512 << 20;
 fn through_core(chunk: usize) -> Duration {
     let now = Instant::now();
     let mut factory = EchoFactory::default();
-    let addr = "127.0.0.1:7".parse().unwrap();
-    let echo = factory.build_protocol(addr, addr).unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:7".parse().unwrap();
+    let echo = factory.build_protocol(&addr.into(), &addr.into()).unwrap();
     let mut conn = Connection::new(echo, addr, addr, WaterMarks::default(), now);
     let data = vec![0x5a_u8; chunk];
     let mut sink = 0u64;

@@ -7,9 +7,9 @@
 //! [`State`] by the table on [`Connection`].
 
 use crate::time::Instant;
-use core::net::SocketAddr;
 use core::time::Duration;
 
+use crate::address::Address;
 use crate::error::UsageError;
 use crate::protocol::Protocol;
 use crate::reason::{CloseReason, LostReason};
@@ -129,14 +129,14 @@ impl<P: Protocol> Connection<P> {
     /// may already queue output or even close.
     pub fn new(
         protocol: P,
-        host: SocketAddr,
-        peer: SocketAddr,
+        host: impl Into<Address>,
+        peer: impl Into<Address>,
         marks: WaterMarks,
         now: Instant,
     ) -> Self {
         let mut conn = Self {
             protocol,
-            transport: Transport::new(host, peer, marks),
+            transport: Transport::new(host.into(), peer.into(), marks),
             state: State::Open,
             read_open: true,
             write_shut: false,
@@ -423,14 +423,14 @@ impl<P: Protocol> Connection<P> {
     /// Our address. Twisted: `getHost()`.
     #[doc(alias = "getHost")]
     #[must_use]
-    pub fn host(&self) -> SocketAddr {
+    pub fn host(&self) -> &Address {
         self.transport.host()
     }
 
     /// The peer's address. Twisted: `getPeer()`.
     #[doc(alias = "getPeer")]
     #[must_use]
-    pub fn peer(&self) -> SocketAddr {
+    pub fn peer(&self) -> &Address {
         self.transport.peer()
     }
 

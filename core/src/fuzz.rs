@@ -91,7 +91,9 @@ pub fn server_script(data: &[u8], t0: Instant) {
         idle_timeout: idle,
     });
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7));
-    let echo = factory.build_protocol(addr, addr).expect("no limit");
+    let echo = factory
+        .build_protocol(&addr.into(), &addr.into())
+        .expect("no limit");
     let mut conn = Connection::new(echo, addr, addr, marks, t0);
     let (mut now, mut fed, mut wire) = (t0, Vec::new(), Vec::new());
     let (mut terminal, mut aborted, mut reason_seen) = (false, false, None);

@@ -91,6 +91,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+mod address;
 mod connection;
 mod datagram;
 mod echo;
@@ -107,6 +108,7 @@ mod transport;
 #[cfg(test)]
 mod tests;
 
+pub use address::Address;
 pub use connection::{Action, Connection, State};
 pub use datagram::MAX_DATAGRAM;
 pub use datagram::client::{

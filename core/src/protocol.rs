@@ -1,8 +1,8 @@
 //! Twisted's `IProtocol` and `IProtocolFactory`, in Rust.
 
 use crate::time::Instant;
-use core::net::SocketAddr;
 
+use crate::address::Address;
 use crate::reason::CloseReason;
 use crate::transport::Transport;
 
@@ -82,7 +82,7 @@ pub trait Factory {
     /// `None` refuses the connection: the adapter closes the accepted socket
     /// at once, as Twisted's `Port` does. No clock here: the protocol learns
     /// the time in [`Protocol::connection_made`], where its timers start.
-    fn build_protocol(&mut self, peer: SocketAddr, host: SocketAddr) -> Option<Self::Protocol>;
+    fn build_protocol(&mut self, peer: &Address, host: &Address) -> Option<Self::Protocol>;
 
     /// Twisted: `IProtocolFactory.doStart`. Called once the first listening
     /// endpoint is up.

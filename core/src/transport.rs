@@ -1,6 +1,6 @@
 //! The in-memory transport a protocol writes to, with Twisted's flow control.
 
-use core::net::SocketAddr;
+use crate::address::Address;
 
 use bytes::{Buf, BytesMut};
 
@@ -125,13 +125,13 @@ pub struct Transport {
     /// it once bytes were consumed from the front.
     alloc: usize,
     /// Our address. Twisted: `getHost()`.
-    host: SocketAddr,
+    host: Address,
     /// The other end's address. Twisted: `getPeer()`.
-    peer: SocketAddr,
+    peer: Address,
 }
 
 impl Transport {
-    pub(crate) fn new(host: SocketAddr, peer: SocketAddr, marks: WaterMarks) -> Self {
+    pub(crate) fn new(host: Address, peer: Address, marks: WaterMarks) -> Self {
         Self {
             out: BytesMut::new(),
             marks,
@@ -303,15 +303,15 @@ impl Transport {
     /// Twisted: `ITransport.getHost`.
     #[doc(alias = "getHost")]
     #[must_use]
-    pub fn host(&self) -> SocketAddr {
-        self.host
+    pub fn host(&self) -> &Address {
+        &self.host
     }
 
     /// Twisted: `ITransport.getPeer`.
     #[doc(alias = "getPeer")]
     #[must_use]
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
+    pub fn peer(&self) -> &Address {
+        &self.peer
     }
 
     /// Whether `lose_connection`, `abort_connection` or `close_because` was called.

@@ -164,7 +164,7 @@ pub fn serve(
         let admitted = factory
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .build_protocol(peer, host);
+            .build_protocol(&peer.into(), &host.into());
         let Some(echo) = admitted else {
             continue; // refused: the stream drops, closing it at once
         };

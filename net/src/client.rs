@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use echo_core::{
-    ClientConfig, ClientEndpoint, ClientEvent, Connection, EchoClient, EchoError, WaterMarks,
+    Address, ClientConfig, ClientEndpoint, ClientEvent, Connection, EchoClient, EchoError,
+    WaterMarks,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, UnixStream};
 
 use crate::driver::{App, DriveConfig, drive, now};
-use crate::listener::UNIX_PEER;
+use crate::listener::unix_address;
 use crate::stream::{AnyStream, Stream};
 
 /// Most bytes read from the input source at once.
@@ -82,9 +83,9 @@ pub struct Connected<S> {
     /// The stream.
     pub stream: S,
     /// Our address.
-    pub host: SocketAddr,
+    pub host: Address,
     /// The server's address.
-    pub peer: SocketAddr,
+    pub peer: Address,
 }
 
 /// Client settings beyond the endpoint.
@@ -152,9 +153,11 @@ pub async fn connect(endpoint: &ClientEndpoint) -> Result<Connected<AnyStream>, 
             let attempt = UnixStream::connect(PathBuf::from(path));
             match tokio::time::timeout(*timeout, attempt).await {
                 Ok(Ok(stream)) => Ok(Connected {
+                    host: stream
+                        .local_addr()
+                        .map_or_else(|_| Address::unnamed_unix(), |a| unix_address(&a)),
+                    peer: Address::unix(path),
                     stream: AnyStream::Unix(stream),
-                    host: UNIX_PEER,
-                    peer: UNIX_PEER,
                 }),
                 Ok(Err(source)) => Err(connect_error(target, source)),
                 Err(_) => Err(ClientError::ConnectTimeout {
@@ -206,8 +209,8 @@ async fn connect_addr(
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
     Ok(Connected {
-        host: stream.local_addr()?,
-        peer: stream.peer_addr()?,
+        host: stream.local_addr()?.into(),
+        peer: stream.peer_addr()?.into(),
         stream: AnyStream::Tcp(stream),
     })
 }

@@ -34,7 +34,7 @@ pub use client::{
     ClientError, ClientOptions, Connected, Pipe, Summary, connect, echo_message, run,
 };
 pub use driver::{App, DEFAULT_READ_CHUNK, DriveConfig, NoApp, drive, now};
-pub use listener::{Accepted, AnyListener, Listener, LockFile, SocketFile, UNIX_PEER};
+pub use listener::{Accepted, AnyListener, Listener, LockFile, SocketFile};
 pub use server::{EchoServer, ServerOptions, ShutdownOutcome};
 pub use signal::CloseSignal;
 pub use spawn::{Spawner, TokioSpawner};

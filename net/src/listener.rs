@@ -3,11 +3,11 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use echo_core::ServerEndpoint;
+use echo_core::{Address, ServerEndpoint};
 use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixStream};
 
 use crate::stream::{AnyStream, Stream};
@@ -18,9 +18,9 @@ pub struct Accepted<S> {
     /// The connected stream.
     pub stream: S,
     /// Who connected.
-    pub peer: SocketAddr,
+    pub peer: Address,
     /// The local address they reached.
-    pub host: SocketAddr,
+    pub host: Address,
 }
 
 /// Something that accepts connections: a tokio listener here, a simulated
@@ -32,9 +32,6 @@ pub trait Listener {
     /// Waits for the next connection.
     fn accept(&self) -> impl Future<Output = io::Result<Accepted<Self::Stream>>>;
 }
-
-/// The address reported for Unix-domain peers, which have no IP address.
-pub const UNIX_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// A bound TCP or Unix-domain listener.
 #[derive(Debug)]
@@ -50,6 +47,8 @@ pub enum AnyListener {
         file: SocketFile,
         /// Twisted's `PATH.lock`, with `lockfile=1`.
         lock: Option<LockFile>,
+        /// `unix:PATH`, shared by every connection's host address.
+        host: Address,
     },
 }
 
@@ -82,6 +81,7 @@ impl AnyListener {
                 lockfile,
                 ..
             } => {
+                let path_name = path.clone();
                 let path = PathBuf::from(path);
                 // Twisted's order: take the lock, then replace only a stale
                 // socket; never touch anything that is not a socket.
@@ -98,6 +98,7 @@ impl AnyListener {
                     listener,
                     file,
                     lock,
+                    host: Address::unix(&path_name),
                 })
             }
             other => Err(io::Error::new(
@@ -201,19 +202,28 @@ impl Listener for AnyListener {
                 let host = stream.local_addr()?;
                 Ok(Accepted {
                     stream: AnyStream::Tcp(stream),
-                    peer,
-                    host,
+                    peer: peer.into(),
+                    host: host.into(),
                 })
             }
-            Self::Unix { listener, .. } => {
-                let (stream, _) = listener.accept().await?;
+            Self::Unix { listener, host, .. } => {
+                let (stream, peer) = listener.accept().await?;
                 Ok(Accepted {
                     stream: AnyStream::Unix(stream),
-                    peer: UNIX_PEER,
-                    host: UNIX_PEER,
+                    peer: unix_address(&peer),
+                    host: host.clone(),
                 })
             }
         }
+    }
+}
+
+/// A Unix-domain socket's address as the core shows it: its path, or
+/// unnamed (a connecting client's socket usually is).
+pub(crate) fn unix_address(addr: &tokio::net::unix::SocketAddr) -> Address {
+    match addr.as_pathname() {
+        Some(path) => Address::unix(&path.to_string_lossy()),
+        None => Address::unnamed_unix(),
     }
 }
 

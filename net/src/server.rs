@@ -186,7 +186,7 @@ impl EchoServer {
     fn admit<S: Stream + Send + 'static, Sp: Spawner>(&self, accepted: Accepted<S>, spawner: &Sp) {
         let Accepted { stream, peer, host } = accepted;
         let now = now();
-        let Some(echo) = self.inner.with_factory(|f| f.build_protocol(peer, host)) else {
+        let Some(echo) = self.inner.with_factory(|f| f.build_protocol(&peer, &host)) else {
             drop(stream); // refused: closed at once
             return;
         };

@@ -79,8 +79,8 @@ async fn tokio_client_against_blocking_server() {
     let (addr, factory) = blocking_server();
     let s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let connected = Connected {
-        host: s.local_addr().unwrap(),
-        peer: s.peer_addr().unwrap(),
+        host: s.local_addr().unwrap().into(),
+        peer: s.peer_addr().unwrap().into(),
         stream: s,
     };
     let echo = echo_message(connected, Bytes::from(message()), ClientOptions::default())

@@ -90,8 +90,8 @@ async fn refused_connections_are_closed_at_once_and_slots_free_up() {
     wait_open(&server, 0).await;
     let s = TcpStream::connect(addr).await.unwrap();
     let connected = Connected {
-        host: s.local_addr().unwrap(),
-        peer: s.peer_addr().unwrap(),
+        host: s.local_addr().unwrap().into(),
+        peer: s.peer_addr().unwrap().into(),
         stream: s,
     };
     let echo = echo_message(
@@ -130,8 +130,8 @@ async fn driver_echoes_exactly_through_a_seven_byte_pipe() {
     let server = tokio::spawn(async move {
         let mut stream = server_end;
         let mut factory = EchoFactory::default();
-        let addr = "127.0.0.1:7".parse().unwrap();
-        let echo = factory.build_protocol(addr, addr).unwrap();
+        let addr: std::net::SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let echo = factory.build_protocol(&addr.into(), &addr.into()).unwrap();
         let mut conn = Connection::new(echo, addr, addr, WaterMarks::new(64, 0).unwrap(), now());
         let config = DriveConfig {
             read_chunk: 5,
@@ -140,11 +140,11 @@ async fn driver_echoes_exactly_through_a_seven_byte_pipe() {
         drive(&mut stream, &mut conn, &mut NoApp, config, None).await;
         (conn.close_reason(), conn.protocol().received())
     });
-    let addr = "127.0.0.1:9".parse().unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
     let connected = Connected {
         stream: client_end,
-        host: addr,
-        peer: addr,
+        host: addr.into(),
+        peer: addr.into(),
     };
     let options = ClientOptions {
         config: ClientConfig {
@@ -180,7 +180,7 @@ async fn an_observer_sees_every_admission_refusal_and_loss_in_order() {
     let server = EchoServer::new(options);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
-    assert!(server.observe(move |e| sink.lock().unwrap().push(*e)));
+    assert!(server.observe(move |e| sink.lock().unwrap().push(e.clone())));
     assert!(!server.observe(|_| {}), "only the first observer is kept");
     let endpoint = "tcp:0:interface=127.0.0.1".parse().unwrap();
     let listener = AnyListener::bind(&endpoint).await.unwrap();

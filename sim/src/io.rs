@@ -171,8 +171,8 @@ impl Listener for SimListener {
         let seed = self.rng.borrow_mut().next();
         Ok(Accepted {
             stream: SimStream::new(stream, self.knobs, seed),
-            peer,
-            host,
+            peer: peer.into(),
+            host: host.into(),
         })
     }
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use echo_core::{
-    ClientConfig, CloseReason, ConnectionId, EchoClient, EchoError, LostReason, ServerConfig,
-    ServerEvent, WaterMarks,
+    Address, ClientConfig, CloseReason, ConnectionId, EchoClient, EchoError, LostReason,
+    ServerConfig, ServerEvent, WaterMarks,
 };
 use echo_net::{
     ClientError, ClientOptions, Connected, DriveConfig, EchoServer, Pipe, ServerOptions,
@@ -302,7 +302,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             let (events, stopping) = (Arc::clone(&world.events), Arc::clone(&world.stopping));
             server.observe(move |e| {
                 let mut events = events.lock().unwrap_or_else(PoisonError::into_inner);
-                events.push((instance, *e, stopping.load(Ordering::Relaxed)));
+                events.push((instance, e.clone(), stopping.load(Ordering::Relaxed)));
             });
             let spawner = LocalSpawner {
                 panics: Rc::clone(&world.panics),
@@ -520,7 +520,7 @@ fn check_books(case: &Case, world: &World) -> Result<(), String> {
         let server_events = events.iter().filter(|(i, _, _)| *i == instance);
         let (mut made, mut refused) = (0, 0);
         for (_, event, stopping) in server_events {
-            match *event {
+            match event.clone() {
                 ServerEvent::ConnectionMade { id, peer, .. } if *stopping => {
                     return Err(format!(
                         "server {instance}: {id} from {peer} admitted after the shutdown began"
@@ -529,6 +529,7 @@ fn check_books(case: &Case, world: &World) -> Result<(), String> {
                 ServerEvent::ConnectionMade {
                     id, peer, open: n, ..
                 } => {
+                    let peer = ip(&peer)?;
                     made += 1;
                     if open.insert(id, peer).is_some() {
                         return Err(format!("server {instance}: connection {id} admitted twice"));
@@ -559,6 +560,7 @@ fn check_books(case: &Case, world: &World) -> Result<(), String> {
                     open: n,
                     reason,
                 } => {
+                    let peer = ip(&peer)?;
                     if open.remove(&id) != Some(peer) {
                         return Err(format!(
                             "server {instance}: {id} from {peer} lost, but it was not open"
@@ -732,7 +734,11 @@ async fn connection(
             }
         };
         let stream = SimStream::new(stream, io, seed.wrapping_add(attempt));
-        let connected = Connected { stream, host, peer };
+        let connected = Connected {
+            stream,
+            host: host.into(),
+            peer: peer.into(),
+        };
         let (client, input) = if plan.streaming {
             let input = Pieces {
                 data: message.clone(),
@@ -815,4 +821,10 @@ async fn retry(world: &World, backoff: &mut Duration) {
     world.stats.borrow_mut().retries += 1;
     tokio::time::sleep(*backoff).await;
     *backoff = (*backoff * 2).min(Duration::from_secs(1));
+}
+
+/// A simulated peer's IP address (every simulated socket has one).
+fn ip(peer: &Address) -> Result<SocketAddr, String> {
+    peer.ip()
+        .ok_or_else(|| format!("a simulated peer without an IP address: {peer}"))
 }

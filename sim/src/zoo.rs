@@ -243,7 +243,17 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         let stream = SimStream::new(stream, io, seed);
         let client = EchoClient::message(bytes, options.config);
         let mut pipe = Pipe::new(None::<tokio::io::Empty>, Vec::new());
-        let result = run(Connected { stream, host, peer }, client, &mut pipe, options).await;
+        let result = run(
+            Connected {
+                stream,
+                host: host.into(),
+                peer: peer.into(),
+            },
+            client,
+            &mut pipe,
+            options,
+        )
+        .await;
         let at = turmoil::sim_elapsed().unwrap_or_default();
         event(&client_trace, format!("verdict {result:?}"));
         *slot.borrow_mut() = Some((result, at));

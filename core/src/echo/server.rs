@@ -1,10 +1,10 @@
 //! The echo server protocol (RFC 862) and the factory that admits and counts
 //! its connections.
 
+use crate::address::Address;
 use alloc::collections::{BTreeMap, VecDeque};
 use core::convert::Infallible;
 use core::fmt;
-use core::net::SocketAddr;
 use core::time::Duration;
 
 use crate::time::Instant;
@@ -134,7 +134,7 @@ pub struct ServerConfig {
 }
 
 /// What the server factory reports, for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ServerEvent {
     /// The factory started (its first listening endpoint is up).
@@ -146,16 +146,16 @@ pub enum ServerEvent {
         /// Its id.
         id: ConnectionId,
         /// Who connected.
-        peer: SocketAddr,
+        peer: Address,
         /// The local address it reached.
-        host: SocketAddr,
+        host: Address,
         /// Open connections, this one included.
         open: usize,
     },
     /// A connection was refused because the limit was reached.
     ConnectionRefused {
         /// Who tried.
-        peer: SocketAddr,
+        peer: Address,
         /// Open connections (equal to the limit).
         open: usize,
         /// The limit in force.
@@ -166,7 +166,7 @@ pub enum ServerEvent {
         /// Its id.
         id: ConnectionId,
         /// Who it was with.
-        peer: SocketAddr,
+        peer: Address,
         /// Why it ended.
         reason: CloseReason,
         /// Bytes it received (and so echoed or owed).
@@ -186,7 +186,7 @@ pub struct EchoFactory {
     /// Limits and timeouts.
     config: ServerConfig,
     /// Open connections by id, with their peers.
-    open: BTreeMap<ConnectionId, SocketAddr>,
+    open: BTreeMap<ConnectionId, Address>,
     /// The last id handed out.
     last_id: u64,
     /// Listening endpoints started and not stopped (Twisted's `numPorts`).
@@ -276,13 +276,13 @@ impl EchoFactory {
 impl Factory for EchoFactory {
     type Protocol = Echo;
 
-    fn build_protocol(&mut self, peer: SocketAddr, host: SocketAddr) -> Option<Echo> {
+    fn build_protocol(&mut self, peer: &Address, host: &Address) -> Option<Echo> {
         if let Some(limit) = self.config.max_connections
             && self.open.len() >= limit
         {
             self.refused += 1;
             self.events.push_back(ServerEvent::ConnectionRefused {
-                peer,
+                peer: peer.clone(),
                 open: self.open.len(),
                 limit,
             });
@@ -290,11 +290,11 @@ impl Factory for EchoFactory {
         }
         self.last_id += 1;
         let id = ConnectionId(self.last_id);
-        self.open.insert(id, peer);
+        self.open.insert(id, peer.clone());
         self.events.push_back(ServerEvent::ConnectionMade {
             id,
-            peer,
-            host,
+            peer: peer.clone(),
+            host: host.clone(),
             open: self.open.len(),
         });
         Some(Echo::new(id, self.config.idle_timeout))

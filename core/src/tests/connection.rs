@@ -251,3 +251,24 @@ fn a_half_close_is_not_sent_once_the_connection_closes() {
         "Close includes the FIN"
     );
 }
+
+#[test]
+fn addresses_say_what_they_are() {
+    use crate::Address;
+    assert_eq!(Address::from(addr(SERVER)).to_string(), "127.0.0.1:7");
+    assert_eq!(
+        Address::unix("/run/echo.sock").to_string(),
+        "unix:/run/echo.sock"
+    );
+    assert_eq!(Address::unnamed_unix().to_string(), "unix:(unnamed)");
+    assert_eq!(Address::unix("/x").ip(), None);
+    let c = Connection::new(
+        Recorder::default(),
+        Address::unix("/run/echo.sock"),
+        Address::unnamed_unix(),
+        WaterMarks::default(),
+        t0(),
+    );
+    assert_eq!(c.host().to_string(), "unix:/run/echo.sock");
+    assert_eq!(c.peer(), &Address::unnamed_unix());
+}

@@ -216,17 +216,23 @@ fn factory_counts_admits_refuses_and_reports() {
     });
     factory.do_start();
     assert_eq!(factory.poll_event(), Some(ServerEvent::Started));
-    let a = factory.build_protocol(addr(1), addr(SERVER)).unwrap();
-    let b = factory.build_protocol(addr(2), addr(SERVER)).unwrap();
+    let a = factory
+        .build_protocol(&addr(1).into(), &addr(SERVER).into())
+        .unwrap();
+    let b = factory
+        .build_protocol(&addr(2).into(), &addr(SERVER).into())
+        .unwrap();
     assert!(
-        factory.build_protocol(addr(3), addr(SERVER)).is_none(),
+        factory
+            .build_protocol(&addr(3).into(), &addr(SERVER).into())
+            .is_none(),
         "third refused"
     );
     assert_eq!(factory.open_connections(), 2);
     let made = |id, port, open| ServerEvent::ConnectionMade {
         id,
-        peer: addr(port),
-        host: addr(SERVER),
+        peer: addr(port).into(),
+        host: addr(SERVER).into(),
         open,
     };
     assert_eq!(factory.poll_event(), Some(made(a.id(), 1, 1)));
@@ -234,7 +240,7 @@ fn factory_counts_admits_refuses_and_reports() {
     assert_eq!(
         factory.poll_event(),
         Some(ServerEvent::ConnectionRefused {
-            peer: addr(3),
+            peer: addr(3).into(),
             open: 2,
             limit: 2
         })
@@ -248,7 +254,7 @@ fn factory_counts_admits_refuses_and_reports() {
         factory.poll_event(),
         Some(ServerEvent::ConnectionLost {
             id: a.id(),
-            peer: addr(1),
+            peer: addr(1).into(),
             reason: CloseReason::Done,
             received: 12,
             open: 1
@@ -256,7 +262,7 @@ fn factory_counts_admits_refuses_and_reports() {
     );
     assert_eq!(factory.poll_event(), None);
     let c = factory
-        .build_protocol(addr(4), addr(SERVER))
+        .build_protocol(&addr(4).into(), &addr(SERVER).into())
         .expect("a slot freed up");
     assert_ne!(c.id(), a.id(), "ids are never reused");
     assert_eq!(factory.open_connections(), 2);
@@ -289,10 +295,16 @@ fn factory_start_and_stop_follow_the_port_count() {
 #[test]
 fn unknown_connection_reports_do_not_change_the_count() {
     let mut factory = EchoFactory::default();
-    let a = factory.build_protocol(addr(1), addr(SERVER)).unwrap();
+    let a = factory
+        .build_protocol(&addr(1).into(), &addr(SERVER).into())
+        .unwrap();
     let mut other = EchoFactory::default();
-    let _ = other.build_protocol(addr(1), addr(SERVER)).unwrap();
-    let foreign = other.build_protocol(addr(2), addr(SERVER)).unwrap();
+    let _ = other
+        .build_protocol(&addr(1).into(), &addr(SERVER).into())
+        .unwrap();
+    let foreign = other
+        .build_protocol(&addr(2).into(), &addr(SERVER).into())
+        .unwrap();
     assert!(!factory.handle_connection_lost(foreign.id(), CloseReason::Done, 0));
     assert_eq!(factory.open_connections(), 1);
     assert!(factory.handle_connection_lost(a.id(), CloseReason::Done, 0));

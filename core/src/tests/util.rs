@@ -54,7 +54,7 @@ pub(crate) fn server_conn(
     now: Instant,
 ) -> EchoServerConnection {
     let echo = factory
-        .build_protocol(addr(CLIENT), addr(SERVER))
+        .build_protocol(&addr(CLIENT).into(), &addr(SERVER).into())
         .expect("admitted");
     Connection::new(echo, addr(SERVER), addr(CLIENT), marks, now)
 }
