@@ -11,7 +11,8 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 use crate::case::Case;
-use crate::run::{Report, Stats, run_case};
+use crate::run::run_case;
+use crate::world::{Report, Stats};
 
 /// A simulated scenario that a property draws from a strategy and runs.
 pub trait Scenario: Clone + std::fmt::Debug {

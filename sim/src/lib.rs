@@ -6,7 +6,10 @@
 //! * [`io`]: turmoil sockets in `echo-net`'s `Listener`/`Stream`/`Spawner`
 //!   traits, with merged reads, short writes and random read sizes.
 //! * [`case`]: one scenario ([`Case`]) and the strategies that draw it.
-//! * [`mod@run`]: runs a case and checks the invariants.
+//! * [`mod@run`]: runs a TCP case: the server host, the clients (`client`:
+//!   connect, echo, verify, retry), faults, then the server's books checked
+//!   (`books`).
+//! * `world`: the trace, panics and counters every run shares.
 //! * [`udp`]: UDP echo cases (loss, duplication, reordering, rate limits)
 //!   and their invariants.
 //! * [`zoo`]: the client against peers that are not our server (Twisted's
@@ -26,17 +29,21 @@
 
 #![forbid(unsafe_code)]
 
+mod books;
 pub mod case;
 pub mod check;
+mod client;
 pub mod io;
 pub mod run;
 pub mod udp;
+mod world;
 pub mod zoo;
 
 pub use case::{
     Case, ConnPlan, Fault, Message, Shutdown, Stall, fault_case, no_fault_case, shutdown_case,
 };
 pub use check::{Scenario, Summary, case_for, check};
-pub use run::{LIVENESS_BOUND, Report, Stats, run_case};
+pub use run::{LIVENESS_BOUND, run_case};
 pub use udp::{UdpCase, UdpPlan, udp_case};
+pub use world::{Report, Stats, Trace};
 pub use zoo::{Peer, ZooCase, zoo_case};

@@ -17,8 +17,8 @@ use echo_net::{Datagrams, EchoServer, ServerOptions, now, udp_echo};
 use proptest::prelude::*;
 
 use crate::check::Scenario;
-use crate::io::{CatchPanic, Panics, Rng};
-use crate::run::{Report, Stats, Trace, event};
+use crate::io::Rng;
+use crate::world::{Report, Shared, event};
 
 const SERVER: &str = "server";
 const PORT: u16 = 7007;
@@ -101,13 +101,7 @@ impl Scenario for UdpCase {
     fn run(&self) -> Report {
         let world = World::default();
         let result = simulate(self, &world);
-        let trace = world.trace.borrow().clone();
-        let stats = *world.stats.borrow();
-        Report {
-            result,
-            trace,
-            stats,
-        }
+        world.shared.report(result)
     }
 }
 
@@ -194,9 +188,8 @@ struct ClientLog {
 
 #[derive(Default, Clone)]
 struct World {
-    trace: Trace,
-    panics: Panics,
-    stats: Rc<RefCell<Stats>>,
+    /// The trace, the panics and the counters.
+    shared: Shared,
     server_wire: Rc<RefCell<Wire>>,
     server: Rc<RefCell<Option<EchoServer>>>,
     server_stats: Rc<RefCell<Option<UdpStats>>>,
@@ -205,16 +198,6 @@ struct World {
     /// Per client host, in start order: its index, address, wire log and
     /// final report.
     clients: Rc<RefCell<Vec<ClientLog>>>,
-}
-
-/// Runs `task` on the host's local set, turning a panic into a recorded
-/// message.
-async fn guarded(panics: &Panics, task: impl Future<Output = ()> + 'static) {
-    let task = CatchPanic {
-        inner: Box::pin(task),
-        panics: Rc::clone(panics),
-    };
-    let _ = tokio::task::spawn_local(task).await;
 }
 
 fn simulate(case: &UdpCase, world: &World) -> Result<(), String> {
@@ -252,11 +235,13 @@ fn simulate(case: &UdpCase, world: &World) -> Result<(), String> {
                 ..UdpConfig::default()
             };
             let done = Rc::clone(&world.server_stats);
-            guarded(&world.panics, async move {
-                let stats = server.serve_udp(socket, config).await;
-                *done.borrow_mut() = Some(stats);
-            })
-            .await;
+            let _ = world
+                .shared
+                .spawn(async move {
+                    let stats = server.serve_udp(socket, config).await;
+                    *done.borrow_mut() = Some(stats);
+                })
+                .await;
             Ok(())
         }
     });
@@ -301,39 +286,41 @@ fn simulate(case: &UdpCase, world: &World) -> Result<(), String> {
             };
             let client = UdpEchoClient::new(vec![0xa5; plan.body_len], config, now())
                 .map_err(|e| e.to_string())?;
-            let trace = Rc::clone(&world.trace);
+            let trace = Rc::clone(&world.shared.trace);
             let clients = Rc::clone(&world.clients);
-            guarded(&world.panics, async move {
-                let report = udp_echo(&socket, server, client, |e| {
-                    let mut clients = clients.borrow_mut();
-                    let log = &mut clients[slot];
-                    match e {
-                        UdpClientEvent::Reply { seq, reordered, .. } => {
-                            log.replies += 1;
-                            event(&trace, format!("c{i} reply {seq} reordered={reordered}"));
+            let _ = world
+                .shared
+                .spawn(async move {
+                    let report = udp_echo(&socket, server, client, |e| {
+                        let mut clients = clients.borrow_mut();
+                        let log = &mut clients[slot];
+                        match e {
+                            UdpClientEvent::Reply { seq, reordered, .. } => {
+                                log.replies += 1;
+                                event(&trace, format!("c{i} reply {seq} reordered={reordered}"));
+                            }
+                            UdpClientEvent::Duplicate { .. } => log.duplicates += 1,
+                            UdpClientEvent::Done(report) => log.dones.push(*report),
+                            _ => {}
                         }
-                        UdpClientEvent::Duplicate { .. } => log.duplicates += 1,
-                        UdpClientEvent::Done(report) => log.dones.push(*report),
-                        _ => {}
-                    }
-                    if !matches!(e, UdpClientEvent::Reply { .. }) {
-                        event(&trace, format!("c{i} {e:?}"));
+                        if !matches!(e, UdpClientEvent::Reply { .. }) {
+                            event(&trace, format!("c{i} {e:?}"));
+                        }
+                    })
+                    .await;
+                    match report {
+                        Ok(report) => clients.borrow_mut()[slot].report = Some(report),
+                        Err(e) => event(&trace, format!("c{i} error {e}")),
                     }
                 })
                 .await;
-                match report {
-                    Ok(report) => clients.borrow_mut()[slot].report = Some(report),
-                    Err(e) => event(&trace, format!("c{i} error {e}")),
-                }
-            })
-            .await;
             Ok(())
         });
     }
 
     loop {
         let finished = sim.step().map_err(|e| format!("simulation failed: {e}"))?;
-        if let Some(panic) = world.panics.borrow().first() {
+        if let Some(panic) = world.shared.panics.borrow().first() {
             return Err(format!("panic in a task: {panic}"));
         }
         if finished {
@@ -459,7 +446,7 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
                 "client {i}: incomplete without any fault: {report:?}"
             ));
         }
-        let mut stats = world.stats.borrow_mut();
+        let mut stats = world.shared.stats.borrow_mut();
         stats.done += u64::from(report.is_complete());
         stats.lost += report.lost;
         stats.duplicates += report.duplicates;
@@ -496,7 +483,7 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
     if case.rate == 0 && server_stats.rate_limited > 0 {
         return Err("datagrams rate-limited with no limit set".into());
     }
-    event(&world.trace, format!("end: {server_stats:?}"));
+    event(&world.shared.trace, format!("end: {server_stats:?}"));
     Ok(())
 }
 

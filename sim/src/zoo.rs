@@ -18,8 +18,8 @@ use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::check::Scenario;
-use crate::io::{CatchPanic, IoKnobs, LocalSpawner, Panics, SimListener, SimStream};
-use crate::run::{Report, Stats, Trace, event};
+use crate::io::{IoKnobs, LocalSpawner, SimListener, SimStream};
+use crate::world::{Report, Shared, Stats, event};
 
 const PEER: &str = "peer";
 const ECHO: &str = "echo";
@@ -180,8 +180,8 @@ fn message(case: &ZooCase) -> Vec<u8> {
 /// Runs one case: the peer on one host (and our server behind a relay on
 /// another), the client on a third; then checks the verdict.
 pub fn run_zoo(case: &ZooCase) -> Report {
-    let trace: Trace = Rc::default();
-    let panics: Panics = Rc::default();
+    let shared = Shared::default();
+    let (trace, panics) = (Rc::clone(&shared.trace), Rc::clone(&shared.panics));
     let seen: Rc<RefCell<Seen>> = Rc::default();
     let verdict: Rc<RefCell<Option<Verdict>>> = Rc::default();
     let mut sim = turmoil::Builder::new()
@@ -212,18 +212,14 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         });
     }
     let (peer, len) = (case.peer, case.len);
-    let (peer_seen, peer_panics) = (Rc::clone(&seen), Rc::clone(&panics));
+    let (peer_seen, peer_shared) = (Rc::clone(&seen), shared.clone());
     sim.host(PEER, move || {
-        let (seen, panics) = (Rc::clone(&peer_seen), Rc::clone(&peer_panics));
+        let (seen, shared) = (Rc::clone(&peer_seen), peer_shared.clone());
         async move {
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
             loop {
                 let (stream, _) = listener.accept().await?;
-                let task = serve_peer(peer, len, stream, Rc::clone(&seen));
-                tokio::task::spawn_local(CatchPanic {
-                    inner: Box::pin(task),
-                    panics: Rc::clone(&panics),
-                });
+                drop(shared.spawn(serve_peer(peer, len, stream, Rc::clone(&seen))));
             }
         }
     });
@@ -271,18 +267,13 @@ pub fn run_zoo(case: &ZooCase) -> Report {
             .ok_or("the client never reported")?;
         judge(case, &seen.borrow(), &verdict, at)
     });
-    let trace = trace.borrow().clone();
-    let stats = Stats {
+    *shared.stats.borrow_mut() = Stats {
         attempts: 1,
         done: u64::from(done),
         cut_short: u64::from(!done),
         ..Stats::default()
     };
-    Report {
-        result,
-        trace,
-        stats,
-    }
+    shared.report(result)
 }
 
 /// The verdict `case`'s peer earned, given what it did.

@@ -1,0 +1,188 @@
+//! The server's books checked against what the clients saw: every
+//! admitted connection made once and lost once with the right count open,
+//! every byte the server read echoed (exactly, where no fault can cut a
+//! flush short), refusals only at the limit, and the shutdown's outcome.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::PoisonError;
+use std::time::Duration;
+
+use echo_core::{Address, CloseReason, ConnectionId, LostReason, ServerEvent};
+use echo_net::{DriveConfig, ShutdownOutcome};
+
+use crate::case::Case;
+use crate::run::{Attempt, LIVENESS_BOUND, World};
+
+pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
+    let events = world.events.lock().unwrap_or_else(PoisonError::into_inner);
+    let attempts = world.attempts.borrow();
+    let clients: HashMap<SocketAddr, &Attempt> = attempts.iter().map(|a| (a.local, a)).collect();
+    let exact = !case.has_faults();
+    // Flushes can be cut off where the case's flush timeout is short (the
+    // cases that block some clients' output, whether or not one drew a
+    // stall).
+    let cut_off = case
+        .shutdown
+        .is_some_and(|s| Duration::from_millis(s.flush_ms) < LIVENESS_BOUND);
+    let mut admitted = HashSet::new();
+    for instance in 0..world.servers.borrow().len() {
+        let mut open: BTreeMap<ConnectionId, SocketAddr> = BTreeMap::new();
+        let server_events = events.iter().filter(|(i, _, _)| *i == instance);
+        let (mut made, mut refused) = (0, 0);
+        for (_, event, stopping) in server_events {
+            match event.clone() {
+                ServerEvent::ConnectionMade { id, peer, .. } if *stopping => {
+                    return Err(format!(
+                        "server {instance}: {id} from {peer} admitted after the shutdown began"
+                    ));
+                }
+                ServerEvent::ConnectionMade {
+                    id, peer, open: n, ..
+                } => {
+                    let peer = ip(&peer)?;
+                    made += 1;
+                    if open.insert(id, peer).is_some() {
+                        return Err(format!("server {instance}: connection {id} admitted twice"));
+                    }
+                    if n != open.len() {
+                        return Err(format!(
+                            "server {instance}: {id} made with open={n}, but {} are open",
+                            open.len()
+                        ));
+                    }
+                    admitted.insert(peer);
+                }
+                ServerEvent::ConnectionRefused { open: n, limit, .. }
+                    if case.max_connections != Some(limit) || n != limit || n != open.len() =>
+                {
+                    return Err(format!(
+                        "server {instance}: refused with open={n} limit={limit}, \
+                             but {} are open and the limit is {:?}",
+                        open.len(),
+                        case.max_connections
+                    ));
+                }
+                ServerEvent::ConnectionRefused { .. } => refused += 1,
+                ServerEvent::ConnectionLost {
+                    id,
+                    peer,
+                    received: echoed,
+                    open: n,
+                    reason,
+                } => {
+                    let peer = ip(&peer)?;
+                    if open.remove(&id) != Some(peer) {
+                        return Err(format!(
+                            "server {instance}: {id} from {peer} lost, but it was not open"
+                        ));
+                    }
+                    if n != open.len() {
+                        return Err(format!(
+                            "server {instance}: {id} lost with open={n}, but {} are open",
+                            open.len()
+                        ));
+                    }
+                    let Some(client) = clients.get(&peer) else {
+                        return Err(format!("server {instance}: {id} from {peer}, no client's"));
+                    };
+                    let (label, len, got) = (&client.label, client.len as u64, client.received);
+                    let got = got as u64;
+                    if echoed > len || got > echoed || (client.done && echoed != len) {
+                        return Err(format!(
+                            "{label}: sent {len}, the server read {echoed}, {got} came back (done: {})",
+                            client.done
+                        ));
+                    }
+                    // Where flushes are cut off, a reset loses what was in
+                    // flight, as it must: any client's, once its flush
+                    // outlasts the timeout.
+                    let exact = exact && !cut_off;
+                    if exact && got != echoed {
+                        return Err(format!(
+                            "{label}: the server read {echoed} bytes but only {got} came back"
+                        ));
+                    }
+                    // Without faults a connection ends cleanly, or by the
+                    // idle timeout that reclaims a stranded FIN, or (once a
+                    // shutdown began, and only then) as shut down.
+                    let timed_out = CloseReason::Lost(LostReason::TimedOut);
+                    let shut_down = CloseReason::Lost(LostReason::ShutDown);
+                    // (A crash cancels the server's tasks, which also reads
+                    // as shut down: only fault-free cases can tell.)
+                    if exact && reason == shut_down && !*stopping {
+                        return Err(format!("{label}: {reason} before any shutdown began"));
+                    }
+                    if exact
+                        && reason != CloseReason::Done
+                        && reason != timed_out
+                        && reason != shut_down
+                    {
+                        return Err(format!("{label}: ended without a fault: {reason}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some((id, peer)) = open.first_key_value() {
+            return Err(format!(
+                "server {instance}: {id} from {peer} was never reported lost"
+            ));
+        }
+        let totals = world.servers.borrow()[instance].totals();
+        if totals != (made, refused) {
+            return Err(format!(
+                "server {instance}: totals say {totals:?} (accepted, refused), its events say ({made}, {refused})"
+            ));
+        }
+    }
+    // (An empty echo cannot tell a refusal from an admission: both end in a
+    // clean close with nothing back.)
+    let unadmitted = |a: &&Attempt| a.done && a.len > 0 && !admitted.contains(&a.local);
+    if let Some(a) = attempts.iter().find(unadmitted) {
+        return Err(format!(
+            "{}: done, but the server never admitted it",
+            a.label
+        ));
+    }
+    world.shared.stats.borrow_mut().cut_short = attempts
+        .iter()
+        .filter(|a| !a.done && admitted.contains(&a.local))
+        .count() as u64;
+    if let Some(plan) = case.shutdown {
+        // Grace, then the flush timeout, then the lingering close that
+        // follows a flush, then a round trip: a flush that is never cut off
+        // (a peer that stopped reading) would hold the shutdown far longer.
+        let linger = DriveConfig::default().linger;
+        let bound =
+            Duration::from_millis(plan.grace_ms + plan.flush_ms + 2 * case.max_latency_ms + 100)
+                + linger;
+        if let Some(took) = *world.shutdown_took.borrow()
+            && took > bound
+        {
+            return Err(format!(
+                "the shutdown took {took:?}, more than grace {}ms + flush timeout {}ms + linger {linger:?} + a round trip",
+                plan.grace_ms, plan.flush_ms
+            ));
+        }
+        match *world.shutdown.borrow() {
+            None => return Err("the graceful shutdown never finished".into()),
+            Some(ShutdownOutcome::Drained) => {
+                let unfinished = attempts
+                    .iter()
+                    .find(|a| !a.done && admitted.contains(&a.local));
+                if let Some(a) = unfinished {
+                    return Err(format!("{}: shutdown drained, but it is not done", a.label));
+                }
+            }
+            Some(ShutdownOutcome::GraceExpired { .. }) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A simulated peer's IP address (every simulated socket has one).
+fn ip(peer: &Address) -> Result<SocketAddr, String> {
+    peer.ip()
+        .ok_or_else(|| format!("a simulated peer without an IP address: {peer}"))
+}

@@ -1,0 +1,239 @@
+//! One logical client of a TCP case: connect, echo through an application
+//! side that may push back, verify, and retry after failures that faults
+//! caused. Its input arrives in random pieces; its output is logged into the
+//! trace and may block for a while.
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use echo_core::{EchoClient, EchoError};
+use echo_net::{ClientError, ClientOptions, Connected, Pipe, run};
+use tokio::io::AsyncWrite;
+
+use crate::case::{ConnPlan, Stall};
+use crate::io::SimStream;
+use crate::run::{Attempt, PORT, SERVER, World};
+use crate::world::{Trace, event};
+
+/// Collects a connection's echo and logs each write into the trace.
+/// With a [`Stall`], it blocks (as a full pipe does) once that many bytes
+/// were written, for that long.
+struct TraceSink {
+    label: String,
+    bytes: Vec<u8>,
+    trace: Trace,
+    stall: Option<Stall>,
+    /// The running stall's timer.
+    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl AsyncWrite for TraceSink {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut n = buf.len();
+        if let Some(stall) = self.stall {
+            if self.bytes.len() >= stall.after {
+                let label = self.label.clone();
+                let trace = Rc::clone(&self.trace);
+                let timer = self.blocked.get_or_insert_with(|| {
+                    event(&trace, format!("{label} output blocks for {}ms", stall.ms));
+                    Box::pin(tokio::time::sleep(Duration::from_millis(stall.ms)))
+                });
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                event(&self.trace, format!("{} output unblocks", self.label));
+                self.stall = None;
+                self.blocked = None;
+            } else {
+                n = n.min(stall.after - self.bytes.len());
+            }
+        }
+        self.bytes.extend_from_slice(&buf[..n]);
+        event(&self.trace, format!("{} +{n}", self.label));
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Streamed input: the message in random pieces of 1..=4096 bytes, ready at
+/// once (like a pipe with data waiting).
+struct Pieces {
+    data: Bytes,
+    rng: crate::io::Rng,
+}
+
+impl tokio::io::AsyncRead for Pieces {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let n = this
+            .rng
+            .upto(4096)
+            .min(buf.remaining())
+            .min(this.data.len());
+        buf.put_slice(&this.data.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// One logical client: connect, echo, verify; retry after failures caused
+/// by faults. Returns `Err` only for an invariant violation.
+pub(crate) async fn connection(
+    label: String,
+    plan: ConnPlan,
+    options: ClientOptions,
+    io: crate::io::IoKnobs,
+    seed: u64,
+    (faulty, one_shot): (bool, bool),
+    world: &World,
+) -> Result<(), String> {
+    let message = Bytes::from(plan.message.bytes());
+    tokio::time::sleep(Duration::from_millis(plan.start_ms)).await;
+    let mut backoff = Duration::from_millis(20);
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        world.shared.stats.borrow_mut().attempts += 1;
+        world.shared.event(format!("{label} attempt {attempt}"));
+        let connect = tokio::time::timeout(
+            Duration::from_secs(5),
+            turmoil::net::TcpStream::connect((SERVER, PORT)),
+        );
+        let stream = match connect.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                event(
+                    &world.shared.trace,
+                    format!("{label} connect error {:?}", e.kind()),
+                );
+                if one_shot {
+                    return stop(world, &label);
+                }
+                retry(world, &mut backoff).await;
+                continue;
+            }
+            Err(_) => {
+                world.shared.event(format!("{label} connect timed out"));
+                if one_shot {
+                    return stop(world, &label);
+                }
+                retry(world, &mut backoff).await;
+                continue;
+            }
+        };
+        let (host, peer) = match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(host), Ok(peer)) => (host, peer),
+            _ => {
+                if one_shot {
+                    return stop(world, &label);
+                }
+                retry(world, &mut backoff).await;
+                continue;
+            }
+        };
+        let stream = SimStream::new(stream, io, seed.wrapping_add(attempt));
+        let connected = Connected {
+            stream,
+            host: host.into(),
+            peer: peer.into(),
+        };
+        let (client, input) = if plan.streaming {
+            let input = Pieces {
+                data: message.clone(),
+                rng: crate::io::Rng::new(seed ^ attempt),
+            };
+            (EchoClient::streaming(options.config), Some(input))
+        } else {
+            (EchoClient::message(message.clone(), options.config), None)
+        };
+        let sink = TraceSink {
+            label: label.clone(),
+            bytes: Vec::new(),
+            trace: Rc::clone(&world.shared.trace),
+            stall: plan.stall,
+            blocked: None,
+        };
+        let mut pipe = Pipe::new(input, sink);
+        let echo = run(connected, client, &mut pipe, options);
+        let result = match plan.give_up_ms.filter(|_| attempt == 1) {
+            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), echo)
+                .await
+                .ok(),
+            None => Some(echo.await),
+        };
+        let got = pipe.into_output().bytes;
+        // Safety: what came back is always a prefix of what was sent.
+        if !message.starts_with(&got) {
+            return Err(format!(
+                "{label}: received {} bytes that are not a prefix of what was sent",
+                got.len()
+            ));
+        }
+        world.attempts.borrow_mut().push(Attempt {
+            label: format!("{label} attempt {attempt}"),
+            local: host,
+            len: message.len(),
+            received: got.len(),
+            done: matches!(result, Some(Ok(_))),
+        });
+        match result {
+            Some(Ok(summary)) => {
+                let len = message.len() as u64;
+                if got.len() != message.len() || summary.sent != len || summary.received != len {
+                    return Err(format!(
+                        "{label}: reported done with {summary:?} but {} of {len} bytes came back",
+                        got.len()
+                    ));
+                }
+                world.shared.event(format!("{label} done {len}"));
+                world.shared.stats.borrow_mut().done += 1;
+                *world.running.borrow_mut() -= 1;
+                return Ok(());
+            }
+            Some(Err(ClientError::Echo(
+                e @ (EchoError::Mismatch { .. } | EchoError::Unexpected { .. }),
+            ))) => {
+                return Err(format!("{label}: corrupted echo: {e}"));
+            }
+            Some(Err(e)) if !faulty && !one_shot => {
+                return Err(format!("{label}: failed without any fault: {e}"));
+            }
+            Some(Err(e)) => world.shared.event(format!("{label} failed: {e}")),
+            None => world.shared.event(format!("{label} gave up")),
+        }
+        if one_shot {
+            return stop(world, &label);
+        }
+        retry(world, &mut backoff).await;
+    }
+}
+
+/// Ends a one-shot client (the server is shutting down) without an echo.
+fn stop(world: &World, label: &str) -> Result<(), String> {
+    world.shared.event(format!("{label} stops"));
+    *world.running.borrow_mut() -= 1;
+    Ok(())
+}
+
+async fn retry(world: &World, backoff: &mut Duration) {
+    world.shared.stats.borrow_mut().retries += 1;
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(1));
+}

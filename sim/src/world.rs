@@ -1,0 +1,110 @@
+//! What every simulated run shares between the harness and its hosts: the
+//! trace of events stamped with simulated time, the panics caught on hosts,
+//! the coverage counters, and the report they make at the end. The TCP,
+//! UDP and zoo runs each add their own books to it.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use std::future::Future;
+
+use crate::io::{CatchPanic, Panics};
+
+/// The events of a run, each stamped with simulated time.
+pub type Trace = Rc<RefCell<Vec<String>>>;
+
+/// Counters that show the faults actually bit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connect attempts.
+    pub attempts: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+    /// Faults applied while some echo was still running.
+    pub faults_mid_traffic: u64,
+    /// Server crashes applied.
+    pub crashes: u64,
+    /// Echoes completed.
+    pub done: u64,
+    /// Admitted attempts that ended before their echo was done.
+    pub cut_short: u64,
+    /// UDP datagrams the clients counted lost.
+    pub lost: u64,
+    /// UDP duplicates the clients counted.
+    pub duplicates: u64,
+    /// UDP datagrams the clients counted reordered.
+    pub reordered: u64,
+}
+
+impl Stats {
+    /// Adds `other`'s counters to these.
+    pub fn add(&mut self, other: &Self) {
+        self.attempts += other.attempts;
+        self.retries += other.retries;
+        self.faults_mid_traffic += other.faults_mid_traffic;
+        self.crashes += other.crashes;
+        self.done += other.done;
+        self.cut_short += other.cut_short;
+        self.lost += other.lost;
+        self.duplicates += other.duplicates;
+        self.reordered += other.reordered;
+    }
+}
+
+/// What one run showed.
+#[derive(Debug)]
+pub struct Report {
+    /// `Err` names the violated invariant.
+    pub result: Result<(), String>,
+    /// The full event trace.
+    pub trace: Vec<String>,
+    /// Coverage counters.
+    pub stats: Stats,
+}
+
+/// Appends `text` to the trace, stamped with the simulated time.
+pub(crate) fn event(trace: &Trace, text: String) {
+    let at = turmoil::sim_elapsed().unwrap_or_default();
+    trace
+        .borrow_mut()
+        .push(format!("{:>7}ms {text}", at.as_millis()));
+}
+
+/// The part of a run's world every kind of run has.
+#[derive(Clone, Default)]
+pub(crate) struct Shared {
+    /// The events, in order.
+    pub(crate) trace: Trace,
+    /// Panics caught on hosts (each fails the case with its message).
+    pub(crate) panics: Panics,
+    /// Coverage counters.
+    pub(crate) stats: Rc<RefCell<Stats>>,
+}
+
+impl Shared {
+    /// Appends `text` to the trace, stamped with the simulated time.
+    pub(crate) fn event(&self, text: String) {
+        event(&self.trace, text);
+    }
+
+    /// Spawns `task` on the host's local set; a panic in it is recorded
+    /// (and fails the case) instead of tearing the simulation down.
+    pub(crate) fn spawn(
+        &self,
+        task: impl Future<Output = ()> + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::task::spawn_local(CatchPanic {
+            inner: Box::pin(task),
+            panics: Rc::clone(&self.panics),
+        })
+    }
+
+    /// The report of a run that ended with `result`.
+    pub(crate) fn report(&self, result: Result<(), String>) -> Report {
+        Report {
+            result,
+            trace: self.trace.borrow().clone(),
+            stats: *self.stats.borrow(),
+        }
+    }
+}
