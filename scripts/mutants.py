@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""A small mutation tester for machines where `cargo mutants` is not at hand.
+
+It makes the mutants `cargo mutants` makes most (replace a binary operator,
+drop a `!`, replace a function body with a default value), applies each one
+to a scratch copy of the repository, and runs the test tiers in order; a
+mutant is *caught* by the first tier that fails, *missed* if every tier
+passes, *unviable* if it does not build. The scratch copy keeps its own
+`target/`, so the working tree is never touched.
+
+    scripts/mutants.py --files core/src/connection.rs core/src/transport.rs \
+        --tier "cargo test -p echo-core --lib" --tier "cargo test --workspace"
+
+`--sample N --seed S` tests a reproducible random sample; `--list` prints
+the mutants without running them. Results go to standard output as one
+line per mutant and a summary; `--out FILE` also writes them as JSON.
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+BINARY = [
+    ("==", "!="), ("!=", "=="), ("<=", ">"), (">=", "<"),
+    ("&&", "||"), ("||", "&&"), (" < ", " <= "), (" > ", " >= "),
+    (" + ", " - "), (" - ", " + "), ("+=", "-="), ("-=", "+="),
+]
+DEFAULTS = {"()": "", "bool": None, "usize": "0", "u64": "0"}
+
+
+def code_lines(text):
+    """Line numbers (0-based) that are code: not comments, attributes,
+    tests or logging."""
+    lines = text.split("\n")
+    skip_from = None
+    for i, line in enumerate(lines):
+        if line.startswith("#[cfg(test)]"):
+            skip_from = i
+            break
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if skip_from is not None and i >= skip_from:
+            break
+        if not s or s.startswith("//") or s.startswith("#[") or "tracing::" in s:
+            continue
+        if s.startswith("use ") or s.startswith("pub use ") or s.startswith("mod "):
+            continue
+        yield i, line
+
+
+def fn_bodies(text):
+    """(start, end, return type, name) of each fn body: the span between its
+    braces."""
+    for m in re.finditer(r"\bfn\s+(\w+)[^{;]*?(?:->\s*([^{]+?))?\s*(?:where[^{]*)?\{", text):
+        name, ret = m.group(1), (m.group(2) or "()").strip()
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        yield m.end(), i - 1, ret, name
+
+
+def mutants(path, text):
+    out = []
+    for i, line in code_lines(text):
+        for a, b in BINARY:
+            start = 0
+            while (j := line.find(a, start)) >= 0:
+                start = j + len(a)
+                if a in ("<=", ">=") and line[j - 1:j] in "=<>-":
+                    continue
+                if a in (" < ", " > ") and ("->" in line[j - 1:j + 3]):
+                    continue
+                mutated = line[:j] + b + line[j + len(a):]
+                out.append((path, i, line, mutated, f"replace {a.strip()} with {b.strip()}"))
+        for m in re.finditer(r"(?<![!=])!(?!=)(?=[\w(&*])", line):
+            j = m.start()
+            if line[:j].rstrip().endswith(("macro_rules", "assert", "panic", "unreachable")):
+                continue
+            mutated = line[:j] + line[j + 1:]
+            out.append((path, i, line, mutated, "delete !"))
+    lines = text.split("\n")
+    for start, end, ret, name in fn_bodies(text):
+        if name in ("fmt", "new", "default") or start >= end:
+            continue
+        line_no = text.count("\n", 0, start)
+        if any(l.startswith("#[cfg(test)]") for l in lines[:line_no]):
+            continue
+        replacements = []
+        if ret == "()":
+            replacements = ["()"]
+        elif ret == "bool":
+            replacements = ["true", "false"]
+        elif ret.startswith("Option<"):
+            replacements = ["None"]
+        elif ret in ("usize", "u64"):
+            replacements = ["0", "1"]
+        for r in replacements:
+            out.append((path, None, (start, end), r, f"replace {name} -> {ret} with {r}"))
+    return out
+
+
+def apply(text, m):
+    path, i, orig, mutated, _ = m
+    if i is None:
+        start, end = orig
+        body = "\n" + mutated + "\n" if mutated != "()" else "\n"
+        return text[:start] + body + text[end:]
+    lines = text.split("\n")
+    assert lines[i] == orig
+    lines[i] = mutated
+    return "\n".join(lines)
+
+
+def describe(m):
+    path, i, orig, mutated, what = m
+    where = f"{path}:{i + 1}" if i is not None else f"{path}"
+    return f"{where}: {what}"
+
+
+def run(cmd, cwd, timeout):
+    env = dict(os.environ, CARGO_TERM_COLOR="never")
+    try:
+        p = subprocess.run(cmd, shell=True, cwd=cwd, env=env, timeout=timeout,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return p.returncode, p.stdout
+    except subprocess.TimeoutExpired:
+        return "timeout", ""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", nargs="+", required=True)
+    ap.add_argument("--tier", action="append", required=True,
+                    help="a test command; tiers run in order until one fails")
+    ap.add_argument("--scratch", default="/tmp/echo-mutants")
+    ap.add_argument("--sample", type=int)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    repo = subprocess.check_output(["git", "rev-parse", "--show-toplevel"], text=True).strip()
+    all_mutants = []
+    for f in args.files:
+        text = open(os.path.join(repo, f)).read()
+        all_mutants += mutants(f, text)
+    if args.sample and args.sample < len(all_mutants):
+        all_mutants = random.Random(args.seed).sample(all_mutants, args.sample)
+    if args.list:
+        for m in all_mutants:
+            print(describe(m))
+        print(f"{len(all_mutants)} mutants")
+        return
+    # A scratch copy of the committed tree plus any ignored peers venv.
+    if not os.path.isdir(args.scratch):
+        subprocess.check_call(["git", "worktree", "add", "--detach", args.scratch, "HEAD"], cwd=repo)
+    else:
+        subprocess.check_call(["git", "checkout", "--detach", "-f",
+                               subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=repo, text=True).strip()],
+                              cwd=args.scratch)
+    for extra in (".peers-venv",):
+        src, dst = os.path.join(repo, extra), os.path.join(args.scratch, extra)
+        if os.path.isdir(src) and not os.path.exists(dst):
+            os.symlink(src, dst)
+    t0 = time.time()
+    rc, out = run(" && ".join(args.tier), args.scratch, args.timeout * 2)
+    if rc != 0:
+        print(out[-3000:])
+        sys.exit("the unmutated tree fails its own tiers")
+    print(f"baseline passes ({time.time() - t0:.0f} s); {len(all_mutants)} mutants", flush=True)
+    results = []
+    for n, m in enumerate(all_mutants, 1):
+        path = os.path.join(args.scratch, m[0])
+        original = open(path).read()
+        open(path, "w").write(apply(original, m))
+        verdict, tier = "missed", None
+        t = time.time()
+        try:
+            for k, cmd in enumerate(args.tier):
+                rc, out = run(cmd, args.scratch, args.timeout)
+                if rc == 0:
+                    continue
+                if k == 0 and rc != "timeout" and "error[E" in out and "could not compile" in out:
+                    verdict = "unviable"
+                elif rc == "timeout":
+                    verdict, tier = "caught", f"{k + 1} (timeout)"
+                else:
+                    verdict, tier = "caught", k + 1
+                break
+        finally:
+            open(path, "w").write(original)
+        results.append({"mutant": describe(m), "verdict": verdict, "tier": tier})
+        print(f"[{n}/{len(all_mutants)}] {verdict:8} tier={tier} {time.time() - t:.0f}s  {describe(m)}", flush=True)
+    viable = [r for r in results if r["verdict"] != "unviable"]
+    caught = [r for r in viable if r["verdict"] == "caught"]
+    score = 100.0 * len(caught) / len(viable) if viable else 0.0
+    print(f"\n{len(caught)} of {len(viable)} viable mutants caught ({score:.1f} %), "
+          f"{len(results) - len(viable)} unviable")
+    for r in viable:
+        if r["verdict"] == "missed":
+            print(f"MISSED {r['mutant']}")
+    if args.out:
+        json.dump({"results": results, "caught": len(caught), "viable": len(viable)},
+                  open(args.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
