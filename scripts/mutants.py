@@ -187,7 +187,7 @@ def main():
                 rc, out = run(cmd, args.scratch, args.timeout)
                 if rc == 0:
                     continue
-                if k == 0 and rc != "timeout" and "error[E" in out and "could not compile" in out:
+                if rc != "timeout" and "error[E" in out and "could not compile" in out:
                     verdict = "unviable"
                 elif rc == "timeout":
                     verdict, tier = "caught", f"{k + 1} (timeout)"
