@@ -66,7 +66,13 @@ pub struct SimStream {
     rng: Rng,
     /// End-of-file or an error seen while merging, reported on the next read.
     deferred: Option<io::Result<()>>,
+    /// How long a shutdown has left to wait for room for its FIN.
+    fin_wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// The longest a shutdown waits for the peer to make room for its FIN
+/// before sending it anyway (simulated time).
+const FIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl SimStream {
     /// Wraps `inner`; `seed` drives the random sizes.
@@ -76,6 +82,7 @@ impl SimStream {
             knobs,
             rng: Rng::new(seed),
             deferred: None,
+            fin_wait: None,
         }
     }
 }
@@ -139,8 +146,31 @@ impl AsyncWrite for SimStream {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    /// Sends FIN once the peer has room for it.
+    ///
+    /// turmoil 0.7.2 strands a FIN for good when it lands while the peer's
+    /// receive channel is full: a FIN takes no flow-control credit, and
+    /// `StreamSocket::buffer` (host.rs) retries a segment it could not queue
+    /// only when another one arrives, which never happens after a FIN. The
+    /// peer then waits for that end-of-file forever. Real TCP sends its FIN
+    /// after the data before it, as the window opens; so does this: it waits
+    /// for one credit (credits plus segments in flight equal the channel's
+    /// capacity, so the FIN will fit). A peer that makes no room within
+    /// [`FIN_WAIT`] (it stopped reading, or it is gone) gets the FIN anyway,
+    /// so a shutdown never hangs on it.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        let room = std::pin::pin!(this.inner.writable()).poll(cx);
+        if room.is_pending() {
+            let deadline = this
+                .fin_wait
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(FIN_WAIT)));
+            if deadline.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        this.fin_wait = None;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -221,5 +251,68 @@ impl<F: Future<Output = ()>> Future for CatchPanic<F> {
                 Poll::Ready(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{IoKnobs, SimStream};
+
+    /// The server's receive channel holds `tcp_capacity` segments; the
+    /// client fills it and shuts down while the server is not reading.
+    /// Returns whether the server then read everything up to end-of-file.
+    fn fin_after_a_full_window(wrap: bool) -> bool {
+        let mut sim = turmoil::Builder::new()
+            .tcp_capacity(2)
+            .simulation_duration(Duration::from_secs(20))
+            .build();
+        let saw_eof = Rc::new(Cell::new(false));
+        let flag = Rc::clone(&saw_eof);
+        sim.host("server", move || {
+            let flag = Rc::clone(&flag);
+            async move {
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", 7)).await?;
+                let (mut stream, _) = listener.accept().await?;
+                // Not reading while the client fills the window and closes.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let mut all = Vec::new();
+                stream.read_to_end(&mut all).await?;
+                flag.set(all == b"ab");
+                Ok(())
+            }
+        });
+        sim.client("client", async move {
+            let stream = turmoil::net::TcpStream::connect(("server", 7)).await?;
+            if wrap {
+                let mut stream = SimStream::new(stream, IoKnobs::PLAIN, 1);
+                stream.write_all(b"a").await?;
+                stream.write_all(b"b").await?;
+                stream.shutdown().await?;
+            } else {
+                let mut stream = stream;
+                stream.write_all(b"a").await?;
+                stream.write_all(b"b").await?;
+                stream.shutdown().await?;
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok(())
+        });
+        sim.run().expect("the simulation runs");
+        saw_eof.get()
+    }
+
+    #[test]
+    fn a_fin_after_a_full_window_is_not_stranded() {
+        assert!(
+            !fin_after_a_full_window(false),
+            "turmoil no longer strands this FIN: the SimStream workaround can go"
+        );
+        assert!(fin_after_a_full_window(true), "the FIN was stranded");
     }
 }
