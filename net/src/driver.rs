@@ -266,17 +266,22 @@ fn poll_read_chunk<S: Stream, P: Protocol>(
 /// Closes after a flush. If the peer may still be sending, half-close first
 /// and read (discarding) until its end-of-file or `linger`, so that unread
 /// bytes do not turn the close into a reset that destroys our last echoes.
+///
+/// The half-close counts against `linger` too: a kernel socket's shutdown
+/// returns at once, but a stream that waits for room to send its FIN (the
+/// simulated one does, as TCP sends FIN after the data before it) must not
+/// hold the close longer than a drain would.
 async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     read_open: bool,
     linger: Duration,
 ) {
-    if stream.shutdown().await.is_err() || !read_open || linger.is_zero() {
-        return;
-    }
-    // On the heap, and only now: an array here would sit inline in every
-    // connection's future for its whole life (4 KiB per idle connection).
-    let drain = async {
+    let close = async {
+        if stream.shutdown().await.is_err() || !read_open || linger.is_zero() {
+            return;
+        }
+        // On the heap, and only now: an array here would sit inline in every
+        // connection's future for its whole life (4 KiB per idle connection).
         let mut sink = vec![0u8; 4096];
         while let Ok(n) = stream.read(&mut sink).await {
             if n == 0 {
@@ -284,7 +289,7 @@ async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    let _ = tokio::time::timeout(linger, drain).await;
+    let _ = tokio::time::timeout(linger, close).await;
 }
 
 /// Waits for the timer, if there is one.

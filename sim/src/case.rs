@@ -406,3 +406,40 @@ pub fn fault_case() -> impl Strategy<Value = Case> {
             },
         )
 }
+
+/// A graceful shutdown while the network fails: partitions (both ways and
+/// one way) and holds land while echoes run and the shutdown goes on.
+/// A partitioned client cannot take its echo, so its connection's flush
+/// must be cut off by the flush timeout (50-500 ms), and the shutdown must
+/// still end within grace + flush timeout + linger + a round trip. (No
+/// crashes: a crash takes the shutting-down server with it.) These cases
+/// check safety, timing and the books, not exactness.
+pub fn shutdown_fault_case() -> impl Strategy<Value = Case> {
+    (
+        fault_case(),
+        0u64..300,
+        0u64..1_000,
+        50u64..500,
+        prop::collection::vec(32_768usize..300_000, 12),
+    )
+        .prop_map(|(mut case, at_ms, grace_ms, flush_ms, lens)| {
+            case.faults
+                .retain(|(_, f)| !matches!(f, Fault::CrashServer | Fault::BounceServer));
+            case.shutdown = Some(Shutdown {
+                at_ms,
+                grace_ms,
+                flush_ms,
+            });
+            // Echoes long enough to be mid-flight when the faults and the
+            // shutdown land, with no client giving up early.
+            case.max_connections = None;
+            for (plan, len) in case.hosts.iter_mut().flatten().zip(lens) {
+                plan.message.len = plan.message.len.max(len);
+                plan.give_up_ms = None;
+            }
+            // The faults last until the shutdown's flushes are due, so a
+            // partitioned client is still cut off when they are.
+            case.heal_at_ms = case.heal_at_ms.max(at_ms + grace_ms + flush_ms + 500);
+            case
+        })
+}
