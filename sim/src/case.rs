@@ -223,6 +223,8 @@ struct Swarm {
     holds: bool,
     crashes: bool,
     give_ups: bool,
+    /// A connection limit (1..=connections) is in force.
+    limits: bool,
 }
 
 impl Swarm {
@@ -248,8 +250,11 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
         });
     let hosts = prop::collection::vec(prop::collection::vec(conn, 1..=max_conns), 1..=max_hosts);
     let latency = (0u64..20, 0u64..100);
-    let server = (1usize..200_000, 0usize..=100, 1usize..=65_536, io_knobs());
-    let client = (1usize..200_000, 1usize..=65_536, 300u64..2_000, io_knobs());
+    // Swarm: a quarter of the windows are tiny, so backpressure and the
+    // refill paths are taken in most cases, not one in hundreds.
+    let window = || prop_oneof![3 => 1usize..200_000, 1 => 1usize..=256];
+    let server = (window(), 0usize..=100, 1usize..=65_536, io_knobs());
+    let client = (window(), 1usize..=65_536, 300u64..2_000, io_knobs());
     (hosts, latency, 16usize..=64, any::<bool>(), server, client).prop_map(
         |(hosts, (min, extra), tcp_capacity, random_order, server, client)| {
             let (server_high, low_pct, server_read_chunk, server_io) = server;
@@ -282,14 +287,22 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
 /// Cases with latency, chunking and short writes but no faults: every echo
 /// must complete exactly.
 ///
-/// Half the servers run without an idle timeout (as in production, where it
-/// is off by default), so nothing reclaims a connection that hangs: a hang
-/// fails the case at the liveness bound, with its seed. (Before the
+/// A third of the servers run without an idle timeout (as in production,
+/// where it is off by default), so nothing reclaims a connection that hangs:
+/// a hang fails the case at the liveness bound, with its seed. (Before the
 /// simulated stream waited for room to send its FIN, see
 /// [`SimStream`](crate::io::SimStream), turmoil could strand a FIN for good
 /// and every server needed an idle timeout; seed 7134611160154358618.)
 pub fn no_fault_case() -> impl Strategy<Value = Case> {
-    (base(3, 4), proptest::option::of(1_000u64..5_000)).prop_map(|(mut case, idle)| {
+    // Swarm on the timer: none, a relaxed one, or one short enough to fire
+    // at every pause longer than a few round trips (the longest drawn is
+    // 240 ms): only a wrong timer can end a fault-free echo.
+    let idle = prop_oneof![
+        1 => Just(None),
+        1 => (1_000u64..5_000).prop_map(Some),
+        1 => (400u64..1_000).prop_map(Some),
+    ];
+    (base(3, 4), idle).prop_map(|(mut case, idle)| {
         case.server_idle_ms = idle;
         case
     })
@@ -355,20 +368,24 @@ pub fn shutdown_case() -> impl Strategy<Value = Case> {
 /// crashes and bounces, client give-ups) that heals at `heal_at_ms`.
 pub fn fault_case() -> impl Strategy<Value = Case> {
     let swarm = (
-        any::<bool>(),
-        any::<bool>(),
-        any::<bool>(),
-        any::<bool>(),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>()),
     )
-        .prop_map(|(partitions, oneway, holds, crashes, give_ups)| Swarm {
-            partitions,
-            oneway,
-            holds,
-            crashes,
-            give_ups,
-        });
-    (base(3, 3), swarm, 1_000u64..4_000)
+        .prop_map(
+            |((partitions, oneway, holds, crashes), (give_ups, limits))| Swarm {
+                partitions,
+                oneway,
+                holds,
+                crashes,
+                give_ups,
+                limits,
+            },
+        );
+    // Swarm on the timer too: half the servers reclaim idle connections
+    // within a few hundred milliseconds, so the idle timer fires in most
+    // of those cases (mid-echo, mid-partition), not in one case in sixty.
+    let server_idle = prop_oneof![1_000u64..4_000, 200u64..800];
+    (base(3, 3), swarm, server_idle)
         .prop_flat_map(|(case, swarm, server_idle)| {
             let hosts = case.hosts.len();
             let conns = case.connections();
@@ -398,7 +415,7 @@ pub fn fault_case() -> impl Strategy<Value = Case> {
                 // Partitions wedge turmoil's TCP for good (no retransmission): the
                 // server needs an idle timeout to reclaim such connections.
                 case.server_idle_ms = Some(server_idle);
-                case.max_connections = limit.filter(|_| swarm.give_ups);
+                case.max_connections = limit.filter(|_| swarm.limits);
                 for (conn, give_up) in case.hosts.iter_mut().flatten().zip(give_ups) {
                     conn.give_up_ms = give_up.filter(|_| swarm.give_ups);
                 }
