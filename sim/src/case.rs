@@ -35,6 +35,10 @@ pub struct ConnPlan {
     /// Feed the message as streamed input in random pieces (as
     /// `echo-client --stdin` does) instead of as one message.
     pub streaming: bool,
+    /// Streamed input arrives in bursts, with pauses of 20-150 ms between
+    /// some pieces (a user typing, a producer that stalls): the client must
+    /// neither time out waiting for it nor lose its place.
+    pub bursts: bool,
     /// The application side pushes back: after this many echoed bytes its
     /// output blocks for a while (a full pipe), so the client stops reading
     /// and the server's flush has to wait.
@@ -240,14 +244,16 @@ impl Swarm {
 
 /// Everything but the faults.
 fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
-    let conn =
-        (message(), 0u64..200, any::<bool>()).prop_map(|(message, start_ms, streaming)| ConnPlan {
+    let conn = (message(), 0u64..200, any::<bool>(), any::<bool>()).prop_map(
+        |(message, start_ms, streaming, bursts)| ConnPlan {
             message,
             start_ms,
             give_up_ms: None,
             streaming,
+            bursts: streaming && bursts,
             stall: None,
-        });
+        },
+    );
     let hosts = prop::collection::vec(prop::collection::vec(conn, 1..=max_conns), 1..=max_hosts);
     let latency = (0u64..20, 0u64..100);
     // Swarm: a quarter of the windows are tiny, so backpressure and the

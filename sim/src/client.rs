@@ -70,19 +70,36 @@ impl AsyncWrite for TraceSink {
 }
 
 /// Streamed input: the message in random pieces of 1..=4096 bytes, ready at
-/// once (like a pipe with data waiting).
+/// once (like a pipe with data waiting), or with `bursts` after a pause of
+/// 20-150 ms now and then (one piece in four).
 struct Pieces {
     data: Bytes,
     rng: crate::io::Rng,
+    bursts: bool,
+    /// The pause under way.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl tokio::io::AsyncRead for Pieces {
     fn poll_read(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if let Some(pause) = this.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.pause = None;
+        } else if this.bursts && !this.data.is_empty() && this.rng.upto(4) == 1 {
+            let ms = 19 + this.rng.upto(131) as u64;
+            let mut pause = Box::pin(tokio::time::sleep(Duration::from_millis(ms)));
+            if pause.as_mut().poll(cx).is_pending() {
+                this.pause = Some(pause);
+                return Poll::Pending;
+            }
+        }
         let n = this
             .rng
             .upto(4096)
@@ -158,6 +175,8 @@ pub(crate) async fn connection(
             let input = Pieces {
                 data: message.clone(),
                 rng: crate::io::Rng::new(seed ^ attempt),
+                bursts: plan.bursts,
+                pause: None,
             };
             (EchoClient::streaming(options.config), Some(input))
         } else {
