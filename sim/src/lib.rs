@@ -14,7 +14,7 @@
 //!   and their invariants.
 //! * [`zoo`]: the client against peers that are not our server (Twisted's
 //!   close-on-EOF, the seed's first-chunk server, trickling, corrupting,
-//!   over-sending, short and silent servers, a re-chunking relay).
+//!   over-sending, short, resetting and silent servers, a re-chunking relay).
 //! * [`mod@check`]: runs a property over seeded cases with regression seeds,
 //!   a determinism self-check, shrinking and replay (`SIM_SEED`).
 //!

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use echo_core::{CloseReason, EchoClient, EchoError, ServerConfig};
+use echo_core::{CloseReason, EchoClient, EchoError, LostReason, ServerConfig};
 use echo_net::{
     ClientError, ClientOptions, Connected, EchoServer, Pipe, ServerOptions, Summary, run,
 };
@@ -50,6 +50,12 @@ pub enum Peer {
     },
     /// Echoes the first `keep` bytes, then closes.
     ShortThenClose {
+        /// How many bytes come back.
+        keep: usize,
+    },
+    /// Echoes the first `keep` bytes, then closes with more input unread,
+    /// which resets the connection (RST), as TCP does.
+    ResetMidEcho {
         /// How many bytes come back.
         keep: usize,
     },
@@ -98,6 +104,7 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
         (0usize..1_100).prop_map(|offset| Peer::WrongByte { offset }),
         (1usize..100).prop_map(|extra| Peer::ExtraBytes { extra }),
         (0usize..1_100).prop_map(|keep| Peer::ShortThenClose { keep }),
+        (0usize..1_000).prop_map(|keep| Peer::ResetMidEcho { keep }),
         Just(Peer::Silent),
         (1usize..5_000, 0u64..10).prop_map(|(chunk, delay_ms)| Peer::Relay { chunk, delay_ms }),
     ];
@@ -130,6 +137,7 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                 let peer = match peer {
                     Peer::WrongByte { offset } => Peer::WrongByte { offset: at(offset) },
                     Peer::ShortThenClose { keep } => Peer::ShortThenClose { keep: at(keep) },
+                    Peer::ResetMidEcho { keep } => Peer::ResetMidEcho { keep: at(keep) },
                     other => other,
                 };
                 ZooCase {
@@ -320,6 +328,17 @@ fn judge(
                 cut_at(keep)
             }
         }
+        Peer::ResetMidEcho { .. } if len == 0 => done(verdict),
+        // The rest of the message always reaches it unread: a reset, with
+        // at most `keep` bytes back (the reset may destroy some in flight).
+        Peer::ResetMidEcho { keep } => matches!(
+            verdict,
+            Err(ClientError::Echo(EchoError::ConnectionLost {
+                reason: CloseReason::Lost(LostReason::Reset),
+                received,
+                ..
+            })) if *received <= keep as u64
+        ),
         Peer::WrongByte { offset } if offset < len => matches!(
             verdict,
             Err(ClientError::Echo(EchoError::Mismatch { offset: o, expected, found }))
@@ -380,6 +399,26 @@ async fn serve_peer(
             if let Ok(upstream) = turmoil::net::TcpStream::connect((ECHO, PORT)).await {
                 relay(stream, upstream, chunk, delay_ms).await;
             }
+        }
+        Peer::ResetMidEcho { keep } => {
+            let mut echoed = 0;
+            while echoed < keep {
+                let want = (keep - echoed).min(buf.len());
+                let n = match stream.read(&mut buf[..want]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                read(n);
+                if stream.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+                wrote(&buf[..n]);
+                echoed += n;
+            }
+            // Close once more input waits unread (at most 2 s on): the
+            // close then resets the connection instead of sending FIN.
+            let mut one = [0u8; 1];
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.peek(&mut one)).await;
         }
         Peer::FirstChunkThenClose => {
             if let Ok(n @ 1..) = stream.read(&mut buf).await {
