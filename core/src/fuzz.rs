@@ -89,6 +89,7 @@ pub fn server_script(data: &[u8], t0: Instant) {
     let mut factory = EchoFactory::new(ServerConfig {
         max_connections: None,
         idle_timeout: idle,
+        ..ServerConfig::default()
     });
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 7));
     let echo = factory

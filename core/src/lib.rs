@@ -120,6 +120,7 @@ pub use echo::client::{
     ClientConfig, ClientEvent, DEFAULT_MAX_UNDELIVERED, EchoClient, EchoClientConnection,
     EchoError, SendError,
 };
+pub use echo::faults::{Cutoff, FaultConfig};
 pub use echo::server::{
     ConnectionId, Echo, EchoFactory, EchoServerConnection, ServerConfig, ServerEvent,
 };

@@ -130,6 +130,8 @@ pub struct Case {
     pub heal_at_ms: u64,
     /// Shut the server down gracefully (clients then make one attempt).
     pub shutdown: Option<Shutdown>,
+    /// The server misbehaves on purpose (delay, throttle, cut-offs).
+    pub misbehave: echo_core::FaultConfig,
 }
 
 impl Case {
@@ -285,6 +287,7 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
                 faults: Vec::new(),
                 heal_at_ms: 0,
                 shutdown: None,
+                misbehave: echo_core::FaultConfig::default(),
             })
         },
     )

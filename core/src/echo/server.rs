@@ -2,6 +2,7 @@
 //! its connections.
 
 use crate::address::Address;
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use core::convert::Infallible;
 use core::fmt;
@@ -10,6 +11,7 @@ use core::time::Duration;
 use crate::time::Instant;
 
 use crate::connection::Connection;
+use crate::echo::faults::{FaultConfig, Faults};
 use crate::protocol::{Factory, Protocol};
 use crate::reason::{CloseReason, LostReason};
 use crate::transport::Transport;
@@ -50,6 +52,9 @@ pub struct Echo {
     /// Last time bytes moved in either direction; `None` before
     /// `connection_made` and once the idle timer fired (no further deadline).
     last_activity: Option<Instant>,
+    /// Misbehaviour on purpose ([`FaultConfig`]); `None`, the plain echo,
+    /// costs one pointer.
+    faults: Option<Box<Faults>>,
 }
 
 impl Echo {
@@ -62,7 +67,21 @@ impl Echo {
             received: 0,
             idle_timeout,
             last_activity: None,
+            faults: None,
         }
+    }
+
+    /// The same, misbehaving as `faults` says (for connection `id`, which
+    /// also picks whether the cut-off applies to it).
+    #[must_use]
+    pub fn with_faults(
+        id: ConnectionId,
+        idle_timeout: Option<Duration>,
+        faults: &FaultConfig,
+    ) -> Self {
+        let mut echo = Self::new(id, idle_timeout);
+        echo.faults = Faults::for_connection(faults, id.0).map(Box::new);
+        echo
     }
 
     /// This connection's id.
@@ -91,27 +110,53 @@ impl Echo {
 impl Protocol for Echo {
     type Event = Infallible;
 
-    fn connection_made(&mut self, _transport: &mut Transport, now: Instant) {
+    fn connection_made(&mut self, transport: &mut Transport, now: Instant) {
         self.last_activity = Some(now);
+        if let Some(faults) = &mut self.faults {
+            faults.connection_made(transport);
+        }
     }
 
     fn data_received(&mut self, data: &[u8], transport: &mut Transport, now: Instant) {
         self.received += data.len() as u64;
         self.touch(now);
-        transport.write(data);
+        match &mut self.faults {
+            None => transport.write(data),
+            Some(faults) => faults.data_received(data, transport, now),
+        }
     }
 
-    fn data_written(&mut self, _n: usize, _transport: &mut Transport, now: Instant) {
+    fn data_written(&mut self, _n: usize, transport: &mut Transport, now: Instant) {
         self.touch(now);
+        if let Some(faults) = &mut self.faults {
+            faults.data_written(transport, now);
+        }
     }
 
+    /// The idle deadline, and the release of held bytes; a connection that
+    /// holds bytes back (a delay, a throttle) is not idle.
     fn poll_timeout(&self) -> Option<Instant> {
-        self.idle_timeout
-            .and_then(|idle| self.last_activity?.checked_add(idle))
+        let holding = self.faults.as_ref().is_some_and(|f| f.is_holding());
+        let idle = self
+            .idle_timeout
+            .filter(|_| !holding)
+            .and_then(|idle| self.last_activity?.checked_add(idle));
+        match (idle, self.faults.as_ref().and_then(|f| f.poll_timeout())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn handle_timeout(&mut self, transport: &mut Transport, now: Instant) {
-        if let Some(deadline) = self.poll_timeout()
+        if let Some(faults) = &mut self.faults {
+            faults.handle_timeout(transport, now);
+        }
+        let holding = self.faults.as_ref().is_some_and(|f| f.is_holding());
+        let idle = self
+            .idle_timeout
+            .filter(|_| !holding)
+            .and_then(|idle| self.last_activity?.checked_add(idle));
+        if let Some(deadline) = idle
             && now >= deadline
         {
             self.last_activity = None;
@@ -131,6 +176,8 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Close connections idle for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// Misbehave on purpose (delay, throttle, cut-offs); off by default.
+    pub faults: FaultConfig,
 }
 
 /// What the server factory reports, for logs and metrics.
@@ -297,7 +344,11 @@ impl Factory for EchoFactory {
             host: host.clone(),
             open: self.open.len(),
         });
-        Some(Echo::new(id, self.config.idle_timeout))
+        Some(Echo::with_faults(
+            id,
+            self.config.idle_timeout,
+            &self.config.faults,
+        ))
     }
 
     fn do_start(&mut self) {

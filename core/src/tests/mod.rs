@@ -2,6 +2,7 @@ mod client;
 mod connection;
 mod datagram;
 mod endpoint;
+mod faults;
 #[cfg(feature = "std")]
 mod fuzz;
 mod pair;
