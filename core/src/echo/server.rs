@@ -148,8 +148,12 @@ impl Protocol for Echo {
     }
 
     fn handle_timeout(&mut self, transport: &mut Transport, now: Instant) {
-        if let Some(faults) = &mut self.faults {
+        if let Some(faults) = &mut self.faults
+            && faults.is_holding()
+        {
+            // Letting held bytes out is traffic: the idle time starts over.
             faults.handle_timeout(transport, now);
+            self.touch(now);
         }
         let holding = self.faults.as_ref().is_some_and(|f| f.is_holding());
         let idle = self
