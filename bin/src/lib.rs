@@ -136,3 +136,101 @@ pub fn datagram_size(s: &str) -> Result<usize, String> {
         )),
     }
 }
+
+/// Parses a duration with its unit for clap: `50ms`, `1.5s`, `250us`,
+/// `2m`; a bare number is seconds, as in the other flags.
+///
+/// # Errors
+/// A message when `s` is not a non-negative number with one of those units.
+pub fn duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (number, scale) = [
+        ("ms", 1e-3),
+        ("us", 1e-6),
+        ("µs", 1e-6),
+        ("s", 1.0),
+        ("m", 60.0),
+    ]
+    .iter()
+    .find_map(|(unit, scale)| t.strip_suffix(unit).map(|n| (n, *scale)))
+    .unwrap_or((t, 1.0));
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
+        .ok_or_else(|| format!("{s:?} is not a duration such as 50ms, 1.5s or 2m"))
+}
+
+/// Parses a byte count with an optional unit for clap: `1000`, `64KiB`,
+/// `1MB` (KB, MB, GB: powers of 1,000; KiB, MiB, GiB: of 1,024).
+///
+/// # Errors
+/// A message when `s` is not a whole number of bytes in range.
+pub fn byte_count(s: &str) -> Result<u64, String> {
+    const UNITS: [(&str, u64); 7] = [
+        ("KiB", 1 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("KB", 1_000),
+        ("MB", 1_000_000),
+        ("GB", 1_000_000_000),
+        ("B", 1),
+    ];
+    let t = s.trim();
+    let (number, scale) = UNITS
+        .iter()
+        .find_map(|(unit, scale)| t.strip_suffix(unit).map(|n| (n.trim(), *scale)))
+        .unwrap_or((t, 1));
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{s:?} is not a byte count such as 1000, 64KiB or 1MB"))
+}
+
+/// Parses a rate in bytes per second for clap: a [`byte_count`], with or
+/// without `/s` (`1MB/s`, `64KiB/s`, `5000`), at least 1.
+///
+/// # Errors
+/// A message when `s` is not such a rate.
+pub fn byte_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let count = t.strip_suffix("/s").unwrap_or(t);
+    match byte_count(count) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a rate such as 1MB/s, 64KiB/s or 5000 (bytes per second, at least 1)"
+        )),
+    }
+}
+
+/// Parses a share from 0 to 1 (`0.25`) into millionths, for clap.
+///
+/// # Errors
+/// A message when `s` is not a number from 0 to 1.
+pub fn ratio(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok((p * 1e6).round() as u32),
+        _ => Err(format!("{s:?} is not a share from 0 to 1, such as 0.25")),
+    }
+}
+
+/// Writes shell completions for the command `C` to standard output.
+pub fn print_completions<C: clap::CommandFactory>(shell: clap_complete::Shell) {
+    let mut command = C::command();
+    let name = command.get_name().to_owned();
+    clap_complete::generate(shell, &mut command, name, &mut std::io::stdout());
+}
+
+/// Writes the command `C`'s man page (roff) to standard output.
+#[must_use]
+pub fn print_man<C: clap::CommandFactory>() -> std::process::ExitCode {
+    match clap_mangen::Man::new(C::command()).render(&mut std::io::stdout()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            complain(format!("cannot write the man page: {e}"));
+            std::process::ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

@@ -8,7 +8,8 @@
 //!
 //! * [`EchoServer`]: accept loops, one task per connection, an exact
 //!   open-connection count, logging, graceful shutdown (told to every
-//!   connection through a [`CloseSignal`], in a deterministic order).
+//!   connection through a [`CloseSignal`], in a deterministic order),
+//!   counters for a stats line ([`Traffic`]).
 //! * [`connect`], [`run`], [`echo_message`], [`Pipe`]: the verifying client.
 //! * [`AnyListener`], [`AnyStream`]: TCP and Unix-domain sockets bound or
 //!   connected from endpoint strings; `SO_REUSEPORT` shards for one
@@ -28,6 +29,7 @@ mod server;
 mod signal;
 mod spawn;
 mod stream;
+mod traffic;
 mod udp;
 
 pub use client::{
@@ -39,4 +41,5 @@ pub use server::{EchoServer, ServerOptions, ShutdownOutcome};
 pub use signal::CloseSignal;
 pub use spawn::{Spawner, TokioSpawner};
 pub use stream::{AnyStream, Stream};
+pub use traffic::{Losses, Traffic};
 pub use udp::{Datagrams, bind_udp, connect_udp, udp_echo};

@@ -15,6 +15,7 @@ use crate::listener::{Accepted, Listener};
 use crate::signal::CloseSignal;
 use crate::spawn::Spawner;
 use crate::stream::Stream;
+use crate::traffic::{Counters, Metered, Traffic};
 
 /// First pause after an accept error that is not about one connection
 /// (out of file descriptors, say); doubles up to [`MAX_ACCEPT_BACKOFF`].
@@ -31,6 +32,9 @@ pub struct ServerOptions {
     pub marks: WaterMarks,
     /// Read size, linger and flush timeouts.
     pub drive: DriveConfig,
+    /// Count bytes in and out as they move ([`EchoServer::traffic`]); off,
+    /// the connections pay nothing for it.
+    pub count_traffic: bool,
 }
 
 /// How a graceful shutdown ended.
@@ -69,6 +73,8 @@ struct Inner {
     peak_idle_capacity: AtomicUsize,
     /// Told every factory event, after it is logged.
     observer: OnceLock<Observer>,
+    /// Bytes and losses, for [`EchoServer::traffic`].
+    counters: Counters,
 }
 
 /// A callback for factory events (a newtype so `Inner` can be `Debug`).
@@ -87,6 +93,9 @@ impl Inner {
         let result = f(&mut factory);
         while let Some(event) = factory.poll_event() {
             log_event(&event);
+            if let ServerEvent::ConnectionLost { reason, .. } = &event {
+                self.counters.lost(reason);
+            }
             if let Some(Observer(observe)) = self.observer.get() {
                 observe(&event);
             }
@@ -138,6 +147,7 @@ impl EchoServer {
                 peak_buffered: AtomicUsize::new(0),
                 peak_idle_capacity: AtomicUsize::new(0),
                 observer: OnceLock::new(),
+                counters: Counters::default(),
             }),
         }
     }
@@ -196,6 +206,7 @@ impl EchoServer {
             stream: Some(stream),
             conn,
             inner: Arc::clone(&self.inner),
+            seen: (0, 0),
         };
         spawner.spawn(served.run().instrument(span));
     }
@@ -228,6 +239,24 @@ impl EchoServer {
     #[must_use]
     pub fn totals(&self) -> (u64, u64) {
         self.inner.with_factory(|f| (f.accepted(), f.refused()))
+    }
+
+    /// The server's counters now: connections open, accepted and refused,
+    /// bytes in and out (with `count_traffic`), losses by reason.
+    #[must_use]
+    pub fn traffic(&self) -> Traffic {
+        let (open, accepted, refused) = self
+            .inner
+            .with_factory(|f| (f.open_connections(), f.accepted(), f.refused()));
+        let counters = &self.inner.counters;
+        Traffic {
+            open,
+            accepted,
+            refused,
+            bytes_in: counters.bytes_in.load(Ordering::Relaxed),
+            bytes_out: counters.bytes_out.load(Ordering::Relaxed),
+            lost: counters.losses(),
+        }
     }
 
     /// The largest unsent output any ended connection ever held: with
@@ -300,6 +329,8 @@ struct Served<S> {
     stream: Option<S>,
     conn: Connection<Echo>,
     inner: Arc<Inner>,
+    /// Bytes (in, out) already added to the server's counters.
+    seen: (u64, u64),
 }
 
 impl<S: Stream> Served<S> {
@@ -307,7 +338,15 @@ impl<S: Stream> Served<S> {
         let close = self.inner.close.clone();
         if let Some(stream) = self.stream.as_mut() {
             let config = self.inner.options.drive;
-            drive(stream, &mut self.conn, &mut NoApp, config, Some(close)).await;
+            if self.inner.options.count_traffic {
+                let mut app = Metered {
+                    counters: &self.inner.counters,
+                    seen: &mut self.seen,
+                };
+                drive(stream, &mut self.conn, &mut app, config, Some(close)).await;
+            } else {
+                drive(stream, &mut self.conn, &mut NoApp, config, Some(close)).await;
+            }
         }
     }
 }
@@ -321,6 +360,9 @@ impl<S> Drop for Served<S> {
         self.inner
             .peak_idle_capacity
             .fetch_max(idle, Ordering::Relaxed);
+        if self.inner.options.count_traffic {
+            Metered::count(&self.inner.counters, &mut self.seen, &self.conn);
+        }
         let conn = &self.conn;
         self.inner.with_factory(|f| f.connection_ended(conn));
     }

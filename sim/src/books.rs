@@ -30,6 +30,7 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
         let mut open: BTreeMap<ConnectionId, SocketAddr> = BTreeMap::new();
         let server_events = events.iter().filter(|(i, _, _)| *i == instance);
         let (mut made, mut refused) = (0, 0);
+        let (mut read_total, mut clean_total) = (0u64, 0u64);
         for (_, event, stopping) in server_events {
             match event.clone() {
                 ServerEvent::ConnectionMade { id, peer, .. } if *stopping => {
@@ -71,6 +72,8 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
                     open: n,
                     reason,
                 } => {
+                    read_total += echoed;
+                    clean_total += u64::from(reason == CloseReason::Done);
                     let peer = ip(&peer)?;
                     if open.remove(&id) != Some(peer) {
                         return Err(format!(
@@ -129,6 +132,14 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
         if let Some((id, peer)) = open.first_key_value() {
             return Err(format!(
                 "server {instance}: {id} from {peer} was never reported lost"
+            ));
+        }
+        // The stats line's counters agree with the events: every byte a
+        // connection read was counted in, and every loss by its reason.
+        let traffic = world.servers.borrow()[instance].traffic();
+        if traffic.bytes_in != read_total || traffic.lost.clean != clean_total {
+            return Err(format!(
+                "server {instance}: the counters say {traffic:?}, the events say {read_total} bytes in and {clean_total} clean closes"
             ));
         }
         let totals = world.servers.borrow()[instance].totals();

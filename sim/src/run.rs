@@ -103,6 +103,8 @@ fn server_options(case: &Case) -> ServerOptions {
                 .map_or(LIVENESS_BOUND, |s| Duration::from_millis(s.flush_ms)),
             ..DriveConfig::default()
         },
+        // The stats counters run too, and are checked against the events.
+        count_traffic: true,
     }
 }
 

@@ -10,7 +10,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use echo_core::{CloseReason, EchoClient, EchoError, LostReason, ServerConfig};
+use echo_core::{
+    CloseReason, Cutoff, EchoClient, EchoError, FaultConfig, LostReason, ServerConfig,
+};
 use echo_net::{
     ClientError, ClientOptions, Connected, EchoServer, Pipe, ServerOptions, Summary, run,
 };
@@ -61,6 +63,12 @@ pub enum Peer {
     },
     /// Reads everything and never answers.
     Silent,
+    /// Our own server, misbehaving on purpose (`echo-server --delay`,
+    /// `--throttle`, `--close-after`, `--reset-after`, `--stall-after`).
+    Faulty {
+        /// Its knobs (one at a time).
+        faults: FaultConfig,
+    },
     /// A proxy: re-chunks both directions into pieces of at most `chunk`
     /// bytes, each after `delay_ms`, in front of our server.
     Relay {
@@ -107,6 +115,7 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
         (0usize..1_000).prop_map(|keep| Peer::ResetMidEcho { keep }),
         Just(Peer::Silent),
         (1usize..5_000, 0u64..10).prop_map(|(chunk, delay_ms)| Peer::Relay { chunk, delay_ms }),
+        knob().prop_map(|faults| Peer::Faulty { faults }),
     ];
     let knobs = prop_oneof![
         Just(IoKnobs::PLAIN),
@@ -138,6 +147,15 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                     Peer::WrongByte { offset } => Peer::WrongByte { offset: at(offset) },
                     Peer::ShortThenClose { keep } => Peer::ShortThenClose { keep: at(keep) },
                     Peer::ResetMidEcho { keep } => Peer::ResetMidEcho { keep: at(keep) },
+                    Peer::Faulty { mut faults } => {
+                        // Cut-offs as per mille of the message, as above.
+                        faults.cutoff = faults.cutoff.map(|c| match c {
+                            Cutoff::CloseAfter(n) => Cutoff::CloseAfter(at(n as usize) as u64),
+                            Cutoff::ResetAfter(n) => Cutoff::ResetAfter(at(n as usize) as u64),
+                            Cutoff::StallAfter(n) => Cutoff::StallAfter(at(n as usize) as u64),
+                        });
+                        Peer::Faulty { faults }
+                    }
                     other => other,
                 };
                 ZooCase {
@@ -152,6 +170,86 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                 }
             },
         )
+}
+
+/// The verdict a client must give our misbehaving server: a delayed or
+/// throttled echo completes, but no sooner than the knob allows; a cut-off
+/// at `n` bytes ends the echo with exactly what the knob says.
+fn judge_knob(
+    case: &ZooCase,
+    faults: &FaultConfig,
+    verdict: &Result<Summary, ClientError>,
+    at: Duration,
+) -> bool {
+    let len = case.len as u64;
+    let done = matches!(verdict, Ok(s) if s.sent == len && s.received == len);
+    if let Some(cutoff) = faults.cutoff {
+        return match cutoff {
+            Cutoff::CloseAfter(n) | Cutoff::ResetAfter(n) | Cutoff::StallAfter(n) if n >= len => {
+                done
+            }
+            Cutoff::CloseAfter(n) => matches!(
+                verdict,
+                Err(ClientError::Echo(EchoError::Truncated { received, .. })) if *received == n
+            ),
+            // The bytes before the reset were flushed, but a reset may
+            // overtake what is still in flight. turmoil cannot reset a
+            // stream on demand (only a drop with unread input does), so the
+            // simulated abort ends in FIN: then exactly `n` came back. The
+            // real RST is checked end to end in `bin/tests/misbehave.rs`.
+            Cutoff::ResetAfter(n) => {
+                matches!(
+                    verdict,
+                    Err(ClientError::Echo(EchoError::ConnectionLost {
+                        reason: CloseReason::Lost(LostReason::Reset),
+                        received,
+                        ..
+                    })) if *received <= n
+                ) || matches!(
+                    verdict,
+                    Err(ClientError::Echo(EchoError::Truncated { received, .. })) if *received == n
+                )
+            }
+            Cutoff::StallAfter(n) => matches!(
+                verdict,
+                Err(ClientError::Echo(EchoError::TimedOut { received, .. })) if *received == n
+            ),
+        };
+    }
+    // A round trip: the request's latency, the delay, the reply's latency.
+    let mut earliest = faults.delay + Duration::from_millis(2 * case.min_latency_ms);
+    if let Some(rate) = faults.throttle {
+        // All but the first tenth of a second's worth waits for the bucket.
+        let waited = len.saturating_sub(rate / 10);
+        earliest = earliest.max(Duration::from_secs_f64(waited as f64 / rate as f64));
+    }
+    done && (len == 0 || at >= earliest)
+}
+
+/// One fault knob of our server (per mille for the cut-offs, fixed up by
+/// the message's length).
+fn knob() -> impl Strategy<Value = FaultConfig> {
+    let every = FaultConfig::EVERY_CONNECTION;
+    let cut = move |c: Cutoff| FaultConfig {
+        cutoff: Some(c),
+        cutoff_per_million: every,
+        ..FaultConfig::default()
+    };
+    prop_oneof![
+        (10u64..200, 0u64..50).prop_map(|(d, j)| FaultConfig {
+            delay: Duration::from_millis(d),
+            jitter: Duration::from_millis(j),
+            seed: d,
+            ..FaultConfig::default()
+        }),
+        (20_000u64..200_000).prop_map(|rate| FaultConfig {
+            throttle: Some(rate),
+            ..FaultConfig::default()
+        }),
+        (0u64..1_100).prop_map(move |n| cut(Cutoff::CloseAfter(n))),
+        (0u64..1_100).prop_map(move |n| cut(Cutoff::ResetAfter(n))),
+        (0u64..1_100).prop_map(move |n| cut(Cutoff::StallAfter(n))),
+    ]
 }
 
 impl Scenario for ZooCase {
@@ -220,17 +318,38 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         });
     }
     let (peer, len) = (case.peer, case.len);
-    let (peer_seen, peer_shared) = (Rc::clone(&seen), shared.clone());
-    sim.host(PEER, move || {
-        let (seen, shared) = (Rc::clone(&peer_seen), peer_shared.clone());
-        async move {
-            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
-            loop {
-                let (stream, _) = listener.accept().await?;
-                drop(shared.spawn(serve_peer(peer, len, stream, Rc::clone(&seen))));
+    if let Peer::Faulty { faults } = peer {
+        let panics = Rc::clone(&panics);
+        sim.host(PEER, move || {
+            let panics = Rc::clone(&panics);
+            async move {
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+                let server = EchoServer::new(ServerOptions {
+                    config: ServerConfig {
+                        idle_timeout: Some(Duration::from_secs(10)),
+                        faults,
+                        ..ServerConfig::default()
+                    },
+                    ..ServerOptions::default()
+                });
+                let listener = SimListener::new(listener, IoKnobs::PLAIN, 1);
+                server.serve(listener, LocalSpawner { panics }).await;
+                Ok(())
             }
-        }
-    });
+        });
+    } else {
+        let (peer_seen, peer_shared) = (Rc::clone(&seen), shared.clone());
+        sim.host(PEER, move || {
+            let (seen, shared) = (Rc::clone(&peer_seen), peer_shared.clone());
+            async move {
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+                loop {
+                    let (stream, _) = listener.accept().await?;
+                    drop(shared.spawn(serve_peer(peer, len, stream, Rc::clone(&seen))));
+                }
+            }
+        });
+    }
     let (bytes, io, seed) = (Bytes::from(message(case)), case.client_io, case.seed);
     let options = ClientOptions {
         config: echo_core::ClientConfig {
@@ -339,6 +458,7 @@ fn judge(
                 ..
             })) if *received <= keep as u64
         ),
+        Peer::Faulty { faults } => judge_knob(case, &faults, verdict, at),
         Peer::WrongByte { offset } if offset < len => matches!(
             verdict,
             Err(ClientError::Echo(EchoError::Mismatch { offset: o, expected, found }))

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use echo_bin::{
     EXIT_FAILURE, client_endpoint, complain, datagram_size, init_logging, positive,
-    positive_seconds, say, seconds, stream_endpoint,
+    positive_seconds, print_completions, print_man, say, seconds, stream_endpoint,
 };
 use echo_core::{
     ClientConfig, ClientEndpoint, EchoClient, UdpClientConfig, UdpClientEvent, UdpEchoClient,
@@ -41,29 +41,35 @@ struct Args {
     command: Option<Command>,
 
     /// Where to connect, as a Twisted endpoint string (tcp: or unix:)
-    #[arg(long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint_or_hint)]
+    #[arg(env = "ECHO_CONNECT", long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint_or_hint)]
     connect: ClientEndpoint,
 
     /// Connections, each sending the message and verifying its echo
-    #[arg(short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = connection_count)]
+    #[arg(env = "ECHO_CONNECTIONS", short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = connection_count)]
     connections: usize,
 
     /// At most this many connections open at once; the rest wait their turn
     /// [default: N, at most 256]
-    #[arg(long, value_name = "N", value_parser = positive)]
+    #[arg(env = "ECHO_CONCURRENCY", long, value_name = "N", value_parser = positive)]
     concurrency: Option<usize>,
 
     /// The message each connection sends
-    #[arg(short, long, value_name = "TEXT", default_value = "hello server")]
+    #[arg(
+        env = "ECHO_MESSAGE",
+        short,
+        long,
+        value_name = "TEXT",
+        default_value = "hello server"
+    )]
     message: String,
 
     /// Send SIZE bytes of generated content instead of the message (each
     /// echo is then reported by its size)
-    #[arg(short, long, value_name = "BYTES", conflicts_with = "message", value_parser = message_size)]
+    #[arg(env = "ECHO_SIZE", short, long, value_name = "BYTES", conflicts_with = "message", value_parser = message_size)]
     size: Option<usize>,
 
     /// Stream standard input over one connection instead of sending a message
-    #[arg(long, conflicts_with_all = ["connections", "message", "size", "concurrency"])]
+    #[arg(env = "ECHO_STDIN", long, conflicts_with_all = ["connections", "message", "size", "concurrency"])]
     stdin: bool,
 
     /// Send FIN as soon as the input ends instead of after the whole echo came
@@ -71,30 +77,39 @@ struct Args {
     /// half-close: servers that take FIN as the end of the connection
     /// (Twisted's default Protocol, socat EXEC, ncat before 7.96 with --exec)
     /// then drop the echo they still owe, and the client says `truncated`
-    #[arg(long)]
+    #[arg(env = "ECHO_HALF_CLOSE", long)]
     half_close: bool,
 
     /// Fail when an echo is owed and nothing moves for this long
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = positive_seconds)]
+    #[arg(env = "ECHO_TIMEOUT", long, value_name = "SECS", default_value = "30", value_parser = positive_seconds)]
     timeout: Duration,
 
     /// Retry a failed connect this many times, with back-off
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(env = "ECHO_RETRIES", long, value_name = "N", default_value_t = 0)]
     retries: u32,
 
     #[command(flatten)]
     verbosity: Verbosity,
+
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish,
+    /// powershell) and exit
+    #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
+    completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) and exit
+    #[arg(long, hide = true, exclusive = true)]
+    man: bool,
 }
 
 /// -v and -q, accepted before or after a subcommand.
 #[derive(Debug, clap::Args)]
 struct Verbosity {
     /// More log output (-v info: one line per finished echo; -vv debug); RUST_LOG overrides
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(env = "ECHO_VERBOSE", short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
 
     /// Less log output (-q errors only)
-    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
+    #[arg(env = "ECHO_QUIET", short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
     quiet: u8,
 }
 
@@ -112,84 +127,90 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Where to connect
-    #[arg(long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint)]
+    #[arg(env = "ECHO_CONNECT", long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint)]
     connect: ClientEndpoint,
 
     /// Concurrent connections
-    #[arg(short, long, value_name = "N", default_value = "10", value_parser = positive)]
+    #[arg(env = "ECHO_CONNECTIONS", short, long, value_name = "N", default_value = "10", value_parser = positive)]
     connections: usize,
 
     /// Message size in bytes (at most 16 MiB)
-    #[arg(short, long, visible_alias = "len", value_name = "BYTES", default_value = "64", value_parser = bench_size)]
+    #[arg(env = "ECHO_SIZE", short, long, visible_alias = "len", value_name = "BYTES", default_value = "64", value_parser = bench_size)]
     size: usize,
 
     /// Measure for this long [default: 10 unless --requests]
-    #[arg(short, long, value_name = "SECS", value_parser = positive_seconds, conflicts_with = "requests")]
+    #[arg(env = "ECHO_DURATION", short, long, value_name = "SECS", value_parser = positive_seconds, conflicts_with = "requests")]
     duration: Option<Duration>,
 
     /// Measure exactly this many requests instead
-    #[arg(short, long, value_name = "COUNT", value_parser = positive_u64)]
+    #[arg(env = "ECHO_REQUESTS", short, long, value_name = "COUNT", value_parser = positive_u64)]
     requests: Option<u64>,
 
     /// Unmeasured warm-up first
-    #[arg(short, long, value_name = "SECS", default_value = "1", value_parser = seconds)]
+    #[arg(env = "ECHO_WARMUP", short, long, value_name = "SECS", default_value = "1", value_parser = seconds)]
     warmup: Duration,
 
     /// A request whose echo makes no progress for this long fails
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = positive_seconds)]
+    #[arg(env = "ECHO_TIMEOUT", long, value_name = "SECS", default_value = "5", value_parser = positive_seconds)]
     timeout: Duration,
 
     /// Threads for the load generator, each with its own share of the
     /// connections
-    #[arg(long, value_name = "N", default_value = "1", value_parser = positive)]
+    #[arg(env = "ECHO_THREADS", long, value_name = "N", default_value = "1", value_parser = positive)]
     threads: usize,
 
     /// Print one JSON object instead of text
-    #[arg(long)]
+    #[arg(env = "ECHO_JSON", long)]
     json: bool,
 
     /// Also write the latency distribution (microseconds) in .hgrm format
     /// (the file is created before the run)
-    #[arg(long, value_name = "FILE")]
+    #[arg(env = "ECHO_HGRM", long, value_name = "FILE")]
     hgrm: Option<std::path::PathBuf>,
 
     /// Instead of load: open N idle connections (each proven live by one
     /// echoed byte) and hold them (for memory measurements)
-    #[arg(long, value_name = "N", value_parser = connection_count,
+    #[arg(env = "ECHO_IDLE", long, value_name = "N", value_parser = connection_count,
           conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm"])]
     idle: Option<usize>,
 
     /// How long --idle holds the connections
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, requires = "idle")]
+    #[arg(env = "ECHO_HOLD", long, value_name = "SECS", default_value = "10", value_parser = seconds, requires = "idle")]
     hold: Duration,
 }
 
 #[derive(Debug, clap::Args)]
 struct UdpArgs {
     /// Where to send, as a Twisted endpoint string
-    #[arg(long, value_name = "DESC", default_value = "udp:localhost:8888", value_parser = udp_endpoint)]
+    #[arg(env = "ECHO_CONNECT", long, value_name = "DESC", default_value = "udp:localhost:8888", value_parser = udp_endpoint)]
     connect: ClientEndpoint,
 
     /// Datagrams to send
-    #[arg(short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = datagram_count)]
+    #[arg(env = "ECHO_COUNT", short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = datagram_count)]
     count: u64,
 
     /// The text each datagram carries (after the client's 16-byte header)
-    #[arg(short, long, value_name = "TEXT", default_value = "hello server")]
+    #[arg(
+        env = "ECHO_MESSAGE",
+        short,
+        long,
+        value_name = "TEXT",
+        default_value = "hello server"
+    )]
     message: String,
 
     /// Send SIZE-byte datagrams (16 to 65507) of generated content instead
     /// of the message
-    #[arg(short, long, value_name = "BYTES", conflicts_with = "message", value_parser = datagram_size)]
+    #[arg(env = "ECHO_SIZE", short, long, value_name = "BYTES", conflicts_with = "message", value_parser = datagram_size)]
     size: Option<usize>,
 
     /// Pause between datagrams
-    #[arg(long, value_name = "SECS", default_value = "0.01", value_parser = seconds)]
+    #[arg(env = "ECHO_INTERVAL", long, value_name = "SECS", default_value = "0.01", value_parser = seconds)]
     interval: Duration,
 
     /// After the last datagram, wait this long for replies before counting
     /// the missing ones lost
-    #[arg(long, value_name = "SECS", default_value = "2", value_parser = seconds)]
+    #[arg(env = "ECHO_WAIT", long, value_name = "SECS", default_value = "2", value_parser = seconds)]
     wait: Duration,
 }
 
@@ -267,6 +288,13 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(shell) = args.completions {
+        print_completions::<Args>(shell);
+        return ExitCode::SUCCESS;
+    }
+    if args.man {
+        return print_man::<Args>();
+    }
     init_logging(
         tracing::Level::WARN,
         args.verbosity.verbose,

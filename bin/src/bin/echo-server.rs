@@ -10,9 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgAction, Parser};
 use echo_bin::{
-    EXIT_FAILURE, complain, init_logging, positive, positive_seconds, say, seconds, server_endpoint,
+    EXIT_FAILURE, byte_count, byte_rate, complain, duration, init_logging, positive,
+    positive_seconds, print_completions, print_man, ratio, say, seconds, server_endpoint,
 };
-use echo_core::{ServerConfig, ServerEndpoint, UdpConfig, UdpStats, WaterMarks};
+use echo_core::{
+    Cutoff, FaultConfig, ServerConfig, ServerEndpoint, UdpConfig, UdpStats, WaterMarks,
+};
 use echo_net::{AnyListener, EchoServer, ServerOptions, ShutdownOutcome, TokioSpawner, bind_udp};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -28,7 +31,7 @@ use tokio::signal::unix::{SignalKind, signal};
 #[command(name = "echo-server", version, after_help = ENDPOINT_HELP)]
 struct Args {
     /// Where to listen, as a Twisted endpoint string (repeat for several)
-    #[arg(
+    #[arg(env = "ECHO_LISTEN", 
         short,
         long = "listen",
         value_name = "DESC",
@@ -38,42 +41,125 @@ struct Args {
     listen: Vec<ServerEndpoint>,
 
     /// Refuse new connections while this many are open
-    #[arg(long, value_name = "N", value_parser = positive)]
+    #[arg(env = "ECHO_MAX_CONNECTIONS", long, value_name = "N", value_parser = positive)]
     max_connections: Option<usize>,
 
     /// Close connections with no traffic for this long [default: never]
-    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    #[arg(env = "ECHO_IDLE_TIMEOUT", long, value_name = "SECS", value_parser = positive_seconds)]
     idle_timeout: Option<Duration>,
 
     /// On shutdown, wait this long for open connections to finish
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = seconds)]
+    #[arg(env = "ECHO_GRACE", long, value_name = "SECS", default_value = "30", value_parser = seconds)]
     grace: Duration,
 
     /// Pause reading a connection while more than this many bytes wait to be echoed
-    #[arg(long, value_name = "BYTES", default_value_t = WaterMarks::DEFAULT_HIGH, value_parser = positive)]
+    #[arg(env = "ECHO_HIGH_WATER", long, value_name = "BYTES", default_value_t = WaterMarks::DEFAULT_HIGH, value_parser = positive)]
     high_water: usize,
 
     /// UDP: datagrams per second each source address may have echoed (in
     /// bursts of one second's worth); 0 for no limit. UDP echo answers
     /// whatever address a datagram claims to come from, so without a limit
     /// anyone could aim it at a third party
-    #[arg(long, value_name = "N", default_value_t = UdpConfig::DEFAULT_RATE, value_parser = udp_rate)]
+    #[arg(env = "ECHO_UDP_RATE", long, value_name = "N", default_value_t = UdpConfig::DEFAULT_RATE, value_parser = udp_rate)]
     udp_rate: u32,
 
     /// Serve TCP on N single-threaded workers, a thread each with its own
     /// listener on the same port (SO_REUSEPORT: the kernel spreads new
     /// connections among them), with no work stealing. 0: one
     /// multi-threaded runtime for everything
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = worker_count)]
+    #[arg(env = "ECHO_WORKERS", long, value_name = "N", default_value_t = 0, value_parser = worker_count)]
     workers: usize,
 
+    /// Log a line with open connections, accepted, refused, bytes in and
+    /// out, and connections lost by reason since the last line, this often
+    /// (e.g. 10s); nothing when nothing happened
+    #[arg(env = "ECHO_STATS_INTERVAL", long, value_name = "DURATION", value_parser = positive_duration)]
+    stats_interval: Option<Duration>,
+
+    /// Echo every received chunk this long after it arrived (e.g. 50ms);
+    /// delayed bytes count against --high-water
+    #[arg(env = "ECHO_DELAY", long, value_name = "DURATION", value_parser = duration, help_heading = MISBEHAVE)]
+    delay: Option<Duration>,
+
+    /// Add a random extra delay of up to this much per chunk (order kept)
+    #[arg(env = "ECHO_JITTER", long, value_name = "DURATION", value_parser = duration, help_heading = MISBEHAVE)]
+    jitter: Option<Duration>,
+
+    /// Echo at most this many bytes per second per connection (e.g. 1MB/s,
+    /// 64KiB/s)
+    #[arg(env = "ECHO_THROTTLE", long, value_name = "RATE", value_parser = byte_rate, help_heading = MISBEHAVE)]
+    throttle: Option<u64>,
+
+    /// Echo this many bytes (e.g. 1000, 64KiB), then close cleanly
+    #[arg(env = "ECHO_CLOSE_AFTER", long, value_name = "BYTES", value_parser = byte_count, group = "cutoff", help_heading = MISBEHAVE)]
+    close_after: Option<u64>,
+
+    /// Echo this many bytes, then reset the connection (RST)
+    #[arg(env = "ECHO_RESET_AFTER", long, value_name = "BYTES", value_parser = byte_count, group = "cutoff", help_heading = MISBEHAVE)]
+    reset_after: Option<u64>,
+
+    /// Echo this many bytes, then stop reading and echoing but keep the
+    /// connection open (a black hole) until --idle-timeout, if any
+    #[arg(env = "ECHO_STALL_AFTER", long, value_name = "BYTES", value_parser = byte_count, group = "cutoff", help_heading = MISBEHAVE)]
+    stall_after: Option<u64>,
+
+    /// Apply the cut-off above to this share of connections only (0 to 1),
+    /// chosen reproducibly by --seed
+    #[arg(env = "ECHO_FAULT_RATIO", long, value_name = "P", default_value = "1", value_parser = ratio, requires = "cutoff", help_heading = MISBEHAVE)]
+    fault_ratio: u32,
+
+    /// Seed for --fault-ratio's choice of connections and for --jitter
+    #[arg(env = "ECHO_SEED", long, value_name = "N", default_value_t = 0, help_heading = MISBEHAVE)]
+    seed: u64,
+
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(env = "ECHO_VERBOSE", short, long, action = ArgAction::Count)]
     verbose: u8,
 
     /// Less log output (-q warnings only, -qq errors only)
-    #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
+    #[arg(env = "ECHO_QUIET", short, long, action = ArgAction::Count, conflicts_with = "verbose")]
     quiet: u8,
+
+    /// Print shell completions for SHELL (bash, zsh, fish, elvish,
+    /// powershell) and exit
+    #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
+    completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) and exit
+    #[arg(long, hide = true, exclusive = true)]
+    man: bool,
+}
+
+/// The help heading of the fault knobs.
+const MISBEHAVE: &str = "Misbehaving on purpose (for testing proxies and clients)";
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "{s:?} is not a duration above 0, such as 10s or 500ms"
+        )),
+    }
+}
+
+impl Args {
+    /// The fault knobs as the core takes them.
+    fn faults(&self) -> FaultConfig {
+        let cutoff = match (self.close_after, self.reset_after, self.stall_after) {
+            (Some(n), _, _) => Some(Cutoff::CloseAfter(n)),
+            (_, Some(n), _) => Some(Cutoff::ResetAfter(n)),
+            (_, _, Some(n)) => Some(Cutoff::StallAfter(n)),
+            _ => None,
+        };
+        FaultConfig {
+            delay: self.delay.unwrap_or_default(),
+            jitter: self.jitter.unwrap_or_default(),
+            throttle: self.throttle,
+            cutoff,
+            cutoff_per_million: self.fault_ratio,
+            seed: self.seed,
+        }
+    }
 }
 
 const ENDPOINT_HELP: &str = "\
@@ -110,6 +196,13 @@ fn udp_rate(s: &str) -> Result<u32, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(shell) = args.completions {
+        print_completions::<Args>(shell);
+        return ExitCode::SUCCESS;
+    }
+    if args.man {
+        return print_man::<Args>();
+    }
     init_logging(tracing::Level::INFO, args.verbose, args.quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -132,8 +225,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config: ServerConfig {
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
+            faults: args.faults(),
         },
         marks: WaterMarks::new(args.high_water, 0)?,
+        count_traffic: args.stats_interval.is_some(),
         ..ServerOptions::default()
     };
     // Install signal handlers before announcing that we listen.
@@ -201,6 +296,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         udp_tasks.spawn(async move { server.serve_udp(socket, udp).await });
     }
 
+    if let Some(every) = args.stats_interval {
+        tokio::spawn(log_stats(server.clone(), every));
+    }
+    let faults = args.faults();
+    if !faults.is_off() {
+        tracing::warn!(?faults, "misbehaving on purpose");
+    }
     let first = tokio::select! {
         _ = sigint.recv() => "SIGINT",
         _ = sigterm.recv() => "SIGTERM",
@@ -285,6 +387,21 @@ fn start_workers(
         handles.push(handle);
     }
     Ok(handles)
+}
+
+/// Logs what happened since the last line, every `every`, when anything did.
+async fn log_stats(server: EchoServer, every: Duration) {
+    let mut last = server.traffic();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        ticks.tick().await;
+        let now = server.traffic();
+        let delta = now.since(&last);
+        if !delta.is_quiet() {
+            tracing::info!("stats {delta}");
+        }
+        last = now;
+    }
 }
 
 fn log_udp(stats: &UdpStats) {

@@ -1,0 +1,172 @@
+//! What a server has done, for a periodic stats line: connections open,
+//! accepted and refused, bytes in and out, and connections lost by reason.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use echo_core::{CloseReason, Connection, Echo, LostReason};
+
+use crate::driver::App;
+
+/// Connections that ended, by how they ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Closed cleanly.
+    pub clean: u64,
+    /// Reset by the peer.
+    pub reset: u64,
+    /// Idle timeout.
+    pub timed_out: u64,
+    /// Aborted by the server (a cut-off, a failed flush).
+    pub aborted: u64,
+    /// Ended by a shutdown.
+    pub shut_down: u64,
+    /// A socket error.
+    pub io: u64,
+}
+
+/// A snapshot of a server's counters, or the difference of two.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Connections open now.
+    pub open: usize,
+    /// Connections admitted.
+    pub accepted: u64,
+    /// Connections refused at the limit.
+    pub refused: u64,
+    /// Bytes read from peers (counted with `ServerOptions::count_traffic`).
+    pub bytes_in: u64,
+    /// Bytes written to peers (likewise).
+    pub bytes_out: u64,
+    /// Connections that ended, by reason.
+    pub lost: Losses,
+}
+
+impl Traffic {
+    /// What happened between `earlier` and `self` (`open` stays as now).
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        let l = |a: u64, b: u64| a.saturating_sub(b);
+        Self {
+            open: self.open,
+            accepted: l(self.accepted, earlier.accepted),
+            refused: l(self.refused, earlier.refused),
+            bytes_in: l(self.bytes_in, earlier.bytes_in),
+            bytes_out: l(self.bytes_out, earlier.bytes_out),
+            lost: Losses {
+                clean: l(self.lost.clean, earlier.lost.clean),
+                reset: l(self.lost.reset, earlier.lost.reset),
+                timed_out: l(self.lost.timed_out, earlier.lost.timed_out),
+                aborted: l(self.lost.aborted, earlier.lost.aborted),
+                shut_down: l(self.lost.shut_down, earlier.lost.shut_down),
+                io: l(self.lost.io, earlier.lost.io),
+            },
+        }
+    }
+
+    /// Whether nothing happened (a difference with no activity).
+    #[must_use]
+    pub fn is_quiet(&self) -> bool {
+        *self
+            == Self {
+                open: self.open,
+                ..Self::default()
+            }
+    }
+}
+
+impl fmt::Display for Traffic {
+    /// `open=2 accepted=5 refused=0 bytes_in=640 bytes_out=640`, then the
+    /// losses that are not zero (`lost_clean=3 lost_reset=1`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "open={} accepted={} refused={} bytes_in={} bytes_out={}",
+            self.open, self.accepted, self.refused, self.bytes_in, self.bytes_out
+        )?;
+        let l = &self.lost;
+        for (name, n) in [
+            ("clean", l.clean),
+            ("reset", l.reset),
+            ("timed_out", l.timed_out),
+            ("aborted", l.aborted),
+            ("shut_down", l.shut_down),
+            ("io_error", l.io),
+        ] {
+            if n > 0 {
+                write!(f, " lost_{name}={n}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The server's live counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    lost: [AtomicU64; 6],
+}
+
+impl Counters {
+    /// Counts a connection that ended for `reason`.
+    pub(crate) fn lost(&self, reason: &CloseReason) {
+        let i = match reason {
+            CloseReason::Lost(LostReason::Reset) => 1,
+            CloseReason::Lost(LostReason::TimedOut) => 2,
+            CloseReason::Lost(LostReason::Aborted) => 3,
+            CloseReason::Lost(LostReason::ShutDown) => 4,
+            CloseReason::Lost(_) => 5,
+            _ => 0,
+        };
+        self.lost[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn losses(&self) -> Losses {
+        let n = |i: usize| self.lost[i].load(Ordering::Relaxed);
+        Losses {
+            clean: n(0),
+            reset: n(1),
+            timed_out: n(2),
+            aborted: n(3),
+            shut_down: n(4),
+            io: n(5),
+        }
+    }
+}
+
+/// The server side's application: counts each connection's bytes into the
+/// server's counters as they move (only with `count_traffic`; otherwise the
+/// driver runs with no application at all).
+pub(crate) struct Metered<'a> {
+    pub(crate) counters: &'a Counters,
+    /// What this connection had already counted: (in, out).
+    pub(crate) seen: &'a mut (u64, u64),
+}
+
+impl Metered<'_> {
+    /// Adds what moved since the last count.
+    pub(crate) fn count(counters: &Counters, seen: &mut (u64, u64), conn: &Connection<Echo>) {
+        let (bytes_in, bytes_out) = (conn.protocol().received(), conn.transport().bytes_written());
+        if bytes_in > seen.0 {
+            counters
+                .bytes_in
+                .fetch_add(bytes_in - seen.0, Ordering::Relaxed);
+        }
+        if bytes_out > seen.1 {
+            counters
+                .bytes_out
+                .fetch_add(bytes_out - seen.1, Ordering::Relaxed);
+        }
+        *seen = (bytes_in, bytes_out);
+    }
+}
+
+impl App<Echo> for Metered<'_> {
+    fn poll_app(&mut self, _cx: &mut Context<'_>, conn: &mut Connection<Echo>) -> Poll<()> {
+        Self::count(self.counters, self.seen, conn);
+        Poll::Pending
+    }
+}
