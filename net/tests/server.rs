@@ -69,6 +69,7 @@ async fn refused_connections_are_closed_at_once_and_slots_free_up() {
         config: ServerConfig {
             max_connections: Some(2),
             idle_timeout: None,
+            ..ServerConfig::default()
         },
         ..ServerOptions::default()
     };
@@ -174,6 +175,7 @@ async fn an_observer_sees_every_admission_refusal_and_loss_in_order() {
         config: ServerConfig {
             max_connections: Some(1),
             idle_timeout: None,
+            ..ServerConfig::default()
         },
         ..ServerOptions::default()
     };
