@@ -318,10 +318,11 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         });
     }
     let (peer, len) = (case.peer, case.len);
+    let faulty: Rc<RefCell<Option<EchoServer>>> = Rc::default();
     if let Peer::Faulty { faults } = peer {
-        let panics = Rc::clone(&panics);
+        let (panics, slot) = (Rc::clone(&panics), Rc::clone(&faulty));
         sim.host(PEER, move || {
-            let panics = Rc::clone(&panics);
+            let (panics, slot) = (Rc::clone(&panics), Rc::clone(&slot));
             async move {
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 let server = EchoServer::new(ServerOptions {
@@ -330,8 +331,10 @@ pub fn run_zoo(case: &ZooCase) -> Report {
                         faults,
                         ..ServerConfig::default()
                     },
+                    count_traffic: true,
                     ..ServerOptions::default()
                 });
+                *slot.borrow_mut() = Some(server.clone());
                 let listener = SimListener::new(listener, IoKnobs::PLAIN, 1);
                 server.serve(listener, LocalSpawner { panics }).await;
                 Ok(())
@@ -382,7 +385,25 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         *slot.borrow_mut() = Some((result, at));
         Ok(())
     });
-    let ran = sim.run().map_err(|e| format!("simulation failed: {e}"));
+    let mut ran = sim.run().map_err(|e| format!("simulation failed: {e}"));
+    // Our misbehaving server's books: once its connection ends (a stalled
+    // one at its 10 s idle timeout), nothing is open, the one connection
+    // is counted lost, and its counters agree with what the peer sent.
+    if let Some(server) = faulty.borrow().clone() {
+        while ran.is_ok() && server.open_connections() > 0 {
+            ran = sim
+                .step()
+                .map(|_| ())
+                .map_err(|e| format!("the server never let go of its connection: {e}"));
+        }
+        let t = server.traffic();
+        let lost = t.lost.clean + t.lost.reset + t.lost.timed_out + t.lost.aborted + t.lost.io;
+        if ran.is_ok() && (t.accepted != 1 || lost != 1 || t.bytes_in > len as u64) {
+            ran = Err(format!(
+                "the misbehaving server's books do not balance: {t:?}"
+            ));
+        }
+    }
     let done = matches!(verdict.borrow().as_ref(), Some((Ok(_), _)));
     let result = ran.and_then(|()| {
         if let Some(panic) = panics.borrow().first() {

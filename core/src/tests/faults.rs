@@ -214,7 +214,7 @@ fn close_after_echoes_exactly_n_bytes_then_closes_at_every_chunking() {
 #[test]
 fn reset_after_flushes_n_bytes_then_resets() {
     let data = input(300);
-    for chunk in [1, 7, 300] {
+    for chunk in 1..=17 {
         let mut f = factory(cutoff(Cutoff::ResetAfter(100)), None);
         let mut conn = server_conn(&mut f, WaterMarks::default(), t0());
         for piece in data.chunks(chunk) {
@@ -239,22 +239,29 @@ fn reset_after_flushes_n_bytes_then_resets() {
 }
 
 #[test]
-fn stall_after_goes_silent_until_the_idle_timeout() {
-    let mut f = factory(cutoff(Cutoff::StallAfter(5)), Some(ms(1_000)));
-    let mut conn = server_conn(&mut f, WaterMarks::default(), t0());
-    conn.handle_data(b"0123456789", t0()).unwrap();
-    let mut wire = Vec::new();
-    drain(&mut conn, &mut wire, t0() + ms(10));
-    assert_eq!(wire, b"01234");
-    assert!(!conn.wants_read(), "a black hole reads nothing more");
-    assert_eq!(actions(&mut conn), vec![], "and keeps the connection open");
-    assert_eq!(conn.poll_timeout(), Some(t0() + ms(1_010)));
-    conn.handle_timeout(t0() + ms(1_010));
-    assert_eq!(actions(&mut conn), vec![Action::Close]);
-    assert_eq!(
-        conn.close_reason(),
-        Some(CloseReason::Lost(LostReason::TimedOut))
-    );
+fn stall_after_goes_silent_until_the_idle_timeout_at_every_chunking() {
+    for chunk in 1..=10 {
+        let mut f = factory(cutoff(Cutoff::StallAfter(5)), Some(ms(1_000)));
+        let mut conn = server_conn(&mut f, WaterMarks::default(), t0());
+        for piece in b"0123456789".chunks(chunk) {
+            if !conn.wants_read() {
+                break;
+            }
+            conn.handle_data(piece, t0()).unwrap();
+        }
+        let mut wire = Vec::new();
+        drain(&mut conn, &mut wire, t0() + ms(10));
+        assert_eq!(wire, b"01234", "chunk {chunk}");
+        assert!(!conn.wants_read(), "a black hole reads nothing more");
+        assert_eq!(actions(&mut conn), vec![], "and keeps the connection open");
+        assert_eq!(conn.poll_timeout(), Some(t0() + ms(1_010)));
+        conn.handle_timeout(t0() + ms(1_010));
+        assert_eq!(actions(&mut conn), vec![Action::Close]);
+        assert_eq!(
+            conn.close_reason(),
+            Some(CloseReason::Lost(LostReason::TimedOut))
+        );
+    }
 }
 
 #[test]
