@@ -101,6 +101,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod protocol;
+mod proxy;
 mod reason;
 mod time;
 mod transport;
@@ -130,6 +131,9 @@ pub use endpoint::{
 };
 pub use error::{ConfigError, UsageError};
 pub use protocol::{Factory, Protocol};
+pub use proxy::{
+    ProxyDecoder, ProxyError, ProxyHeader, Tlvs, V1_MAX_LINE, V2_MAX_BLOCK, V2_SIGNATURE,
+};
 pub use reason::{CloseReason, IoErrorKind, LostReason};
 pub use time::Instant;
 pub use transport::{KEEP_DRAINED_CAPACITY, ProducerState, Transport, WaterMarks};

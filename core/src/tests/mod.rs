@@ -6,6 +6,8 @@ mod faults;
 #[cfg(feature = "std")]
 mod fuzz;
 mod pair;
+#[cfg(feature = "std")]
+mod proxy;
 mod server;
 mod util;
 
