@@ -47,6 +47,8 @@ pub struct BenchConfig {
     pub warmup: Duration,
     /// A request that moves no byte for this long fails (timed out).
     pub timeout: Duration,
+    /// Start each connection with this PROXY header.
+    pub send_proxy: Option<echo_net::SendProxy>,
 }
 
 impl BenchConfig {
@@ -459,7 +461,21 @@ async fn shard(
         if shared.stop.load(Ordering::Relaxed) {
             break;
         }
-        let stream = match connect(&config.endpoint).await {
+        let connected = match connect(&config.endpoint).await {
+            Ok(mut connected) => match config.send_proxy {
+                Some(proxy) => proxy
+                    .send(&mut connected)
+                    .await
+                    .map(|()| connected)
+                    .map_err(|e| echo_net::ClientError::Connect {
+                        target: config.endpoint.to_string(),
+                        source: e,
+                    }),
+                None => Ok(connected),
+            },
+            Err(e) => Err(e),
+        };
+        let stream = match connected {
             Ok(connected) => connected.stream,
             Err(e) => {
                 if let Ok(mut first) = shared.connect_error.lock() {

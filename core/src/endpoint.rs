@@ -26,6 +26,7 @@
 //! ```
 
 use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -77,6 +78,10 @@ pub enum ServerEndpoint {
         /// Address to bind.
         interface: IpAddr,
     },
+    /// A stream endpoint whose connections each start with a PROXY header
+    /// (`haproxy:tcp:8888`, Twisted's wrapper): the address it declares
+    /// is the connection's peer.
+    Haproxy(Box<ServerEndpoint>),
 }
 
 /// Where a client connects.
@@ -455,6 +460,16 @@ impl FromStr for ServerEndpoint {
         if description.is_empty() {
             return Err(EndpointError::Empty);
         }
+        if let Some(inner) = description.strip_prefix("haproxy:") {
+            return match inner.parse::<Self>()? {
+                Self::Udp { .. } | Self::Haproxy(_) => Err(EndpointError::UnknownType {
+                    role: Role::Server,
+                    kind: inner.split(':').next().unwrap_or_default().into(),
+                    expected: "tcp, tcp6 or unix after haproxy:",
+                }),
+                stream => Ok(Self::Haproxy(Box::new(stream))),
+            };
+        }
         let (kind, params) = split(description)?;
         match kind.as_str() {
             "tcp" | "tcp6" => {
@@ -526,7 +541,7 @@ impl FromStr for ServerEndpoint {
             _ => Err(EndpointError::UnknownType {
                 role: Role::Server,
                 kind,
-                expected: "tcp, tcp6, unix or udp",
+                expected: "tcp, tcp6, unix, udp or haproxy",
             }),
         }
     }
@@ -668,6 +683,7 @@ impl fmt::Display for ServerEndpoint {
             Self::Udp { port, interface } => {
                 write!(f, "udp:port={port}:interface={}", quoted_ip(interface))
             }
+            Self::Haproxy(inner) => write!(f, "haproxy:{inner}"),
         }
     }
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use echo_core::{
     Address, ClientConfig, ClientEndpoint, ClientEvent, Connection, EchoClient, EchoError,
-    WaterMarks,
+    ProxyHeader, Tlvs, WaterMarks,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, UnixStream};
 
@@ -220,6 +221,44 @@ fn connect_error(target: String, source: io::Error) -> ClientError {
         ClientError::Refused { target }
     } else {
         ClientError::Connect { target, source }
+    }
+}
+
+/// A PROXY header to send before anything else, for back ends (and
+/// balancers with `accept-proxy`) that expect one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendProxy {
+    /// 1 (text) or 2 (binary).
+    pub version: u8,
+    /// The client to declare; the connection's own address when `None`.
+    pub source: Option<SocketAddr>,
+}
+
+impl SendProxy {
+    /// Writes the header: the declared client and the server's address
+    /// (`UNKNOWN` when either has no IP address, a Unix socket).
+    ///
+    /// # Errors
+    /// The write's error.
+    pub async fn send<S: AsyncWrite + Unpin>(
+        &self,
+        connected: &mut Connected<S>,
+    ) -> io::Result<()> {
+        let header = match (self.source.or(connected.host.ip()), connected.peer.ip()) {
+            (Some(source), Some(destination)) => ProxyHeader::Proxied {
+                version: self.version,
+                source,
+                destination,
+                tlvs: Tlvs::default(),
+            },
+            _ => ProxyHeader::Unknown {
+                version: self.version,
+            },
+        };
+        connected
+            .stream
+            .write_all(&header.encode(self.version))
+            .await
     }
 }
 

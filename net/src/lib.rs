@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+mod access;
 pub mod blocking;
 mod client;
 mod driver;
@@ -32,12 +33,15 @@ mod stream;
 mod traffic;
 mod udp;
 
+pub use access::AccessList;
 pub use client::{
-    ClientError, ClientOptions, Connected, Pipe, Summary, connect, echo_message, run,
+    ClientError, ClientOptions, Connected, Pipe, SendProxy, Summary, connect, echo_message, run,
 };
 pub use driver::{App, DEFAULT_READ_CHUNK, DriveConfig, NoApp, drive, now};
+/// CIDR blocks, as [`AccessList`] takes them (the `ipnet` crate's).
+pub use ipnet::IpNet;
 pub use listener::{Accepted, AnyListener, Listener, LockFile, SocketFile};
-pub use server::{EchoServer, ServerOptions, ShutdownOutcome};
+pub use server::{EchoServer, PROXY_HEADER_TIMEOUT, ServerOptions, ShutdownOutcome};
 pub use signal::CloseSignal;
 pub use spawn::{Spawner, TokioSpawner};
 pub use stream::{AnyStream, Stream};

@@ -60,6 +60,9 @@ impl AnyListener {
     /// `Unsupported` for endpoint types that are not stream listeners.
     pub async fn bind(endpoint: &ServerEndpoint) -> io::Result<Self> {
         match endpoint {
+            // The wrapped endpoint's socket; the server reads the PROXY
+            // header (`EchoServer::serve_proxied`).
+            ServerEndpoint::Haproxy(inner) => Box::pin(Self::bind(inner)).await,
             ServerEndpoint::Tcp {
                 port,
                 interface,
@@ -166,6 +169,7 @@ impl AnyListener {
     /// The socket's `local_addr` error.
     pub fn describe(&self, asked: &ServerEndpoint) -> io::Result<String> {
         Ok(match (self, asked) {
+            (_, ServerEndpoint::Haproxy(inner)) => format!("haproxy:{}", self.describe(inner)?),
             (Self::Tcp(l), ServerEndpoint::Tcp { backlog, .. }) => {
                 let addr = l.local_addr()?;
                 ServerEndpoint::Tcp {

@@ -6,10 +6,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use echo_core::{Connection, Echo, EchoFactory, Factory, ServerConfig, ServerEvent, WaterMarks};
+use echo_core::{
+    Address, Connection, Echo, EchoFactory, Factory, ProxyDecoder, ProxyError, ProxyHeader,
+    ServerConfig, ServerEvent, WaterMarks,
+};
+use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::access::AccessList;
 use crate::driver::{DriveConfig, NoApp, drive, now};
 use crate::listener::{Accepted, Listener};
 use crate::signal::CloseSignal;
@@ -22,6 +27,9 @@ use crate::traffic::{Counters, Metered, Traffic};
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 /// Longest pause between accept retries.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a `haproxy:` connection has to send its PROXY header (the spec
+/// asks for at least 3 s, to cover a TCP retransmission).
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything the server needs to know.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,6 +83,10 @@ struct Inner {
     observer: OnceLock<Observer>,
     /// Bytes and losses, for [`EchoServer::traffic`].
     counters: Counters,
+    /// Which peers are served ([`EchoServer::restrict`]).
+    access: OnceLock<AccessList>,
+    /// Denials logged in the current second, for rate-limiting the warning.
+    denied_log: Mutex<(Option<std::time::Instant>, u64)>,
 }
 
 /// A callback for factory events (a newtype so `Inner` can be `Debug`).
@@ -96,6 +108,9 @@ impl Inner {
             if let ServerEvent::ConnectionLost { reason, .. } = &event {
                 self.counters.lost(reason);
             }
+            if let ServerEvent::ConnectionDenied { peer } = &event {
+                self.log_denied(peer);
+            }
             if let Some(Observer(observe)) = self.observer.get() {
                 observe(&event);
             }
@@ -105,15 +120,56 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// A warning per second at most for denied peers, with the count since
+    /// the last one; each denial at debug.
+    fn log_denied(&self, peer: &Address) {
+        tracing::debug!(%peer, "connection denied by the access list");
+        let mut log = self
+            .denied_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        log.1 += 1;
+        let due = log
+            .0
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if due {
+            tracing::warn!(%peer, denied = log.1, "connections denied by --allow/--deny (count since the last warning)");
+            *log = (Some(std::time::Instant::now()), 0);
+        }
+    }
+}
+
 fn log_event(event: &ServerEvent) {
     match event {
         ServerEvent::Started => tracing::debug!("factory started"),
         ServerEvent::Stopped => tracing::debug!("factory stopped"),
         ServerEvent::ConnectionMade {
+            health_check: true,
             id,
             peer,
             host,
             open,
+            ..
+        } => {
+            tracing::debug!(%id, %peer, %host, open, "health check made (PROXY LOCAL, or a v1 header declaring its own socket)");
+        }
+        ServerEvent::ConnectionMade {
+            id,
+            peer,
+            host,
+            via: Some(via),
+            open,
+            ..
+        } => {
+            tracing::info!(%id, %peer, %via, %host, open, "connection made");
+        }
+        ServerEvent::ConnectionMade {
+            id,
+            peer,
+            host,
+            open,
+            ..
         } => {
             tracing::info!(%id, %peer, %host, open, "connection made");
         }
@@ -121,11 +177,22 @@ fn log_event(event: &ServerEvent) {
             tracing::warn!(%peer, open, limit, "connection refused: limit reached");
         }
         ServerEvent::ConnectionLost {
+            health_check: true,
+            id,
+            peer,
+            reason,
+            open,
+            ..
+        } => {
+            tracing::debug!(%id, %peer, %reason, open, "health check ended");
+        }
+        ServerEvent::ConnectionLost {
             id,
             peer,
             reason,
             received,
             open,
+            ..
         } => {
             tracing::info!(%id, %peer, %reason, received, open, "connection lost");
         }
@@ -148,6 +215,8 @@ impl EchoServer {
                 peak_idle_capacity: AtomicUsize::new(0),
                 observer: OnceLock::new(),
                 counters: Counters::default(),
+                access: OnceLock::new(),
+                denied_log: Mutex::new((None, 0)),
             }),
         }
     }
@@ -156,6 +225,27 @@ impl EchoServer {
     /// spawning a task per admitted connection; refused ones are closed at
     /// once. Accept errors are logged and retried with back-off, never fatal.
     pub async fn serve<L: Listener, Sp: Spawner>(&self, listener: L, spawner: Sp) {
+        self.serve_inner(listener, spawner, false).await;
+    }
+
+    /// Like [`serve`](Self::serve), for a `haproxy:` endpoint: each
+    /// connection must start with a PROXY header (v1 or v2) within
+    /// [`PROXY_HEADER_TIMEOUT`]; the client it declares is the connection's
+    /// peer (the balancer is logged as `via`). A missing, malformed or late
+    /// header closes the connection, logged and counted
+    /// ([`Traffic::bad_headers`]).
+    pub async fn serve_proxied<L: Listener, Sp: Spawner>(&self, listener: L, spawner: Sp) {
+        self.serve_inner(listener, spawner, true).await;
+    }
+
+    /// Serves only the peers `access` admits (decided on the peer the
+    /// server reports, after any PROXY header). Only the first list set is
+    /// kept; `false` if one was set already.
+    pub fn restrict(&self, access: AccessList) -> bool {
+        self.inner.access.set(access).is_ok()
+    }
+
+    async fn serve_inner<L: Listener, Sp: Spawner>(&self, listener: L, spawner: Sp, proxied: bool) {
         let mut accepting = self.inner.accepting.subscribe();
         if !*accepting.borrow_and_update() {
             return;
@@ -171,7 +261,12 @@ impl EchoServer {
             match accepted {
                 Ok(accepted) => {
                     backoff = MIN_ACCEPT_BACKOFF;
-                    self.admit(accepted, &spawner);
+                    if proxied {
+                        let inner = Arc::clone(&self.inner);
+                        spawner.spawn(proxied_connection(inner, accepted));
+                    } else {
+                        self.admit(accepted, &spawner);
+                    }
                 }
                 Err(error) if is_per_connection(&error) => {
                     tracing::debug!(%error, "accept failed for one connection");
@@ -195,20 +290,9 @@ impl EchoServer {
 
     fn admit<S: Stream + Send + 'static, Sp: Spawner>(&self, accepted: Accepted<S>, spawner: &Sp) {
         let Accepted { stream, peer, host } = accepted;
-        let now = now();
-        let Some(echo) = self.inner.with_factory(|f| f.build_protocol(&peer, &host)) else {
-            drop(stream); // refused: closed at once
-            return;
-        };
-        let span = tracing::info_span!("conn", id = %echo.id(), %peer);
-        let conn = Connection::new(echo, host, peer, self.inner.options.marks, now);
-        let served = Served {
-            stream: Some(stream),
-            conn,
-            inner: Arc::clone(&self.inner),
-            seen: (0, 0),
-        };
-        spawner.spawn(served.run().instrument(span));
+        if let Some((served, span)) = start(&self.inner, stream, peer, host, None, false, &[]) {
+            spawner.spawn(served.run().instrument(span));
+        }
     }
 
     /// Hands every factory event (admission, refusal, loss, in order) to
@@ -256,6 +340,7 @@ impl EchoServer {
             bytes_in: counters.bytes_in.load(Ordering::Relaxed),
             bytes_out: counters.bytes_out.load(Ordering::Relaxed),
             lost: counters.losses(),
+            bad_headers: counters.bad_headers(),
         }
     }
 
@@ -311,6 +396,108 @@ impl EchoServer {
 }
 
 /// Errors that concern one connection attempt, not the listener.
+/// Admits a connection (or turns it away: access list, limit) and makes
+/// its served task: the protocol, its span, and `first` (bytes that came
+/// with a PROXY header) already fed.
+fn start<S: Stream>(
+    inner: &Arc<Inner>,
+    stream: S,
+    peer: Address,
+    host: Address,
+    via: Option<Address>,
+    health_check: bool,
+    first: &[u8],
+) -> Option<(Served<S>, tracing::Span)> {
+    if let Some(access) = inner.access.get()
+        && !access.admits(&peer)
+    {
+        inner.with_factory(|f| f.deny(&peer));
+        return None; // closed at once, before any byte is echoed
+    }
+    let admitted =
+        inner.with_factory(|f| f.build_protocol_via(&peer, &host, via.as_ref(), health_check));
+    let echo = admitted?; // refused: the stream drops, closed at once
+    let span = match &via {
+        Some(via) => tracing::info_span!("conn", id = %echo.id(), %peer, %via),
+        None => tracing::info_span!("conn", id = %echo.id(), %peer),
+    };
+    let now = now();
+    let mut conn = Connection::new(echo, host, peer, inner.options.marks, now);
+    if !first.is_empty() && conn.handle_data(first, now).is_err() {
+        tracing::debug!("bytes after the PROXY header came too late");
+    }
+    Some((
+        Served {
+            stream: Some(stream),
+            conn,
+            inner: Arc::clone(inner),
+            seen: (0, 0),
+        },
+        span,
+    ))
+}
+
+/// A `haproxy:` connection: its PROXY header first, then the echo.
+async fn proxied_connection<S: Stream>(inner: Arc<Inner>, accepted: Accepted<S>) {
+    let Accepted {
+        mut stream,
+        peer: socket_peer,
+        host: socket_host,
+    } = accepted;
+    let header = tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut stream)).await;
+    let reason = match header {
+        Ok(Ok(Ok((header, first)))) => {
+            let (peer, host, via, check) = match header {
+                ProxyHeader::Proxied {
+                    source,
+                    destination,
+                    tlvs,
+                    ..
+                } => {
+                    tracing::debug!(?tlvs, %source, via = %socket_peer, "PROXY header");
+                    // HAProxy's v1 health check declares its own socket.
+                    let check = socket_peer.ip() == Some(source);
+                    (source.into(), destination.into(), Some(socket_peer), check)
+                }
+                ProxyHeader::Local => (socket_peer, socket_host, None, true),
+                _ => (socket_peer, socket_host, None, false),
+            };
+            if !*inner.accepting.borrow() {
+                return; // shut down while the header was on its way
+            }
+            if let Some((served, span)) = start(&inner, stream, peer, host, via, check, &first) {
+                served.run().instrument(span).await;
+            }
+            return;
+        }
+        Ok(Ok(Err(error))) => error.to_string(),
+        Ok(Err(error)) => format!("socket error before the PROXY header: {error}"),
+        Err(_) => format!("no PROXY header within {PROXY_HEADER_TIMEOUT:?}"),
+    };
+    inner.counters.bad_header();
+    tracing::warn!(peer = %socket_peer, %reason, "closing a connection without a valid PROXY header");
+}
+
+/// Reads until the PROXY header is complete; returns it and the bytes that
+/// followed it in the last read.
+async fn read_proxy_header<S: Stream>(
+    stream: &mut S,
+) -> io::Result<Result<(ProxyHeader, Vec<u8>), ProxyError>> {
+    let mut decoder = ProxyDecoder::new();
+    let mut buf = vec![0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(Err(ProxyError::Missing));
+        }
+        match decoder.feed(&buf[..n]) {
+            Ok(None) => {}
+            Ok(Some((header, used))) => return Ok(Ok((header, buf[used..n].to_vec()))),
+            Err(error) => return Ok(Err(error)),
+        }
+    }
+}
+
 fn is_per_connection(error: &io::Error) -> bool {
     matches!(
         error.kind(),

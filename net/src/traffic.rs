@@ -41,6 +41,9 @@ pub struct Traffic {
     pub bytes_out: u64,
     /// Connections that ended, by reason.
     pub lost: Losses,
+    /// `haproxy:` connections closed for a missing, malformed or late
+    /// PROXY header.
+    pub bad_headers: u64,
 }
 
 impl Traffic {
@@ -54,6 +57,7 @@ impl Traffic {
             refused: l(self.refused, earlier.refused),
             bytes_in: l(self.bytes_in, earlier.bytes_in),
             bytes_out: l(self.bytes_out, earlier.bytes_out),
+            bad_headers: l(self.bad_headers, earlier.bad_headers),
             lost: Losses {
                 clean: l(self.lost.clean, earlier.lost.clean),
                 reset: l(self.lost.reset, earlier.lost.reset),
@@ -85,6 +89,9 @@ impl fmt::Display for Traffic {
             "open={} accepted={} refused={} bytes_in={} bytes_out={}",
             self.open, self.accepted, self.refused, self.bytes_in, self.bytes_out
         )?;
+        if self.bad_headers > 0 {
+            write!(f, " bad_proxy_headers={}", self.bad_headers)?;
+        }
         let l = &self.lost;
         for (name, n) in [
             ("clean", l.clean),
@@ -108,6 +115,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     lost: [AtomicU64; 6],
+    bad_headers: AtomicU64,
 }
 
 impl Counters {
@@ -122,6 +130,15 @@ impl Counters {
             _ => 0,
         };
         self.lost[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed for its PROXY header.
+    pub(crate) fn bad_header(&self) {
+        self.bad_headers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bad_headers(&self) -> u64 {
+        self.bad_headers.load(Ordering::Relaxed)
     }
 
     pub(crate) fn losses(&self) -> Losses {

@@ -71,6 +71,7 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
                     received: echoed,
                     open: n,
                     reason,
+                    ..
                 } => {
                     read_total += echoed;
                     clean_total += u64::from(reason == CloseReason::Done);

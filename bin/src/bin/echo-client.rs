@@ -19,8 +19,8 @@ use echo_core::{
     UdpReport,
 };
 use echo_net::{
-    AnyStream, ClientError, ClientOptions, Connected, Pipe, connect, connect_udp, echo_message,
-    now, run, udp_echo,
+    AnyStream, ClientError, ClientOptions, Connected, Pipe, SendProxy, connect, connect_udp,
+    echo_message, now, run, udp_echo,
 };
 
 /// Sends a message (or standard input) to an echo server and checks that
@@ -89,6 +89,9 @@ struct Args {
     retries: u32,
 
     #[command(flatten)]
+    proxy: ProxyArgs,
+
+    #[command(flatten)]
     verbosity: Verbosity,
 
     /// Print shell completions for SHELL (bash, zsh, fish, elvish,
@@ -102,6 +105,41 @@ struct Args {
 }
 
 /// -v and -q, accepted before or after a subcommand.
+/// Speaking the PROXY protocol to a back end or balancer that expects it.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct ProxyArgs {
+    /// Start each connection with a PROXY header, version v1 (text) or v2
+    /// (binary), declaring this connection's own address as the client's
+    #[arg(env = "ECHO_SEND_PROXY", long, value_name = "VERSION", value_parser = proxy_version)]
+    send_proxy: Option<u8>,
+
+    /// Declare this client address in the PROXY header instead
+    #[arg(
+        env = "ECHO_PROXY_SOURCE",
+        long,
+        value_name = "IP:PORT",
+        requires = "send_proxy"
+    )]
+    proxy_source: Option<std::net::SocketAddr>,
+}
+
+impl ProxyArgs {
+    fn header(self) -> Option<SendProxy> {
+        self.send_proxy.map(|version| SendProxy {
+            version,
+            source: self.proxy_source,
+        })
+    }
+}
+
+fn proxy_version(s: &str) -> Result<u8, String> {
+    match s {
+        "v1" | "1" => Ok(1),
+        "v2" | "2" => Ok(2),
+        _ => Err(format!("{s:?} is not a PROXY protocol version (v1 or v2)")),
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct Verbosity {
     /// More log output (-v info: one line per finished echo; -vv debug); RUST_LOG overrides
@@ -153,6 +191,9 @@ struct BenchArgs {
     /// A request whose echo makes no progress for this long fails
     #[arg(env = "ECHO_TIMEOUT", long, value_name = "SECS", default_value = "5", value_parser = positive_seconds)]
     timeout: Duration,
+
+    #[command(flatten)]
+    proxy: ProxyArgs,
 
     /// Threads for the load generator, each with its own share of the
     /// connections
@@ -373,11 +414,11 @@ async fn run_all(args: Args) -> bool {
     loop {
         while next <= args.connections && tasks.len() < concurrency {
             let (endpoint, message) = (args.connect.clone(), message.clone());
-            let (n, retries) = (next, args.retries);
+            let (n, retries, proxy) = (next, args.retries, args.proxy.header());
             tasks.spawn(async move {
                 let started = Instant::now();
                 let result = async {
-                    let connected = connect_with_retries(&endpoint, retries).await?;
+                    let connected = connect_with_retries(&endpoint, retries, proxy).await?;
                     echo_message(connected, message, options)
                         .await
                         .map_err(Failed::from)
@@ -449,7 +490,7 @@ impl std::fmt::Display for Failed {
 }
 
 async fn stream_stdin(args: &Args, options: ClientOptions) -> Result<(), Failed> {
-    let connected = connect_with_retries(&args.connect, args.retries).await?;
+    let connected = connect_with_retries(&args.connect, args.retries, args.proxy.header()).await?;
     let client = EchoClient::streaming(options.config);
     let mut pipe = Pipe::new(Some(tokio::io::stdin()), tokio::io::stdout());
     let summary = run(connected, client, &mut pipe, options).await?;
@@ -530,13 +571,28 @@ fn udp_summary(r: &UdpReport) -> String {
 async fn connect_with_retries(
     endpoint: &ClientEndpoint,
     retries: u32,
+    proxy: Option<SendProxy>,
 ) -> Result<Connected<AnyStream>, Failed> {
     let mut pause = FIRST_RETRY_PAUSE;
     let mut attempt = 0;
     loop {
         attempt += 1;
         match connect(endpoint).await {
-            Ok(connected) => return Ok(connected),
+            Ok(mut connected) => {
+                if let Some(proxy) = proxy
+                    && let Err(source) = proxy.send(&mut connected).await
+                {
+                    let error = ClientError::Connect {
+                        target: endpoint.to_string(),
+                        source,
+                    };
+                    return Err(Failed {
+                        error,
+                        attempts: attempt,
+                    });
+                }
+                return Ok(connected);
+            }
             Err(
                 e @ (ClientError::Refused { .. }
                 | ClientError::ConnectTimeout { .. }
@@ -595,6 +651,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         requests: args.requests,
         warmup: args.warmup,
         timeout: args.timeout,
+        send_proxy: args.proxy.header(),
     };
     if let Err(e) = config.check() {
         let mut command = Args::command();

@@ -16,7 +16,10 @@ use echo_bin::{
 use echo_core::{
     Cutoff, FaultConfig, ServerConfig, ServerEndpoint, UdpConfig, UdpStats, WaterMarks,
 };
-use echo_net::{AnyListener, EchoServer, ServerOptions, ShutdownOutcome, TokioSpawner, bind_udp};
+use echo_net::{
+    AccessList, AnyListener, EchoServer, IpNet, ServerOptions, ShutdownOutcome, TokioSpawner,
+    bind_udp,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Echoes back every byte it receives (RFC 862), over TCP or Unix-domain
@@ -69,6 +72,18 @@ struct Args {
     /// multi-threaded runtime for everything
     #[arg(env = "ECHO_WORKERS", long, value_name = "N", default_value_t = 0, value_parser = worker_count)]
     workers: usize,
+
+    /// Serve only peers in this CIDR block (repeatable; e.g. 10.0.0.0/8,
+    /// 2001:db8::/32, 127.0.0.1). Decided on the peer the server reports:
+    /// behind a haproxy: endpoint the client its PROXY header declared,
+    /// otherwise the socket's peer. Others are closed at once, before any
+    /// echo, and counted with the refusals
+    #[arg(env = "ECHO_ALLOW", long, value_name = "CIDR", value_parser = cidr, value_delimiter = ',')]
+    allow: Vec<IpNet>,
+
+    /// Never serve peers in this CIDR block (repeatable; wins over --allow)
+    #[arg(env = "ECHO_DENY", long, value_name = "CIDR", value_parser = cidr, value_delimiter = ',')]
+    deny: Vec<IpNet>,
 
     /// Log a line with open connections, accepted, refused, bytes in and
     /// out, and connections lost by reason since the last line, this often
@@ -133,6 +148,13 @@ struct Args {
 /// The help heading of the fault knobs.
 const MISBEHAVE: &str = "Misbehaving on purpose (for testing proxies and clients)";
 
+fn cidr(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR block such as 10.0.0.0/8"))
+}
+
 fn positive_duration(s: &str) -> Result<Duration, String> {
     match duration(s) {
         Ok(d) if !d.is_zero() => Ok(d),
@@ -170,6 +192,9 @@ Endpoint strings (Twisted's grammar):
   tcp:0:interface=127.0.0.1             a free port, printed at start
   unix:/tmp/echo.sock:mode=660          a Unix-domain socket
   udp:8888:interface=127.0.0.1          UDP echo (only when listed; see --udp-rate)
+  haproxy:tcp:8888                      behind a load balancer: each connection starts
+                                        with a PROXY header (v1 or v2), whose client
+                                        is the peer logged and checked by --allow/--deny
 
 Exit codes: 0 after a clean shutdown, 1 when listening fails, 2 for usage errors.";
 
@@ -235,6 +260,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let server = EchoServer::new(options);
+    let access = AccessList {
+        allow: args.allow.clone(),
+        deny: args.deny.clone(),
+    };
+    if !access.is_open() {
+        server.restrict(access);
+    }
     let mut listeners = Vec::new();
     let mut shards: Vec<Vec<std::net::TcpListener>> = Vec::new();
     let mut udp_sockets = Vec::new();
@@ -268,7 +300,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("cannot listen on {endpoint}"))?;
                 let description = listener.describe(endpoint)?;
-                listeners.push(listener);
+                let proxied = matches!(endpoint, ServerEndpoint::Haproxy(_));
+                listeners.push((listener, proxied));
                 description
             };
         descriptions.push(description);
@@ -281,9 +314,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let _ = std::io::stdout().flush(); // a closed stdout must not stop the server
-    for listener in listeners {
+    for (listener, proxied) in listeners {
         let server = server.clone();
-        tokio::spawn(async move { server.serve(listener, TokioSpawner).await });
+        if proxied {
+            tokio::spawn(async move { server.serve_proxied(listener, TokioSpawner).await });
+        } else {
+            tokio::spawn(async move { server.serve(listener, TokioSpawner).await });
+        }
     }
     let workers = start_workers(&server, shards, args.workers)?;
     let udp = UdpConfig {

@@ -196,10 +196,17 @@ pub enum ServerEvent {
     ConnectionMade {
         /// Its id.
         id: ConnectionId,
-        /// Who connected.
+        /// Who connected (behind a balancer: the client its PROXY header
+        /// declared).
         peer: Address,
         /// The local address it reached.
         host: Address,
+        /// The balancer it came through, when a PROXY header named the
+        /// client.
+        via: Option<Address>,
+        /// A balancer's health check (a PROXY LOCAL header): worth a debug
+        /// line, not an info line.
+        health_check: bool,
         /// Open connections, this one included.
         open: usize,
     },
@@ -211,6 +218,12 @@ pub enum ServerEvent {
         open: usize,
         /// The limit in force.
         limit: usize,
+    },
+    /// A connection was turned away by the server's access list (counted
+    /// with the refusals).
+    ConnectionDenied {
+        /// Who tried (behind a balancer: the declared client).
+        peer: Address,
     },
     /// A connection ended.
     ConnectionLost {
@@ -224,6 +237,8 @@ pub enum ServerEvent {
         received: u64,
         /// Open connections, this one no longer included.
         open: usize,
+        /// It was a balancer's health check.
+        health_check: bool,
     },
 }
 
@@ -236,8 +251,9 @@ pub enum ServerEvent {
 pub struct EchoFactory {
     /// Limits and timeouts.
     config: ServerConfig,
-    /// Open connections by id, with their peers.
-    open: BTreeMap<ConnectionId, Address>,
+    /// Open connections by id, with their peers and whether each is a
+    /// health check.
+    open: BTreeMap<ConnectionId, (Address, bool)>,
     /// The last id handed out.
     last_id: u64,
     /// Listening endpoints started and not stopped (Twisted's `numPorts`).
@@ -292,7 +308,7 @@ impl EchoFactory {
         reason: CloseReason,
         received: u64,
     ) -> bool {
-        let Some(peer) = self.open.remove(&id) else {
+        let Some((peer, health_check)) = self.open.remove(&id) else {
             return false;
         };
         self.events.push_back(ServerEvent::ConnectionLost {
@@ -301,6 +317,7 @@ impl EchoFactory {
             reason,
             received,
             open: self.open.len(),
+            health_check,
         });
         true
     }
@@ -317,17 +334,24 @@ impl EchoFactory {
         self.handle_connection_lost(echo.id(), reason, echo.received())
     }
 
-    /// Pops the next event to log.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+    /// Books a connection the access list turned away: counted with the
+    /// refusals, reported as [`ServerEvent::ConnectionDenied`].
+    pub fn deny(&mut self, peer: &Address) {
+        self.refused += 1;
+        self.events
+            .push_back(ServerEvent::ConnectionDenied { peer: peer.clone() });
     }
-}
 
-impl Factory for EchoFactory {
-    type Protocol = Echo;
-
-    fn build_protocol(&mut self, peer: &Address, host: &Address) -> Option<Echo> {
+    /// [`Factory::build_protocol`] for a connection that came through a
+    /// balancer: `peer` is the client its PROXY header declared, `via` the
+    /// balancer; `health_check` marks a balancer's own check (LOCAL).
+    pub fn build_protocol_via(
+        &mut self,
+        peer: &Address,
+        host: &Address,
+        via: Option<&Address>,
+        health_check: bool,
+    ) -> Option<Echo> {
         if let Some(limit) = self.config.max_connections
             && self.open.len() >= limit
         {
@@ -341,11 +365,13 @@ impl Factory for EchoFactory {
         }
         self.last_id += 1;
         let id = ConnectionId(self.last_id);
-        self.open.insert(id, peer.clone());
+        self.open.insert(id, (peer.clone(), health_check));
         self.events.push_back(ServerEvent::ConnectionMade {
             id,
             peer: peer.clone(),
             host: host.clone(),
+            via: via.cloned(),
+            health_check,
             open: self.open.len(),
         });
         Some(Echo::with_faults(
@@ -353,6 +379,20 @@ impl Factory for EchoFactory {
             self.config.idle_timeout,
             &self.config.faults,
         ))
+    }
+
+    /// Pops the next event to log.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+}
+
+impl Factory for EchoFactory {
+    type Protocol = Echo;
+
+    fn build_protocol(&mut self, peer: &Address, host: &Address) -> Option<Echo> {
+        self.build_protocol_via(peer, host, None, false)
     }
 
     fn do_start(&mut self) {

@@ -233,6 +233,8 @@ fn factory_counts_admits_refuses_and_reports() {
         id,
         peer: addr(port).into(),
         host: addr(SERVER).into(),
+        via: None,
+        health_check: false,
         open,
     };
     assert_eq!(factory.poll_event(), Some(made(a.id(), 1, 1)));
@@ -257,7 +259,8 @@ fn factory_counts_admits_refuses_and_reports() {
             peer: addr(1).into(),
             reason: CloseReason::Done,
             received: 12,
-            open: 1
+            open: 1,
+            health_check: false,
         })
     );
     assert_eq!(factory.poll_event(), None);

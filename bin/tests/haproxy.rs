@@ -1,0 +1,227 @@
+//! Behind a real HAProxy (Debian's `haproxy`, installed by `.ci/run`):
+//! `send-proxy` and `send-proxy-v2` in front of our `haproxy:` server, whose
+//! log must name the client, not HAProxy; HAProxy's health checks logged as
+//! such at debug, never as bad headers; HAProxy `accept-proxy` in front of
+//! our plain server, taking our client's `--send-proxy`. And `--allow` /
+//! `--deny` on loopback.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// A HAProxy process with a generated configuration, stopped on drop.
+struct Haproxy {
+    child: Child,
+    port: u16,
+    _dir: std::path::PathBuf,
+}
+
+impl Haproxy {
+    /// Listens on a free port (with `bind_options`) and forwards to
+    /// `backend_port` with `server_options`.
+    fn start(bind_options: &str, backend_port: u16, server_options: &str) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("echo-haproxy-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("haproxy.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "global\n  maxconn 100\n\
+                 defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+                 frontend fe\n  bind 127.0.0.1:{port} {bind_options}\n  default_backend be\n\
+                 backend be\n  server echo 127.0.0.1:{backend_port} {server_options}\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < LONG, "haproxy never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects from `source_ip` (a loopback address), sends a line, reads
+/// the echo; returns the local port it used.
+fn echo_from(source_ip: &str, port: u16) -> u16 {
+    let script = r#"
+import socket, sys
+s = socket.socket()
+s.bind((sys.argv[2], 0))
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"through the balancer")
+got = b""
+while len(got) < 20:
+    chunk = s.recv(100)
+    if not chunk:
+        break
+    got += chunk
+assert got == b"through the balancer", got
+print(s.getsockname()[1])
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &port.to_string(), source_ip])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().parse().unwrap()
+}
+
+fn proxied_server() -> Server {
+    Server::start_listening(&["--listen", "haproxy:tcp:0:interface=127.0.0.1"], &["-v"])
+}
+
+fn the_client_is_logged_through(server_options: &str) {
+    let server = proxied_server();
+    let haproxy = Haproxy::start("", server.port, server_options);
+    let client_port = echo_from("127.0.0.2", haproxy.port);
+    let needle = format!("connection made id=");
+    server.wait_log(&needle, 1, LONG);
+    let peer = format!("peer=127.0.0.2:{client_port} via=127.0.0.1:");
+    server.wait_log(&peer, 1, LONG);
+    // HAProxy's health checks: logged as checks, never as bad headers.
+    server.wait_log("health check", 2, LONG);
+    let log = server.log();
+    assert!(!log.contains("without a valid PROXY header"), "{log}");
+    // Our own client through it, too.
+    let out = client(&[
+        "--connect",
+        &format!("tcp:127.0.0.1:{}", haproxy.port),
+        "-c",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn behind_haproxy_send_proxy_the_client_is_the_peer() {
+    if !have("haproxy") || !have("python3") {
+        return;
+    }
+    the_client_is_logged_through("send-proxy check inter 300ms");
+}
+
+#[test]
+fn behind_haproxy_send_proxy_v2_the_client_is_the_peer() {
+    if !have("haproxy") || !have("python3") {
+        return;
+    }
+    the_client_is_logged_through("send-proxy-v2 check inter 300ms");
+}
+
+#[test]
+fn haproxy_accept_proxy_takes_our_clients_header() {
+    if !have("haproxy") {
+        return;
+    }
+    let server = Server::start(&[]);
+    let haproxy = Haproxy::start("accept-proxy", server.port, "");
+    let connect = format!("tcp:127.0.0.1:{}", haproxy.port);
+    for version in ["v1", "v2"] {
+        let out = client(&["--connect", &connect, "-c", "2", "--send-proxy", version]);
+        assert!(out.status.success(), "{version}: {}", text(&out.stderr));
+    }
+    let out = client(&["--connect", &connect, "-c", "1", "--timeout", "2"]);
+    assert_eq!(out.status.code(), Some(1), "no header: HAProxy drops it");
+}
+
+#[test]
+fn a_bad_or_missing_header_is_closed_logged_and_counted() {
+    let server = Server::start_listening(
+        &["--listen", "haproxy:tcp:0:interface=127.0.0.1"],
+        &["--stats-interval", "200ms"],
+    );
+    let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let mut garbage = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    std::io::Write::write_all(&mut garbage, b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n").unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(&garbage).read_line(&mut line);
+    assert_eq!(line, "", "closed, nothing echoed");
+    server.wait_log("bad port", 1, LONG);
+    server.wait_log("bad_proxy_headers=2", 1, LONG);
+}
+
+#[test]
+fn deny_and_allow_decide_on_the_peer() {
+    let server = Server::start(&["--deny", "127.0.0.0/8"]);
+    let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("received 0"),
+        "{}",
+        text(&out.stderr)
+    );
+    server.wait_log("denied by --allow/--deny", 1, LONG);
+
+    let server = Server::start(&["--allow", "127.0.0.2/32"]);
+    let from = |ip: &str| {
+        client(&[
+            "--connect",
+            &format!("tcp:host=127.0.0.1:port={}:bindAddress={ip}", server.port),
+            "-c",
+            "1",
+        ])
+    };
+    assert_eq!(from("127.0.0.1").status.code(), Some(1));
+    assert!(from("127.0.0.2").status.success());
+    let bad = Command::new(SERVER)
+        .args(["--allow", "10.0.0.0/33"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("not an IP address or CIDR block"));
+}
+
+#[test]
+fn behind_haproxy_deny_applies_to_the_declared_client() {
+    if !have("haproxy") || !have("python3") {
+        return;
+    }
+    let server = Server::start_listening(
+        &["--listen", "haproxy:tcp:0:interface=127.0.0.1"],
+        &["--deny", "127.0.0.3/32"],
+    );
+    let haproxy = Haproxy::start("", server.port, "send-proxy-v2");
+    echo_from("127.0.0.2", haproxy.port);
+    let script = r#"
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.3", 0))
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.sendall(b"x")
+print(repr(s.recv(10)))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &haproxy.port.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "b''", "denied behind HAProxy too");
+}
