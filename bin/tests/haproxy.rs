@@ -102,8 +102,7 @@ fn the_client_is_logged_through(server_options: &str) {
     let server = proxied_server();
     let haproxy = Haproxy::start("", server.port, server_options);
     let client_port = echo_from("127.0.0.2", haproxy.port);
-    let needle = format!("connection made id=");
-    server.wait_log(&needle, 1, LONG);
+    server.wait_log("connection made id=", 1, LONG);
     let peer = format!("peer=127.0.0.2:{client_port} via=127.0.0.1:");
     server.wait_log(&peer, 1, LONG);
     // HAProxy's health checks: logged as checks, never as bad headers.

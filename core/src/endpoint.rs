@@ -81,7 +81,7 @@ pub enum ServerEndpoint {
     /// A stream endpoint whose connections each start with a PROXY header
     /// (`haproxy:tcp:8888`, Twisted's wrapper): the address it declares
     /// is the connection's peer.
-    Haproxy(Box<ServerEndpoint>),
+    Haproxy(Box<Self>),
 }
 
 /// Where a client connects.

@@ -7,11 +7,13 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use echo_core::{
-    CloseReason, Cutoff, EchoClient, EchoError, FaultConfig, LostReason, ServerConfig,
+    Address, CloseReason, Cutoff, EchoClient, EchoError, FaultConfig, LostReason, ProxyHeader,
+    ServerConfig, ServerEvent,
 };
 use echo_net::{
     ClientError, ClientOptions, Connected, EchoServer, Pipe, ServerOptions, Summary, run,
@@ -69,6 +71,18 @@ pub enum Peer {
         /// Its knobs (one at a time).
         faults: FaultConfig,
     },
+    /// A balancer that speaks the PROXY protocol (HAProxy's `send-proxy`,
+    /// `send-proxy-v2`): it declares the client in a header, then relays
+    /// re-chunked and delayed, in front of our `haproxy:` server, whose
+    /// events must name the client, not the relay.
+    ProxyRelay {
+        /// 1 or 2.
+        version: u8,
+        /// Largest piece forwarded at once.
+        chunk: usize,
+        /// Pause before each piece.
+        delay_ms: u64,
+    },
     /// A proxy: re-chunks both directions into pieces of at most `chunk`
     /// bytes, each after `delay_ms`, in front of our server.
     Relay {
@@ -115,6 +129,13 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
         (0usize..1_000).prop_map(|keep| Peer::ResetMidEcho { keep }),
         Just(Peer::Silent),
         (1usize..5_000, 0u64..10).prop_map(|(chunk, delay_ms)| Peer::Relay { chunk, delay_ms }),
+        (1u8..=2, 1usize..5_000, 0u64..10).prop_map(|(version, chunk, delay_ms)| {
+            Peer::ProxyRelay {
+                version,
+                chunk,
+                delay_ms,
+            }
+        }),
         knob().prop_map(|faults| Peer::Faulty { faults }),
     ];
     let knobs = prop_oneof![
@@ -277,6 +298,9 @@ struct Seen {
 /// The client's outcome and when (simulated time) it came.
 type Verdict = (Result<Summary, ClientError>, Duration);
 
+/// A connection as our server reported it: its peer, and `via` a balancer.
+type Reported = (Address, Option<Address>);
+
 fn message(case: &ZooCase) -> Vec<u8> {
     (0..case.len)
         .map(|i| (i as u64 ^ case.seed.rotate_left(i as u32 % 64)) as u8)
@@ -298,10 +322,14 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         .simulation_duration(Duration::from_secs(60))
         .build();
 
-    if let Peer::Relay { .. } = case.peer {
+    // What our server behind a relay reported: (peer, via) of each connection.
+    let made: Arc<Mutex<Vec<Reported>>> = Arc::default();
+    if let Peer::Relay { .. } | Peer::ProxyRelay { .. } = case.peer {
         let panics = Rc::clone(&panics);
+        let proxied = matches!(case.peer, Peer::ProxyRelay { .. });
+        let made = Arc::clone(&made);
         sim.host(ECHO, move || {
-            let panics = Rc::clone(&panics);
+            let (panics, made) = (Rc::clone(&panics), Arc::clone(&made));
             async move {
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 let server = EchoServer::new(ServerOptions {
@@ -311,8 +339,20 @@ pub fn run_zoo(case: &ZooCase) -> Report {
                     },
                     ..ServerOptions::default()
                 });
+                server.observe(move |event| {
+                    if let ServerEvent::ConnectionMade { peer, via, .. } = event {
+                        let mut made = made.lock().unwrap_or_else(PoisonError::into_inner);
+                        made.push((peer.clone(), via.clone()));
+                    }
+                });
                 let listener = SimListener::new(listener, IoKnobs::PLAIN, 1);
-                server.serve(listener, LocalSpawner { panics }).await;
+                if proxied {
+                    server
+                        .serve_proxied(listener, LocalSpawner { panics })
+                        .await;
+                } else {
+                    server.serve(listener, LocalSpawner { panics }).await;
+                }
                 Ok(())
             }
         });
@@ -363,9 +403,12 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         ..ClientOptions::default()
     };
     let (slot, client_trace) = (Rc::clone(&verdict), Rc::clone(&trace));
+    let client_addr: Rc<RefCell<Option<std::net::SocketAddr>>> = Rc::default();
+    let addr_slot = Rc::clone(&client_addr);
     sim.client("client", async move {
         let stream = turmoil::net::TcpStream::connect((PEER, PORT)).await?;
         let (host, peer) = (stream.local_addr()?, stream.peer_addr()?);
+        *addr_slot.borrow_mut() = Some(host);
         let stream = SimStream::new(stream, io, seed);
         let client = EchoClient::message(bytes, options.config);
         let mut pipe = Pipe::new(None::<tokio::io::Empty>, Vec::new());
@@ -401,6 +444,40 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         if ran.is_ok() && (t.accepted != 1 || lost != 1 || t.bytes_in > len as u64) {
             ran = Err(format!(
                 "the misbehaving server's books do not balance: {t:?}"
+            ));
+        }
+    }
+    // Behind a relay, our server reports the client only when the relay
+    // declared it in a PROXY header; a plain relay is the peer itself.
+    if ran.is_ok()
+        && let Peer::ProxyRelay { .. } | Peer::Relay { .. } = case.peer
+    {
+        // An empty echo can be over before the relay's own connection
+        // reached the server: give it a simulated second.
+        let reported = || {
+            !made
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+        };
+        for _ in 0..1_000 {
+            if reported() || sim.step().is_err() {
+                break;
+            }
+        }
+        let made = made.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let client = client_addr.borrow().map(Address::Ip);
+        let declared = matches!(case.peer, Peer::ProxyRelay { .. });
+        let right = match made.as_slice() {
+            [(peer, via)] => {
+                (Some(peer) == client.as_ref()) == declared && via.is_some() == declared
+            }
+            _ => false,
+        };
+        if !right {
+            ran = Err(format!(
+                "behind {:?} the server reported {made:?}; the client was {client:?}",
+                case.peer
             ));
         }
     }
@@ -454,6 +531,7 @@ fn judge(
     };
     let ok = match case.peer {
         Peer::CloseOnEof | Peer::Trickle { .. } | Peer::Relay { .. } => done(verdict),
+        Peer::ProxyRelay { .. } => done(verdict),
         Peer::FirstChunkThenClose => {
             if back == len {
                 done(verdict)
@@ -540,6 +618,32 @@ async fn serve_peer(
             if let Ok(upstream) = turmoil::net::TcpStream::connect((ECHO, PORT)).await {
                 relay(stream, upstream, chunk, delay_ms).await;
             }
+        }
+        Peer::ProxyRelay {
+            version,
+            chunk,
+            delay_ms,
+        } => {
+            let Ok(mut upstream) = turmoil::net::TcpStream::connect((ECHO, PORT)).await else {
+                return;
+            };
+            let (Ok(client), Ok(me)) = (stream.peer_addr(), stream.local_addr()) else {
+                return;
+            };
+            let header = ProxyHeader::Proxied {
+                version,
+                source: client,
+                destination: me,
+                tlvs: echo_core::Tlvs::default(),
+            };
+            // Sent in pieces too: the server must take a header split
+            // anywhere.
+            for piece in header.encode(version).chunks(chunk.clamp(1, 7)) {
+                if upstream.write_all(piece).await.is_err() {
+                    return;
+                }
+            }
+            relay(stream, upstream, chunk, delay_ms).await;
         }
         Peer::ResetMidEcho { keep } => {
             let mut echoed = 0;
