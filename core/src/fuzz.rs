@@ -263,3 +263,36 @@ pub fn client_script(data: &[u8], t0: Instant) {
         assert!(input.starts_with(&sent), "sent bytes that were never given");
     }
 }
+
+/// Feeds `data` (after its first byte, which picks the split sizes) to a
+/// PROXY header decoder whole and in pieces.
+///
+/// Invariants: no panic; the same result however the bytes are cut; the
+/// header never takes more bytes than were fed, and what follows it is
+/// exactly the rest of the input.
+pub fn proxy_script(data: &[u8]) {
+    let Some((&pick, input)) = data.split_first() else {
+        return;
+    };
+    let sizes = [1 + usize::from(pick % 7), 1 + usize::from(pick / 7 % 13), 1];
+    let decode = |sizes: &[usize]| {
+        let mut decoder = crate::ProxyDecoder::new();
+        let (mut at, mut i) = (0, 0);
+        while at < input.len() {
+            let n = sizes[i % sizes.len()].min(input.len() - at);
+            i += 1;
+            match decoder.feed(&input[at..at + n]) {
+                Ok(None) => at += n,
+                Ok(Some((header, used))) => {
+                    assert!(used <= n, "the header took more than was fed");
+                    return Some(Ok((header, at + used)));
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
+    };
+    let whole = decode(&[input.len().max(1)]);
+    assert_eq!(whole, decode(&sizes), "the result depends on the split");
+    assert_eq!(whole, decode(&[1]), "one byte at a time differs");
+}

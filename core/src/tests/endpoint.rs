@@ -409,3 +409,36 @@ proptest! {
         let _ = s.parse::<ClientEndpoint>();
     }
 }
+
+#[test]
+fn haproxy_wraps_a_stream_endpoint() {
+    let wrapped = server("haproxy:tcp:8080:interface=127.0.0.1");
+    assert_eq!(
+        wrapped,
+        ServerEndpoint::Haproxy(Box::new(ServerEndpoint::Tcp {
+            port: 8080,
+            interface: ip("127.0.0.1"),
+            backlog: DEFAULT_BACKLOG,
+        }))
+    );
+    assert_eq!(
+        wrapped.to_string(),
+        "haproxy:tcp:port=8080:interface=127.0.0.1:backlog=1024"
+    );
+    assert_eq!(server(&wrapped.to_string()), wrapped, "round trip");
+    assert!(matches!(
+        server("haproxy:unix:/tmp/e.sock"),
+        ServerEndpoint::Haproxy(inner) if matches!(*inner, ServerEndpoint::Unix { .. })
+    ));
+    for bad in ["haproxy:udp:7", "haproxy:haproxy:tcp:1", "haproxy:"] {
+        let error = bad.parse::<ServerEndpoint>().unwrap_err();
+        assert!(
+            matches!(error, EndpointError::UnknownType { .. } | EndpointError::Empty),
+            "{bad}: {error}"
+        );
+    }
+    assert_eq!(
+        "haproxy:udp:7".parse::<ServerEndpoint>().unwrap_err().to_string(),
+        "unknown server endpoint type \"udp\" (expected tcp, tcp6 or unix after haproxy:)"
+    );
+}

@@ -8,7 +8,7 @@ use super::prelude::*;
 use proptest::prelude::*;
 
 use super::util::t0;
-use crate::fuzz::{client_script, server_script};
+use crate::fuzz::{client_script, proxy_script, server_script};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: super::pair::cases() * 4, ..ProptestConfig::default() })]
@@ -22,22 +22,27 @@ proptest! {
     fn client_survives_any_input_sequence(script in prop::collection::vec(any::<u8>(), 0..2_048)) {
         client_script(&script, t0());
     }
+
+    #[test]
+    fn proxy_decoder_gives_one_result_at_any_split(script in prop::collection::vec(any::<u8>(), 0..300)) {
+        proxy_script(&script);
+    }
 }
 
 #[test]
 fn committed_fuzz_corpus_replays() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus");
     let mut replayed = 0;
-    for target in ["server", "client"] {
+    for target in ["server", "client", "proxy"] {
         let Ok(entries) = std::fs::read_dir(format!("{dir}/{target}")) else {
             continue;
         };
         for entry in entries.flatten() {
             let data = std::fs::read(entry.path()).unwrap();
-            if target == "server" {
-                server_script(&data, t0())
-            } else {
-                client_script(&data, t0())
+            match target {
+                "server" => server_script(&data, t0()),
+                "client" => client_script(&data, t0()),
+                _ => proxy_script(&data),
             }
             replayed += 1;
         }
