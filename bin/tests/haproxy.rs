@@ -224,3 +224,21 @@ print(repr(s.recv(10)))
         .unwrap();
     assert_eq!(text(&out.stdout).trim(), "b''", "denied behind HAProxy too");
 }
+
+#[test]
+fn a_connection_that_never_sends_its_header_is_closed_after_five_seconds() {
+    let server = Server::start_listening(&["--listen", "haproxy:tcp:0:interface=127.0.0.1"], &[]);
+    let silent = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let start = Instant::now();
+    let mut line = String::new();
+    let _ = BufReader::new(&silent).read_line(&mut line);
+    let waited = start.elapsed();
+    assert!(
+        (Duration::from_millis(4_500)..Duration::from_secs(10)).contains(&waited),
+        "closed after {waited:?}"
+    );
+    server.wait_log("no PROXY header within 5s", 1, LONG);
+}

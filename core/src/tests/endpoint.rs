@@ -433,12 +433,18 @@ fn haproxy_wraps_a_stream_endpoint() {
     for bad in ["haproxy:udp:7", "haproxy:haproxy:tcp:1", "haproxy:"] {
         let error = bad.parse::<ServerEndpoint>().unwrap_err();
         assert!(
-            matches!(error, EndpointError::UnknownType { .. } | EndpointError::Empty),
+            matches!(
+                error,
+                EndpointError::UnknownType { .. } | EndpointError::Empty
+            ),
             "{bad}: {error}"
         );
     }
     assert_eq!(
-        "haproxy:udp:7".parse::<ServerEndpoint>().unwrap_err().to_string(),
+        "haproxy:udp:7"
+            .parse::<ServerEndpoint>()
+            .unwrap_err()
+            .to_string(),
         "unknown server endpoint type \"udp\" (expected tcp, tcp6 or unix after haproxy:)"
     );
 }
