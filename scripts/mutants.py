@@ -145,11 +145,18 @@ def main():
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--out")
+    ap.add_argument("--rev", default="HEAD", help="the commit to mutate (default HEAD)")
     args = ap.parse_args()
     repo = subprocess.check_output(["git", "rev-parse", "--show-toplevel"], text=True).strip()
+    rev = subprocess.check_output(["git", "rev-parse", args.rev], cwd=repo, text=True).strip()
+    # A scratch copy of the commit plus any ignored peers venv.
+    if not os.path.isdir(args.scratch):
+        subprocess.check_call(["git", "worktree", "add", "--detach", args.scratch, rev], cwd=repo)
+    else:
+        subprocess.check_call(["git", "checkout", "--detach", "-f", rev], cwd=args.scratch)
     all_mutants = []
     for f in args.files:
-        text = open(os.path.join(repo, f)).read()
+        text = open(os.path.join(args.scratch, f)).read()
         all_mutants += mutants(f, text)
     if args.sample and args.sample < len(all_mutants):
         all_mutants = random.Random(args.seed).sample(all_mutants, args.sample)
@@ -158,13 +165,6 @@ def main():
             print(describe(m))
         print(f"{len(all_mutants)} mutants")
         return
-    # A scratch copy of the committed tree plus any ignored peers venv.
-    if not os.path.isdir(args.scratch):
-        subprocess.check_call(["git", "worktree", "add", "--detach", args.scratch, "HEAD"], cwd=repo)
-    else:
-        subprocess.check_call(["git", "checkout", "--detach", "-f",
-                               subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=repo, text=True).strip()],
-                              cwd=args.scratch)
     for extra in (".peers-venv",):
         src, dst = os.path.join(repo, extra), os.path.join(args.scratch, extra)
         if os.path.isdir(src) and not os.path.exists(dst):
@@ -187,7 +187,7 @@ def main():
                 rc, out = run(cmd, args.scratch, args.timeout)
                 if rc == 0:
                     continue
-                if rc != "timeout" and "error[E" in out and "could not compile" in out:
+                if rc != "timeout" and "could not compile" in out:
                     verdict = "unviable"
                 elif rc == "timeout":
                     verdict, tier = "caught", f"{k + 1} (timeout)"
