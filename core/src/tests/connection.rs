@@ -272,3 +272,27 @@ fn addresses_say_what_they_are() {
     assert_eq!(c.host().to_string(), "unix:/run/echo.sock");
     assert_eq!(c.peer(), &Address::unnamed_unix());
 }
+
+#[test]
+fn a_closed_connection_hears_nothing_more_and_empty_writes_are_no_ops() {
+    let mut c = conn();
+    c.handle_written(0, t0()).unwrap();
+    c.handle_written(8, t0()).unwrap();
+    c.close(t0());
+    assert_eq!(actions(&mut c), vec![Action::Close]);
+    assert!(c.is_read_open(), "the peer has not sent FIN");
+    c.handle_read_closed(t0()); // FIN after our close: no callback
+    c.handle_written(0, t0()).unwrap();
+    assert_eq!(
+        events(&mut c),
+        vec![
+            "made host=127.0.0.1:7 peer=127.0.0.1:40000",
+            "written 8",
+            "lost closed cleanly",
+        ],
+        "no `written 0`, no `read lost` after the end"
+    );
+    let mut c = conn();
+    c.handle_read_closed(t0());
+    assert!(!c.is_read_open());
+}

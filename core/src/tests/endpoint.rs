@@ -206,7 +206,7 @@ fn errors_say_what_is_wrong() {
         ),
         (
             "ssl:443",
-            "unknown server endpoint type \"ssl\" (expected tcp, tcp6, unix or udp)",
+            "unknown server endpoint type \"ssl\" (expected tcp, tcp6, unix, udp or haproxy)",
         ),
         ("tcp", "tcp endpoint is missing its port (e.g. tcp:8888)"),
         (

@@ -333,3 +333,23 @@ fn a_connection_holding_bytes_back_is_not_idle() {
         "idle from the echo on"
     );
 }
+
+#[test]
+fn held_bytes_resume_reading_at_the_low_water_mark() {
+    let mut f = factory(
+        FaultConfig {
+            delay: ms(10),
+            ..FaultConfig::default()
+        },
+        None,
+    );
+    let mut conn = server_conn(&mut f, marks(10, 4), t0());
+    conn.handle_data(&input(12), t0()).unwrap();
+    assert!(!conn.wants_read(), "12 held > high 10");
+    conn.handle_timeout(t0() + ms(10));
+    let mut wire = Vec::new();
+    flush_once(&mut conn, &mut wire, 7, t0() + ms(10));
+    assert!(!conn.wants_read(), "5 unsent > low 4");
+    flush_once(&mut conn, &mut wire, 1, t0() + ms(10));
+    assert!(conn.wants_read(), "4 unsent <= low 4: reading resumes");
+}

@@ -512,3 +512,20 @@ fn loss_without_close_reports_the_sockets_reason() {
     assert!(!factory.connection_ended(&conn), "booked once");
     assert_eq!(factory.open_connections(), 0);
 }
+
+#[test]
+fn the_transport_counts_what_it_moved_and_what_it_kept() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, marks(64, 16), t0());
+    assert_eq!(conn.transport().water_marks().low(), 16);
+    conn.handle_data(&input(100), t0()).unwrap();
+    conn.handle_written(30, t0()).unwrap();
+    assert!(!conn.wants_read(), "paused above 64");
+    assert_eq!(conn.transport().peak_buffered(), 100);
+    assert_eq!(conn.transport().bytes_written(), 30);
+    conn.handle_written(70, t0()).unwrap();
+    assert_eq!(conn.transport().bytes_written(), 100);
+    // A small drained buffer is kept for the next read (its capacity is
+    // what an idle connection costs).
+    assert!((100..=crate::KEEP_DRAINED_CAPACITY).contains(&conn.transport().peak_idle_capacity()));
+}
