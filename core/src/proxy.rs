@@ -278,45 +278,8 @@ fn parse_v2(b: &[u8]) -> Result<ProxyHeader, ProxyError> {
         return Ok(ProxyHeader::Local);
     }
     let (addrs, tlv_start) = match b[13] {
-        0x11 | 0x12 => {
-            if block.len() < 12 {
-                return Err(ProxyError::ShortAddress);
-            }
-            let ip = |i: usize| {
-                IpAddr::V4(Ipv4Addr::new(
-                    block[i],
-                    block[i + 1],
-                    block[i + 2],
-                    block[i + 3],
-                ))
-            };
-            let port = |i: usize| u16::from_be_bytes([block[i], block[i + 1]]);
-            (
-                Some((
-                    SocketAddr::new(ip(0), port(8)),
-                    SocketAddr::new(ip(4), port(10)),
-                )),
-                12,
-            )
-        }
-        0x21 | 0x22 => {
-            if block.len() < 36 {
-                return Err(ProxyError::ShortAddress);
-            }
-            let ip = |i: usize| {
-                let mut octets = [0u8; 16];
-                octets.copy_from_slice(&block[i..i + 16]);
-                IpAddr::V6(Ipv6Addr::from(octets))
-            };
-            let port = |i: usize| u16::from_be_bytes([block[i], block[i + 1]]);
-            (
-                Some((
-                    SocketAddr::new(ip(0), port(32)),
-                    SocketAddr::new(ip(16), port(34)),
-                )),
-                36,
-            )
-        }
+        0x11 | 0x12 => (Some(inet_pair(block, 4)?), 12),
+        0x21 | 0x22 => (Some(inet_pair(block, 16)?), 36),
         0x31 | 0x32 => {
             if block.len() < 216 {
                 return Err(ProxyError::ShortAddress);
@@ -336,6 +299,26 @@ fn parse_v2(b: &[u8]) -> Result<ProxyHeader, ProxyError> {
         },
         None => ProxyHeader::Unknown { version: 2 },
     })
+}
+
+/// The source and destination of a v2 address block with `n`-byte
+/// addresses (4 or 16): both addresses, then both ports, big-endian.
+fn inet_pair(block: &[u8], n: usize) -> Result<(SocketAddr, SocketAddr), ProxyError> {
+    let b = block.get(..2 * n + 4).ok_or(ProxyError::ShortAddress)?;
+    let ip = |at: usize| -> IpAddr {
+        let mut octets = [0u8; 16];
+        octets[..n].copy_from_slice(&b[at..at + n]);
+        if n == 4 {
+            IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+    };
+    let port = |at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    Ok((
+        SocketAddr::new(ip(0), port(2 * n)),
+        SocketAddr::new(ip(n), port(2 * n + 2)),
+    ))
 }
 
 fn parse_tlvs(mut b: &[u8]) -> Result<Tlvs, ProxyError> {
