@@ -242,3 +242,31 @@ fn a_connection_that_never_sends_its_header_is_closed_after_five_seconds() {
     );
     server.wait_log("no PROXY header within 5s", 1, LONG);
 }
+
+#[test]
+fn bad_proxy_flag_values_are_usage_errors() {
+    for args in [
+        &["--send-proxy", "v3"][..],
+        &["--proxy-source", "1.2.3.4:5"],
+        &["--send-proxy", "v1", "--proxy-source", "not-an-address"],
+        &["bench", "--send-proxy", "2.0"],
+    ] {
+        let out = Command::new(CLIENT).args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    for args in [&["--deny", "300.1.1.1"][..], &["--allow", "::1/129"]] {
+        let out = Command::new(SERVER).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let out = Command::new(SERVER)
+        .args(["--listen", "haproxy:udp:7"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("tcp, tcp6 or unix after haproxy:"));
+}
