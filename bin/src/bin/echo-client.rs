@@ -160,6 +160,46 @@ enum Command {
     /// UDP echo (RFC 862): sends numbered datagrams, waits for the replies
     /// and reports how many were lost, duplicated, reordered or corrupted.
     Udp(UdpArgs),
+    /// Draws latency percentile plots (SVG) of .hgrm files (as bench --hgrm
+    /// writes them), one line per file, for comparing runs or servers.
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PlotArgs {
+    /// The .hgrm files; each line is labelled with its file name
+    #[arg(required = true, value_name = "FILE.hgrm")]
+    files: Vec<std::path::PathBuf>,
+
+    /// Where to write the SVG
+    #[arg(env = "ECHO_PLOT_OUT", short, long, value_name = "FILE.svg")]
+    out: std::path::PathBuf,
+
+    /// The plot's title
+    #[arg(
+        env = "ECHO_PLOT_TITLE",
+        long,
+        value_name = "TEXT",
+        default_value = "round-trip latency"
+    )]
+    title: String,
+}
+
+/// Reads the .hgrm files and writes their plot.
+fn run_plot(args: &PlotArgs) -> Result<(), String> {
+    let mut series = Vec::new();
+    for path in &args.files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let label = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        );
+        series.push(echo_bin::plot::from_hgrm(&label, &text).map_err(|e| e.to_string())?);
+    }
+    let title = format!("{} ({})", args.title, echo_bin::plot::today());
+    let svg = echo_bin::plot::percentile_plot(&title, &series).map_err(|e| e.to_string())?;
+    std::fs::write(&args.out, svg).map_err(|e| format!("cannot write {}: {e}", args.out.display()))
 }
 
 #[derive(Debug, clap::Args)]
@@ -209,10 +249,15 @@ struct BenchArgs {
     #[arg(env = "ECHO_HGRM", long, value_name = "FILE")]
     hgrm: Option<std::path::PathBuf>,
 
+    /// Also draw the latency percentile plot (SVG) into this file (created
+    /// before the run)
+    #[arg(env = "ECHO_PLOT", long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
+
     /// Instead of load: open N idle connections (each proven live by one
     /// echoed byte) and hold them (for memory measurements)
     #[arg(env = "ECHO_IDLE", long, value_name = "N", value_parser = connection_count,
-          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm"])]
+          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "plot"])]
     idle: Option<usize>,
 
     /// How long --idle holds the connections
@@ -343,6 +388,15 @@ fn main() -> ExitCode {
     );
     match args.command {
         Some(Command::Bench(bench)) => return run_bench(bench),
+        Some(Command::Plot(plot)) => {
+            return match run_plot(&plot) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    complain(format!("echo-client: {e}"));
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            };
+        }
         Some(Command::Udp(udp)) => {
             return block_on(async move {
                 match run_udp(&udp).await {
@@ -671,6 +725,24 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let mut plot = match args.plot.as_deref().map(std::fs::File::create).transpose() {
+        Ok(file) => file,
+        Err(e) => {
+            let path = args.plot.as_deref().unwrap_or_else(|| "".as_ref());
+            complain(format!("echo-client: cannot write {}: {e}", path.display()));
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let title = format!(
+        "echo-client bench: {} connections x {} B, {}, {}",
+        config.connections,
+        config.len,
+        config.duration.map_or_else(
+            || format!("{} requests", config.requests.unwrap_or(0)),
+            |d| format!("{d:?}")
+        ),
+        echo_bin::plot::today()
+    );
     let report = match echo_bin::bench::run(config, args.threads) {
         Ok(report) => report,
         Err(e) => {
@@ -692,6 +764,21 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     {
         complain(format!("echo-client: cannot write {}: {e}", path.display()));
         return ExitCode::from(EXIT_FAILURE);
+    }
+    if let (Some(file), Some(path)) = (plot.as_mut(), args.plot.as_deref()) {
+        let drawn = echo_bin::plot::from_histogram("round trip", &report.latency)
+            .and_then(|series| echo_bin::plot::percentile_plot(&title, &[series]));
+        let written = match drawn {
+            Ok(svg) => std::io::Write::write_all(file, svg.as_bytes()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
+            complain(format!(
+                "echo-client: cannot plot into {}: {e}",
+                path.display()
+            ));
+            return ExitCode::from(EXIT_FAILURE);
+        }
     }
     if report.errors() > 0 {
         complain(format!(
