@@ -8,6 +8,10 @@ samples the server's CPU time and peak RSS from /proc. Prints medians over
 rounds and ours/baseline ratios (against tokio with TCP_NODELAY, like for
 like).
 
+Each load also gets a percentile plot comparing the servers (the last
+round's runs, drawn by `echo-client plot`) in BENCH_PLOTS (default
+target/bench-plots), as LOADxLEN.svg.
+
 BENCH_MODE=server-bound: the server gets BENCH_SERVER_CORES (default "0")
 and the load generator BENCH_CLIENT_THREADS threads (default 4) on
 BENCH_CLIENT_CORES (default "1-4"), so the server is the bottleneck and
@@ -36,6 +40,7 @@ SERVERS = {
     "c-epoll": lambda port: [os.path.join(REL, "epoll_echo"), str(port)],
 }
 LOADS = [(1, 64), (1, 4096), (10, 64), (10, 4096), (100, 64), (100, 4096), (1000, 64), (1000, 4096), (10, 65536)]
+PLOTS = os.environ.get("BENCH_PLOTS") or os.path.join(ROOT, "target", "bench-plots")
 if os.environ.get("BENCH_LOADS"):  # e.g. BENCH_LOADS=100x64,1000x64 for a subset
     LOADS = [tuple(int(x) for x in load.split("x")) for load in os.environ["BENCH_LOADS"].split(",")]
 
@@ -74,9 +79,9 @@ def status_kib(pid, key):
                 return int(line.split()[1])
 
 
-def bench(port, conns, length, secs, client_core):
+def bench(port, conns, length, secs, client_core, hgrm):
     cmd = [CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-s", str(length),
-           "-d", str(secs), "-w", "0", "--json", "--threads", THREADS]
+           "-d", str(secs), "-w", "0", "--json", "--threads", THREADS, "--hgrm", hgrm]
     if PIN:
         cmd = ["taskset", "-c", client_core] + cmd
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60)
@@ -108,12 +113,17 @@ class CpuSampler(threading.Thread):
         return best
 
 
+def hgrm_path(name, conns, length):
+    """Where a server's latest run at a load keeps its distribution."""
+    return os.path.join(PLOTS, f"{conns}x{length}-{name}.hgrm")
+
+
 def one(name, conns, length, secs, server_core="0", client_core="1"):
     server, port = start(name, server_core)
     try:
         sampler = CpuSampler(server.pid)
         sampler.start()
-        r = bench(port, conns, length, secs, client_core)
+        r = bench(port, conns, length, secs, client_core, hgrm_path(name, conns, length))
         end = time.monotonic()
         sampler.done.set()
         sampler.join()
@@ -132,6 +142,7 @@ def med(rows, key):
 
 
 def table(secs, rounds, loads, server_core, client_core, title):
+    os.makedirs(PLOTS, exist_ok=True)
     print(f"\n{title} (median of {rounds} rounds, {secs}s each; server core {server_core}, client core {client_core}):")
     print(f"{'load':>12} {'server':>9} {'req/s':>9} {'p99 us':>8} {'CPU us/echo':>11} {'RSS KiB':>8} | {'ours/tokio-nd req/s':>19} {'CPU':>6} {'p99':>6}")
     for conns, length in loads:
@@ -139,6 +150,13 @@ def table(secs, rounds, loads, server_core, client_core, title):
         for _ in range(rounds):
             for name in SERVERS:
                 results[name].append(one(name, conns, length, secs, server_core, client_core))
+        shared = "-shared-core" if server_core == client_core else ""
+        svg = os.path.join(PLOTS, f"{conns}x{length}{shared}.svg")
+        plot_title = f"{conns} connections x {length} B, {secs}s, {title}"
+        drawn = subprocess.run([CLIENT, "plot", *[hgrm_path(n, conns, length) for n in SERVERS],
+                                "-o", svg, "--title", plot_title], capture_output=True, text=True)
+        if drawn.returncode != 0:
+            print(f"(no plot: {drawn.stderr.strip()})")
         for name in SERVERS:
             rows = results[name]
             line = f"{conns:>5} x {length:<5} {name:>9} {med(rows, 'rps'):>9.0f} {med(rows, 'p99'):>8.1f} {med(rows, 'cpu_us'):>11.2f} {med(rows, 'rss'):>8.0f}"
