@@ -1,8 +1,13 @@
-//! `echo-client bench`: a closed-loop ping-pong load generator.
+//! `echo-client bench`: a verifying load generator, closed loop or open.
 //!
-//! Each connection sends a `len`-byte message whose content changes with
-//! every message, waits for its echo, checks it byte for byte, and sends
-//! the next. Latencies after the warm-up go into an HDR histogram.
+//! Closed loop (the default): each connection sends a `len`-byte message
+//! whose content changes with every message, waits for its echo, checks it
+//! byte for byte, and sends the next. Open loop (`rate`): each connection
+//! sends on a fixed schedule whether or not earlier echoes came back
+//! (pipelined, up to `max_in_flight`), and latency counts from the intended
+//! send time, so a stall shows in the figures instead of delaying the sends
+//! that would have seen it (coordinated omission). Latencies after the
+//! warm-up go into HDR histograms.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -49,7 +54,16 @@ pub struct BenchConfig {
     pub timeout: Duration,
     /// Start each connection with this PROXY header.
     pub send_proxy: Option<echo_net::SendProxy>,
+    /// Open loop: this many requests per second in all, spread evenly over
+    /// the connections; `None` for closed-loop ping-pong.
+    pub rate: Option<f64>,
+    /// Open loop: the most requests one connection has in flight; a send
+    /// due beyond it is skipped (and counted).
+    pub max_in_flight: usize,
 }
+
+/// The default for [`BenchConfig::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1_000;
 
 impl BenchConfig {
     /// Checks the sizes against [`MAX_LEN`] and [`MAX_BUFFERS`].
@@ -141,6 +155,23 @@ pub struct BenchReport {
     pub len: usize,
     /// Connections.
     pub connections: usize,
+    /// Open loop: the rate asked for, and the latencies from the actual
+    /// send (raw, as a closed loop would measure them) beside the
+    /// corrected ones in `latency`.
+    pub open_loop: Option<OpenLoop>,
+}
+
+/// What an open-loop run adds to its report.
+#[derive(Debug)]
+pub struct OpenLoop {
+    /// Requests per second asked for.
+    pub rate: f64,
+    /// Latencies from the actual send, in nanoseconds.
+    pub raw: Histogram<u64>,
+    /// Sends that went out later than one interval after their time.
+    pub late: u64,
+    /// Sends skipped because `max_in_flight` requests were outstanding.
+    pub skipped: u64,
 }
 
 impl BenchReport {
@@ -178,14 +209,7 @@ impl BenchReport {
     /// Latency at the p50, p90, p99, p99.9 quantiles and the maximum, in
     /// microseconds.
     fn latency_us(&self) -> [f64; 5] {
-        let at = |q: f64| self.latency.value_at_quantile(q) as f64 / 1e3;
-        [
-            at(0.5),
-            at(0.9),
-            at(0.99),
-            at(0.999),
-            self.latency.max() as f64 / 1e3,
-        ]
+        percentiles(&self.latency)
     }
 
     /// A human-readable summary.
@@ -196,15 +220,39 @@ impl BenchReport {
             0 => "0".to_owned(),
             n => format!("{n} ({})", self.failure_summary()),
         };
+        let Some(open) = &self.open_loop else {
+            return format!(
+                "{} connections x {} B: {} requests in {:.2}s = {:.0} req/s, {:.1} MB/s, errors {errors}\n\
+                 latency us: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}",
+                self.connections,
+                self.len,
+                self.requests,
+                self.elapsed.as_secs_f64(),
+                self.requests_per_sec(),
+                self.mb_per_sec(),
+            );
+        };
+        let [r50, r90, r99, r999, rmax] = percentiles(&open.raw);
+        let behind = if open.skipped > 0 {
+            format!(
+                "; {} sends skipped at --max-in-flight: the server cannot keep up",
+                open.skipped
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{} connections x {} B: {} requests in {:.2}s = {:.0} req/s, {:.1} MB/s, errors {errors}\n\
-             latency us: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}",
+            "{} connections x {} B at {:.0} req/s: {} requests in {:.2}s = {:.0} req/s, {:.1} MB/s, errors {errors}, late sends {}{behind}\n\
+             latency us (corrected, from the intended send): p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}\n\
+             latency us (raw, from the actual send):         p50 {r50:.1}  p90 {r90:.1}  p99 {r99:.1}  p99.9 {r999:.1}  max {rmax:.1}",
             self.connections,
             self.len,
+            open.rate,
             self.requests,
             self.elapsed.as_secs_f64(),
             self.requests_per_sec(),
             self.mb_per_sec(),
+            open.late,
         )
     }
 
@@ -218,8 +266,15 @@ impl BenchReport {
             .map(|(kind, n)| format!("\"{}\":{n}", kind.key()))
             .collect::<Vec<_>>()
             .join(",");
+        let open = self.open_loop.as_ref().map_or_else(String::new, |o| {
+            let [r50, r90, r99, r999, rmax] = percentiles(&o.raw);
+            format!(
+                ",\"rate\":{:.1},\"late\":{},\"skipped\":{},\"latency_raw_us\":{{\"p50\":{r50:.1},\"p90\":{r90:.1},\"p99\":{r99:.1},\"p99_9\":{r999:.1},\"max\":{rmax:.1}}}",
+                o.rate, o.late, o.skipped
+            )
+        });
         format!(
-            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"failures\":{{{failures}}},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}}}",
+            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"failures\":{{{failures}}},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}{open}}}",
             self.connections,
             self.len,
             self.requests,
@@ -280,6 +335,12 @@ fn fill(buf: &mut [u8], conn: usize, seq: u64) {
     }
 }
 
+/// p50, p90, p99, p99.9 and the maximum of `h`, in microseconds.
+fn percentiles(h: &Histogram<u64>) -> [f64; 5] {
+    let at = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    [at(0.5), at(0.9), at(0.99), at(0.999), h.max() as f64 / 1e3]
+}
+
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
@@ -300,6 +361,9 @@ struct Shared {
     connect_error: std::sync::Mutex<Option<String>>,
     /// Connection loops that have returned.
     ended: AtomicU64,
+    /// Open loop: sends later than one interval, and sends skipped.
+    late: AtomicU64,
+    skipped: AtomicU64,
 }
 
 impl Shared {
@@ -344,11 +408,12 @@ pub fn run(config: BenchConfig, threads: usize) -> Result<BenchReport, String> {
             .map_err(|e| format!("cannot start a runtime: {e}"))?;
         let (shared, config) = (Arc::clone(&shared), config.clone());
         let hist: SharedHistogram = Arc::new(std::sync::Mutex::new(new_histogram()));
-        histograms.push(Arc::clone(&hist));
+        let raw: SharedHistogram = Arc::new(std::sync::Mutex::new(new_histogram()));
+        histograms.push((Arc::clone(&hist), Arc::clone(&raw)));
         let mine: Vec<usize> = (t..config.connections).step_by(threads).collect();
         let worker = std::thread::Builder::new()
             .name(format!("bench-{t}"))
-            .spawn(move || runtime.block_on(shard(&config, &mine, &shared, &hist)))
+            .spawn(move || runtime.block_on(shard(&config, &mine, &shared, (&hist, &raw))))
             .map_err(|e| format!("cannot start a thread: {e}"))?;
         workers.push(worker);
     }
@@ -429,10 +494,13 @@ pub fn run(config: BenchConfig, threads: usize) -> Result<BenchReport, String> {
             return Err("a load thread failed unexpectedly; the figures are incomplete".into());
         }
     }
-    let mut latency = new_histogram();
-    for hist in histograms {
+    let (mut latency, mut raw) = (new_histogram(), new_histogram());
+    for (hist, raw_hist) in histograms {
         if let Ok(hist) = hist.lock() {
             let _ = latency.add(&*hist);
+        }
+        if let Ok(hist) = raw_hist.lock() {
+            let _ = raw.add(&*hist);
         }
     }
     Ok(BenchReport {
@@ -445,6 +513,12 @@ pub fn run(config: BenchConfig, threads: usize) -> Result<BenchReport, String> {
         latency,
         len: config.len,
         connections: config.connections,
+        open_loop: config.rate.map(|rate| OpenLoop {
+            rate,
+            raw,
+            late: shared.late.load(Ordering::Relaxed),
+            skipped: shared.skipped.load(Ordering::Relaxed),
+        }),
     })
 }
 
@@ -454,7 +528,7 @@ async fn shard(
     config: &BenchConfig,
     conns: &[usize],
     shared: &Arc<Shared>,
-    hist: &SharedHistogram,
+    (hist, raw): (&SharedHistogram, &SharedHistogram),
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     for &conn in conns {
@@ -491,7 +565,21 @@ async fn shard(
             limit: config.requests,
             timeout: config.timeout,
         };
-        tasks.spawn(ping_pong(stream, job, Arc::clone(shared), Arc::clone(hist)));
+        match config.rate {
+            None => tasks.spawn(ping_pong(stream, job, Arc::clone(shared), Arc::clone(hist))),
+            Some(rate) => {
+                // Each connection's share of the rate, its first send
+                // staggered so the connections' sends interleave evenly.
+                let per = config.connections as f64 / rate;
+                let schedule = Schedule {
+                    interval: Duration::from_secs_f64(per),
+                    offset: Duration::from_secs_f64(per * conn as f64 / config.connections as f64),
+                    max_in_flight: config.max_in_flight,
+                };
+                let hists = (Arc::clone(hist), Arc::clone(raw));
+                tasks.spawn(open_loop(stream, job, schedule, Arc::clone(shared), hists))
+            }
+        };
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -547,6 +635,127 @@ async fn ping_pong(mut stream: AnyStream, job: Job, shared: Arc<Shared>, hist: S
             }
         }
     }
+    shared.ended.fetch_add(1, Ordering::Relaxed);
+}
+
+/// When one open-loop connection sends.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    /// Between two intended sends.
+    interval: Duration,
+    /// The first send's delay.
+    offset: Duration,
+    /// The most requests in flight.
+    max_in_flight: usize,
+}
+
+/// One open-loop connection: a writer sends on the schedule (pipelining
+/// when echoes are late), a reader verifies the echoes in order and records
+/// each latency twice: from the intended send (corrected) and from the
+/// actual send (raw).
+async fn open_loop(
+    stream: AnyStream,
+    job: Job,
+    schedule: Schedule,
+    shared: Arc<Shared>,
+    (hist, raw): (SharedHistogram, SharedHistogram),
+) {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    type Sent = (u64, tokio::time::Instant, tokio::time::Instant);
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let queue: Mutex<VecDeque<Sent>> = Mutex::new(VecDeque::new());
+    let (sent, done) = (tokio::sync::Notify::new(), AtomicBool::new(false));
+    let failed = AtomicBool::new(false);
+    let fail = |failure| {
+        if !failed.swap(true, Ordering::Relaxed) {
+            shared.fail(failure);
+        }
+    };
+    let writer = async {
+        let mut msg = vec![0u8; job.len];
+        let start = tokio::time::Instant::now() + schedule.offset;
+        let mut seq = 0u64;
+        for k in 0u32.. {
+            let intended = start + schedule.interval * k;
+            tokio::time::sleep_until(intended).await;
+            if shared.stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let measuring = shared.measuring.load(Ordering::Relaxed);
+            let in_flight = queue.lock().map_or(0, |q| q.len());
+            if in_flight >= schedule.max_in_flight {
+                if measuring {
+                    shared.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            if measuring && now.duration_since(intended) > schedule.interval {
+                shared.late.fetch_add(1, Ordering::Relaxed);
+            }
+            fill(&mut msg, job.conn, seq);
+            if let Ok(mut q) = queue.lock() {
+                q.push_back((seq, intended, now));
+            }
+            seq += 1;
+            sent.notify_one();
+            if wr.write_all(&msg).await.is_err() {
+                fail(Failure::Broken);
+                break;
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        sent.notify_one();
+    };
+    let reader = async {
+        let (mut back, mut expected) = (vec![0u8; job.len], vec![0u8; job.len]);
+        loop {
+            let front = queue.lock().ok().and_then(|q| q.front().copied());
+            let Some((seq, intended, at)) = front else {
+                if done.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                sent.notified().await;
+                continue;
+            };
+            match tokio::time::timeout(job.timeout, rd.read_exact(&mut back)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    fail(Failure::Closed);
+                    break;
+                }
+                Ok(Err(_)) => {
+                    fail(Failure::Broken);
+                    break;
+                }
+                Err(_) => {
+                    fail(Failure::TimedOut);
+                    break;
+                }
+            }
+            let now = tokio::time::Instant::now();
+            fill(&mut expected, job.conn, seq);
+            if back != expected {
+                fail(Failure::Mismatch);
+                break;
+            }
+            if let Ok(mut q) = queue.lock() {
+                q.pop_front();
+            }
+            if shared.measuring.load(Ordering::Relaxed) {
+                let nanos = |d: Duration| d.as_nanos().max(1) as u64;
+                if let Ok(mut h) = hist.lock() {
+                    let _ = h.record(nanos(now.duration_since(intended)));
+                }
+                if let Ok(mut h) = raw.lock() {
+                    let _ = h.record(nanos(now.duration_since(at)));
+                }
+                shared.measured.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    tokio::join!(writer, reader);
     shared.ended.fetch_add(1, Ordering::Relaxed);
 }
 

@@ -132,6 +132,15 @@ impl ProxyArgs {
     }
 }
 
+fn request_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && (0.001..=100_000_000.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate in requests per second (from 0.001 to 100000000)"
+        )),
+    }
+}
+
 fn proxy_version(s: &str) -> Result<u8, String> {
     match s {
         "v1" | "1" => Ok(1),
@@ -249,6 +258,18 @@ struct BenchArgs {
     #[arg(env = "ECHO_HGRM", long, value_name = "FILE")]
     hgrm: Option<std::path::PathBuf>,
 
+    /// Open loop: send this many requests per second in all, spread evenly
+    /// over the connections on a fixed schedule, pipelining when echoes are
+    /// late; latency then counts from each request's intended send time
+    /// (corrected for coordinated omission) as well as from its actual send
+    #[arg(env = "ECHO_RATE", long, value_name = "REQ/S", value_parser = request_rate, conflicts_with = "requests")]
+    rate: Option<f64>,
+
+    /// Open loop: the most requests a connection may have in flight; sends
+    /// due beyond it are skipped and counted (the server cannot keep up)
+    #[arg(env = "ECHO_MAX_IN_FLIGHT", long, value_name = "N", default_value_t = echo_bin::bench::DEFAULT_MAX_IN_FLIGHT, value_parser = positive, requires = "rate")]
+    max_in_flight: usize,
+
     /// Also draw the latency percentile plot (SVG) into this file (created
     /// before the run)
     #[arg(env = "ECHO_PLOT", long, value_name = "FILE.svg")]
@@ -257,7 +278,7 @@ struct BenchArgs {
     /// Instead of load: open N idle connections (each proven live by one
     /// echoed byte) and hold them (for memory measurements)
     #[arg(env = "ECHO_IDLE", long, value_name = "N", value_parser = connection_count,
-          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "plot"])]
+          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "plot", "rate"])]
     idle: Option<usize>,
 
     /// How long --idle holds the connections
@@ -706,6 +727,8 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         warmup: args.warmup,
         timeout: args.timeout,
         send_proxy: args.proxy.header(),
+        rate: args.rate,
+        max_in_flight: args.max_in_flight,
     };
     if let Err(e) = config.check() {
         let mut command = Args::command();
@@ -734,9 +757,12 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         }
     };
     let title = format!(
-        "echo-client bench: {} connections x {} B, {}, {}",
+        "echo-client bench: {} connections x {} B{}, {}, {}",
         config.connections,
         config.len,
+        config
+            .rate
+            .map_or_else(String::new, |r| format!(" at {r} req/s")),
         config.duration.map_or_else(
             || format!("{} requests", config.requests.unwrap_or(0)),
             |d| format!("{d:?}")
@@ -766,8 +792,18 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         return ExitCode::from(EXIT_FAILURE);
     }
     if let (Some(file), Some(path)) = (plot.as_mut(), args.plot.as_deref()) {
-        let drawn = echo_bin::plot::from_histogram("round trip", &report.latency)
-            .and_then(|series| echo_bin::plot::percentile_plot(&title, &[series]));
+        let drawn = match &report.open_loop {
+            None => echo_bin::plot::from_histogram("round trip", &report.latency).map(|s| vec![s]),
+            Some(open) => echo_bin::plot::from_histogram(
+                "corrected (from the intended send)",
+                &report.latency,
+            )
+            .and_then(|c| {
+                echo_bin::plot::from_histogram("raw (from the actual send)", &open.raw)
+                    .map(|r| vec![c, r])
+            }),
+        }
+        .and_then(|series| echo_bin::plot::percentile_plot(&title, &series));
         let written = match drawn {
             Ok(svg) => std::io::Write::write_all(file, svg.as_bytes()).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

@@ -1,0 +1,188 @@
+//! `bench --rate`: open-loop load on a fixed schedule. Against a server
+//! that stalls 200 ms once (a small asyncio server, so the stall is the
+//! server's, not ours), the corrected p99 shows the stall while closed-loop
+//! ping-pong hides it: the point of correcting for coordinated omission.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+const STALLING_SERVER: &str = r#"
+import asyncio, time
+stalled, start = False, None
+async def handle(r, w):
+    global stalled, start
+    while True:
+        data = await r.read(65536)
+        if not data:
+            break
+        if start is None:
+            start = time.monotonic()
+        if not stalled and time.monotonic() - start > 0.8:
+            stalled = True
+            time.sleep(0.2)  # the whole server stalls once, for 200 ms
+        w.write(data)
+        await w.drain()
+    w.close()
+async def main():
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    await srv.serve_forever()
+asyncio.run(main())
+"#;
+
+struct Python(Child, u16);
+
+impl Python {
+    fn start(script: &str) -> Self {
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().unwrap();
+        Self(child, port)
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A JSON number field at the top level or in `latency_us` and friends.
+fn field(json: &str, path: &str) -> f64 {
+    let (object, key) = path.split_once('.').unwrap_or(("", path));
+    let scope = if object.is_empty() {
+        json
+    } else {
+        &json[json.find(&format!("\"{object}\":")).unwrap()..]
+    };
+    let at = scope.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
+    scope[at..]
+        .split([',', '}'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn bench(port: u16, extra: &[&str]) -> String {
+    let connect = format!("tcp:127.0.0.1:{port}");
+    let mut args = vec![
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "10",
+        "-d",
+        "2",
+        "-w",
+        "0",
+        "--json",
+    ];
+    args.extend(extra);
+    let out = client(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn the_corrected_p99_shows_a_stall_that_closed_loop_hides() {
+    if !have("python3") {
+        return;
+    }
+    let open = bench(Python::start(STALLING_SERVER).1, &["--rate", "1000"]);
+    let closed = bench(Python::start(STALLING_SERVER).1, &[]);
+    let corrected_p99 = field(&open, "latency_us.p99");
+    assert!(
+        corrected_p99 >= 100_000.0,
+        "open loop, corrected p99 {corrected_p99} us: {open}"
+    );
+    assert!(
+        (1_800.0..=2_100.0).contains(&field(&open, "requests")),
+        "{open}"
+    );
+    assert_eq!(field(&open, "rate"), 1000.0);
+    assert!(field(&open, "latency_raw_us.p99") > 0.0);
+    let closed_p99 = field(&closed, "latency_us.p99");
+    assert!(
+        closed_p99 < 100_000.0,
+        "closed loop p99 {closed_p99} us hides the stall: {closed}"
+    );
+    assert!(!closed.contains("\"rate\""), "closed loop has no rate");
+}
+
+#[test]
+fn a_server_that_falls_behind_gets_sends_skipped_and_said_so() {
+    // A server that reads and never answers: every connection reaches
+    // --max-in-flight and skips the rest of its schedule.
+    let silent = r#"
+import socket, threading
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(100)
+print(s.getsockname()[1], flush=True)
+def drain(c):
+    while c.recv(65536):
+        pass
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=drain, args=(c,), daemon=True).start()
+"#;
+    if !have("python3") {
+        return;
+    }
+    let server = Python::start(silent);
+    let connect = format!("tcp:127.0.0.1:{}", server.1);
+    let out = client(&[
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "2",
+        "-d",
+        "1",
+        "-w",
+        "0",
+        "--rate",
+        "200",
+        "--max-in-flight",
+        "5",
+        "--timeout",
+        "0.5",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "no echo: the run fails");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("sends skipped at --max-in-flight: the server cannot keep up"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_rate_flags_are_usage_errors() {
+    for args in [
+        &["bench", "--rate", "0"][..],
+        &["bench", "--rate", "fast"],
+        &["bench", "--rate", "inf"],
+        &["bench", "--max-in-flight", "5"],
+        &["bench", "--rate", "10", "--max-in-flight", "0"],
+        &["bench", "--rate", "10", "-r", "100"],
+    ] {
+        let out = Command::new(CLIENT).args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
