@@ -318,7 +318,7 @@ impl BenchReport {
             h.max() as f64 / 1e3,
             h.len(),
             h.buckets(),
-            h.distinct_values()
+            sub_buckets(h)
         );
         out
     }
@@ -333,6 +333,14 @@ fn fill(buf: &mut [u8], conn: usize, seq: u64) {
     if buf.len() >= 8 {
         buf[..8].copy_from_slice(&seq.to_le_bytes());
     }
+}
+
+/// HdrHistogram's sub-bucket count (the `SubBuckets` of an `.hgrm` footer):
+/// the power of two that holds 2 x 10^digits, the largest value kept at
+/// single-unit resolution (the Rust crate keeps the figure private).
+fn sub_buckets(h: &Histogram<u64>) -> u64 {
+    let largest = 2 * 10u64.pow(u32::from(h.sigfig()));
+    largest.next_power_of_two()
 }
 
 /// p50, p90, p99, p99.9 and the maximum of `h`, in microseconds.
@@ -868,4 +876,39 @@ pub async fn idle(endpoint: &ClientEndpoint, n: usize, hold: Duration) -> Result
     }
     tokio::time::sleep(hold).await;
     Ok(open.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hgrm_file_counts_up_to_the_total_and_its_footer_is_the_histograms() {
+        let mut latency = new_histogram();
+        for us in 1..=5_000u64 {
+            latency.record(us * 1_000).unwrap();
+        }
+        let report = BenchReport {
+            requests: 5_000,
+            elapsed: Duration::from_secs(1),
+            failures: [0; 5],
+            latency,
+            len: 64,
+            connections: 1,
+            open_loop: None,
+        };
+        let hgrm = report.hgrm();
+        let counts: Vec<u64> = hgrm
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+            .collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "cumulative");
+        assert_eq!(counts.last(), Some(&5_000), "ends at the total");
+        assert!(hgrm.contains("Total count    =         5000"), "{hgrm}");
+        assert!(hgrm.contains("SubBuckets     =         2048"), "{hgrm}");
+        let buckets = format!("Buckets = {:12}", report.latency.buckets());
+        assert!(hgrm.contains(&buckets), "{hgrm}");
+        // Java's HdrHistogram: 3 significant digits take 2048 sub-buckets.
+        assert_eq!(sub_buckets(&Histogram::<u64>::new(2).unwrap()), 256);
+    }
 }
