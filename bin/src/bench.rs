@@ -60,6 +60,59 @@ pub struct BenchConfig {
     /// Open loop: the most requests one connection has in flight; a send
     /// due beyond it is skipped (and counted).
     pub max_in_flight: usize,
+    /// Report every this long while measuring ([`Interval`]).
+    pub interval: Option<Duration>,
+}
+
+/// One interval of a running benchmark (`--interval`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
+    /// Since measuring began, at the interval's end.
+    pub elapsed: Duration,
+    /// The interval's length.
+    pub seconds: f64,
+    /// Requests completed in it.
+    pub requests: u64,
+    /// Failures in it.
+    pub errors: u64,
+    /// Connections open at its end.
+    pub connections: u64,
+    /// Latency percentiles of its requests, microseconds (0 with none).
+    pub p50_us: f64,
+    /// The 99th.
+    pub p99_us: f64,
+}
+
+impl Interval {
+    /// One line: `  2.0s  10067 req/s  errors 0  conns 10  p50 45.1us  p99 120.3us`.
+    #[must_use]
+    pub fn text(&self) -> String {
+        format!(
+            "{:>6.1}s {:>9.0} req/s  errors {}  conns {}  p50 {:.1}us  p99 {:.1}us",
+            self.elapsed.as_secs_f64(),
+            self.requests as f64 / self.seconds.max(1e-9),
+            self.errors,
+            self.connections,
+            self.p50_us,
+            self.p99_us
+        )
+    }
+
+    /// One JSON object (a line of a JSON-lines stream).
+    #[must_use]
+    pub fn json(&self) -> String {
+        format!(
+            "{{\"interval\":true,\"elapsed\":{:.3},\"seconds\":{:.3},\"requests\":{},\"requests_per_sec\":{:.1},\"errors\":{},\"connections\":{},\"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1}}}}}",
+            self.elapsed.as_secs_f64(),
+            self.seconds,
+            self.requests,
+            self.requests as f64 / self.seconds.max(1e-9),
+            self.errors,
+            self.connections,
+            self.p50_us,
+            self.p99_us
+        )
+    }
 }
 
 /// The default for [`BenchConfig::max_in_flight`].
@@ -403,7 +456,11 @@ type SharedHistogram = Arc<std::sync::Mutex<Histogram<u64>>>;
 ///
 /// # Errors
 /// A runtime or connect failure, or a load thread that failed, as a message.
-pub fn run(config: BenchConfig, threads: usize) -> Result<BenchReport, String> {
+pub fn run(
+    config: BenchConfig,
+    threads: usize,
+    on_interval: &mut dyn FnMut(&Interval),
+) -> Result<BenchReport, String> {
     config.check()?;
     let shared = Arc::new(Shared::default());
     let threads = threads.clamp(1, config.connections.max(1));
@@ -458,6 +515,41 @@ pub fn run(config: BenchConfig, threads: usize) -> Result<BenchReport, String> {
     shared.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let deadline = config.duration.map(|d| started + d);
+    // Per interval: the merged histogram at the last tick, to subtract.
+    let mut last_tick = (started, new_histogram(), 0u64, 0u64);
+    let tick = |now: Instant, last: &mut (Instant, Histogram<u64>, u64, u64)| {
+        let mut merged = new_histogram();
+        for (hist, _) in &histograms {
+            if let Ok(hist) = hist.lock() {
+                let _ = merged.add(&*hist);
+            }
+        }
+        let mut this = merged.clone();
+        let _ = this.subtract(&last.1);
+        let (measured, errors) = (shared.measured.load(Ordering::Relaxed), shared.errors());
+        let seen = this.len() > 0;
+        let q = |p: f64| {
+            if seen {
+                this.value_at_quantile(p) as f64 / 1e3
+            } else {
+                0.0
+            }
+        };
+        let interval = Interval {
+            elapsed: now - started,
+            seconds: (now - last.0).as_secs_f64(),
+            requests: measured - last.2,
+            errors: errors - last.3,
+            connections: shared
+                .connected
+                .load(Ordering::Relaxed)
+                .saturating_sub(shared.ended.load(Ordering::Relaxed)),
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+        };
+        *last = (now, merged, measured, errors);
+        interval
+    };
     // Until the time is up, the request count is reached, or every
     // connection has ended.
     while !shared.stop.load(Ordering::Relaxed)
@@ -473,6 +565,13 @@ pub fn run(config: BenchConfig, threads: usize) -> Result<BenchReport, String> {
             shared.measured.load(Ordering::Relaxed),
             shared.errors()
         ));
+        if let Some(every) = config.interval {
+            let now = Instant::now();
+            if now - last_tick.0 >= every {
+                let interval = tick(now, &mut last_tick);
+                bar.0.suspend(|| on_interval(&interval));
+            }
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     let elapsed = started.elapsed();

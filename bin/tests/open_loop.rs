@@ -186,3 +186,72 @@ fn bad_rate_flags_are_usage_errors() {
         );
     }
 }
+
+#[test]
+fn interval_lines_follow_the_run() {
+    let server = Server::start(&[]);
+    let connect = server.connect_arg();
+    let out = client(&[
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "2",
+        "-d",
+        "2",
+        "-w",
+        "0",
+        "--interval",
+        "0.5",
+        "--json",
+        "--rate",
+        "400",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let intervals: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("\"interval\":true"))
+        .collect();
+    assert!((3..=4).contains(&intervals.len()), "{stdout}");
+    for line in &intervals {
+        let rate = field(line, "requests_per_sec");
+        assert!(
+            (350.0..=450.0).contains(&rate),
+            "each interval holds the rate: {line}"
+        );
+        assert_eq!(field(line, "connections"), 2.0);
+    }
+    let summary = lines.last().unwrap();
+    assert!(
+        !summary.contains("\"interval\""),
+        "the summary comes last: {summary}"
+    );
+    assert!(
+        (790.0..=810.0).contains(&field(summary, "requests")),
+        "{summary}"
+    );
+    let out = client(&[
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "1",
+        "-d",
+        "1.2",
+        "-w",
+        "0",
+        "--interval",
+        "0.5",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains(" req/s  errors 0  conns 1  p50 "))
+            .count(),
+        2,
+        "{stdout}"
+    );
+}

@@ -258,6 +258,12 @@ struct BenchArgs {
     #[arg(env = "ECHO_HGRM", long, value_name = "FILE")]
     hgrm: Option<std::path::PathBuf>,
 
+    /// While measuring, print one line (with --json: one JSON object) per
+    /// interval: requests/s, errors, open connections, p50 and p99 of that
+    /// interval (for watching a failover or a rolling restart)
+    #[arg(env = "ECHO_INTERVAL", long, value_name = "SECS", value_parser = positive_seconds)]
+    interval: Option<Duration>,
+
     /// Open loop: send this many requests per second in all, spread evenly
     /// over the connections on a fixed schedule, pipelining when echoes are
     /// late; latency then counts from each request's intended send time
@@ -278,7 +284,7 @@ struct BenchArgs {
     /// Instead of load: open N idle connections (each proven live by one
     /// echoed byte) and hold them (for memory measurements)
     #[arg(env = "ECHO_IDLE", long, value_name = "N", value_parser = connection_count,
-          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "plot", "rate"])]
+          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "plot", "rate", "interval"])]
     idle: Option<usize>,
 
     /// How long --idle holds the connections
@@ -729,6 +735,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         send_proxy: args.proxy.header(),
         rate: args.rate,
         max_in_flight: args.max_in_flight,
+        interval: args.interval,
     };
     if let Err(e) = config.check() {
         let mut command = Args::command();
@@ -769,7 +776,11 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         ),
         echo_bin::plot::today()
     );
-    let report = match echo_bin::bench::run(config, args.threads) {
+    let json = args.json;
+    let mut on_interval = |i: &echo_bin::bench::Interval| {
+        let _ = say(if json { i.json() } else { i.text() });
+    };
+    let report = match echo_bin::bench::run(config, args.threads, &mut on_interval) {
         Ok(report) => report,
         Err(e) => {
             complain(format!("echo-client: {e}"));
