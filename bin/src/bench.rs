@@ -527,7 +527,7 @@ pub fn run(
         let mut this = merged.clone();
         let _ = this.subtract(&last.1);
         let (measured, errors) = (shared.measured.load(Ordering::Relaxed), shared.errors());
-        let seen = this.len() > 0;
+        let seen = !this.is_empty();
         let q = |p: f64| {
             if seen {
                 this.value_at_quantile(p) as f64 / 1e3
