@@ -62,6 +62,12 @@ pub struct BenchConfig {
     pub max_in_flight: usize,
     /// Report every this long while measuring ([`Interval`]).
     pub interval: Option<Duration>,
+    /// Open at most this many new connections per second while ramping up
+    /// (`None`: as fast as possible).
+    pub connect_rate: Option<f64>,
+    /// Close each connection after this many messages and open a new one
+    /// in its place (connection churn, like netperf's TCP_CRR).
+    pub reconnect_every: Option<u64>,
 }
 
 /// One interval of a running benchmark (`--interval`).
@@ -212,6 +218,9 @@ pub struct BenchReport {
     /// send (raw, as a closed loop would measure them) beside the
     /// corrected ones in `latency`.
     pub open_loop: Option<OpenLoop>,
+    /// How long each connect took (TCP, plus the PROXY header if sent), in
+    /// nanoseconds: the initial ones and, with churn, every reconnect.
+    pub connects: Histogram<u64>,
 }
 
 /// What an open-loop run adds to its report.
@@ -265,9 +274,19 @@ impl BenchReport {
         percentiles(&self.latency)
     }
 
-    /// A human-readable summary.
+    /// A human-readable summary: the load line, the latency line(s) and
+    /// the connect line.
     #[must_use]
     pub fn text(&self) -> String {
+        let [c50, c90, c99, _, cmax] = percentiles(&self.connects);
+        format!(
+            "{}\nconnect us: p50 {c50:.1}  p90 {c90:.1}  p99 {c99:.1}  max {cmax:.1} ({} connects)",
+            self.load_text(),
+            self.connects.len()
+        )
+    }
+
+    fn load_text(&self) -> String {
         let [p50, p90, p99, p999, max] = self.latency_us();
         let errors = match self.errors() {
             0 => "0".to_owned(),
@@ -326,8 +345,13 @@ impl BenchReport {
                 o.rate, o.late, o.skipped
             )
         });
+        let [c50, c90, c99, _, cmax] = percentiles(&self.connects);
+        let connects = format!(
+            ",\"connects\":{},\"connect_us\":{{\"p50\":{c50:.1},\"p90\":{c90:.1},\"p99\":{c99:.1},\"max\":{cmax:.1}}}",
+            self.connects.len()
+        );
         format!(
-            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"failures\":{{{failures}}},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}{open}}}",
+            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"failures\":{{{failures}}},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}{open}{connects}}}",
             self.connections,
             self.len,
             self.requests,
@@ -425,9 +449,19 @@ struct Shared {
     /// Open loop: sends later than one interval, and sends skipped.
     late: AtomicU64,
     skipped: AtomicU64,
+    /// How long connects took, nanoseconds.
+    connect_times: std::sync::Mutex<Option<Histogram<u64>>>,
 }
 
 impl Shared {
+    fn connect_took(&self, took: Duration) {
+        if let Ok(mut h) = self.connect_times.lock() {
+            let _ = h
+                .get_or_insert_with(new_histogram)
+                .record(took.as_nanos().max(1) as u64);
+        }
+    }
+
     fn fail(&self, failure: Failure) {
         let i = Failure::ALL.iter().position(|k| *k == failure).unwrap_or(0);
         self.failures[i].fetch_add(1, Ordering::Relaxed);
@@ -620,6 +654,12 @@ pub fn run(
         latency,
         len: config.len,
         connections: config.connections,
+        connects: shared
+            .connect_times
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take())
+            .unwrap_or_else(new_histogram),
         open_loop: config.rate.map(|rate| OpenLoop {
             rate,
             raw,
@@ -642,22 +682,13 @@ async fn shard(
         if shared.stop.load(Ordering::Relaxed) {
             break;
         }
-        let connected = match connect(&config.endpoint).await {
-            Ok(mut connected) => match config.send_proxy {
-                Some(proxy) => proxy
-                    .send(&mut connected)
-                    .await
-                    .map(|()| connected)
-                    .map_err(|e| echo_net::ClientError::Connect {
-                        target: config.endpoint.to_string(),
-                        source: e,
-                    }),
-                None => Ok(connected),
-            },
-            Err(e) => Err(e),
-        };
-        let stream = match connected {
-            Ok(connected) => connected.stream,
+        if let Some(rate) = config.connect_rate {
+            // This thread's share of the connect rate.
+            let threads = (config.connections / conns.len().max(1)).max(1) as f64;
+            tokio::time::sleep(Duration::from_secs_f64(threads / rate)).await;
+        }
+        let stream = match open_stream(config, shared).await {
+            Ok(stream) => stream,
             Err(e) => {
                 if let Ok(mut first) = shared.connect_error.lock() {
                     first.get_or_insert(e.to_string());
@@ -672,8 +703,18 @@ async fn shard(
             limit: config.requests,
             timeout: config.timeout,
         };
+        let churn = config.reconnect_every.map(|every| Churn {
+            every,
+            config: Arc::new(config.clone()),
+        });
         match config.rate {
-            None => tasks.spawn(ping_pong(stream, job, Arc::clone(shared), Arc::clone(hist))),
+            None => tasks.spawn(ping_pong(
+                stream,
+                job,
+                churn,
+                Arc::clone(shared),
+                Arc::clone(hist),
+            )),
             Some(rate) => {
                 // Each connection's share of the rate, its first send
                 // staggered so the connections' sends interleave evenly.
@@ -691,6 +732,33 @@ async fn shard(
     while tasks.join_next().await.is_some() {}
 }
 
+/// Opens one connection (and sends the PROXY header, if asked), timing it.
+async fn open_stream(
+    config: &BenchConfig,
+    shared: &Shared,
+) -> Result<AnyStream, echo_net::ClientError> {
+    let started = Instant::now();
+    let mut connected = connect(&config.endpoint).await?;
+    if let Some(proxy) = config.send_proxy {
+        proxy
+            .send(&mut connected)
+            .await
+            .map_err(|e| echo_net::ClientError::Connect {
+                target: config.endpoint.to_string(),
+                source: e,
+            })?;
+    }
+    shared.connect_took(started.elapsed());
+    Ok(connected.stream)
+}
+
+/// Connection churn: after `every` messages, a fresh connection.
+#[derive(Debug, Clone)]
+struct Churn {
+    every: u64,
+    config: Arc<BenchConfig>,
+}
+
 /// One connection's part of the run.
 #[derive(Debug, Clone, Copy)]
 struct Job {
@@ -701,7 +769,13 @@ struct Job {
 }
 
 /// One connection's closed loop: send, wait for the echo, verify, repeat.
-async fn ping_pong(mut stream: AnyStream, job: Job, shared: Arc<Shared>, hist: SharedHistogram) {
+async fn ping_pong(
+    mut stream: AnyStream,
+    job: Job,
+    churn: Option<Churn>,
+    shared: Arc<Shared>,
+    hist: SharedHistogram,
+) {
     let (mut msg, mut back) = (vec![0u8; job.len], vec![0u8; job.len]);
     // One progress timer per connection, re-armed only when it fires.
     let mut timer = Box::pin(tokio::time::sleep(job.timeout));
@@ -713,6 +787,22 @@ async fn ping_pong(mut stream: AnyStream, job: Job, shared: Arc<Shared>, hist: S
             && shared.claimed.fetch_add(1, Ordering::Relaxed) >= limit
         {
             break; // every measured request is taken
+        }
+        if let Some(churn) = &churn
+            && seq > 0
+            && seq.is_multiple_of(churn.every)
+        {
+            // Close cleanly, then replace the connection (its messages
+            // carry on numbering, so a stale echo still cannot pass).
+            let _ = stream.shutdown().await;
+            drop(stream);
+            stream = match open_stream(&churn.config, &shared).await {
+                Ok(fresh) => fresh,
+                Err(_) => {
+                    shared.fail(Failure::Broken);
+                    break;
+                }
+            };
         }
         fill(&mut msg, job.conn, seq);
         seq += 1;
@@ -995,6 +1085,7 @@ mod tests {
             len: 64,
             connections: 1,
             open_loop: None,
+            connects: new_histogram(),
         };
         let hgrm = report.hgrm();
         let counts: Vec<u64> = hgrm

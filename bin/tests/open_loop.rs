@@ -255,3 +255,69 @@ fn interval_lines_follow_the_run() {
         "{stdout}"
     );
 }
+
+#[test]
+fn churn_opens_a_connection_per_message_and_times_each_connect() {
+    let server = Server::start(&[]);
+    let connect = server.connect_arg();
+    let out = client(&[
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "2",
+        "-d",
+        "1",
+        "-w",
+        "0",
+        "--reconnect-every",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    let (requests, connects) = (field(&json, "requests"), field(&json, "connects"));
+    assert!(requests > 100.0, "{json}");
+    // Every connect is counted, the warm-up's and the drain's too.
+    assert!(
+        (connects - requests).abs() <= 10.0,
+        "a connect per request: {json}"
+    );
+    assert!(field(&json, "connect_us.p50") > 0.0);
+    // Paced ramp-up: 10 connections at 20 per second take about half a second.
+    let started = std::time::Instant::now();
+    let out = client(&[
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "10",
+        "-d",
+        "0.3",
+        "-w",
+        "0",
+        "--connect-rate",
+        "20",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(750),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(field(&text(&out.stdout), "connects"), 10.0);
+    for args in [
+        &["bench", "--reconnect-every", "0"][..],
+        &["bench", "--connect-rate", "0"],
+        &["bench", "--reconnect-every", "5", "--rate", "100"],
+    ] {
+        let out = Command::new(CLIENT).args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

@@ -264,6 +264,17 @@ struct BenchArgs {
     #[arg(env = "ECHO_INTERVAL", long, value_name = "SECS", value_parser = positive_seconds)]
     interval: Option<Duration>,
 
+    /// Open at most this many new connections per second while ramping up
+    /// [default: as fast as possible]
+    #[arg(env = "ECHO_CONNECT_RATE", long, value_name = "N", value_parser = request_rate)]
+    connect_rate: Option<f64>,
+
+    /// Close each connection after N messages and open a new one in its
+    /// place (connection churn: connects per second, like TCP_CRR); the
+    /// connect times get their own line
+    #[arg(env = "ECHO_RECONNECT_EVERY", long, value_name = "N", value_parser = positive_u64, conflicts_with = "rate")]
+    reconnect_every: Option<u64>,
+
     /// Open loop: send this many requests per second in all, spread evenly
     /// over the connections on a fixed schedule, pipelining when echoes are
     /// late; latency then counts from each request's intended send time
@@ -284,7 +295,7 @@ struct BenchArgs {
     /// Instead of load: open N idle connections (each proven live by one
     /// echoed byte) and hold them (for memory measurements)
     #[arg(env = "ECHO_IDLE", long, value_name = "N", value_parser = connection_count,
-          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "plot", "rate", "interval"])]
+          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "plot", "rate", "interval", "connect_rate", "reconnect_every"])]
     idle: Option<usize>,
 
     /// How long --idle holds the connections
@@ -736,6 +747,8 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         rate: args.rate,
         max_in_flight: args.max_in_flight,
         interval: args.interval,
+        connect_rate: args.connect_rate,
+        reconnect_every: args.reconnect_every,
     };
     if let Err(e) = config.check() {
         let mut command = Args::command();
