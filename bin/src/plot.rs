@@ -227,6 +227,60 @@ pub fn today() -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
+/// Requests per second and p99 latency per interval over time (from
+/// `bench --interval`), as an SVG document: two panels sharing the time
+/// axis, so a failover or a stall shows as a dip or a spike.
+///
+/// # Errors
+/// [`PlotError::NoSeries`] with fewer than two intervals;
+/// [`PlotError::Drawing`] if the backend fails.
+pub fn series_plot(title: &str, points: &[(f64, f64, f64)]) -> Result<String, PlotError> {
+    if points.len() < 2 {
+        return Err(PlotError::NoSeries);
+    }
+    let t_max = points.iter().map(|p| p.0).fold(0f64, f64::max).max(1e-3);
+    let rps_max = points.iter().map(|p| p.1).fold(0f64, f64::max).max(1.0) * 1.1;
+    let p99_max = points.iter().map(|p| p.2).fold(0f64, f64::max).max(1.0) * 1.1;
+    let mut svg = String::new();
+    {
+        let draw = |e: &dyn fmt::Display| PlotError::Drawing(e.to_string());
+        let root = SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| draw(&e))?;
+        let root = root
+            .titled(title, ("sans-serif", 18))
+            .map_err(|e| draw(&e))?;
+        let (top, bottom) = root.split_vertically(280);
+        for (area, (label, max, pick)) in [top, bottom].iter().zip([
+            ("requests/s", rps_max, 1usize),
+            ("p99 latency (µs)", p99_max, 2usize),
+        ]) {
+            let mut chart = ChartBuilder::on(area)
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(80)
+                .build_cartesian_2d(0f64..t_max, 0f64..max)
+                .map_err(|e| draw(&e))?;
+            chart
+                .configure_mesh()
+                .x_desc("seconds")
+                .y_desc(label)
+                .draw()
+                .map_err(|e| draw(&e))?;
+            let line = points
+                .iter()
+                .map(|p| (p.0, if pick == 1 { p.1 } else { p.2 }));
+            chart
+                .draw_series(LineSeries::new(
+                    line,
+                    if pick == 1 { BLUE } else { RED }.stroke_width(2),
+                ))
+                .map_err(|e| draw(&e))?;
+        }
+        root.present().map_err(|e| draw(&e))?;
+    }
+    Ok(svg)
+}
+
 /// `1/(1-p)` as a percentile label: 1 -> "0%", 10 -> "90%", 100 -> "99%".
 fn percentile_label(x: f64) -> String {
     let p = 100.0 * (1.0 - 1.0 / x);

@@ -149,3 +149,40 @@ fn nothing_to_plot_is_a_clear_error() {
     let _ = std::fs::remove_file(empty);
     let _ = std::fs::remove_file(one);
 }
+
+#[test]
+fn interval_series_plot_has_a_line_per_panel() {
+    let server = Server::start(&[]);
+    let svg = temp("series.svg");
+    let connect = server.connect_arg();
+    let out = client(&[
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "2",
+        "-d",
+        "1.5",
+        "-w",
+        "0",
+        "--interval",
+        "0.25",
+        "--plot-series",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let found = lines(&svg, 3);
+    assert_eq!(found.len(), 2, "requests/s and p99: {found:?}");
+    assert!(
+        found.iter().all(|&n| n >= 5),
+        "a point per interval: {found:?}"
+    );
+    render(&svg);
+    let _ = std::fs::remove_file(svg.with_extension("png"));
+    let _ = std::fs::remove_file(&svg);
+    let out = Command::new(CLIENT)
+        .args(["bench", "--plot-series", "x.svg", "-d", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--plot-series needs --interval");
+}

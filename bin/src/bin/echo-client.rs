@@ -165,7 +165,7 @@ enum Command {
     /// Closed-loop ping-pong load: every connection sends a SIZE-byte message
     /// (different each time), waits for its echo, verifies it, repeats.
     /// Reports requests/s, MB/s, latency percentiles and errors by kind.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// UDP echo (RFC 862): sends numbered datagrams, waits for the replies
     /// and reports how many were lost, duplicated, reordered or corrupted.
     Udp(UdpArgs),
@@ -292,10 +292,20 @@ struct BenchArgs {
     #[arg(env = "ECHO_PLOT", long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
 
+    /// With --interval: also draw requests/s and p99 per interval over time
+    /// (SVG) into this file (created before the run)
+    #[arg(
+        env = "ECHO_PLOT_SERIES",
+        long,
+        value_name = "FILE.svg",
+        requires = "interval"
+    )]
+    plot_series: Option<std::path::PathBuf>,
+
     /// Instead of load: open N idle connections (each proven live by one
     /// echoed byte) and hold them (for memory measurements)
     #[arg(env = "ECHO_IDLE", long, value_name = "N", value_parser = connection_count,
-          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "plot", "rate", "interval", "connect_rate", "reconnect_every"])]
+          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "plot", "plot_series", "rate", "interval", "connect_rate", "reconnect_every"])]
     idle: Option<usize>,
 
     /// How long --idle holds the connections
@@ -425,7 +435,7 @@ fn main() -> ExitCode {
         args.verbosity.quiet,
     );
     match args.command {
-        Some(Command::Bench(bench)) => return run_bench(bench),
+        Some(Command::Bench(bench)) => return run_bench(*bench),
         Some(Command::Plot(plot)) => {
             return match run_plot(&plot) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -789,9 +799,28 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         ),
         echo_bin::plot::today()
     );
+    let mut series_file = match args
+        .plot_series
+        .as_deref()
+        .map(std::fs::File::create)
+        .transpose()
+    {
+        Ok(file) => file,
+        Err(e) => {
+            let path = args.plot_series.as_deref().unwrap_or_else(|| "".as_ref());
+            complain(format!("echo-client: cannot write {}: {e}", path.display()));
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let json = args.json;
+    let mut intervals = Vec::new();
     let mut on_interval = |i: &echo_bin::bench::Interval| {
         let _ = say(if json { i.json() } else { i.text() });
+        intervals.push((
+            i.elapsed.as_secs_f64(),
+            i.requests as f64 / i.seconds.max(1e-9),
+            i.p99_us,
+        ));
     };
     let report = match echo_bin::bench::run(config, args.threads, &mut on_interval) {
         Ok(report) => report,
@@ -832,6 +861,20 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             Ok(svg) => std::io::Write::write_all(file, svg.as_bytes()).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
+        if let Err(e) = written {
+            complain(format!(
+                "echo-client: cannot plot into {}: {e}",
+                path.display()
+            ));
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
+    if let (Some(file), Some(path)) = (series_file.as_mut(), args.plot_series.as_deref()) {
+        let written = echo_bin::plot::series_plot(&title, &intervals)
+            .map_err(|e| e.to_string())
+            .and_then(|svg| {
+                std::io::Write::write_all(file, svg.as_bytes()).map_err(|e| e.to_string())
+            });
         if let Err(e) = written {
             complain(format!(
                 "echo-client: cannot plot into {}: {e}",
