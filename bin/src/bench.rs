@@ -68,6 +68,9 @@ pub struct BenchConfig {
     /// Close each connection after this many messages and open a new one
     /// in its place (connection churn, like netperf's TCP_CRR).
     pub reconnect_every: Option<u64>,
+    /// Each connection starts with the server's banner line naming its
+    /// back end (`echo-server --banner`): read it, and report per back end.
+    pub banner: bool,
 }
 
 /// One interval of a running benchmark (`--interval`).
@@ -221,6 +224,21 @@ pub struct BenchReport {
     /// How long each connect took (TCP, plus the PROXY header if sent), in
     /// nanoseconds: the initial ones and, with churn, every reconnect.
     pub connects: Histogram<u64>,
+    /// With `banner`: per back end, by name.
+    pub backends: Vec<Backend>,
+}
+
+/// What one back end (named by its banner) served.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Its banner line.
+    pub name: String,
+    /// Connections it accepted.
+    pub connections: u64,
+    /// Measured requests it answered.
+    pub requests: u64,
+    /// Their latencies, nanoseconds.
+    pub latency: Histogram<u64>,
 }
 
 /// What an open-loop run adds to its report.
@@ -279,11 +297,20 @@ impl BenchReport {
     #[must_use]
     pub fn text(&self) -> String {
         let [c50, c90, c99, _, cmax] = percentiles(&self.connects);
-        format!(
+        let mut out = format!(
             "{}\nconnect us: p50 {c50:.1}  p90 {c90:.1}  p99 {c99:.1}  max {cmax:.1} ({} connects)",
             self.load_text(),
             self.connects.len()
-        )
+        );
+        for b in &self.backends {
+            let [p50, _, p99, _, _] = percentiles(&b.latency);
+            let _ = write!(
+                out,
+                "\nbackend {}: {} connections, {} requests, p50 {p50:.1}us  p99 {p99:.1}us",
+                b.name, b.connections, b.requests
+            );
+        }
+        out
     }
 
     fn load_text(&self) -> String {
@@ -345,13 +372,31 @@ impl BenchReport {
                 o.rate, o.late, o.skipped
             )
         });
+        let backends = if self.backends.is_empty() {
+            String::new()
+        } else {
+            let each: Vec<String> = self
+                .backends
+                .iter()
+                .map(|b| {
+                    let [p50, _, p99, _, _] = percentiles(&b.latency);
+                    format!(
+                        "{}:{{\"connections\":{},\"requests\":{},\"p50\":{p50:.1},\"p99\":{p99:.1}}}",
+                        json_string(&b.name),
+                        b.connections,
+                        b.requests
+                    )
+                })
+                .collect();
+            format!(",\"backends\":{{{}}}", each.join(","))
+        };
         let [c50, c90, c99, _, cmax] = percentiles(&self.connects);
         let connects = format!(
             ",\"connects\":{},\"connect_us\":{{\"p50\":{c50:.1},\"p90\":{c90:.1},\"p99\":{c99:.1},\"max\":{cmax:.1}}}",
             self.connects.len()
         );
         format!(
-            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"failures\":{{{failures}}},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}{open}{connects}}}",
+            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"failures\":{{{failures}}},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}{open}{connects}{backends}}}",
             self.connections,
             self.len,
             self.requests,
@@ -412,6 +457,23 @@ fn fill(buf: &mut [u8], conn: usize, seq: u64) {
     }
 }
 
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// HdrHistogram's sub-bucket count (the `SubBuckets` of an `.hgrm` footer):
 /// the power of two that holds 2 x 10^digits, the largest value kept at
 /// single-unit resolution (the Rust crate keeps the figure private).
@@ -429,6 +491,9 @@ fn percentiles(h: &Histogram<u64>) -> [f64; 5] {
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
+
+/// One back end's books while running: connections, requests, latencies.
+type BackendBook = (u64, u64, Histogram<u64>);
 
 /// What every connection loop shares with the coordinator.
 #[derive(Debug, Default)]
@@ -451,9 +516,30 @@ struct Shared {
     skipped: AtomicU64,
     /// How long connects took, nanoseconds.
     connect_times: std::sync::Mutex<Option<Histogram<u64>>>,
+    /// Per back end (with banners): connections, requests, latencies.
+    backends: std::sync::Mutex<std::collections::BTreeMap<String, BackendBook>>,
 }
 
 impl Shared {
+    /// A connection reached back end `name`.
+    fn backend_connected(&self, name: &str) {
+        if let Ok(mut map) = self.backends.lock() {
+            map.entry(name.to_owned())
+                .or_insert_with(|| (0, 0, new_histogram()))
+                .0 += 1;
+        }
+    }
+
+    /// Back end `name` answered a measured request in `took`.
+    fn backend_answered(&self, name: &str, took: Duration) {
+        if let Ok(mut map) = self.backends.lock()
+            && let Some(entry) = map.get_mut(name)
+        {
+            entry.1 += 1;
+            let _ = entry.2.record(took.as_nanos().max(1) as u64);
+        }
+    }
+
     fn connect_took(&self, took: Duration) {
         if let Ok(mut h) = self.connect_times.lock() {
             let _ = h
@@ -654,6 +740,20 @@ pub fn run(
         latency,
         len: config.len,
         connections: config.connections,
+        backends: shared
+            .backends
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .map(|(name, (connections, requests, latency))| Backend {
+                        name: name.clone(),
+                        connections: *connections,
+                        requests: *requests,
+                        latency: latency.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         connects: shared
             .connect_times
             .lock()
@@ -687,8 +787,8 @@ async fn shard(
             let threads = (config.connections / conns.len().max(1)).max(1) as f64;
             tokio::time::sleep(Duration::from_secs_f64(threads / rate)).await;
         }
-        let stream = match open_stream(config, shared).await {
-            Ok(stream) => stream,
+        let (stream, backend) = match open_stream(config, shared).await {
+            Ok(opened) => opened,
             Err(e) => {
                 if let Ok(mut first) = shared.connect_error.lock() {
                     first.get_or_insert(e.to_string());
@@ -702,6 +802,7 @@ async fn shard(
             len: config.len,
             limit: config.requests,
             timeout: config.timeout,
+            backend,
         };
         let churn = config.reconnect_every.map(|every| Churn {
             every,
@@ -736,7 +837,7 @@ async fn shard(
 async fn open_stream(
     config: &BenchConfig,
     shared: &Shared,
-) -> Result<AnyStream, echo_net::ClientError> {
+) -> Result<(AnyStream, Option<Arc<str>>), echo_net::ClientError> {
     let started = Instant::now();
     let mut connected = connect(&config.endpoint).await?;
     if let Some(proxy) = config.send_proxy {
@@ -749,7 +850,32 @@ async fn open_stream(
             })?;
     }
     shared.connect_took(started.elapsed());
-    Ok(connected.stream)
+    let mut stream = connected.stream;
+    if !config.banner {
+        return Ok((stream, None));
+    }
+    // The banner line, a byte at a time (so no echo byte is read with it).
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let read = tokio::time::timeout(config.timeout, stream.read_exact(&mut byte)).await;
+        match read {
+            Ok(Ok(_)) if byte[0] == b'\n' => break,
+            Ok(Ok(_)) if line.len() < echo_core::MAX_BANNER => line.push(byte[0]),
+            _ => {
+                return Err(echo_net::ClientError::Connect {
+                    target: config.endpoint.to_string(),
+                    source: std::io::Error::other("no banner line from the server"),
+                });
+            }
+        }
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    let name: Arc<str> = Arc::from(String::from_utf8_lossy(&line).as_ref());
+    shared.backend_connected(&name);
+    Ok((stream, Some(name)))
 }
 
 /// Connection churn: after `every` messages, a fresh connection.
@@ -760,18 +886,20 @@ struct Churn {
 }
 
 /// One connection's part of the run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Job {
     conn: usize,
     len: usize,
     limit: Option<u64>,
     timeout: Duration,
+    /// The back end's name, from its banner.
+    backend: Option<Arc<str>>,
 }
 
 /// One connection's closed loop: send, wait for the echo, verify, repeat.
 async fn ping_pong(
     mut stream: AnyStream,
-    job: Job,
+    mut job: Job,
     churn: Option<Churn>,
     shared: Arc<Shared>,
     hist: SharedHistogram,
@@ -796,7 +924,7 @@ async fn ping_pong(
             // carry on numbering, so a stale echo still cannot pass).
             let _ = stream.shutdown().await;
             drop(stream);
-            stream = match open_stream(&churn.config, &shared).await {
+            (stream, job.backend) = match open_stream(&churn.config, &shared).await {
                 Ok(fresh) => fresh,
                 Err(_) => {
                     shared.fail(Failure::Broken);
@@ -825,6 +953,9 @@ async fn ping_pong(
         if counted && shared.measuring.load(Ordering::Relaxed) {
             if let Ok(mut hist) = hist.lock() {
                 let _ = hist.record(took.as_nanos().max(1) as u64);
+            }
+            if let Some(name) = &job.backend {
+                shared.backend_answered(name, took);
             }
             let done = shared.measured.fetch_add(1, Ordering::Relaxed) + 1;
             if job.limit.is_some_and(|l| done >= l) {
@@ -1086,6 +1217,7 @@ mod tests {
             connections: 1,
             open_loop: None,
             connects: new_histogram(),
+            backends: Vec::new(),
         };
         let hgrm = report.hgrm();
         let counts: Vec<u64> = hgrm

@@ -27,6 +27,21 @@ impl Haproxy {
     /// Listens on a free port (with `bind_options`) and forwards to
     /// `backend_port` with `server_options`.
     fn start(bind_options: &str, backend_port: u16, server_options: &str) -> Self {
+        let server = format!("  server echo 127.0.0.1:{backend_port} {server_options}\n");
+        Self::start_with(bind_options, &server)
+    }
+
+    /// Round robin over several plain servers.
+    fn round_robin(ports: &[u16]) -> Self {
+        let servers: String = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("  server echo{i} 127.0.0.1:{port}\n"))
+            .collect();
+        Self::start_with("", &format!("  balance roundrobin\n{servers}"))
+    }
+
+    fn start_with(bind_options: &str, backend: &str) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("echo-haproxy-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -37,7 +52,7 @@ impl Haproxy {
                 "global\n  maxconn 100\n\
                  defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
                  frontend fe\n  bind 127.0.0.1:{port} {bind_options}\n  default_backend be\n\
-                 backend be\n  server echo 127.0.0.1:{backend_port} {server_options}\n"
+                 backend be\n{backend}"
             ),
         )
         .unwrap();
@@ -269,4 +284,49 @@ fn bad_proxy_flag_values_are_usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("tcp, tcp6 or unix after haproxy:"));
+}
+
+#[test]
+fn behind_haproxy_round_robin_each_backend_is_named_by_its_banner() {
+    if !have("haproxy") {
+        return;
+    }
+    let a = Server::start(&["--banner", "pod-a"]);
+    let b = Server::start(&["--banner", "pod-b"]);
+    let haproxy = Haproxy::round_robin(&[a.port, b.port]);
+    let connect = format!("tcp:127.0.0.1:{}", haproxy.port);
+    let out = client(&[
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "100",
+        "-d",
+        "1",
+        "-w",
+        "0",
+        "--banner",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json = text(&out.stdout);
+    let count = |name: &str| -> u64 {
+        let pattern = format!("\"{name}\":{{\"connections\":");
+        let at = json.find(&pattern).unwrap_or_else(|| panic!("{json}"));
+        let rest = &json[at + pattern.len()..];
+        rest.split(',').next().unwrap().parse().unwrap()
+    };
+    let (on_a, on_b) = (count("pod-a"), count("pod-b"));
+    assert_eq!(on_a + on_b, 100, "{json}");
+    assert!(
+        (40..=60).contains(&on_a),
+        "about half each: {on_a} and {on_b}"
+    );
+    let out = client(&["--connect", &connect, "-c", "2", "--banner"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("> from pod-a: hello server")
+            && stdout.contains("> from pod-b: hello server"),
+        "{stdout}"
+    );
 }

@@ -181,6 +181,7 @@ pub fn client_script(data: &[u8], t0: Instant) {
         idle_timeout: Some(Duration::from_millis(100)),
         max_undelivered: 1 + undelivered * 8,
         half_close: undelivered % 2 == 1,
+        ..ClientConfig::default()
     };
     let (client, mut input) = if streaming {
         (EchoClient::streaming(config), Vec::new())
@@ -253,6 +254,8 @@ pub fn client_script(data: &[u8], t0: Instant) {
                     assert!(echoed == input, "done without the whole echo");
                 }
                 ClientEvent::Failed(_) => terminal_events += 1,
+                // No banner is asked for here, so none is reported.
+                ClientEvent::Banner(_) => panic!("a banner nobody asked for"),
             }
         }
         assert!(terminal_events <= 1, "more than one terminal event");

@@ -119,7 +119,7 @@ pub use datagram::client::{
 pub use datagram::server::{DropReason, Transmit, UDP_LOOP_PORTS, UdpConfig, UdpEcho, UdpStats};
 pub use echo::client::{
     ClientConfig, ClientEvent, DEFAULT_MAX_UNDELIVERED, EchoClient, EchoClientConnection,
-    EchoError, SendError,
+    EchoError, MAX_BANNER, SendError,
 };
 pub use echo::faults::{Cutoff, FaultConfig};
 pub use echo::server::{

@@ -277,6 +277,8 @@ pub struct Pipe<I, O> {
     buf: Vec<u8>,
     /// How the echo ended, once it has.
     outcome: Option<Result<Summary, ClientError>>,
+    /// The server's banner line, with `ClientConfig::banner`.
+    banner: Option<Bytes>,
 }
 
 impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
@@ -288,7 +290,15 @@ impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
             unwritten: Bytes::new(),
             buf: Vec::new(),
             outcome: None,
+            banner: None,
         }
+    }
+
+    /// The back end's name from the server's banner line, if it sent one
+    /// (with `ClientConfig::banner`).
+    #[must_use]
+    pub fn banner(&self) -> Option<&[u8]> {
+        self.banner.as_deref()
     }
 
     /// The output sink (the collected echo, for a `Vec<u8>`).
@@ -332,6 +342,7 @@ impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
                 Some(ClientEvent::Done { sent, received }) => {
                     self.outcome.get_or_insert(Ok(Summary { sent, received }));
                 }
+                Some(ClientEvent::Banner(name)) => self.banner = Some(name),
                 Some(ClientEvent::Failed(error)) => {
                     self.outcome.get_or_insert(Err(error.into()));
                 }
@@ -437,6 +448,23 @@ where
             "the echo ended without an outcome",
         )))
     })
+}
+
+/// Sends `message` over a connected stream, verifies the echo and returns
+/// it, with the back end's banner when `ClientConfig::banner` is set.
+///
+/// # Errors
+/// As [`run`].
+pub async fn echo_message_from<S: Stream>(
+    connected: Connected<S>,
+    message: Bytes,
+    options: ClientOptions,
+) -> Result<(Vec<u8>, Option<Bytes>), ClientError> {
+    let client = EchoClient::message(message, options.config);
+    let mut pipe = Pipe::new(None::<tokio::io::Empty>, Vec::new());
+    run(connected, client, &mut pipe, options).await?;
+    let banner = pipe.banner.take();
+    Ok((pipe.into_output(), banner))
 }
 
 /// Sends `message` over a connected stream, verifies the echo and returns it.

@@ -35,7 +35,8 @@ mod udp;
 
 pub use access::AccessList;
 pub use client::{
-    ClientError, ClientOptions, Connected, Pipe, SendProxy, Summary, connect, echo_message, run,
+    ClientError, ClientOptions, Connected, Pipe, SendProxy, Summary, connect, echo_message,
+    echo_message_from, run,
 };
 pub use driver::{App, DEFAULT_READ_CHUNK, DriveConfig, NoApp, drive, now};
 /// CIDR blocks, as [`AccessList`] takes them (the `ipnet` crate's).

@@ -91,6 +91,7 @@ fn server_options(case: &Case) -> ServerOptions {
             max_connections: case.max_connections,
             idle_timeout: case.server_idle_ms.map(Duration::from_millis),
             faults: case.misbehave,
+            banner: None,
         },
         marks: WaterMarks::new(case.server_high, case.server_low).expect("valid marks"),
         drive: DriveConfig {

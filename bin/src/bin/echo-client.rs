@@ -20,7 +20,7 @@ use echo_core::{
 };
 use echo_net::{
     AnyStream, ClientError, ClientOptions, Connected, Pipe, SendProxy, connect, connect_udp,
-    echo_message, now, run, udp_echo,
+    echo_message_from, now, run, udp_echo,
 };
 
 /// Sends a message (or standard input) to an echo server and checks that
@@ -90,6 +90,12 @@ struct Args {
 
     #[command(flatten)]
     proxy: ProxyArgs,
+
+    /// The server starts each connection with a banner line naming its back
+    /// end (echo-server --banner): read it, print it in place of "server",
+    /// and verify the echo after it
+    #[arg(env = "ECHO_BANNER", long)]
+    banner: bool,
 
     #[command(flatten)]
     verbosity: Verbosity,
@@ -243,6 +249,12 @@ struct BenchArgs {
 
     #[command(flatten)]
     proxy: ProxyArgs,
+
+    /// Each connection starts with the server's banner line naming its back
+    /// end (echo-server --banner): report connections, requests, p50 and p99
+    /// per back end
+    #[arg(env = "ECHO_BANNER", long)]
+    banner: bool,
 
     /// Threads for the load generator, each with its own share of the
     /// connections
@@ -487,6 +499,7 @@ async fn run_all(args: Args) -> bool {
         config: ClientConfig {
             idle_timeout: Some(args.timeout),
             half_close: args.half_close,
+            banner: args.banner,
             ..ClientConfig::default()
         },
         ..ClientOptions::default()
@@ -521,7 +534,7 @@ async fn run_all(args: Args) -> bool {
                 let started = Instant::now();
                 let result = async {
                     let connected = connect_with_retries(&endpoint, retries, proxy).await?;
-                    echo_message(connected, message, options)
+                    echo_message_from(connected, message, options)
                         .await
                         .map_err(Failed::from)
                 }
@@ -534,13 +547,18 @@ async fn run_all(args: Args) -> bool {
             break;
         };
         match joined {
-            Ok((n, Ok(echo), took)) => {
+            Ok((n, Ok((echo, banner)), took)) => {
                 tracing::info!(connection = n, bytes = echo.len(), ?took, "echo complete");
+                // "from server": the back end's name when it sent a banner.
+                let from = banner.map_or_else(
+                    || "server".to_owned(),
+                    |b| String::from_utf8_lossy(&b).into_owned(),
+                );
                 let line = if args.size.is_some() {
-                    say(format_args!("> from server: {} bytes", echo.len()))
+                    say(format_args!("> from {from}: {} bytes", echo.len()))
                 } else {
                     say(format_args!(
-                        "> from server: {}",
+                        "> from {from}: {}",
                         String::from_utf8_lossy(&echo)
                     ))
                 };
@@ -596,6 +614,9 @@ async fn stream_stdin(args: &Args, options: ClientOptions) -> Result<(), Failed>
     let client = EchoClient::streaming(options.config);
     let mut pipe = Pipe::new(Some(tokio::io::stdin()), tokio::io::stdout());
     let summary = run(connected, client, &mut pipe, options).await?;
+    if let Some(name) = pipe.banner() {
+        tracing::info!(backend = %String::from_utf8_lossy(name), "banner");
+    }
     tracing::info!(
         sent = summary.sent,
         received = summary.received,
@@ -759,6 +780,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         interval: args.interval,
         connect_rate: args.connect_rate,
         reconnect_every: args.reconnect_every,
+        banner: args.banner,
     };
     if let Err(e) = config.check() {
         let mut command = Args::command();

@@ -85,6 +85,13 @@ struct Args {
     #[arg(env = "ECHO_DENY", long, value_name = "CIDR", value_parser = cidr, value_delimiter = ',')]
     deny: Vec<IpNet>,
 
+    /// Send this line at the start of every connection, before echoing:
+    /// the back end's name for clients behind a balancer (echo-client
+    /// --banner). {hostname}, {pid} and {listen} (the first --listen as
+    /// given) are filled in. Off by default (plain RFC 862)
+    #[arg(env = "ECHO_BANNER", long, value_name = "TEXT", value_parser = banner_text)]
+    banner: Option<String>,
+
     /// Log a line with open connections, accepted, refused, bytes in and
     /// out, and connections lost by reason since the last line, this often
     /// (e.g. 10s); nothing when nothing happened
@@ -147,6 +154,36 @@ struct Args {
 
 /// The help heading of the fault knobs.
 const MISBEHAVE: &str = "Misbehaving on purpose (for testing proxies and clients)";
+
+fn banner_text(s: &str) -> Result<String, String> {
+    if s.contains(['\n', '\r']) || s.len() > echo_core::MAX_BANNER {
+        return Err(format!(
+            "a banner is one line of at most {} bytes",
+            echo_core::MAX_BANNER
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// The banner with its placeholders filled in, kept for the process's
+/// life (the core takes a `&'static str`).
+fn banner(args: &Args) -> Option<&'static str> {
+    let text = args.banner.as_deref()?;
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "localhost".into());
+    let listen = args
+        .listen
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let filled = text
+        .replace("{hostname}", &hostname)
+        .replace("{pid}", &std::process::id().to_string())
+        .replace("{listen}", &listen);
+    Some(Box::leak(filled.into_boxed_str()))
+}
 
 fn cidr(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
@@ -251,6 +288,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
             faults: args.faults(),
+            banner: banner(&args),
         },
         marks: WaterMarks::new(args.high_water, 0)?,
         count_traffic: args.stats_interval.is_some(),

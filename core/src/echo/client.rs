@@ -33,7 +33,14 @@ pub struct ClientConfig {
     /// connection and drop the echo they still owe. On, it tests how a
     /// server or proxy handles a half-closed connection.
     pub half_close: bool,
+    /// The server starts with a one-line banner naming its back end
+    /// (`echo-server --banner`): read that line first (reported as
+    /// [`ClientEvent::Banner`]), then verify the echo of everything after it.
+    pub banner: bool,
 }
+
+/// The longest banner line taken, newline excluded.
+pub const MAX_BANNER: usize = 256;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -41,6 +48,7 @@ impl Default for ClientConfig {
             idle_timeout: Some(Duration::from_secs(30)),
             max_undelivered: DEFAULT_MAX_UNDELIVERED,
             half_close: false,
+            banner: false,
         }
     }
 }
@@ -59,6 +67,10 @@ pub enum EchoError {
         /// The byte that came back.
         found: u8,
     },
+    /// With [`ClientConfig::banner`]: no newline in the server's first
+    /// [`MAX_BANNER`] bytes.
+    #[error("no banner line in the server's first {MAX_BANNER} bytes (does the server send one?)")]
+    NoBanner,
     /// The server sent bytes beyond what we had sent.
     #[error("server sent unexpected bytes beyond offset {offset} (only {offset} bytes were sent)")]
     Unexpected {
@@ -122,6 +134,9 @@ pub enum ClientEvent {
     },
     /// Terminal: the echo failed.
     Failed(EchoError),
+    /// The server's banner line (with [`ClientConfig::banner`]): the name
+    /// of the back end that answered, before any echo.
+    Banner(Bytes),
 }
 
 /// Where the bytes to send come from.
@@ -174,6 +189,8 @@ pub struct EchoClient {
     /// Reading paused because the application held too much echo, and it
     /// has since taken some: the progress timer restarts at the next tick.
     resumed: bool,
+    /// With a banner: its bytes so far, until its newline.
+    banner: Option<BytesMut>,
     /// Events not yet polled.
     events: VecDeque<ClientEvent>,
 }
@@ -205,6 +222,7 @@ impl EchoClient {
             last_progress: None,
             ended: false,
             resumed: false,
+            banner: config.banner.then(BytesMut::new),
             events: VecDeque::new(),
         }
     }
@@ -307,14 +325,16 @@ impl EchoClient {
                 transport.close_because(LostReason::TimedOut);
             }
             // The peer is sending garbage: stop reading it, reset.
-            ClientEvent::Failed(EchoError::Mismatch { .. } | EchoError::Unexpected { .. }) => {
+            ClientEvent::Failed(
+                EchoError::Mismatch { .. } | EchoError::Unexpected { .. } | EchoError::NoBanner,
+            ) => {
                 transport.abort_connection();
             }
             // The echo is over: never wait on a flush nobody will read (the
             // timer is off once the echo ended). FIN if nothing is unsent,
             // else reset.
             ClientEvent::Failed(_) => transport.close_because(LostReason::Aborted),
-            ClientEvent::Echoed(_) => {}
+            ClientEvent::Echoed(_) | ClientEvent::Banner(_) => {}
         }
         self.events.push_back(event);
     }
@@ -338,9 +358,34 @@ impl Protocol for EchoClient {
         self.pump(transport);
     }
 
-    fn data_received(&mut self, data: &[u8], transport: &mut Transport, now: Instant) {
+    fn data_received(&mut self, mut data: &[u8], transport: &mut Transport, now: Instant) {
         if self.ended {
             return;
+        }
+        if let Some(banner) = &mut self.banner {
+            self.last_progress = Some(now);
+            let Some(end) = data.iter().position(|&b| b == b'\n') else {
+                banner.extend_from_slice(data);
+                if banner.len() > MAX_BANNER {
+                    self.fail(EchoError::NoBanner, transport);
+                }
+                return;
+            };
+            banner.extend_from_slice(&data[..end]);
+            if banner.len() > MAX_BANNER {
+                self.fail(EchoError::NoBanner, transport);
+                return;
+            }
+            let mut line = banner.split().freeze();
+            if line.last() == Some(&b'\r') {
+                line.truncate(line.len() - 1);
+            }
+            self.banner = None;
+            self.events.push_back(ClientEvent::Banner(line));
+            data = &data[end + 1..];
+            if data.is_empty() {
+                return;
+            }
         }
         // Only bytes the socket has taken can legitimately come back.
         let in_flight = usize::try_from(self.sent - self.received).unwrap_or(usize::MAX);

@@ -55,6 +55,8 @@ pub struct Echo {
     /// Misbehaviour on purpose ([`FaultConfig`]); `None`, the plain echo,
     /// costs one pointer.
     faults: Option<Box<Faults>>,
+    /// The line sent first, if any.
+    banner: Option<&'static str>,
 }
 
 impl Echo {
@@ -68,6 +70,7 @@ impl Echo {
             idle_timeout,
             last_activity: None,
             faults: None,
+            banner: None,
         }
     }
 
@@ -112,6 +115,10 @@ impl Protocol for Echo {
 
     fn connection_made(&mut self, transport: &mut Transport, now: Instant) {
         self.last_activity = Some(now);
+        if let Some(banner) = self.banner {
+            transport.write(banner.as_bytes());
+            transport.write(b"\n");
+        }
         if let Some(faults) = &mut self.faults {
             faults.connection_made(transport);
         }
@@ -182,6 +189,11 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// Misbehave on purpose (delay, throttle, cut-offs); off by default.
     pub faults: FaultConfig,
+    /// Send this line (a newline is added) at the start of every
+    /// connection, before echoing: the back end's name, for clients that
+    /// count which one answered behind a balancer (`echo-client --banner`).
+    /// Off by default: plain RFC 862.
+    pub banner: Option<&'static str>,
 }
 
 /// What the server factory reports, for logs and metrics.
@@ -374,11 +386,9 @@ impl EchoFactory {
             health_check,
             open: self.open.len(),
         });
-        Some(Echo::with_faults(
-            id,
-            self.config.idle_timeout,
-            &self.config.faults,
-        ))
+        let mut echo = Echo::with_faults(id, self.config.idle_timeout, &self.config.faults);
+        echo.banner = self.config.banner;
+        Some(echo)
     }
 
     /// Pops the next event to log.

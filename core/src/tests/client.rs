@@ -404,6 +404,7 @@ fn six_bytes_sent_at_most_four_undelivered(
         idle_timeout,
         max_undelivered: 4,
         half_close: false,
+        banner: false,
     };
     let client = EchoClient::streaming(config);
     let mut conn = Connection::new(
@@ -475,4 +476,75 @@ fn undelivered_echoes_pause_reading() {
     );
     assert!(conn.wants_read());
     assert_eq!(conn.poll_timeout(), None, "no idle timeout configured");
+}
+
+#[test]
+fn a_banner_line_is_reported_then_the_echo_after_it_is_verified_at_any_split() {
+    let stream = b"pod-a\r\nhello";
+    for chunk in 1..=stream.len() {
+        let config = ClientConfig {
+            banner: true,
+            ..config(Some(1_000))
+        };
+        let client = EchoClient::message(b"hello".to_vec(), config);
+        let mut conn = Connection::new(
+            client,
+            addr(CLIENT),
+            addr(SERVER),
+            WaterMarks::default(),
+            t0(),
+        );
+        send_all(&mut conn);
+        for piece in stream.chunks(chunk) {
+            conn.handle_data(piece, t0()).unwrap();
+        }
+        let got = events(&mut conn);
+        assert_eq!(
+            got[0],
+            ClientEvent::Banner(Bytes::from_static(b"pod-a")),
+            "chunk {chunk}"
+        );
+        let echoed: Vec<u8> = got
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Echoed(b) => Some(b.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(echoed, b"hello");
+        assert!(matches!(
+            got.last(),
+            Some(ClientEvent::Done {
+                sent: 5,
+                received: 5
+            })
+        ));
+    }
+}
+
+#[test]
+fn a_missing_banner_fails_clearly() {
+    let config = ClientConfig {
+        banner: true,
+        ..config(Some(1_000))
+    };
+    let mut conn = Connection::new(
+        EchoClient::message(b"x".to_vec(), config),
+        addr(CLIENT),
+        addr(SERVER),
+        WaterMarks::default(),
+        t0(),
+    );
+    send_all(&mut conn);
+    conn.handle_data(&[b'x'; 300], t0()).unwrap();
+    assert_eq!(
+        events(&mut conn),
+        vec![ClientEvent::Failed(EchoError::NoBanner)]
+    );
+    assert_eq!(actions(&mut conn), vec![Action::Abort]);
+    assert_eq!(
+        EchoError::NoBanner.to_string(),
+        "no banner line in the server's first 256 bytes (does the server send one?)"
+    );
 }

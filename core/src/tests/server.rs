@@ -529,3 +529,16 @@ fn the_transport_counts_what_it_moved_and_what_it_kept() {
     // what an idle connection costs).
     assert!((100..=crate::KEEP_DRAINED_CAPACITY).contains(&conn.transport().peak_idle_capacity()));
 }
+
+#[test]
+fn a_banner_goes_out_first_then_the_echo() {
+    let mut factory = EchoFactory::new(ServerConfig {
+        banner: Some("pod-a"),
+        ..ServerConfig::default()
+    });
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    assert_eq!(conn.pending_output(), b"pod-a\n");
+    conn.handle_data(b"hi", t0()).unwrap();
+    assert_eq!(conn.pending_output(), b"pod-a\nhi");
+    assert_eq!(conn.protocol().received(), 2, "the banner is not an echo");
+}
