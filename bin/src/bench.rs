@@ -159,23 +159,52 @@ pub enum Failure {
     Mismatch,
     /// The server closed before the whole echo came back.
     Closed,
-    /// The connection broke (reset, or another socket error).
+    /// The peer reset the connection.
+    Reset,
+    /// Another socket error.
     Broken,
-    /// No byte moved either way for the timeout.
+    /// No byte moved either way for the timeout (or a reconnect timed out).
     TimedOut,
     /// Still waiting for its echo when the run (and its drain) ended.
     Unfinished,
+    /// A reconnect (`--reconnect-every`) was refused.
+    Refused,
+    /// A reconnect's host name did not resolve.
+    NameResolution,
 }
 
 impl Failure {
     /// Every kind, in report order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 8] = [
         Self::Mismatch,
         Self::Closed,
+        Self::Reset,
         Self::Broken,
         Self::TimedOut,
         Self::Unfinished,
+        Self::Refused,
+        Self::NameResolution,
     ];
+
+    /// The kind of a socket error: a reset, or broken otherwise.
+    fn of_io(error: &std::io::Error) -> Self {
+        match error.kind() {
+            std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe => Self::Reset,
+            _ => Self::Broken,
+        }
+    }
+
+    /// The kind of a failed (re)connect.
+    fn of_connect(error: &echo_net::ClientError) -> Self {
+        match error {
+            echo_net::ClientError::Refused { .. } => Self::Refused,
+            echo_net::ClientError::ConnectTimeout { .. } => Self::TimedOut,
+            echo_net::ClientError::Resolve { .. } => Self::NameResolution,
+            _ => Self::Broken,
+        }
+    }
 
     /// The JSON key.
     #[must_use]
@@ -183,9 +212,12 @@ impl Failure {
         match self {
             Self::Mismatch => "mismatch",
             Self::Closed => "closed",
+            Self::Reset => "reset",
             Self::Broken => "broken",
             Self::TimedOut => "timed_out",
             Self::Unfinished => "unfinished",
+            Self::Refused => "refused",
+            Self::NameResolution => "name_resolution",
         }
     }
 
@@ -195,9 +227,12 @@ impl Failure {
         match self {
             Self::Mismatch => "echo mismatch",
             Self::Closed => "closed early by the server",
+            Self::Reset => "reset by the server",
             Self::Broken => "connection broken",
             Self::TimedOut => "timed out",
             Self::Unfinished => "no echo by the end of the run",
+            Self::Refused => "reconnect refused",
+            Self::NameResolution => "reconnect could not resolve the host",
         }
     }
 }
@@ -210,7 +245,7 @@ pub struct BenchReport {
     /// Measured wall time.
     pub elapsed: Duration,
     /// Failed requests by kind, in [`Failure::ALL`] order.
-    pub failures: [u64; 5],
+    pub failures: [u64; 8],
     /// Round-trip latencies in nanoseconds.
     pub latency: Histogram<u64>,
     /// The message length.
@@ -505,7 +540,7 @@ struct Shared {
     /// Measured requests completed and verified.
     measured: AtomicU64,
     /// Failures by kind, in [`Failure::ALL`] order.
-    failures: [AtomicU64; 5],
+    failures: [AtomicU64; 8],
     /// Connections established, or the first connect error.
     connected: AtomicU64,
     connect_error: std::sync::Mutex<Option<String>>,
@@ -926,8 +961,8 @@ async fn ping_pong(
             drop(stream);
             (stream, job.backend) = match open_stream(&churn.config, &shared).await {
                 Ok(fresh) => fresh,
-                Err(_) => {
-                    shared.fail(Failure::Broken);
+                Err(e) => {
+                    shared.fail(Failure::of_connect(&e));
                     break;
                 }
             };
@@ -1028,8 +1063,8 @@ async fn open_loop(
             }
             seq += 1;
             sent.notify_one();
-            if wr.write_all(&msg).await.is_err() {
-                fail(Failure::Broken);
+            if let Err(e) = wr.write_all(&msg).await {
+                fail(Failure::of_io(&e));
                 break;
             }
         }
@@ -1053,8 +1088,8 @@ async fn open_loop(
                     fail(Failure::Closed);
                     break;
                 }
-                Ok(Err(_)) => {
-                    fail(Failure::Broken);
+                Ok(Err(e)) => {
+                    fail(Failure::of_io(&e));
                     break;
                 }
                 Err(_) => {
@@ -1104,7 +1139,8 @@ async fn exchange(
         let mut moved = false;
         while written < msg.len() {
             match Pin::new(&mut *stream).poll_write(cx, &msg[written..]) {
-                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Err(Failure::Broken)),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(Failure::Broken)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::of_io(&e))),
                 Poll::Ready(Ok(n)) => {
                     written += n;
                     moved = true;
@@ -1122,7 +1158,7 @@ async fn exchange(
                     read += buf.filled().len();
                     moved = true;
                 }
-                Poll::Ready(Err(_)) => return Poll::Ready(Err(Failure::Broken)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::of_io(&e))),
                 Poll::Pending => break,
             }
         }
@@ -1203,6 +1239,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn failures_are_classified_by_what_the_socket_said() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            Failure::of_io(&Error::from(ErrorKind::ConnectionReset)),
+            Failure::Reset
+        );
+        assert_eq!(
+            Failure::of_io(&Error::from(ErrorKind::BrokenPipe)),
+            Failure::Reset
+        );
+        assert_eq!(
+            Failure::of_io(&Error::from(ErrorKind::Other)),
+            Failure::Broken
+        );
+        let target = "tcp:x:1".to_owned();
+        let refused = echo_net::ClientError::Refused {
+            target: target.clone(),
+        };
+        assert_eq!(Failure::of_connect(&refused), Failure::Refused);
+        let timeout = echo_net::ClientError::ConnectTimeout {
+            target,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(Failure::of_connect(&timeout), Failure::TimedOut);
+        let keys: Vec<&str> = Failure::ALL.iter().map(|f| f.key()).collect();
+        assert_eq!(
+            keys,
+            [
+                "mismatch",
+                "closed",
+                "reset",
+                "broken",
+                "timed_out",
+                "unfinished",
+                "refused",
+                "name_resolution"
+            ]
+        );
+    }
+
+    #[test]
     fn the_hgrm_file_counts_up_to_the_total_and_its_footer_is_the_histograms() {
         let mut latency = new_histogram();
         for us in 1..=5_000u64 {
@@ -1211,7 +1288,7 @@ mod tests {
         let report = BenchReport {
             requests: 5_000,
             elapsed: Duration::from_secs(1),
-            failures: [0; 5],
+            failures: [0; 8],
             latency,
             len: 64,
             connections: 1,

@@ -321,3 +321,27 @@ fn churn_opens_a_connection_per_message_and_times_each_connect() {
         );
     }
 }
+
+#[test]
+fn a_reset_is_counted_as_a_reset_not_as_broken() {
+    let server = Server::start(&["--reset-after", "100"]);
+    let connect = server.connect_arg();
+    let out = client(&[
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "2",
+        "-s",
+        "1000",
+        "-d",
+        "1",
+        "-w",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let json = text(&out.stdout);
+    assert_eq!(field(&json, "failures.reset"), 2.0, "{json}");
+    assert_eq!(field(&json, "failures.broken"), 0.0, "{json}");
+}
