@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod hlog;
 pub mod plot;
 
 use std::io::IsTerminal;

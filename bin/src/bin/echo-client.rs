@@ -178,6 +178,116 @@ enum Command {
     /// Draws latency percentile plots (SVG) of .hgrm files (as bench --hgrm
     /// writes them), one line per file, for comparing runs or servers.
     Plot(PlotArgs),
+    /// Combines `bench --hlog` files (from several machines, say) into one
+    /// summary: requests and latency percentiles, text or JSON.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MergeArgs {
+    /// The .hlog files
+    #[arg(required = true, value_name = "FILE.hlog")]
+    files: Vec<std::path::PathBuf>,
+
+    /// Print one JSON object instead of text
+    #[arg(env = "ECHO_JSON", long)]
+    json: bool,
+
+    /// Also draw a percentile plot (SVG) with one line per file and one for
+    /// the merged total
+    #[arg(env = "ECHO_PLOT", long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
+}
+
+/// Reads the .hlog files and prints their sum.
+fn run_merge(args: &MergeArgs) -> Result<(), String> {
+    use echo_bin::hlog::{TAG_LATENCY, TAG_RAW};
+    let mut total: std::collections::BTreeMap<String, hdrhistogram::Histogram<u64>> =
+        std::collections::BTreeMap::new();
+    let mut series = Vec::new();
+    for path in &args.files {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let logs = echo_bin::hlog::read(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (tag, h) in logs {
+            if tag == TAG_LATENCY {
+                let label = path.file_stem().map_or_else(
+                    || path.display().to_string(),
+                    |s| s.to_string_lossy().into_owned(),
+                );
+                if args.plot.is_some() {
+                    series.push(
+                        echo_bin::plot::from_histogram(&label, &h).map_err(|e| e.to_string())?,
+                    );
+                }
+            }
+            match total.get_mut(&tag) {
+                Some(sum) => sum.add(&h).map_err(|e| format!("cannot merge: {e:?}"))?,
+                None => {
+                    total.insert(tag, h);
+                }
+            }
+        }
+    }
+    let latency = total
+        .get(TAG_LATENCY)
+        .ok_or("no latency histograms in these files")?;
+    let q = |h: &hdrhistogram::Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1e3;
+    let line = |h: &hdrhistogram::Histogram<u64>| {
+        format!(
+            "p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+            q(h, 0.5),
+            q(h, 0.9),
+            q(h, 0.99),
+            q(h, 0.999),
+            h.max() as f64 / 1e3
+        )
+    };
+    let json = |h: &hdrhistogram::Histogram<u64>| {
+        format!(
+            "{{\"p50\":{:.1},\"p90\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}}",
+            q(h, 0.5),
+            q(h, 0.9),
+            q(h, 0.99),
+            q(h, 0.999),
+            h.max() as f64 / 1e3
+        )
+    };
+    let raw = total.get(TAG_RAW);
+    let out = if args.json {
+        let raw = raw.map_or_else(String::new, |h| format!(",\"latency_raw_us\":{}", json(h)));
+        format!(
+            "{{\"files\":{},\"requests\":{},\"latency_us\":{}{raw}}}",
+            args.files.len(),
+            latency.len(),
+            json(latency)
+        )
+    } else {
+        let mut text = format!(
+            "{} files: {} requests\nlatency us: {}",
+            args.files.len(),
+            latency.len(),
+            line(latency)
+        );
+        if let Some(h) = raw {
+            text.push_str(&format!("\nlatency us (raw): {}", line(h)));
+        }
+        text
+    };
+    if !say(out) {
+        return Err("cannot write to standard output".into());
+    }
+    if let Some(path) = &args.plot {
+        series.push(echo_bin::plot::from_histogram("merged", latency).map_err(|e| e.to_string())?);
+        let title = format!(
+            "{} merged runs ({})",
+            args.files.len(),
+            echo_bin::plot::today()
+        );
+        let svg = echo_bin::plot::percentile_plot(&title, &series).map_err(|e| e.to_string())?;
+        std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -299,6 +409,12 @@ struct BenchArgs {
     #[arg(env = "ECHO_MAX_IN_FLIGHT", long, value_name = "N", default_value_t = echo_bin::bench::DEFAULT_MAX_IN_FLIGHT, value_parser = positive, requires = "rate")]
     max_in_flight: usize,
 
+    /// Also write the histograms in HdrHistogram's interval-log format
+    /// (compressed V2, as Java's HdrHistogram tools read it; values in
+    /// nanoseconds), for `echo-client merge` across machines
+    #[arg(env = "ECHO_HLOG", long, value_name = "FILE")]
+    hlog: Option<std::path::PathBuf>,
+
     /// Also draw the latency percentile plot (SVG) into this file (created
     /// before the run)
     #[arg(env = "ECHO_PLOT", long, value_name = "FILE.svg")]
@@ -317,7 +433,7 @@ struct BenchArgs {
     /// Instead of load: open N idle connections (each proven live by one
     /// echoed byte) and hold them (for memory measurements)
     #[arg(env = "ECHO_IDLE", long, value_name = "N", value_parser = connection_count,
-          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "plot", "plot_series", "rate", "interval", "connect_rate", "reconnect_every"])]
+          conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "hlog", "plot", "plot_series", "rate", "interval", "connect_rate", "reconnect_every"])]
     idle: Option<usize>,
 
     /// How long --idle holds the connections
@@ -448,6 +564,15 @@ fn main() -> ExitCode {
     );
     match args.command {
         Some(Command::Bench(bench)) => return run_bench(*bench),
+        Some(Command::Merge(merge)) => {
+            return match run_merge(&merge) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    complain(format!("echo-client: {e}"));
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            };
+        }
         Some(Command::Plot(plot)) => {
             return match run_plot(&plot) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -800,6 +925,14 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let mut hlog = match args.hlog.as_deref().map(std::fs::File::create).transpose() {
+        Ok(file) => file,
+        Err(e) => {
+            let path = args.hlog.as_deref().unwrap_or_else(|| "".as_ref());
+            complain(format!("echo-client: cannot write {}: {e}", path.display()));
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let mut plot = match args.plot.as_deref().map(std::fs::File::create).transpose() {
         Ok(file) => file,
         Err(e) => {
@@ -865,6 +998,17 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     {
         complain(format!("echo-client: cannot write {}: {e}", path.display()));
         return ExitCode::from(EXIT_FAILURE);
+    }
+    if let (Some(file), Some(path)) = (hlog.as_mut(), args.hlog.as_deref()) {
+        let start = std::time::SystemTime::now() - report.elapsed;
+        let mut histograms = vec![(echo_bin::hlog::TAG_LATENCY, &report.latency)];
+        if let Some(open) = &report.open_loop {
+            histograms.push((echo_bin::hlog::TAG_RAW, &open.raw));
+        }
+        if let Err(e) = echo_bin::hlog::write(file, &title, start, report.elapsed, &histograms) {
+            complain(format!("echo-client: cannot write {}: {e}", path.display()));
+            return ExitCode::from(EXIT_FAILURE);
+        }
     }
     if let (Some(file), Some(path)) = (plot.as_mut(), args.plot.as_deref()) {
         let drawn = match &report.open_loop {
