@@ -90,13 +90,16 @@ pub struct Interval {
     pub p50_us: f64,
     /// The 99th.
     pub p99_us: f64,
+    /// With banners: per back end, its requests, p50 and p99 in this
+    /// interval.
+    pub backends: Vec<(String, u64, f64, f64)>,
 }
 
 impl Interval {
     /// One line: `  2.0s  10067 req/s  errors 0  conns 10  p50 45.1us  p99 120.3us`.
     #[must_use]
     pub fn text(&self) -> String {
-        format!(
+        let mut line = format!(
             "{:>6.1}s {:>9.0} req/s  errors {}  conns {}  p50 {:.1}us  p99 {:.1}us",
             self.elapsed.as_secs_f64(),
             self.requests as f64 / self.seconds.max(1e-9),
@@ -104,14 +107,37 @@ impl Interval {
             self.connections,
             self.p50_us,
             self.p99_us
-        )
+        );
+        for (name, requests, p50, p99) in &self.backends {
+            let _ = write!(
+                line,
+                "  | {name} {:.0} req/s p50 {p50:.1}us p99 {p99:.1}us",
+                *requests as f64 / self.seconds.max(1e-9)
+            );
+        }
+        line
     }
 
     /// One JSON object (a line of a JSON-lines stream).
     #[must_use]
     pub fn json(&self) -> String {
+        let backends = if self.backends.is_empty() {
+            String::new()
+        } else {
+            let each: Vec<String> = self
+                .backends
+                .iter()
+                .map(|(name, requests, p50, p99)| {
+                    format!(
+                        "{}:{{\"requests\":{requests},\"p50\":{p50:.1},\"p99\":{p99:.1}}}",
+                        json_string(name)
+                    )
+                })
+                .collect();
+            format!(",\"backends\":{{{}}}", each.join(","))
+        };
         format!(
-            "{{\"interval\":true,\"elapsed\":{:.3},\"seconds\":{:.3},\"requests\":{},\"requests_per_sec\":{:.1},\"errors\":{},\"connections\":{},\"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1}}}}}",
+            "{{\"interval\":true,\"elapsed\":{:.3},\"seconds\":{:.3},\"requests\":{},\"requests_per_sec\":{:.1},\"errors\":{},\"connections\":{},\"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1}}}{backends}}}",
             self.elapsed.as_secs_f64(),
             self.seconds,
             self.requests,
@@ -672,7 +698,30 @@ pub fn run(
     let deadline = config.duration.map(|d| started + d);
     // Per interval: the merged histogram at the last tick, to subtract.
     let mut last_tick = (started, new_histogram(), 0u64, 0u64);
-    let tick = |now: Instant, last: &mut (Instant, Histogram<u64>, u64, u64)| {
+    // Each back end's books at the last tick, to subtract.
+    let mut last_backends: std::collections::BTreeMap<String, BackendBook> =
+        std::collections::BTreeMap::new();
+    let mut tick = |now: Instant, last: &mut (Instant, Histogram<u64>, u64, u64)| {
+        let mut backends = Vec::new();
+        if let Ok(map) = shared.backends.lock() {
+            for (name, (connections, requests, hist)) in map.iter() {
+                let before = last_backends.get(name);
+                let mut this = hist.clone();
+                if let Some((_, _, old)) = before {
+                    let _ = this.subtract(old);
+                }
+                let q = |p: f64| {
+                    if this.is_empty() {
+                        0.0
+                    } else {
+                        this.value_at_quantile(p) as f64 / 1e3
+                    }
+                };
+                let served = requests - before.map_or(0, |b| b.1);
+                backends.push((name.clone(), served, q(0.5), q(0.99)));
+                last_backends.insert(name.clone(), (*connections, *requests, hist.clone()));
+            }
+        }
         let mut merged = new_histogram();
         for (hist, _) in &histograms {
             if let Ok(hist) = hist.lock() {
@@ -701,6 +750,7 @@ pub fn run(
                 .saturating_sub(shared.ended.load(Ordering::Relaxed)),
             p50_us: q(0.5),
             p99_us: q(0.99),
+            backends,
         };
         *last = (now, merged, measured, errors);
         interval

@@ -322,6 +322,35 @@ fn behind_haproxy_round_robin_each_backend_is_named_by_its_banner() {
         (40..=60).contains(&on_a),
         "about half each: {on_a} and {on_b}"
     );
+    // Per interval too: each line names both back ends.
+    let out = client(&[
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "10",
+        "-d",
+        "1.1",
+        "-w",
+        "0",
+        "--banner",
+        "--interval",
+        "0.5",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let intervals: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("\"interval\":true"))
+        .collect();
+    assert!(!intervals.is_empty(), "{stdout}");
+    for line in intervals {
+        assert!(
+            line.contains("\"pod-a\":{\"requests\":") && line.contains("\"pod-b\":{\"requests\":"),
+            "{line}"
+        );
+    }
     let out = client(&["--connect", &connect, "-c", "2", "--banner"]);
     let stdout = text(&out.stdout);
     assert!(
