@@ -860,6 +860,12 @@ async fn connect_with_retries(
     }
 }
 
+/// Creates an output file, if one was asked for.
+fn create(path: Option<&std::path::Path>) -> Result<Option<std::fs::File>, String> {
+    path.map(|p| std::fs::File::create(p).map_err(|e| format!("cannot write {}: {e}", p.display())))
+        .transpose()
+}
+
 fn run_bench(args: BenchArgs) -> ExitCode {
     if let Some(n) = args.idle {
         let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -916,28 +922,19 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             .error(clap::error::ErrorKind::ValueValidation, e)
             .exit();
     }
-    // Open the output file first: a bad path must not cost a whole run.
-    let mut hgrm = match args.hgrm.as_deref().map(std::fs::File::create).transpose() {
-        Ok(file) => file,
+    // Open the output files first: a bad path must not cost a whole run.
+    let outputs = (|| {
+        Ok::<_, String>((
+            create(args.hgrm.as_deref())?,
+            create(args.hlog.as_deref())?,
+            create(args.plot.as_deref())?,
+            create(args.plot_series.as_deref())?,
+        ))
+    })();
+    let (mut hgrm, mut hlog, mut plot, mut series_file) = match outputs {
+        Ok(files) => files,
         Err(e) => {
-            let path = args.hgrm.as_deref().unwrap_or_else(|| "".as_ref());
-            complain(format!("echo-client: cannot write {}: {e}", path.display()));
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let mut hlog = match args.hlog.as_deref().map(std::fs::File::create).transpose() {
-        Ok(file) => file,
-        Err(e) => {
-            let path = args.hlog.as_deref().unwrap_or_else(|| "".as_ref());
-            complain(format!("echo-client: cannot write {}: {e}", path.display()));
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let mut plot = match args.plot.as_deref().map(std::fs::File::create).transpose() {
-        Ok(file) => file,
-        Err(e) => {
-            let path = args.plot.as_deref().unwrap_or_else(|| "".as_ref());
-            complain(format!("echo-client: cannot write {}: {e}", path.display()));
+            complain(format!("echo-client: {e}"));
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -954,19 +951,6 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         ),
         echo_bin::plot::today()
     );
-    let mut series_file = match args
-        .plot_series
-        .as_deref()
-        .map(std::fs::File::create)
-        .transpose()
-    {
-        Ok(file) => file,
-        Err(e) => {
-            let path = args.plot_series.as_deref().unwrap_or_else(|| "".as_ref());
-            complain(format!("echo-client: cannot write {}: {e}", path.display()));
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
     let json = args.json;
     let mut intervals = Vec::new();
     let mut on_interval = |i: &echo_bin::bench::Interval| {
