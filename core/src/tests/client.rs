@@ -548,3 +548,23 @@ fn a_missing_banner_fails_clearly() {
         "no banner line in the server's first 256 bytes (does the server send one?)"
     );
 }
+
+#[test]
+fn nothing_more_can_be_sent_once_the_connection_is_closing() {
+    let client = EchoClient::streaming(config(Some(1_000)));
+    let mut conn = Connection::new(
+        client,
+        addr(CLIENT),
+        addr(SERVER),
+        WaterMarks::default(),
+        t0(),
+    );
+    assert_eq!(conn.send(b"ab", t0()), Ok(2));
+    conn.close(t0()); // the application gave up, say
+    assert_eq!(conn.send(b"cd", t0()), Err(SendError::Ended));
+    assert_eq!(
+        conn.pending_output(),
+        b"ab",
+        "nothing queued after the close"
+    );
+}
