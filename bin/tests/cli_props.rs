@@ -105,6 +105,15 @@ fn values(kind: &str, role: &str) -> Vec<OsString> {
             "x".repeat(70_000),
             "--".into(),
         ],
+        ("FILE.svg", _) => vec![
+            "/nonexistent/plot.svg".into(),
+            format!("/tmp/echo-props-{}.svg", std::process::id()),
+            String::new(),
+        ],
+        // Rates: small ones would make a run wait on purpose.
+        ("REQ/S" | "CONN/S", _) => ["0", "1000", "1e3", "-1", "", "x", "inf"]
+            .map(String::from)
+            .to_vec(),
         ("FILE", _) => vec![
             "/nonexistent/lat.hgrm".into(),
             format!("/tmp/echo-props-{}.hgrm", std::process::id()),
@@ -268,6 +277,10 @@ fn run_mode(binary: &'static str, sub: Option<&'static str>) {
             }
             Some("udp") if !has(&args, "--wait") => args.extend(["--wait".into(), "0.2".into()]),
             _ => {}
+        }
+        // A banner that never comes waits for the progress timeout.
+        if !is_server && has(&args, "--banner") && !has(&args, "--timeout") {
+            args.extend(["--timeout".into(), "0.5".into()]);
         }
         if is_server && !has(&args, "--listen") {
             args.extend(["--listen".into(), "tcp:0:interface=127.0.0.1".into()]);

@@ -388,7 +388,7 @@ struct BenchArgs {
 
     /// Open at most this many new connections per second while ramping up
     /// [default: as fast as possible]
-    #[arg(env = "ECHO_CONNECT_RATE", long, value_name = "N", value_parser = request_rate)]
+    #[arg(env = "ECHO_CONNECT_RATE", long, value_name = "CONN/S", value_parser = request_rate)]
     connect_rate: Option<f64>,
 
     /// Close each connection after N messages and open a new one in its
