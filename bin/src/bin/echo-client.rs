@@ -564,24 +564,8 @@ fn main() -> ExitCode {
     );
     match args.command {
         Some(Command::Bench(bench)) => return run_bench(*bench),
-        Some(Command::Merge(merge)) => {
-            return match run_merge(&merge) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    complain(format!("echo-client: {e}"));
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            };
-        }
-        Some(Command::Plot(plot)) => {
-            return match run_plot(&plot) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    complain(format!("echo-client: {e}"));
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            };
-        }
+        Some(Command::Merge(merge)) => return exit_code(run_merge(&merge)),
+        Some(Command::Plot(plot)) => return exit_code(run_plot(&plot)),
         Some(Command::Udp(udp)) => {
             return block_on(async move {
                 match run_udp(&udp).await {
@@ -596,6 +580,17 @@ fn main() -> ExitCode {
         None => {}
     }
     block_on(run_all(args))
+}
+
+/// Exit code 0 for `Ok`; the message and 1 for `Err`.
+fn exit_code(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            complain(format!("echo-client: {e}"));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// Runs `job` on a fresh runtime; exit code 0 when it returns true.
