@@ -121,21 +121,15 @@ impl Interval {
     /// One JSON object (a line of a JSON-lines stream).
     #[must_use]
     pub fn json(&self) -> String {
-        let backends = if self.backends.is_empty() {
-            String::new()
-        } else {
-            let each: Vec<String> = self
-                .backends
-                .iter()
-                .map(|(name, requests, p50, p99)| {
-                    format!(
-                        "{}:{{\"requests\":{requests},\"p50\":{p50:.1},\"p99\":{p99:.1}}}",
-                        json_string(name)
-                    )
-                })
-                .collect();
-            format!(",\"backends\":{{{}}}", each.join(","))
-        };
+        let backends = json_map(
+            "backends",
+            self.backends.iter().map(|(name, requests, p50, p99)| {
+                (
+                    name.as_str(),
+                    format!("{{\"requests\":{requests},\"p50\":{p50:.1},\"p99\":{p99:.1}}}"),
+                )
+            }),
+        );
         format!(
             "{{\"interval\":true,\"elapsed\":{:.3},\"seconds\":{:.3},\"requests\":{},\"requests_per_sec\":{:.1},\"errors\":{},\"connections\":{},\"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1}}}{backends}}}",
             self.elapsed.as_secs_f64(),
@@ -433,24 +427,19 @@ impl BenchReport {
                 o.rate, o.late, o.skipped
             )
         });
-        let backends = if self.backends.is_empty() {
-            String::new()
-        } else {
-            let each: Vec<String> = self
-                .backends
-                .iter()
-                .map(|b| {
-                    let [p50, _, p99, _, _] = percentiles(&b.latency);
+        let backends = json_map(
+            "backends",
+            self.backends.iter().map(|b| {
+                let [p50, _, p99, _, _] = percentiles(&b.latency);
+                (
+                    b.name.as_str(),
                     format!(
-                        "{}:{{\"connections\":{},\"requests\":{},\"p50\":{p50:.1},\"p99\":{p99:.1}}}",
-                        json_string(&b.name),
-                        b.connections,
-                        b.requests
-                    )
-                })
-                .collect();
-            format!(",\"backends\":{{{}}}", each.join(","))
-        };
+                        "{{\"connections\":{},\"requests\":{},\"p50\":{p50:.1},\"p99\":{p99:.1}}}",
+                        b.connections, b.requests
+                    ),
+                )
+            }),
+        );
         let [c50, c90, c99, _, cmax] = percentiles(&self.connects);
         let connects = format!(
             ",\"connects\":{},\"connect_us\":{{\"p50\":{c50:.1},\"p90\":{c90:.1},\"p99\":{c99:.1},\"max\":{cmax:.1}}}",
@@ -515,6 +504,18 @@ fn fill(buf: &mut [u8], conn: usize, seq: u64) {
     }
     if buf.len() >= 8 {
         buf[..8].copy_from_slice(&seq.to_le_bytes());
+    }
+}
+
+/// `,"key":{"name":body,...}`, or nothing without entries.
+fn json_map<'a>(key: &str, entries: impl Iterator<Item = (&'a str, String)>) -> String {
+    let each: Vec<String> = entries
+        .map(|(name, body)| format!("{}:{body}", json_string(name)))
+        .collect();
+    if each.is_empty() {
+        String::new()
+    } else {
+        format!(",\"{key}\":{{{}}}", each.join(","))
     }
 }
 

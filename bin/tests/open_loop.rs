@@ -169,22 +169,17 @@ while True:
 
 #[test]
 fn bad_rate_flags_are_usage_errors() {
-    for args in [
-        &["bench", "--rate", "0"][..],
-        &["bench", "--rate", "fast"],
-        &["bench", "--rate", "inf"],
-        &["bench", "--max-in-flight", "5"],
-        &["bench", "--rate", "10", "--max-in-flight", "0"],
-        &["bench", "--rate", "10", "-r", "100"],
-    ] {
-        let out = Command::new(CLIENT).args(args).output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-    }
+    assert_usage_errors(
+        CLIENT,
+        &[
+            &["bench", "--rate", "0"][..],
+            &["bench", "--rate", "fast"],
+            &["bench", "--rate", "inf"],
+            &["bench", "--max-in-flight", "5"],
+            &["bench", "--rate", "10", "--max-in-flight", "0"],
+            &["bench", "--rate", "10", "-r", "100"],
+        ],
+    );
 }
 
 #[test]
@@ -307,19 +302,14 @@ fn churn_opens_a_connection_per_message_and_times_each_connect() {
         started.elapsed()
     );
     assert_eq!(field(&text(&out.stdout), "connects"), 10.0);
-    for args in [
-        &["bench", "--reconnect-every", "0"][..],
-        &["bench", "--connect-rate", "0"],
-        &["bench", "--reconnect-every", "5", "--rate", "100"],
-    ] {
-        let out = Command::new(CLIENT).args(args).output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-    }
+    assert_usage_errors(
+        CLIENT,
+        &[
+            &["bench", "--reconnect-every", "0"][..],
+            &["bench", "--connect-rate", "0"],
+            &["bench", "--reconnect-every", "5", "--rate", "100"],
+        ],
+    );
 }
 
 #[test]

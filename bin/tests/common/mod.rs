@@ -281,3 +281,16 @@ pub fn python(script: &str, port: u16) -> (String, String) {
         .expect("run python3");
     (text(&out.stdout).trim().to_owned(), text(&out.stderr))
 }
+
+/// Each argument list makes `binary` exit 2 (a usage error).
+pub fn assert_usage_errors(binary: &str, cases: &[&[&str]]) {
+    for args in cases {
+        let out = Command::new(binary).args(*args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
