@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use echo_core::ClientEndpoint;
-use echo_net::{AnyStream, connect};
+use echo_net::{AnyStream, Connector, connect};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -54,6 +54,8 @@ pub struct BenchConfig {
     pub timeout: Duration,
     /// Start each connection with this PROXY header.
     pub send_proxy: Option<echo_net::SendProxy>,
+    /// `tls:`: accept any server certificate.
+    pub insecure: bool,
     /// Open loop: this many requests per second in all, spread evenly over
     /// the connections; `None` for closed-loop ping-pong.
     pub rate: Option<f64>,
@@ -191,11 +193,13 @@ pub enum Failure {
     Refused,
     /// A reconnect's host name did not resolve.
     NameResolution,
+    /// A reconnect's TLS handshake failed.
+    Tls,
 }
 
 impl Failure {
     /// Every kind, in report order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Mismatch,
         Self::Closed,
         Self::Reset,
@@ -204,6 +208,7 @@ impl Failure {
         Self::Unfinished,
         Self::Refused,
         Self::NameResolution,
+        Self::Tls,
     ];
 
     /// The kind of a socket error: a reset, or broken otherwise.
@@ -222,6 +227,7 @@ impl Failure {
             echo_net::ClientError::Refused { .. } => Self::Refused,
             echo_net::ClientError::ConnectTimeout { .. } => Self::TimedOut,
             echo_net::ClientError::Resolve { .. } => Self::NameResolution,
+            echo_net::ClientError::Tls { .. } => Self::Tls,
             _ => Self::Broken,
         }
     }
@@ -238,6 +244,7 @@ impl Failure {
             Self::Unfinished => "unfinished",
             Self::Refused => "refused",
             Self::NameResolution => "name_resolution",
+            Self::Tls => "tls_handshake",
         }
     }
 
@@ -253,6 +260,7 @@ impl Failure {
             Self::Unfinished => "no echo by the end of the run",
             Self::Refused => "reconnect refused",
             Self::NameResolution => "reconnect could not resolve the host",
+            Self::Tls => "reconnect's TLS handshake failed",
         }
     }
 }
@@ -265,7 +273,7 @@ pub struct BenchReport {
     /// Measured wall time.
     pub elapsed: Duration,
     /// Failed requests by kind, in [`Failure::ALL`] order.
-    pub failures: [u64; 8],
+    pub failures: [u64; 9],
     /// Round-trip latencies in nanoseconds.
     pub latency: Histogram<u64>,
     /// The message length.
@@ -276,9 +284,13 @@ pub struct BenchReport {
     /// send (raw, as a closed loop would measure them) beside the
     /// corrected ones in `latency`.
     pub open_loop: Option<OpenLoop>,
-    /// How long each connect took (TCP, plus the PROXY header if sent), in
-    /// nanoseconds: the initial ones and, with churn, every reconnect.
+    /// How long each connect took (TCP, plus the PROXY header if sent,
+    /// plus the TLS handshake), in nanoseconds: the initial ones and, with
+    /// churn, every reconnect.
     pub connects: Histogram<u64>,
+    /// How long each TLS handshake took (`tls:`), nanoseconds; empty
+    /// otherwise.
+    pub handshakes: Histogram<u64>,
     /// With `banner`: per back end, by name.
     pub backends: Vec<Backend>,
 }
@@ -357,6 +369,14 @@ impl BenchReport {
             self.load_text(),
             self.connects.len()
         );
+        if !self.handshakes.is_empty() {
+            let [h50, h90, h99, _, hmax] = percentiles(&self.handshakes);
+            let _ = write!(
+                out,
+                "\ntls handshake us: p50 {h50:.1}  p90 {h90:.1}  p99 {h99:.1}  max {hmax:.1} ({} handshakes)",
+                self.handshakes.len()
+            );
+        }
         for b in &self.backends {
             let [p50, _, p99, _, _] = percentiles(&b.latency);
             let _ = write!(
@@ -441,10 +461,18 @@ impl BenchReport {
             }),
         );
         let [c50, c90, c99, _, cmax] = percentiles(&self.connects);
-        let connects = format!(
+        let mut connects = format!(
             ",\"connects\":{},\"connect_us\":{{\"p50\":{c50:.1},\"p90\":{c90:.1},\"p99\":{c99:.1},\"max\":{cmax:.1}}}",
             self.connects.len()
         );
+        if !self.handshakes.is_empty() {
+            let [h50, h90, h99, _, hmax] = percentiles(&self.handshakes);
+            let _ = write!(
+                connects,
+                ",\"handshakes\":{},\"handshake_us\":{{\"p50\":{h50:.1},\"p90\":{h90:.1},\"p99\":{h99:.1},\"max\":{hmax:.1}}}",
+                self.handshakes.len()
+            );
+        }
         format!(
             "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"failures\":{{{failures}}},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}{open}{connects}{backends}}}",
             self.connections,
@@ -567,7 +595,7 @@ struct Shared {
     /// Measured requests completed and verified.
     measured: AtomicU64,
     /// Failures by kind, in [`Failure::ALL`] order.
-    failures: [AtomicU64; 8],
+    failures: [AtomicU64; 9],
     /// Connections established, or the first connect error.
     connected: AtomicU64,
     connect_error: std::sync::Mutex<Option<String>>,
@@ -578,6 +606,10 @@ struct Shared {
     skipped: AtomicU64,
     /// How long connects took, nanoseconds.
     connect_times: std::sync::Mutex<Option<Histogram<u64>>>,
+    /// How long TLS handshakes took, nanoseconds.
+    handshake_times: std::sync::Mutex<Option<Histogram<u64>>>,
+    /// Connects (TLS settings loaded once for every connection).
+    connector: Option<Connector>,
     /// Per back end (with banners): connections, requests, latencies.
     backends: std::sync::Mutex<std::collections::BTreeMap<String, BackendBook>>,
 }
@@ -602,11 +634,17 @@ impl Shared {
         }
     }
 
-    fn connect_took(&self, took: Duration) {
-        if let Ok(mut h) = self.connect_times.lock() {
-            let _ = h
-                .get_or_insert_with(new_histogram)
-                .record(took.as_nanos().max(1) as u64);
+    fn connect_took(&self, took: Duration, handshake: Option<Duration>) {
+        let record = |h: &std::sync::Mutex<Option<Histogram<u64>>>, took: Duration| {
+            if let Ok(mut h) = h.lock() {
+                let _ = h
+                    .get_or_insert_with(new_histogram)
+                    .record(took.as_nanos().max(1) as u64);
+            }
+        };
+        record(&self.connect_times, took);
+        if let Some(handshake) = handshake {
+            record(&self.handshake_times, handshake);
         }
     }
 
@@ -644,7 +682,13 @@ pub fn run(
     on_interval: &mut dyn FnMut(&Interval),
 ) -> Result<BenchReport, String> {
     config.check()?;
-    let shared = Arc::new(Shared::default());
+    let connector = Connector::new(&config.endpoint, config.insecure)
+        .map_err(|e| e.to_string())?
+        .send_proxy(config.send_proxy);
+    let shared = Arc::new(Shared {
+        connector: Some(connector),
+        ..Shared::default()
+    });
     let threads = threads.clamp(1, config.connections.max(1));
     let mut workers = Vec::with_capacity(threads);
     let mut histograms = Vec::with_capacity(threads);
@@ -846,6 +890,12 @@ pub fn run(
             .ok()
             .and_then(|mut h| h.take())
             .unwrap_or_else(new_histogram),
+        handshakes: shared
+            .handshake_times
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take())
+            .unwrap_or_else(new_histogram),
         open_loop: config.rate.map(|rate| OpenLoop {
             rate,
             raw,
@@ -919,23 +969,18 @@ async fn shard(
     while tasks.join_next().await.is_some() {}
 }
 
-/// Opens one connection (and sends the PROXY header, if asked), timing it.
+/// Opens one connection (sending the PROXY header and shaking hands, if
+/// asked), timing it.
 async fn open_stream(
     config: &BenchConfig,
     shared: &Shared,
 ) -> Result<(AnyStream, Option<Arc<str>>), echo_net::ClientError> {
     let started = Instant::now();
-    let mut connected = connect(&config.endpoint).await?;
-    if let Some(proxy) = config.send_proxy {
-        proxy
-            .send(&mut connected)
-            .await
-            .map_err(|e| echo_net::ClientError::Connect {
-                target: config.endpoint.to_string(),
-                source: e,
-            })?;
-    }
-    shared.connect_took(started.elapsed());
+    let connected = match &shared.connector {
+        Some(connector) => connector.connect().await?,
+        None => connect(&config.endpoint).await?,
+    };
+    shared.connect_took(started.elapsed(), connected.handshake);
     let mut stream = connected.stream;
     if !config.banner {
         return Ok((stream, None));
@@ -1339,12 +1384,13 @@ mod tests {
         let report = BenchReport {
             requests: 5_000,
             elapsed: Duration::from_secs(1),
-            failures: [0; 8],
+            failures: [0; 9],
             latency,
             len: 64,
             connections: 1,
             open_loop: None,
             connects: new_histogram(),
+            handshakes: new_histogram(),
             backends: Vec::new(),
         };
         let hgrm = report.hgrm();

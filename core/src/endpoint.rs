@@ -15,6 +15,11 @@
 //! | `tcp6` | like `tcp`, interface `::` by default, IPv6 only | — |
 //! | `unix` | `unix:PATH[:mode=OCTAL][:backlog=N][:lockfile=0\|1]` | `unix:PATH[:timeout=SECS][:lockfile=0\|1]` |
 //! | `udp` | `udp:PORT[:interface=IP]` | `udp:HOST:PORT` |
+//! | `ssl` / `tls` | `ssl:PORT[:privateKey=PEM][:certKey=PEM][:extraCertChain=PEM][:caCerts=PEM][:sslmethod=M]` + the `tcp` keywords | `tls:HOST:PORT[:trustRoots=PEM\|DIR][:certificate=PEM][:privateKey=PEM]` + `timeout`, `bindAddress` |
+//!
+//! TLS follows Twisted's spellings (`ssl:` to listen, `tls:` to connect);
+//! `caCerts` (require client certificates signed by that CA), a single PEM
+//! file as `trustRoots` and `sslmethod=TLSv1_3_METHOD` are our extensions.
 //!
 //! ```
 //! use echo_core::{ClientEndpoint, ServerEndpoint};
@@ -78,10 +83,102 @@ pub enum ServerEndpoint {
         /// Address to bind.
         interface: IpAddr,
     },
+    /// TLS over TCP (`ssl:`, Twisted's name for the TLS server endpoint).
+    Ssl {
+        /// Port to listen on; 0 picks a free one.
+        port: u16,
+        /// Address to bind: `0.0.0.0` unless given.
+        interface: IpAddr,
+        /// Listen queue length.
+        backlog: u32,
+        /// Certificate, key and client-certificate policy.
+        tls: Box<ServerTls>,
+    },
     /// A stream endpoint whose connections each start with a PROXY header
     /// (`haproxy:tcp:8888`, Twisted's wrapper): the address it declares
-    /// is the connection's peer.
+    /// is the connection's peer. Under `haproxy:ssl:` the header comes
+    /// before the TLS handshake, as HAProxy and AWS load balancers send it
+    /// (Twisted reads it inside TLS instead).
     Haproxy(Box<Self>),
+}
+
+/// The files and policy of an `ssl:` server endpoint, as named in the
+/// description; reading them is the network crate's job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerTls {
+    /// `privateKey`: the PEM private key (Twisted's default, used when
+    /// neither file is named, is `server.pem`).
+    pub private_key: Option<String>,
+    /// `certKey`: the PEM certificate; the key file when not given (one
+    /// file may hold both).
+    pub cert_key: Option<String>,
+    /// `extraCertChain`: intermediate certificates sent after ours.
+    pub extra_cert_chain: Option<String>,
+    /// `caCerts` (our extension): require a client certificate signed by a
+    /// CA in this PEM file (mutual TLS).
+    pub ca_certs: Option<String>,
+    /// `sslmethod`: which protocol versions to offer.
+    pub method: TlsMethod,
+    /// `dhParameters`: accepted for Twisted compatibility and ignored
+    /// (rustls offers no finite-field Diffie-Hellman suites).
+    pub dh_parameters: Option<String>,
+}
+
+impl ServerTls {
+    /// Twisted's default key and certificate file when none is named.
+    pub const DEFAULT_FILE: &'static str = "server.pem";
+
+    /// The private key file, after Twisted's default.
+    #[must_use]
+    pub fn key_file(&self) -> &str {
+        self.private_key.as_deref().unwrap_or(Self::DEFAULT_FILE)
+    }
+
+    /// The certificate file: `certKey`, else the key file.
+    #[must_use]
+    pub fn cert_file(&self) -> &str {
+        self.cert_key.as_deref().unwrap_or_else(|| self.key_file())
+    }
+}
+
+/// The TLS protocol versions an endpoint offers (Twisted's `sslmethod`,
+/// named after OpenSSL's methods).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsMethod {
+    /// TLS 1.2 and 1.3 (`TLS_METHOD`, `SSLv23_METHOD`).
+    #[default]
+    Any,
+    /// TLS 1.2 only (`TLSv1_2_METHOD`).
+    Tls12,
+    /// TLS 1.3 only (`TLSv1_3_METHOD`, our extension).
+    Tls13,
+}
+
+impl TlsMethod {
+    /// The `sslmethod` value that selects this.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Any => "TLS_METHOD",
+            Self::Tls12 => "TLSv1_2_METHOD",
+            Self::Tls13 => "TLSv1_3_METHOD",
+        }
+    }
+}
+
+/// The trust and identity of a `tls:` client endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientTls {
+    /// `trustRoots`: a directory of `*.pem` CA files (Twisted) or one PEM
+    /// file (our extension); the compiled-in Mozilla roots when not given.
+    pub trust_roots: Option<String>,
+    /// `certificate`: a client certificate to present (PEM; it may hold
+    /// the key too).
+    pub certificate: Option<String>,
+    /// `privateKey`: the client certificate's key, when not in its file.
+    pub private_key: Option<String>,
 }
 
 /// Where a client connects.
@@ -114,6 +211,20 @@ pub enum ClientEndpoint {
         host: String,
         /// Port (1-65535).
         port: u16,
+    },
+    /// TLS over TCP (`tls:`): the host is also the name the server's
+    /// certificate must carry (and the SNI sent).
+    Tls {
+        /// Host name or address.
+        host: String,
+        /// Port (1-65535).
+        port: u16,
+        /// Give up connecting (and shaking hands) after this long.
+        timeout: Duration,
+        /// Local address to connect from (any port).
+        bind_address: Option<IpAddr>,
+        /// Trust roots and client certificate.
+        tls: Box<ClientTls>,
     },
 }
 
@@ -436,6 +547,12 @@ impl Bound {
         }
     }
 
+    /// A file name, if given (never empty: `Bound::bind` rejects empty
+    /// parameters).
+    fn file(&mut self, name: &'static str) -> Option<String> {
+        self.take(name)
+    }
+
     /// Seconds above 0; fractions are our extension (Twisted takes whole
     /// seconds), as `--timeout` takes them.
     fn timeout(&mut self) -> Result<Duration, EndpointError> {
@@ -465,7 +582,7 @@ impl FromStr for ServerEndpoint {
                 Self::Udp { .. } | Self::Haproxy(_) => Err(EndpointError::UnknownType {
                     role: Role::Server,
                     kind: inner.split(':').next().unwrap_or_default().into(),
-                    expected: "tcp, tcp6 or unix after haproxy:",
+                    expected: "tcp, tcp6, unix or ssl after haproxy:",
                 }),
                 stream => Ok(Self::Haproxy(Box::new(stream))),
             };
@@ -529,6 +646,60 @@ impl FromStr for ServerEndpoint {
                     lockfile,
                 })
             }
+            "ssl" => {
+                let mut p = Bound::bind(
+                    "ssl",
+                    params,
+                    &[
+                        "port",
+                        "privateKey",
+                        "certKey",
+                        "sslmethod",
+                        "interface",
+                        "backlog",
+                        "extraCertChain",
+                        "dhParameters",
+                        "caCerts",
+                    ],
+                    6,
+                    Binding::Strict,
+                )?;
+                let port = p.required("port", "ssl:8443:privateKey=key.pem:certKey=cert.pem")?;
+                let port = p.port(port, true)?;
+                let interface = p
+                    .ip("interface")?
+                    .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                let backlog = p.backlog()?;
+                let method = match p.take("sslmethod") {
+                    None => TlsMethod::Any,
+                    Some(v) => match v.as_str() {
+                        "TLS_METHOD" | "SSLv23_METHOD" => TlsMethod::Any,
+                        "TLSv1_2_METHOD" => TlsMethod::Tls12,
+                        "TLSv1_3_METHOD" => TlsMethod::Tls13,
+                        _ => {
+                            return Err(p.invalid(
+                                "sslmethod",
+                                v,
+                                "TLS_METHOD, TLSv1_2_METHOD or TLSv1_3_METHOD (SSLv3, TLS 1.0 and 1.1 are not offered)",
+                            ));
+                        }
+                    },
+                };
+                let tls = ServerTls {
+                    private_key: p.file("privateKey"),
+                    cert_key: p.file("certKey"),
+                    extra_cert_chain: p.file("extraCertChain"),
+                    ca_certs: p.file("caCerts"),
+                    method,
+                    dh_parameters: p.file("dhParameters"),
+                };
+                Ok(Self::Ssl {
+                    port,
+                    interface,
+                    backlog,
+                    tls: Box::new(tls),
+                })
+            }
             "udp" => {
                 let mut p = Bound::bind("udp", params, &["port", "interface"], 2, Binding::Strict)?;
                 let port = p.required("port", "udp:7")?;
@@ -541,7 +712,7 @@ impl FromStr for ServerEndpoint {
             _ => Err(EndpointError::UnknownType {
                 role: Role::Server,
                 kind,
-                expected: "tcp, tcp6, unix, udp or haproxy",
+                expected: "tcp, tcp6, unix, udp, ssl or haproxy",
             }),
         }
     }
@@ -603,6 +774,47 @@ impl FromStr for ClientEndpoint {
                     check_pid,
                 })
             }
+            "tls" => {
+                let mut p = Bound::bind(
+                    "tls",
+                    params,
+                    &[
+                        "host",
+                        "port",
+                        "timeout",
+                        "bindAddress",
+                        "certificate",
+                        "privateKey",
+                        "trustRoots",
+                    ],
+                    2,
+                    Binding::FillFree,
+                )?;
+                let host = p.required("host", "tls:localhost:8443")?;
+                let port = p.required("port", "tls:localhost:8443")?;
+                let port = p.port(port, false)?;
+                let timeout = p.timeout()?;
+                let bind_address = p.ip("bindAddress")?;
+                let tls = ClientTls {
+                    trust_roots: p.file("trustRoots"),
+                    certificate: p.file("certificate"),
+                    private_key: p.file("privateKey"),
+                };
+                if tls.private_key.is_some() && tls.certificate.is_none() {
+                    return Err(EndpointError::Missing {
+                        kind: "tls",
+                        name: "certificate (privateKey is the key of a client certificate)",
+                        example: "tls:localhost:8443:certificate=client.pem:privateKey=client.key",
+                    });
+                }
+                Ok(Self::Tls {
+                    host,
+                    port,
+                    timeout,
+                    bind_address,
+                    tls: Box::new(tls),
+                })
+            }
             "udp" => {
                 let mut p = Bound::bind("udp", params, &["host", "port"], 2, Binding::Strict)?;
                 let host = p.required("host", "udp:localhost:7")?;
@@ -613,7 +825,7 @@ impl FromStr for ClientEndpoint {
             _ => Err(EndpointError::UnknownType {
                 role: Role::Client,
                 kind,
-                expected: "tcp, unix or udp",
+                expected: "tcp, tls, unix or udp",
             }),
         }
     }
@@ -683,6 +895,34 @@ impl fmt::Display for ServerEndpoint {
             Self::Udp { port, interface } => {
                 write!(f, "udp:port={port}:interface={}", quoted_ip(interface))
             }
+            Self::Ssl {
+                port,
+                interface,
+                backlog,
+                tls,
+            } => {
+                write!(
+                    f,
+                    "ssl:port={port}:interface={}:backlog={backlog}",
+                    quoted_ip(interface)
+                )?;
+                let files = [
+                    ("privateKey", &tls.private_key),
+                    ("certKey", &tls.cert_key),
+                    ("extraCertChain", &tls.extra_cert_chain),
+                    ("caCerts", &tls.ca_certs),
+                    ("dhParameters", &tls.dh_parameters),
+                ];
+                for (name, value) in files {
+                    if let Some(value) = value {
+                        write!(f, ":{name}={}", Quoted(value))?;
+                    }
+                }
+                if tls.method != TlsMethod::Any {
+                    write!(f, ":sslmethod={}", tls.method.name())?;
+                }
+                Ok(())
+            }
             Self::Haproxy(inner) => write!(f, "haproxy:{inner}"),
         }
     }
@@ -721,6 +961,34 @@ impl fmt::Display for ClientEndpoint {
                 u8::from(*check_pid)
             ),
             Self::Udp { host, port } => write!(f, "udp:host={}:port={port}", Quoted(host)),
+            Self::Tls {
+                host,
+                port,
+                timeout,
+                bind_address,
+                tls,
+            } => {
+                write!(
+                    f,
+                    "tls:host={}:port={port}:timeout={}",
+                    Quoted(host),
+                    Seconds(*timeout)
+                )?;
+                if let Some(ip) = bind_address {
+                    write!(f, ":bindAddress={}", quoted_ip(ip))?;
+                }
+                let files = [
+                    ("trustRoots", &tls.trust_roots),
+                    ("certificate", &tls.certificate),
+                    ("privateKey", &tls.private_key),
+                ];
+                for (name, value) in files {
+                    if let Some(value) = value {
+                        write!(f, ":{name}={}", Quoted(value))?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }

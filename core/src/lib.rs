@@ -123,11 +123,11 @@ pub use echo::client::{
 };
 pub use echo::faults::{Cutoff, FaultConfig};
 pub use echo::server::{
-    ConnectionId, Echo, EchoFactory, EchoServerConnection, ServerConfig, ServerEvent,
+    Arrival, ConnectionId, Echo, EchoFactory, EchoServerConnection, ServerConfig, ServerEvent,
 };
 pub use endpoint::{
-    ClientEndpoint, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT, DEFAULT_UNIX_MODE, EndpointError,
-    Role, ServerEndpoint,
+    ClientEndpoint, ClientTls, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT, DEFAULT_UNIX_MODE,
+    EndpointError, Role, ServerEndpoint, ServerTls, TlsMethod,
 };
 pub use error::{ConfigError, UsageError};
 pub use protocol::{Factory, Protocol};

@@ -21,6 +21,7 @@ use tokio::net::{TcpSocket, UnixStream};
 use crate::driver::{App, DriveConfig, drive, now};
 use crate::listener::unix_address;
 use crate::stream::{AnyStream, Stream};
+use crate::tls::{TlsClient, TlsError, describe as describe_tls_error};
 
 /// Most bytes read from the input source at once.
 const INPUT_CHUNK: usize = 64 * 1024;
@@ -70,6 +71,26 @@ pub enum ClientError {
     /// The endpoint type cannot carry a stream echo.
     #[error("{0} is not supported by this client yet")]
     Unsupported(String),
+    /// Sending the PROXY header failed.
+    #[error("sending the PROXY header to {target} failed: {source}")]
+    SendProxy {
+        /// Where.
+        target: String,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// The TLS settings (trust roots, client certificate) did not load.
+    #[error("TLS setup: {0}")]
+    TlsSetup(#[from] TlsError),
+    /// The TLS handshake failed: an untrusted or wrong certificate, a
+    /// server that wants a client certificate, no TLS at all.
+    #[error("TLS handshake with {target} failed: {reason}")]
+    Tls {
+        /// Where.
+        target: String,
+        /// Why, in words ([`describe_tls_error`](crate::describe_tls_error)).
+        reason: String,
+    },
     /// The echo itself failed (mismatch, truncation, timeout, reset).
     #[error(transparent)]
     Echo(#[from] EchoError),
@@ -87,6 +108,9 @@ pub struct Connected<S> {
     pub host: Address,
     /// The server's address.
     pub peer: Address,
+    /// How long the TLS handshake took (`tls:` only): what TLS balancers
+    /// are measured by.
+    pub handshake: Option<Duration>,
 }
 
 /// Client settings beyond the endpoint.
@@ -127,47 +151,138 @@ pub struct Summary {
 }
 
 /// Connects to `endpoint` within its timeout. TCP sockets get `TCP_NODELAY`;
-/// every resolved address is tried in turn.
+/// every resolved address is tried in turn; `tls:` verifies the server
+/// against the endpoint's trust roots.
 ///
 /// # Errors
-/// [`ClientError`] naming what failed: resolution, refusal, timeout.
+/// [`ClientError`] naming what failed: resolution, refusal, timeout, TLS.
 pub async fn connect(endpoint: &ClientEndpoint) -> Result<Connected<AnyStream>, ClientError> {
-    match endpoint {
-        ClientEndpoint::Tcp {
-            host,
-            port,
-            timeout,
-            bind_address,
-        } => {
-            let target = format!("{host}:{port}");
-            let attempt = connect_tcp(host, *port, *bind_address);
-            match tokio::time::timeout(*timeout, attempt).await {
-                Ok(result) => result,
-                Err(_) => Err(ClientError::ConnectTimeout {
-                    target,
-                    timeout: *timeout,
-                }),
+    Connector::new(endpoint, false)?.connect().await
+}
+
+/// Connects to one endpoint as often as asked: TLS settings are loaded
+/// once, and a PROXY header, when set, goes first (before a TLS handshake,
+/// as HAProxy sends it).
+#[derive(Debug, Clone)]
+pub struct Connector {
+    endpoint: ClientEndpoint,
+    tls: Option<TlsClient>,
+    proxy: Option<SendProxy>,
+}
+
+impl Connector {
+    /// For `endpoint`; `insecure` accepts any server certificate
+    /// (`--insecure`, for throw-away certificates).
+    ///
+    /// # Errors
+    /// [`ClientError::TlsSetup`] when a `tls:` endpoint's files do not load.
+    pub fn new(endpoint: &ClientEndpoint, insecure: bool) -> Result<Self, ClientError> {
+        let tls = match endpoint {
+            ClientEndpoint::Tls { tls, .. } => Some(TlsClient::from_endpoint(tls, insecure)?),
+            _ => None,
+        };
+        Ok(Self {
+            endpoint: endpoint.clone(),
+            tls,
+            proxy: None,
+        })
+    }
+
+    /// Sends `proxy` first on every connection.
+    #[must_use]
+    pub fn send_proxy(mut self, proxy: Option<SendProxy>) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// The endpoint.
+    #[must_use]
+    pub fn endpoint(&self) -> &ClientEndpoint {
+        &self.endpoint
+    }
+
+    /// One connection, within the endpoint's timeout (the TLS handshake
+    /// included).
+    ///
+    /// # Errors
+    /// [`ClientError`] naming what failed: resolution, refusal, timeout, TLS.
+    pub async fn connect(&self) -> Result<Connected<AnyStream>, ClientError> {
+        let (target, timeout) = match &self.endpoint {
+            ClientEndpoint::Tcp {
+                host,
+                port,
+                timeout,
+                ..
             }
+            | ClientEndpoint::Tls {
+                host,
+                port,
+                timeout,
+                ..
+            } => (format!("{host}:{port}"), *timeout),
+            ClientEndpoint::Unix { path, timeout, .. } => (path.clone(), *timeout),
+            other => return Err(ClientError::Unsupported(other.to_string())),
+        };
+        match tokio::time::timeout(timeout, self.attempt(&target)).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::ConnectTimeout { target, timeout }),
         }
-        ClientEndpoint::Unix { path, timeout, .. } => {
-            let target = path.clone();
-            let attempt = UnixStream::connect(PathBuf::from(path));
-            match tokio::time::timeout(*timeout, attempt).await {
-                Ok(Ok(stream)) => Ok(Connected {
-                    host: stream
-                        .local_addr()
-                        .map_or_else(|_| Address::unnamed_unix(), |a| unix_address(&a)),
-                    peer: Address::unix(path),
-                    stream: AnyStream::Unix(stream),
-                }),
-                Ok(Err(source)) => Err(connect_error(target, source)),
-                Err(_) => Err(ClientError::ConnectTimeout {
-                    target,
-                    timeout: *timeout,
-                }),
+    }
+
+    async fn attempt(&self, target: &str) -> Result<Connected<AnyStream>, ClientError> {
+        let mut connected = match &self.endpoint {
+            ClientEndpoint::Tcp {
+                host,
+                port,
+                bind_address,
+                ..
             }
+            | ClientEndpoint::Tls {
+                host,
+                port,
+                bind_address,
+                ..
+            } => connect_tcp(host, *port, *bind_address).await?,
+            ClientEndpoint::Unix { path, .. } => {
+                match UnixStream::connect(PathBuf::from(path)).await {
+                    Ok(stream) => Connected {
+                        host: stream
+                            .local_addr()
+                            .map_or_else(|_| Address::unnamed_unix(), |a| unix_address(&a)),
+                        peer: Address::unix(path),
+                        stream: AnyStream::Unix(stream),
+                        handshake: None,
+                    },
+                    Err(source) => return Err(connect_error(target.to_owned(), source)),
+                }
+            }
+            other => return Err(ClientError::Unsupported(other.to_string())),
+        };
+        if let Some(proxy) = self.proxy {
+            proxy
+                .send(&mut connected)
+                .await
+                .map_err(|source| ClientError::SendProxy {
+                    target: target.to_owned(),
+                    source,
+                })?;
         }
-        other => Err(ClientError::Unsupported(other.to_string())),
+        let (Some(tls), ClientEndpoint::Tls { host, .. }) = (&self.tls, &self.endpoint) else {
+            return Ok(connected);
+        };
+        let started = std::time::Instant::now();
+        let stream = tls
+            .connect(host, connected.stream)
+            .await
+            .map_err(|e| ClientError::Tls {
+                target: target.to_owned(),
+                reason: describe_tls_error(&e),
+            })?;
+        Ok(Connected {
+            stream: AnyStream::Tls(Box::new(stream)),
+            handshake: Some(started.elapsed()),
+            ..connected
+        })
     }
 }
 
@@ -213,6 +328,7 @@ async fn connect_addr(
         host: stream.local_addr()?.into(),
         peer: stream.peer_addr()?.into(),
         stream: AnyStream::Tcp(stream),
+        handshake: None,
     })
 }
 
@@ -437,6 +553,7 @@ where
         mut stream,
         host,
         peer,
+        ..
     } = connected;
     let mut conn = Connection::new(client, host, peer, options.marks, now());
     drive(&mut stream, &mut conn, pipe, options.drive, None).await;

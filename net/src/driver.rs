@@ -47,6 +47,9 @@ pub struct DriveConfig {
     /// this long before resetting the connection (the core's
     /// [`Connection::shut_down`] deadline).
     pub flush_timeout: Duration,
+    /// How long a TLS server connection has to finish its handshake
+    /// before it is dropped (and counted as a failed handshake).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for DriveConfig {
@@ -55,6 +58,7 @@ impl Default for DriveConfig {
             read_chunk: DEFAULT_READ_CHUNK,
             linger: Duration::from_secs(2),
             flush_timeout: Duration::from_secs(5),
+            handshake_timeout: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -224,8 +228,14 @@ fn flush_output<S: Stream, P: Protocol>(
                 wrote = true;
             }
             Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => break,
+            Poll::Pending => return Ok(wrote),
         }
+    }
+    // A TLS stream takes bytes into its records before they reach the
+    // socket; flushing sends them (the waker is registered when it cannot
+    // yet). A socket's flush does nothing and is ready at once.
+    if let Poll::Ready(Err(e)) = Pin::new(&mut *stream).poll_flush(cx) {
+        return Err(e);
     }
     Ok(wrote)
 }
@@ -256,6 +266,14 @@ fn poll_read_chunk<S: Stream, P: Protocol>(
                         return Poll::Ready(Err(io::Error::other(e)));
                     }
                 }
+                Poll::Ready(Ok(()))
+            }
+            // TLS: the peer's TCP end-of-file came without a close_notify.
+            // Many peers close that way; for the echo it is an end of
+            // input, and a client still owed bytes reports it truncated.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                tracing::debug!("peer closed without TLS close_notify");
+                conn.handle_read_closed(now);
                 Poll::Ready(Ok(()))
             }
             other => other,

@@ -17,6 +17,9 @@
 //!   Unix socket's path guarded as Twisted does ([`LockFile`], [`SocketFile`]).
 //! * [`EchoServer::serve_udp`], [`udp_echo`]: echo over UDP, on any
 //!   [`Datagrams`] socket.
+//! * [`TlsServer`], [`TlsClient`]: `ssl:` and `tls:` on rustls; a
+//!   handshake makes a `TlsStream`, which the same driver runs.
+//!   [`ThrowawayCa`] makes certificates for `--self-signed` and tests.
 //! * [`blocking`]: the same core on blocking `std::net` sockets, no tokio.
 
 #![forbid(unsafe_code)]
@@ -30,13 +33,14 @@ mod server;
 mod signal;
 mod spawn;
 mod stream;
+mod tls;
 mod traffic;
 mod udp;
 
 pub use access::AccessList;
 pub use client::{
-    ClientError, ClientOptions, Connected, Pipe, SendProxy, Summary, connect, echo_message,
-    echo_message_from, run,
+    ClientError, ClientOptions, Connected, Connector, Pipe, SendProxy, Summary, connect,
+    echo_message, echo_message_from, run,
 };
 pub use driver::{App, DEFAULT_READ_CHUNK, DriveConfig, NoApp, drive, now};
 /// CIDR blocks, as [`AccessList`] takes them (the `ipnet` crate's).
@@ -45,6 +49,10 @@ pub use listener::{Accepted, AnyListener, Listener, LockFile, SocketFile};
 pub use server::{EchoServer, PROXY_HEADER_TIMEOUT, ServerOptions, ShutdownOutcome};
 pub use signal::CloseSignal;
 pub use spawn::{Spawner, TokioSpawner};
-pub use stream::{AnyStream, Stream};
+pub use stream::{AnyStream, Prefixed, Stream};
+pub use tls::{
+    DEFAULT_HANDSHAKE_TIMEOUT, Issued, KeyKind, ThrowawayCa, TlsClient, TlsError, TlsServer,
+    client_subject, describe as describe_tls_error,
+};
 pub use traffic::{Losses, Traffic};
 pub use udp::{Datagrams, bind_udp, connect_udp, udp_echo};

@@ -63,6 +63,20 @@ impl AnyListener {
             // The wrapped endpoint's socket; the server reads the PROXY
             // header (`EchoServer::serve_proxied`).
             ServerEndpoint::Haproxy(inner) => Box::pin(Self::bind(inner)).await,
+            // A TCP socket; the server runs the handshake (`serve_tls`).
+            ServerEndpoint::Ssl {
+                port,
+                interface,
+                backlog,
+                ..
+            } => {
+                let tcp = ServerEndpoint::Tcp {
+                    port: *port,
+                    interface: *interface,
+                    backlog: *backlog,
+                };
+                Box::pin(Self::bind(&tcp)).await
+            }
             ServerEndpoint::Tcp {
                 port,
                 interface,
@@ -176,6 +190,16 @@ impl AnyListener {
                     port: addr.port(),
                     interface: addr.ip(),
                     backlog: *backlog,
+                }
+                .to_string()
+            }
+            (Self::Tcp(l), ServerEndpoint::Ssl { backlog, tls, .. }) => {
+                let addr = l.local_addr()?;
+                ServerEndpoint::Ssl {
+                    port: addr.port(),
+                    interface: addr.ip(),
+                    backlog: *backlog,
+                    tls: tls.clone(),
                 }
                 .to_string()
             }

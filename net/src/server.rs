@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use echo_core::{
-    Address, Connection, Echo, EchoFactory, Factory, ProxyDecoder, ProxyError, ProxyHeader,
-    ServerConfig, ServerEvent, WaterMarks,
+    Address, Arrival, Connection, Echo, EchoFactory, Factory, ProxyDecoder, ProxyError,
+    ProxyHeader, ServerConfig, ServerEvent, WaterMarks,
 };
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
@@ -19,7 +19,8 @@ use crate::driver::{DriveConfig, NoApp, drive, now};
 use crate::listener::{Accepted, Listener};
 use crate::signal::CloseSignal;
 use crate::spawn::Spawner;
-use crate::stream::Stream;
+use crate::stream::{Prefixed, Stream};
+use crate::tls::{TlsServer, client_subject, describe};
 use crate::traffic::{Counters, Metered, Traffic};
 
 /// First pause after an accept error that is not about one connection
@@ -43,6 +44,21 @@ pub struct ServerOptions {
     /// Count bytes in and out as they move ([`EchoServer::traffic`]); off,
     /// the connections pay nothing for it.
     pub count_traffic: bool,
+}
+
+/// What each accepted connection goes through before its echo.
+enum Wrap {
+    /// Nothing: admitted at once.
+    Plain,
+    /// A PROXY header (`haproxy:`).
+    Proxied,
+    /// A TLS handshake (`ssl:`), after a PROXY header with `proxied`.
+    Tls {
+        /// Certificate and policy.
+        tls: Arc<TlsServer>,
+        /// `haproxy:ssl:`.
+        proxied: bool,
+    },
 }
 
 /// How a graceful shutdown ended.
@@ -158,20 +174,15 @@ fn log_event(event: &ServerEvent) {
             id,
             peer,
             host,
-            via: Some(via),
+            via,
+            client_subject,
             open,
             ..
         } => {
-            tracing::info!(%id, %peer, %via, %host, open, "connection made");
-        }
-        ServerEvent::ConnectionMade {
-            id,
-            peer,
-            host,
-            open,
-            ..
-        } => {
-            tracing::info!(%id, %peer, %host, open, "connection made");
+            // `None` fields are left out of the line.
+            let via = via.as_ref().map(tracing::field::display);
+            let subject = client_subject.as_deref();
+            tracing::info!(%id, %peer, via, %host, subject, open, "connection made");
         }
         ServerEvent::ConnectionRefused { peer, open, limit } => {
             tracing::warn!(%peer, open, limit, "connection refused: limit reached");
@@ -225,7 +236,7 @@ impl EchoServer {
     /// spawning a task per admitted connection; refused ones are closed at
     /// once. Accept errors are logged and retried with back-off, never fatal.
     pub async fn serve<L: Listener, Sp: Spawner>(&self, listener: L, spawner: Sp) {
-        self.serve_inner(listener, spawner, false).await;
+        self.serve_inner(listener, spawner, Wrap::Plain).await;
     }
 
     /// Like [`serve`](Self::serve), for a `haproxy:` endpoint: each
@@ -235,7 +246,27 @@ impl EchoServer {
     /// header closes the connection, logged and counted
     /// ([`Traffic::bad_headers`]).
     pub async fn serve_proxied<L: Listener, Sp: Spawner>(&self, listener: L, spawner: Sp) {
-        self.serve_inner(listener, spawner, true).await;
+        self.serve_inner(listener, spawner, Wrap::Proxied).await;
+    }
+
+    /// Like [`serve`](Self::serve), for an `ssl:` endpoint: each
+    /// connection first completes a TLS handshake within
+    /// [`DriveConfig::handshake_timeout`], and only then is admitted
+    /// (counted, limited, logged with its client certificate's subject
+    /// under mutual TLS). A failed or late handshake is logged once with
+    /// its reason and counted ([`Traffic::tls_failures`]). With `proxied`
+    /// (`haproxy:ssl:`) a PROXY header comes first, before the handshake, as
+    /// HAProxy and AWS load balancers send it.
+    pub async fn serve_tls<L: Listener, Sp: Spawner>(
+        &self,
+        listener: L,
+        spawner: Sp,
+        tls: TlsServer,
+        proxied: bool,
+    ) {
+        let tls = Arc::new(tls);
+        self.serve_inner(listener, spawner, Wrap::Tls { tls, proxied })
+            .await;
     }
 
     /// Serves only the peers `access` admits (decided on the peer the
@@ -245,7 +276,7 @@ impl EchoServer {
         self.inner.access.set(access).is_ok()
     }
 
-    async fn serve_inner<L: Listener, Sp: Spawner>(&self, listener: L, spawner: Sp, proxied: bool) {
+    async fn serve_inner<L: Listener, Sp: Spawner>(&self, listener: L, spawner: Sp, wrap: Wrap) {
         let mut accepting = self.inner.accepting.subscribe();
         if !*accepting.borrow_and_update() {
             return;
@@ -261,11 +292,14 @@ impl EchoServer {
             match accepted {
                 Ok(accepted) => {
                     backoff = MIN_ACCEPT_BACKOFF;
-                    if proxied {
-                        let inner = Arc::clone(&self.inner);
-                        spawner.spawn(proxied_connection(inner, accepted));
-                    } else {
-                        self.admit(accepted, &spawner);
+                    let inner = Arc::clone(&self.inner);
+                    match &wrap {
+                        Wrap::Plain => self.admit(accepted, &spawner),
+                        Wrap::Proxied => spawner.spawn(proxied_connection(inner, accepted)),
+                        Wrap::Tls { tls, proxied } => {
+                            let tls = Arc::clone(tls);
+                            spawner.spawn(tls_connection(inner, accepted, tls, *proxied));
+                        }
                     }
                 }
                 Err(error) if is_per_connection(&error) => {
@@ -290,7 +324,9 @@ impl EchoServer {
 
     fn admit<S: Stream + Send + 'static, Sp: Spawner>(&self, accepted: Accepted<S>, spawner: &Sp) {
         let Accepted { stream, peer, host } = accepted;
-        if let Some((served, span)) = start(&self.inner, stream, peer, host, None, false, &[]) {
+        if let Some((served, span)) =
+            start(&self.inner, stream, peer, host, Arrival::default(), &[])
+        {
             spawner.spawn(served.run().instrument(span));
         }
     }
@@ -341,6 +377,7 @@ impl EchoServer {
             bytes_out: counters.bytes_out.load(Ordering::Relaxed),
             lost: counters.losses(),
             bad_headers: counters.bad_headers(),
+            tls_failures: counters.tls_failures(),
         }
     }
 
@@ -404,8 +441,7 @@ fn start<S: Stream>(
     stream: S,
     peer: Address,
     host: Address,
-    via: Option<Address>,
-    health_check: bool,
+    arrival: Arrival,
     first: &[u8],
 ) -> Option<(Served<S>, tracing::Span)> {
     if let Some(access) = inner.access.get()
@@ -414,8 +450,8 @@ fn start<S: Stream>(
         inner.with_factory(|f| f.deny(&peer));
         return None; // closed at once, before any byte is echoed
     }
-    let admitted =
-        inner.with_factory(|f| f.build_protocol_via(&peer, &host, via.as_ref(), health_check));
+    let via = arrival.via.clone();
+    let admitted = inner.with_factory(|f| f.build_protocol_for(&peer, &host, arrival));
     let echo = admitted?; // refused: the stream drops, closed at once
     let span = match &via {
         Some(via) => tracing::info_span!("conn", id = %echo.id(), %peer, %via),
@@ -439,6 +475,37 @@ fn start<S: Stream>(
 
 /// A `haproxy:` connection: its PROXY header first, then the echo.
 async fn proxied_connection<S: Stream>(inner: Arc<Inner>, accepted: Accepted<S>) {
+    let Some(arrived) = proxy_header(&inner, accepted).await else {
+        return;
+    };
+    if !*inner.accepting.borrow() {
+        return; // shut down while the header was on its way
+    }
+    let Arrived {
+        stream,
+        peer,
+        host,
+        arrival,
+        first,
+    } = arrived;
+    if let Some((served, span)) = start(&inner, stream, peer, host, arrival, &first) {
+        served.run().instrument(span).await;
+    }
+}
+
+/// A connection whose PROXY header has been read.
+struct Arrived<S> {
+    stream: S,
+    peer: Address,
+    host: Address,
+    arrival: Arrival,
+    /// Bytes that followed the header in its last read.
+    first: Vec<u8>,
+}
+
+/// Reads the PROXY header of `accepted`; `None` (logged and counted) when
+/// it is missing, malformed or late.
+async fn proxy_header<S: Stream>(inner: &Inner, accepted: Accepted<S>) -> Option<Arrived<S>> {
     let Accepted {
         mut stream,
         peer: socket_peer,
@@ -447,7 +514,7 @@ async fn proxied_connection<S: Stream>(inner: Arc<Inner>, accepted: Accepted<S>)
     let header = tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut stream)).await;
     let reason = match header {
         Ok(Ok(Ok((header, first)))) => {
-            let (peer, host, via, check) = match header {
+            let (peer, host, via, health_check) = match header {
                 ProxyHeader::Proxied {
                     source,
                     destination,
@@ -462,13 +529,17 @@ async fn proxied_connection<S: Stream>(inner: Arc<Inner>, accepted: Accepted<S>)
                 ProxyHeader::Local => (socket_peer, socket_host, None, true),
                 _ => (socket_peer, socket_host, None, false),
             };
-            if !*inner.accepting.borrow() {
-                return; // shut down while the header was on its way
-            }
-            if let Some((served, span)) = start(&inner, stream, peer, host, via, check, &first) {
-                served.run().instrument(span).await;
-            }
-            return;
+            return Some(Arrived {
+                stream,
+                peer,
+                host,
+                arrival: Arrival {
+                    via,
+                    health_check,
+                    client_subject: None,
+                },
+                first,
+            });
         }
         Ok(Ok(Err(error))) => error.to_string(),
         Ok(Err(error)) => format!("socket error before the PROXY header: {error}"),
@@ -476,6 +547,57 @@ async fn proxied_connection<S: Stream>(inner: Arc<Inner>, accepted: Accepted<S>)
     };
     inner.counters.bad_header();
     tracing::warn!(peer = %socket_peer, %reason, "closing a connection without a valid PROXY header");
+    None
+}
+
+/// An `ssl:` connection: its PROXY header (`haproxy:ssl:`), its handshake,
+/// then the echo.
+async fn tls_connection<S: Stream>(
+    inner: Arc<Inner>,
+    accepted: Accepted<S>,
+    tls: Arc<TlsServer>,
+    proxied: bool,
+) {
+    let arrived = if proxied {
+        let Some(arrived) = proxy_header(&inner, accepted).await else {
+            return;
+        };
+        arrived
+    } else {
+        Arrived {
+            stream: accepted.stream,
+            peer: accepted.peer,
+            host: accepted.host,
+            arrival: Arrival::default(),
+            first: Vec::new(),
+        }
+    };
+    let Arrived {
+        stream,
+        peer,
+        host,
+        mut arrival,
+        first,
+    } = arrived;
+    let timeout = inner.options.drive.handshake_timeout;
+    let handshake = tls.accept(Prefixed::new(first, stream));
+    let reason = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(stream)) => {
+            if !*inner.accepting.borrow() {
+                return; // shut down during the handshake
+            }
+            arrival.client_subject = client_subject(&stream);
+            if let Some((served, span)) = start(&inner, stream, peer, host, arrival, &[]) {
+                served.run().instrument(span).await;
+            }
+            return;
+        }
+        Ok(Err(error)) => describe(&error),
+        Err(_) => format!("no TLS handshake within {timeout:?}"),
+    };
+    inner.counters.tls_failure();
+    let via = arrival.via.as_ref().map(tracing::field::display);
+    tracing::warn!(%peer, via, %reason, "TLS handshake failed");
 }
 
 /// Reads until the PROXY header is complete; returns it and the bytes that

@@ -31,13 +31,95 @@ impl Stream for UnixStream {}
 
 impl Stream for tokio::io::DuplexStream {}
 
-/// A TCP or Unix-domain stream: what endpoint strings connect or accept.
+/// A TLS server connection resets as its socket does.
+impl<S: Stream> Stream for tokio_rustls::server::TlsStream<S> {
+    fn set_reset_on_close(&mut self) {
+        self.get_mut().0.set_reset_on_close();
+    }
+}
+
+/// A TLS client connection resets as its socket does.
+impl<S: Stream> Stream for tokio_rustls::client::TlsStream<S> {
+    fn set_reset_on_close(&mut self) {
+        self.get_mut().0.set_reset_on_close();
+    }
+}
+
+/// A stream with bytes already read from it put back in front: what came
+/// after a PROXY header in the same read belongs to the TLS handshake.
+#[derive(Debug)]
+pub struct Prefixed<S> {
+    first: Vec<u8>,
+    at: usize,
+    stream: S,
+}
+
+impl<S> Prefixed<S> {
+    /// `stream`, whose next reads give `first` before anything else.
+    pub fn new(first: Vec<u8>, stream: S) -> Self {
+        Self {
+            first,
+            at: 0,
+            stream,
+        }
+    }
+}
+
+impl<S: Stream> Stream for Prefixed<S> {
+    fn set_reset_on_close(&mut self) {
+        self.stream.set_reset_on_close();
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.first.len() {
+            let n = buf.remaining().min(this.first.len() - this.at);
+            buf.put_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.first.len() {
+                this.first = Vec::new(); // give the memory back
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// A TCP, TLS or Unix-domain stream: what endpoint strings connect or
+/// accept.
 #[derive(Debug)]
 pub enum AnyStream {
     /// A TCP connection.
     Tcp(TcpStream),
     /// A Unix-domain stream connection.
     Unix(UnixStream),
+    /// A TLS client connection (`tls:`) over one of the others.
+    Tls(Box<tokio_rustls::client::TlsStream<AnyStream>>),
 }
 
 impl Stream for AnyStream {
@@ -45,6 +127,7 @@ impl Stream for AnyStream {
         match self {
             Self::Tcp(s) => s.set_reset_on_close(),
             Self::Unix(s) => s.set_reset_on_close(),
+            Self::Tls(s) => s.set_reset_on_close(),
         }
     }
 }
@@ -58,6 +141,7 @@ impl AsyncRead for AnyStream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -71,6 +155,7 @@ impl AsyncWrite for AnyStream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -78,6 +163,7 @@ impl AsyncWrite for AnyStream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -85,6 +171,7 @@ impl AsyncWrite for AnyStream {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

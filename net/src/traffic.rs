@@ -44,6 +44,8 @@ pub struct Traffic {
     /// `haproxy:` connections closed for a missing, malformed or late
     /// PROXY header.
     pub bad_headers: u64,
+    /// `ssl:` connections whose TLS handshake failed or timed out.
+    pub tls_failures: u64,
 }
 
 impl Traffic {
@@ -58,6 +60,7 @@ impl Traffic {
             bytes_in: l(self.bytes_in, earlier.bytes_in),
             bytes_out: l(self.bytes_out, earlier.bytes_out),
             bad_headers: l(self.bad_headers, earlier.bad_headers),
+            tls_failures: l(self.tls_failures, earlier.tls_failures),
             lost: Losses {
                 clean: l(self.lost.clean, earlier.lost.clean),
                 reset: l(self.lost.reset, earlier.lost.reset),
@@ -89,6 +92,9 @@ impl fmt::Display for Traffic {
             "open={} accepted={} refused={} bytes_in={} bytes_out={}",
             self.open, self.accepted, self.refused, self.bytes_in, self.bytes_out
         )?;
+        if self.tls_failures > 0 {
+            write!(f, " tls_handshake_failures={}", self.tls_failures)?;
+        }
         if self.bad_headers > 0 {
             write!(f, " bad_proxy_headers={}", self.bad_headers)?;
         }
@@ -116,6 +122,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: AtomicU64,
     lost: [AtomicU64; 6],
     bad_headers: AtomicU64,
+    tls_failures: AtomicU64,
 }
 
 impl Counters {
@@ -139,6 +146,14 @@ impl Counters {
 
     pub(crate) fn bad_headers(&self) -> u64 {
         self.bad_headers.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn tls_failure(&self) {
+        self.tls_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tls_failures(&self) -> u64 {
+        self.tls_failures.load(Ordering::Relaxed)
     }
 
     pub(crate) fn losses(&self) -> Losses {

@@ -82,6 +82,7 @@ async fn tokio_client_against_blocking_server() {
         host: s.local_addr().unwrap().into(),
         peer: s.peer_addr().unwrap().into(),
         stream: s,
+        handshake: None,
     };
     let echo = echo_message(connected, Bytes::from(message()), ClientOptions::default())
         .await

@@ -94,6 +94,7 @@ async fn refused_connections_are_closed_at_once_and_slots_free_up() {
         host: s.local_addr().unwrap().into(),
         peer: s.peer_addr().unwrap().into(),
         stream: s,
+        handshake: None,
     };
     let echo = echo_message(
         connected,
@@ -146,6 +147,7 @@ async fn driver_echoes_exactly_through_a_seven_byte_pipe() {
         stream: client_end,
         host: addr.into(),
         peer: addr.into(),
+        handshake: None,
     };
     let options = ClientOptions {
         config: ClientConfig {

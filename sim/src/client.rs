@@ -170,6 +170,7 @@ pub(crate) async fn connection(
             stream,
             host: host.into(),
             peer: peer.into(),
+            handshake: None,
         };
         let (client, input) = if plan.streaming {
             let input = Pieces {

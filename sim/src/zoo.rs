@@ -417,6 +417,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
                 stream,
                 host: host.into(),
                 peer: peer.into(),
+                handshake: None,
             },
             client,
             &mut pipe,

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use echo_core::UDP_CLIENT_HEADER;
@@ -19,7 +20,7 @@ use echo_core::{
     UdpReport,
 };
 use echo_net::{
-    AnyStream, ClientError, ClientOptions, Connected, Pipe, SendProxy, connect, connect_udp,
+    AnyStream, ClientError, ClientOptions, Connected, Connector, Pipe, SendProxy, connect_udp,
     echo_message_from, now, run, udp_echo,
 };
 
@@ -91,6 +92,9 @@ struct Args {
     #[command(flatten)]
     proxy: ProxyArgs,
 
+    #[command(flatten)]
+    tls: TlsArgs,
+
     /// The server starts each connection with a banner line naming its back
     /// end (echo-server --banner): read it, print it in place of "server",
     /// and verify the echo after it
@@ -111,6 +115,44 @@ struct Args {
 }
 
 /// -v and -q, accepted before or after a subcommand.
+/// TLS options for tls: endpoints.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct TlsArgs {
+    /// tls: endpoints: accept any server certificate, unverified (for
+    /// self-signed test servers; said on standard error). Prefer
+    /// trustRoots=CA.pem, which echo-server --self-signed writes
+    #[arg(env = "ECHO_INSECURE", long)]
+    insecure: bool,
+}
+
+impl TlsArgs {
+    /// The connector for `endpoint`, or a usage error (exit 2) for
+    /// --insecure without TLS; warns on standard error when insecure.
+    fn connector(
+        self,
+        endpoint: &ClientEndpoint,
+        subcommand: Option<&str>,
+    ) -> Result<Connector, ClientError> {
+        if self.insecure {
+            if !matches!(endpoint, ClientEndpoint::Tls { .. }) {
+                let mut command = Args::command();
+                let command = match subcommand {
+                    Some(name) => command.find_subcommand_mut(name).expect("subcommand"),
+                    None => &mut command,
+                };
+                command
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!("--insecure is for tls: endpoints, and {endpoint} is not one"),
+                    )
+                    .exit();
+            }
+            complain("echo-client: warning: --insecure: the server's certificate is not verified");
+        }
+        Connector::new(endpoint, self.insecure)
+    }
+}
+
 /// Speaking the PROXY protocol to a back end or balancer that expects it.
 #[derive(Debug, Clone, Copy, clap::Args)]
 struct ProxyArgs {
@@ -359,6 +401,9 @@ struct BenchArgs {
 
     #[command(flatten)]
     proxy: ProxyArgs,
+
+    #[command(flatten)]
+    tls: TlsArgs,
 
     /// Each connection starts with the server's banner line naming its back
     /// end (echo-server --banner): report connections, requests, p50 and p99
@@ -624,8 +669,15 @@ async fn run_all(args: Args) -> bool {
         },
         ..ClientOptions::default()
     };
+    let connector = match args.tls.connector(&args.connect, None) {
+        Ok(connector) => Arc::new(connector.send_proxy(args.proxy.header())),
+        Err(e) => {
+            complain(format!("echo-client: {e}"));
+            return false;
+        }
+    };
     if args.stdin {
-        return match stream_stdin(&args, options).await {
+        return match stream_stdin(&connector, args.retries, options).await {
             Ok(()) => true,
             Err(e) => {
                 complain(format!("echo-client: {e}"));
@@ -648,12 +700,12 @@ async fn run_all(args: Args) -> bool {
     // stay bounded whatever -c says.
     loop {
         while next <= args.connections && tasks.len() < concurrency {
-            let (endpoint, message) = (args.connect.clone(), message.clone());
-            let (n, retries, proxy) = (next, args.retries, args.proxy.header());
+            let (connector, message) = (Arc::clone(&connector), message.clone());
+            let (n, retries) = (next, args.retries);
             tasks.spawn(async move {
                 let started = Instant::now();
                 let result = async {
-                    let connected = connect_with_retries(&endpoint, retries, proxy).await?;
+                    let connected = connect_with_retries(&connector, retries).await?;
                     echo_message_from(connected, message, options)
                         .await
                         .map_err(Failed::from)
@@ -729,8 +781,12 @@ impl std::fmt::Display for Failed {
     }
 }
 
-async fn stream_stdin(args: &Args, options: ClientOptions) -> Result<(), Failed> {
-    let connected = connect_with_retries(&args.connect, args.retries, args.proxy.header()).await?;
+async fn stream_stdin(
+    connector: &Connector,
+    retries: u32,
+    options: ClientOptions,
+) -> Result<(), Failed> {
+    let connected = connect_with_retries(connector, retries).await?;
     let client = EchoClient::streaming(options.config);
     let mut pipe = Pipe::new(Some(tokio::io::stdin()), tokio::io::stdout());
     let summary = run(connected, client, &mut pipe, options).await?;
@@ -810,32 +866,19 @@ fn udp_summary(r: &UdpReport) -> String {
     )
 }
 
-/// Connects, retrying refused or timed-out attempts with bounded back-off.
+/// Connects (a TLS handshake and a PROXY header included), retrying
+/// refused or timed-out attempts with bounded back-off; a failed TLS
+/// handshake is not retried.
 async fn connect_with_retries(
-    endpoint: &ClientEndpoint,
+    connector: &Connector,
     retries: u32,
-    proxy: Option<SendProxy>,
 ) -> Result<Connected<AnyStream>, Failed> {
     let mut pause = FIRST_RETRY_PAUSE;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match connect(endpoint).await {
-            Ok(mut connected) => {
-                if let Some(proxy) = proxy
-                    && let Err(source) = proxy.send(&mut connected).await
-                {
-                    let error = ClientError::Connect {
-                        target: endpoint.to_string(),
-                        source,
-                    };
-                    return Err(Failed {
-                        error,
-                        attempts: attempt,
-                    });
-                }
-                return Ok(connected);
-            }
+        match connector.connect().await {
+            Ok(connected) => return Ok(connected),
             Err(
                 e @ (ClientError::Refused { .. }
                 | ClientError::ConnectTimeout { .. }
@@ -890,6 +933,12 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             }
         };
     }
+    // Checks --insecure and loads the TLS files once before the run, so a
+    // bad path fails at once with its own message.
+    if let Err(e) = args.tls.connector(&args.connect, Some("bench")) {
+        complain(format!("echo-client: {e}"));
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let config = echo_bin::bench::BenchConfig {
         endpoint: args.connect,
         connections: args.connections,
@@ -901,6 +950,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         warmup: args.warmup,
         timeout: args.timeout,
         send_proxy: args.proxy.header(),
+        insecure: args.tls.insecure,
         rate: args.rate,
         max_in_flight: args.max_in_flight,
         interval: args.interval,

@@ -1,9 +1,10 @@
-//! `echo-server`: an RFC 862 echo server over TCP, Unix-domain sockets and
-//! UDP.
+//! `echo-server`: an RFC 862 echo server over TCP, TLS, Unix-domain
+//! sockets and UDP.
 
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,16 +15,16 @@ use echo_bin::{
     positive_seconds, print_completions, print_man, ratio, say, seconds, server_endpoint,
 };
 use echo_core::{
-    Cutoff, FaultConfig, ServerConfig, ServerEndpoint, UdpConfig, UdpStats, WaterMarks,
+    Cutoff, FaultConfig, ServerConfig, ServerEndpoint, ServerTls, UdpConfig, UdpStats, WaterMarks,
 };
 use echo_net::{
-    AccessList, AnyListener, EchoServer, IpNet, ServerOptions, ShutdownOutcome, TokioSpawner,
-    bind_udp,
+    AccessList, AnyListener, DriveConfig, EchoServer, IpNet, Issued, KeyKind, ServerOptions,
+    ShutdownOutcome, ThrowawayCa, TlsServer, TokioSpawner, bind_udp,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Echoes back every byte it receives (RFC 862), over TCP or Unix-domain
-/// sockets, with backpressure, optional connection limits and idle timeouts;
+/// Echoes back every byte it receives (RFC 862), over TCP, TLS or
+/// Unix-domain sockets, with backpressure, optional connection limits and idle timeouts;
 /// and every datagram it receives over UDP, when a udp: endpoint is listed.
 ///
 /// On SIGINT or SIGTERM it stops accepting at once, keeps serving open
@@ -92,6 +93,19 @@ struct Args {
     #[arg(env = "ECHO_BANNER", long, value_name = "TEXT", value_parser = banner_text)]
     banner: Option<String>,
 
+    /// For ssl: endpoints: make a throw-away CA and a certificate for
+    /// localhost, 127.0.0.1 and ::1 at start, print its SHA-256
+    /// fingerprint, write the CA certificate to a file in the temporary
+    /// directory and print the client command that trusts it (no files
+    /// needed; the endpoints must not name privateKey or certKey)
+    #[arg(env = "ECHO_SELF_SIGNED", long, help_heading = TLS)]
+    self_signed: bool,
+
+    /// ssl: endpoints: close a connection whose TLS handshake has not
+    /// finished after this long (counted as a failed handshake)
+    #[arg(env = "ECHO_HANDSHAKE_TIMEOUT", long, value_name = "SECS", default_value = "10", value_parser = positive_seconds, help_heading = TLS)]
+    handshake_timeout: Duration,
+
     /// Log a line with open connections, accepted, refused, bytes in and
     /// out, and connections lost by reason since the last line, this often
     /// (e.g. 10s); nothing when nothing happened
@@ -151,6 +165,9 @@ struct Args {
     #[arg(long, hide = true, exclusive = true)]
     man: bool,
 }
+
+/// The help heading of the TLS options.
+const TLS: &str = "TLS (ssl: endpoints)";
 
 /// The help heading of the fault knobs.
 const MISBEHAVE: &str = "Misbehaving on purpose (for testing proxies and clients)";
@@ -232,6 +249,14 @@ Endpoint strings (Twisted's grammar):
   haproxy:tcp:8888                      behind a load balancer: each connection starts
                                         with a PROXY header (v1 or v2), whose client
                                         is the peer logged and checked by --allow/--deny
+  ssl:8443:privateKey=key.pem:certKey=cert.pem
+                                        TLS (Twisted's names; certKey defaults to the key
+                                        file, which defaults to server.pem); also
+                                        extraCertChain=PEM, sslmethod=TLSv1_2_METHOD
+                                        or TLSv1_3_METHOD, and caCerts=CA.pem (ours) to
+                                        require client certificates from that CA
+  ssl:8443 --self-signed                TLS with a throw-away certificate
+  haproxy:ssl:8443:...                  a PROXY header, then TLS (as HAProxy sends it)
 
 Exit codes: 0 after a clean shutdown, 1 when listening fails, 2 for usage errors.";
 
@@ -292,7 +317,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         marks: WaterMarks::new(args.high_water, 0)?,
         count_traffic: args.stats_interval.is_some(),
+        drive: DriveConfig {
+            handshake_timeout: args.handshake_timeout,
+            ..DriveConfig::default()
+        },
         ..ServerOptions::default()
+    };
+    let mut self_signed = if args.self_signed {
+        Some(SelfSigned::make(&args.listen)?)
+    } else {
+        None
     };
     // Install signal handlers before announcing that we listen.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -338,8 +372,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("cannot listen on {endpoint}"))?;
                 let description = listener.describe(endpoint)?;
-                let proxied = matches!(endpoint, ServerEndpoint::Haproxy(_));
-                listeners.push((listener, proxied));
+                let (proxied, inner) = match endpoint {
+                    ServerEndpoint::Haproxy(inner) => (true, &**inner),
+                    other => (false, other),
+                };
+                let mode = match inner {
+                    ServerEndpoint::Ssl { tls, port, .. } => Mode::Tls {
+                        tls: tls_server(tls, self_signed.as_ref(), *port)?,
+                        proxied,
+                    },
+                    _ if proxied => Mode::Proxied,
+                    _ => Mode::Plain,
+                };
+                listeners.push((listener, mode));
                 description
             };
         descriptions.push(description);
@@ -351,14 +396,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tracing::warn!(%description, "cannot write to standard output; listening anyway");
         }
     }
+    if let Some(made) = self_signed.take() {
+        made.announce(&args.listen, &listeners);
+    }
     let _ = std::io::stdout().flush(); // a closed stdout must not stop the server
-    for (listener, proxied) in listeners {
+    for (listener, mode) in listeners {
         let server = server.clone();
-        if proxied {
-            tokio::spawn(async move { server.serve_proxied(listener, TokioSpawner).await });
-        } else {
-            tokio::spawn(async move { server.serve(listener, TokioSpawner).await });
-        }
+        match mode {
+            Mode::Plain => tokio::spawn(async move { server.serve(listener, TokioSpawner).await }),
+            Mode::Proxied => {
+                tokio::spawn(async move { server.serve_proxied(listener, TokioSpawner).await })
+            }
+            Mode::Tls { tls, proxied } => tokio::spawn(async move {
+                server.serve_tls(listener, TokioSpawner, tls, proxied).await;
+            }),
+        };
     }
     let workers = start_workers(&server, shards, args.workers)?;
     let udp = UdpConfig {
@@ -411,6 +463,106 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a listener's connections go through before their echo.
+enum Mode {
+    Plain,
+    Proxied,
+    Tls { tls: TlsServer, proxied: bool },
+}
+
+/// `--self-signed`: a throw-away CA and the server certificate it signed,
+/// with the CA written where a client can name it.
+struct SelfSigned {
+    server: Issued,
+    ca_file: PathBuf,
+}
+
+/// The names the throw-away certificate carries.
+const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+impl SelfSigned {
+    fn make(listen: &[ServerEndpoint]) -> anyhow::Result<Self> {
+        let any_ssl = listen.iter().any(|e| {
+            matches!(e, ServerEndpoint::Ssl { .. })
+                || matches!(e, ServerEndpoint::Haproxy(inner) if matches!(**inner, ServerEndpoint::Ssl { .. }))
+        });
+        if !any_ssl {
+            anyhow::bail!(
+                "--self-signed is for ssl: endpoints, and no --listen is one (try --listen ssl:8443 --self-signed)"
+            );
+        }
+        let ca = ThrowawayCa::new("echo-server throw-away CA", KeyKind::EcdsaP256)?;
+        let server = ca.server(&SELF_SIGNED_NAMES)?;
+        let ca_file =
+            std::env::temp_dir().join(format!("echo-server-{}-ca.pem", std::process::id()));
+        std::fs::write(&ca_file, ca.pem())
+            .with_context(|| format!("cannot write the CA certificate to {}", ca_file.display()))?;
+        Ok(Self { server, ca_file })
+    }
+
+    /// Prints the fingerprint, the CA file and a client command per
+    /// ssl: endpoint (after the "listening on" lines).
+    fn announce(&self, listen: &[ServerEndpoint], listeners: &[(AnyListener, Mode)]) {
+        say(format_args!(
+            "self-signed certificate for {}: SHA-256 {}",
+            SELF_SIGNED_NAMES.join(", "),
+            self.server.fingerprint()
+        ));
+        say(format_args!(
+            "CA certificate written to {}",
+            self.ca_file.display()
+        ));
+        let ports = listen
+            .iter()
+            .zip(listeners)
+            .filter(|(e, _)| !matches!(e, ServerEndpoint::Haproxy(_)))
+            .filter_map(|(e, (l, _))| match e {
+                ServerEndpoint::Ssl { .. } => l.tcp_addr().map(|a| a.port()),
+                _ => None,
+            });
+        for port in ports {
+            say(format_args!(
+                "try: echo-client --connect tls:localhost:{port}:trustRoots={}",
+                self.ca_file.display()
+            ));
+        }
+    }
+}
+
+/// The TLS side of one ssl: endpoint: its files, or the throw-away
+/// certificate (with the endpoint's caCerts, if any, for mutual TLS).
+fn tls_server(
+    tls: &ServerTls,
+    self_signed: Option<&SelfSigned>,
+    port: u16,
+) -> anyhow::Result<TlsServer> {
+    if tls.dh_parameters.is_some() {
+        tracing::warn!(
+            port,
+            "dhParameters is ignored: rustls offers no finite-field Diffie-Hellman suites"
+        );
+    }
+    let Some(made) = self_signed else {
+        return TlsServer::from_files(tls).with_context(|| format!("ssl:{port}"));
+    };
+    if tls.private_key.is_some() || tls.cert_key.is_some() || tls.extra_cert_chain.is_some() {
+        anyhow::bail!(
+            "ssl:{port} names its own certificate files; leave out --self-signed, or privateKey/certKey/extraCertChain"
+        );
+    }
+    let ca = match &tls.ca_certs {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read {path}"))?),
+        None => None,
+    };
+    Ok(TlsServer::from_pem(
+        made.server.cert_pem.as_bytes(),
+        made.server.key_pem.as_bytes(),
+        ca.as_deref(),
+        tls.method,
+    )
+    .with_context(|| format!("ssl:{port}"))?)
 }
 
 /// Starts `n` worker threads, each a single-threaded runtime serving its

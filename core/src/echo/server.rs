@@ -196,6 +196,18 @@ pub struct ServerConfig {
     pub banner: Option<&'static str>,
 }
 
+/// What an adapter learnt about a connection before admitting it, beyond
+/// its two addresses (a PROXY header, a TLS handshake).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Arrival {
+    /// The balancer it came through, when a PROXY header named the client.
+    pub via: Option<Address>,
+    /// A balancer's health check (PROXY LOCAL).
+    pub health_check: bool,
+    /// The subject of the client's TLS certificate (mutual TLS).
+    pub client_subject: Option<String>,
+}
+
 /// What the server factory reports, for logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -219,6 +231,8 @@ pub enum ServerEvent {
         /// A balancer's health check (a PROXY LOCAL header): worth a debug
         /// line, not an info line.
         health_check: bool,
+        /// The subject of the client's TLS certificate (mutual TLS).
+        client_subject: Option<String>,
         /// Open connections, this one included.
         open: usize,
     },
@@ -354,16 +368,21 @@ impl EchoFactory {
             .push_back(ServerEvent::ConnectionDenied { peer: peer.clone() });
     }
 
-    /// [`Factory::build_protocol`] for a connection that came through a
-    /// balancer: `peer` is the client its PROXY header declared, `via` the
-    /// balancer; `health_check` marks a balancer's own check (LOCAL).
-    pub fn build_protocol_via(
+    /// [`Factory::build_protocol`] for a connection the adapter learnt
+    /// more about before admitting it: through a balancer, `peer` is the
+    /// client its PROXY header declared and `arrival.via` the balancer;
+    /// over mutual TLS, `arrival.client_subject` names the certificate.
+    pub fn build_protocol_for(
         &mut self,
         peer: &Address,
         host: &Address,
-        via: Option<&Address>,
-        health_check: bool,
+        arrival: Arrival,
     ) -> Option<Echo> {
+        let Arrival {
+            via,
+            health_check,
+            client_subject,
+        } = arrival;
         if let Some(limit) = self.config.max_connections
             && self.open.len() >= limit
         {
@@ -382,8 +401,9 @@ impl EchoFactory {
             id,
             peer: peer.clone(),
             host: host.clone(),
-            via: via.cloned(),
+            via,
             health_check,
+            client_subject,
             open: self.open.len(),
         });
         let mut echo = Echo::with_faults(id, self.config.idle_timeout, &self.config.faults);
@@ -402,7 +422,7 @@ impl Factory for EchoFactory {
     type Protocol = Echo;
 
     fn build_protocol(&mut self, peer: &Address, host: &Address) -> Option<Echo> {
-        self.build_protocol_via(peer, host, None, false)
+        self.build_protocol_for(peer, host, Arrival::default())
     }
 
     fn do_start(&mut self) {

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use crate::{ClientEndpoint, DEFAULT_BACKLOG, EndpointError, Role, ServerEndpoint};
+use crate::{
+    ClientEndpoint, ClientTls, DEFAULT_BACKLOG, EndpointError, Role, ServerEndpoint, ServerTls,
+    TlsMethod,
+};
 
 fn server(s: &str) -> ServerEndpoint {
     s.parse().unwrap_or_else(|e| panic!("{s:?}: {e}"))
@@ -205,8 +208,8 @@ fn errors_say_what_is_wrong() {
             "endpoint description ends with an unfinished backslash escape",
         ),
         (
-            "ssl:443",
-            "unknown server endpoint type \"ssl\" (expected tcp, tcp6, unix, udp or haproxy)",
+            "sctp:443",
+            "unknown server endpoint type \"sctp\" (expected tcp, tcp6, unix, udp, ssl or haproxy)",
         ),
         ("tcp", "tcp endpoint is missing its port (e.g. tcp:8888)"),
         (
@@ -313,7 +316,7 @@ fn errors_say_what_is_wrong() {
         ),
         (
             "tcp6:h:80",
-            "unknown client endpoint type \"tcp6\" (expected tcp, unix or udp)",
+            "unknown client endpoint type \"tcp6\" (expected tcp, tls, unix or udp)",
         ),
     ];
     for (input, message) in cases {
@@ -325,7 +328,7 @@ fn errors_say_what_is_wrong() {
         Err(EndpointError::UnknownType {
             role: Role::Client,
             kind: "x".into(),
-            expected: "tcp, unix or udp"
+            expected: "tcp, tls, unix or udp"
         })
     );
 }
@@ -360,6 +363,45 @@ fn server_endpoint() -> impl Strategy<Value = ServerEndpoint> {
         ),
         (any::<u16>(), any_ip())
             .prop_map(|(port, interface)| ServerEndpoint::Udp { port, interface }),
+        (
+            any::<u16>(),
+            any_ip(),
+            1u32..=65_535,
+            [
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+                proptest::option::of(text()),
+            ],
+            prop_oneof![
+                Just(TlsMethod::Any),
+                Just(TlsMethod::Tls12),
+                Just(TlsMethod::Tls13)
+            ],
+        )
+            .prop_map(|(port, interface, backlog, files, method)| {
+                let [
+                    private_key,
+                    cert_key,
+                    extra_cert_chain,
+                    ca_certs,
+                    dh_parameters,
+                ] = files;
+                ServerEndpoint::Ssl {
+                    port,
+                    interface,
+                    backlog,
+                    tls: Box::new(ServerTls {
+                        private_key,
+                        cert_key,
+                        extra_cert_chain,
+                        ca_certs,
+                        method,
+                        dh_parameters,
+                    }),
+                }
+            }),
     ]
 }
 
@@ -387,6 +429,31 @@ fn client_endpoint() -> impl Strategy<Value = ClientEndpoint> {
             }
         }),
         (text(), 1u16..).prop_map(|(host, port)| ClientEndpoint::Udp { host, port }),
+        (
+            text(),
+            1u16..,
+            1u64..100_000_000,
+            proptest::option::of(any_ip()),
+            proptest::option::of(text()),
+            proptest::option::of((text(), proptest::option::of(text()))),
+        )
+            .prop_map(|(host, port, t, bind_address, trust_roots, cert)| {
+                let (certificate, private_key) = match cert {
+                    Some((c, k)) => (Some(c), k),
+                    None => (None, None),
+                };
+                ClientEndpoint::Tls {
+                    host,
+                    port,
+                    timeout: Duration::from_millis(t),
+                    bind_address,
+                    tls: Box::new(ClientTls {
+                        trust_roots,
+                        certificate,
+                        private_key,
+                    }),
+                }
+            }),
     ]
 }
 
@@ -445,6 +512,151 @@ fn haproxy_wraps_a_stream_endpoint() {
             .parse::<ServerEndpoint>()
             .unwrap_err()
             .to_string(),
-        "unknown server endpoint type \"udp\" (expected tcp, tcp6 or unix after haproxy:)"
+        "unknown server endpoint type \"udp\" (expected tcp, tcp6, unix or ssl after haproxy:)"
     );
+}
+
+#[test]
+fn ssl_server_takes_twisteds_keywords() {
+    // test_endpoints.py test_ssl, with our keyword for client certificates.
+    let e = server(
+        "ssl:1234:backlog=12:privateKey=k.pem:certKey=c.pem:sslmethod=TLSv1_2_METHOD:interface=10.0.0.1:caCerts=ca.pem",
+    );
+    assert_eq!(
+        e,
+        ServerEndpoint::Ssl {
+            port: 1234,
+            interface: ip("10.0.0.1"),
+            backlog: 12,
+            tls: Box::new(ServerTls {
+                private_key: Some("k.pem".into()),
+                cert_key: Some("c.pem".into()),
+                extra_cert_chain: None,
+                ca_certs: Some("ca.pem".into()),
+                method: TlsMethod::Tls12,
+                dh_parameters: None,
+            }),
+        }
+    );
+    // Positional order as in `_parseSSL(port, privateKey, certKey, ...)`.
+    let ServerEndpoint::Ssl { port, tls, .. } = server("ssl:8443:key.pem:cert.pem") else {
+        panic!("not ssl");
+    };
+    assert_eq!(port, 8443);
+    assert_eq!((tls.key_file(), tls.cert_file()), ("key.pem", "cert.pem"));
+    // Twisted's defaults: server.pem for both; the key file holds the cert.
+    let ServerEndpoint::Ssl {
+        tls,
+        interface,
+        backlog,
+        ..
+    } = server("ssl:443")
+    else {
+        panic!("not ssl");
+    };
+    assert_eq!(
+        (tls.key_file(), tls.cert_file()),
+        ("server.pem", "server.pem")
+    );
+    assert_eq!((interface, backlog), (ip("0.0.0.0"), DEFAULT_BACKLOG));
+    let ServerEndpoint::Ssl { tls, .. } = server("ssl:443:privateKey=both.pem") else {
+        panic!("not ssl");
+    };
+    assert_eq!(tls.cert_file(), "both.pem");
+    assert_eq!(
+        server("ssl:443:sslmethod=SSLv23_METHOD"),
+        server("ssl:443:sslmethod=TLS_METHOD")
+    );
+}
+
+#[test]
+fn tls_client_takes_twisteds_keywords() {
+    assert_eq!(
+        client(
+            "tls:example.com:443:timeout=5:bindAddress=10.0.0.2:trustRoots=/etc/ca:certificate=c.pem:privateKey=k.pem"
+        ),
+        ClientEndpoint::Tls {
+            host: "example.com".into(),
+            port: 443,
+            timeout: Duration::from_secs(5),
+            bind_address: Some(ip("10.0.0.2")),
+            tls: Box::new(ClientTls {
+                trust_roots: Some("/etc/ca".into()),
+                certificate: Some("c.pem".into()),
+                private_key: Some("k.pem".into()),
+            }),
+        }
+    );
+    assert_eq!(
+        client("tls:host=localhost:port=8443"),
+        ClientEndpoint::Tls {
+            host: "localhost".into(),
+            port: 8443,
+            timeout: Duration::from_secs(30),
+            bind_address: None,
+            tls: Box::default(),
+        }
+    );
+    // Client types are case-insensitive in Twisted.
+    assert_eq!(client("TLS:localhost:8443"), client("tls:localhost:8443"));
+}
+
+#[test]
+fn tls_errors_say_what_is_wrong() {
+    let cases = [
+        (
+            "ssl:443:sslmethod=TLSv1_METHOD",
+            "ssl endpoint sslmethod \"TLSv1_METHOD\" is not valid: expected TLS_METHOD, TLSv1_2_METHOD or TLSv1_3_METHOD (SSLv3, TLS 1.0 and 1.1 are not offered)",
+        ),
+        (
+            "ssl:privateKey=k.pem",
+            "ssl endpoint is missing its port (e.g. ssl:8443:privateKey=key.pem:certKey=cert.pem)",
+        ),
+        (
+            "ssl:443:trustRoots=ca.pem",
+            "ssl endpoint has no parameter \"trustRoots\" (it takes port, privateKey, certKey, sslmethod, interface, backlog, extraCertChain, dhParameters, caCerts)",
+        ),
+    ];
+    for (bad, message) in cases {
+        assert_eq!(
+            bad.parse::<ServerEndpoint>().unwrap_err().to_string(),
+            message,
+            "{bad}"
+        );
+    }
+    let cases = [
+        (
+            "tls:localhost",
+            "tls endpoint is missing its port (e.g. tls:localhost:8443)",
+        ),
+        (
+            "tls:localhost:8443:privateKey=k.pem",
+            "tls endpoint is missing its certificate (privateKey is the key of a client certificate) (e.g. tls:localhost:8443:certificate=client.pem:privateKey=client.key)",
+        ),
+        (
+            "tls:localhost:8443:caCerts=ca.pem",
+            "tls endpoint has no parameter \"caCerts\" (it takes host, port, timeout, bindAddress, certificate, privateKey, trustRoots)",
+        ),
+        (
+            "tls:localhost:0",
+            "tls endpoint port \"0\" is not valid: expected a port from 1 to 65535",
+        ),
+    ];
+    for (bad, message) in cases {
+        assert_eq!(
+            bad.parse::<ClientEndpoint>().unwrap_err().to_string(),
+            message,
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn haproxy_wraps_ssl_too() {
+    let e = server("haproxy:ssl:8443:privateKey=k.pem");
+    assert!(
+        matches!(&e, ServerEndpoint::Haproxy(inner) if matches!(**inner, ServerEndpoint::Ssl { port: 8443, .. })),
+        "{e:?}"
+    );
+    assert_eq!(server(&e.to_string()), e, "round trip");
 }

@@ -235,6 +235,7 @@ fn factory_counts_admits_refuses_and_reports() {
         host: addr(SERVER).into(),
         via: None,
         health_check: false,
+        client_subject: None,
         open,
     };
     assert_eq!(factory.poll_event(), Some(made(a.id(), 1, 1)));
