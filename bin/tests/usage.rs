@@ -141,6 +141,36 @@ fn bad_values_get_messages_that_say_what_is_wrong() {
             "is not a whole number of at least 1",
         ),
         (CLIENT, &["bench", "-l", "64"], "unexpected argument '-l'"),
+        (
+            SERVER,
+            &["--listen", "ssl:8443:sslmethod=TLSv1_METHOD"],
+            "TLS 1.0 and 1.1 are not offered",
+        ),
+        (
+            SERVER,
+            &["--handshake-timeout", "0"],
+            "is not a number of seconds above 0",
+        ),
+        (
+            CLIENT,
+            &["--connect", "tls:localhost"],
+            "tls endpoint is missing its port",
+        ),
+        (
+            CLIENT,
+            &["--connect", "tls:localhost:8443:privateKey=k.pem"],
+            "privateKey is the key of a client certificate",
+        ),
+        (
+            CLIENT,
+            &["--connect", "tcp:localhost:8888", "--insecure"],
+            "--insecure is for tls: endpoints",
+        ),
+        (
+            CLIENT,
+            &["bench", "--connect", "tcp:localhost:8888", "--insecure"],
+            "--insecure is for tls: endpoints",
+        ),
     ];
     for (binary, args, message) in cases {
         let out = Command::new(binary).args(*args).output().unwrap();
@@ -150,6 +180,76 @@ fn bad_values_get_messages_that_say_what_is_wrong() {
             "{args:?}: {}",
             text(&out.stderr)
         );
+    }
+}
+
+#[test]
+fn tls_files_that_are_missing_or_wrong_fail_with_the_file_named() {
+    let dir = std::env::temp_dir().join(format!("echo-usage-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let not_pem = not_pem.display().to_string();
+    let cases: &[(&str, Vec<String>, String)] = &[
+        (
+            SERVER,
+            vec![
+                "--listen".into(),
+                "ssl:0:interface=127.0.0.1:privateKey=/nonexistent/k.pem".into(),
+            ],
+            "ssl:0: cannot read /nonexistent/k.pem: No such file or directory".into(),
+        ),
+        (
+            SERVER,
+            vec![
+                "--listen".into(),
+                format!("ssl:0:interface=127.0.0.1:privateKey={not_pem}"),
+            ],
+            format!("{not_pem} holds no PEM certificate"),
+        ),
+        (
+            SERVER,
+            vec!["--self-signed".into()],
+            "--self-signed is for ssl: endpoints".into(),
+        ),
+        (
+            SERVER,
+            vec![
+                "--listen".into(),
+                "ssl:0:certKey=c.pem".into(),
+                "--self-signed".into(),
+            ],
+            "names its own certificate files".into(),
+        ),
+        (
+            CLIENT,
+            vec![
+                "--connect".into(),
+                format!("tls:localhost:1:trustRoots={not_pem}"),
+            ],
+            format!("TLS setup: {not_pem} holds no PEM certificate"),
+        ),
+        (
+            CLIENT,
+            vec![
+                "bench".into(),
+                "--connect".into(),
+                "tls:localhost:1:certificate=/nonexistent/c.pem".into(),
+            ],
+            "TLS setup: cannot read /nonexistent/c.pem".into(),
+        ),
+    ];
+    for (binary, args, message) in cases {
+        let out = Command::new(binary).args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(err.contains(message.as_str()), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
     }
 }
 

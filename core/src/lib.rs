@@ -134,6 +134,6 @@ pub use protocol::{Factory, Protocol};
 pub use proxy::{
     ProxyDecoder, ProxyError, ProxyHeader, Tlvs, V1_MAX_LINE, V2_MAX_BLOCK, V2_SIGNATURE,
 };
-pub use reason::{CloseReason, IoErrorKind, LostReason};
+pub use reason::{CloseReason, IoErrorKind, LostReason, tls_alert_name};
 pub use time::Instant;
 pub use transport::{KEEP_DRAINED_CAPACITY, ProducerState, Transport, WaterMarks};

@@ -45,6 +45,42 @@ pub enum LostReason {
     ShutDown,
     /// The socket failed with this error.
     Io(IoErrorKind),
+    /// The peer's TLS layer ended the connection with this alert (RFC 8446
+    /// section 6): with TLS 1.3 a refused client certificate shows only
+    /// here, after the client's handshake has finished.
+    TlsAlert(u8),
+    /// TLS failed on our side: a corrupt, forged or unexpected record.
+    Tls,
+}
+
+/// The name of a TLS alert (RFC 8446 section 6, RFC 5246 section 7.2).
+#[must_use]
+pub fn tls_alert_name(code: u8) -> &'static str {
+    match code {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        90 => "user_canceled",
+        109 => "missing_extension",
+        112 => "unrecognized_name",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        _ => "unknown alert",
+    }
 }
 
 /// What kind of socket error ended a connection: `std::io::ErrorKind` with
@@ -90,6 +126,22 @@ impl fmt::Display for LostReason {
             Self::TimedOut => f.write_str("timed out"),
             Self::ShutDown => f.write_str("server shut down"),
             Self::Io(kind) => write!(f, "I/O error: {kind}"),
+            Self::TlsAlert(code) => {
+                write!(
+                    f,
+                    "the peer sent TLS alert {} ({code})",
+                    tls_alert_name(*code)
+                )?;
+                match code {
+                    116 | 40 => f.write_str(": it wants a client certificate"),
+                    42 | 43 | 46 | 48 => {
+                        f.write_str(": it refused our certificate (not signed by a CA it trusts?)")
+                    }
+                    45 => f.write_str(": our certificate has expired"),
+                    _ => Ok(()),
+                }
+            }
+            Self::Tls => f.write_str("TLS error: a corrupt or unexpected record"),
         }
     }
 }

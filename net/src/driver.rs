@@ -318,6 +318,16 @@ async fn fire(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     }
 }
 
+/// Why a socket error ended a connection; a TLS error says what TLS said.
 fn lost(error: &io::Error) -> CloseReason {
+    if let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        return CloseReason::Lost(match tls {
+            rustls::Error::AlertReceived(alert) => LostReason::TlsAlert(u8::from(*alert)),
+            _ => LostReason::Tls,
+        });
+    }
     CloseReason::Lost(LostReason::from_io(error.kind()))
 }

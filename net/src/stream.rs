@@ -119,7 +119,7 @@ pub enum AnyStream {
     /// A Unix-domain stream connection.
     Unix(UnixStream),
     /// A TLS client connection (`tls:`) over one of the others.
-    Tls(Box<tokio_rustls::client::TlsStream<AnyStream>>),
+    Tls(Box<tokio_rustls::client::TlsStream<Self>>),
 }
 
 impl Stream for AnyStream {

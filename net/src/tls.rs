@@ -30,12 +30,12 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::
 #[non_exhaustive]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: io::Error,
+        /// Why (in the message, so not also a `source`).
+        cause: io::Error,
     },
     /// A file that should hold certificates holds none.
     #[error("{path} holds no PEM certificate (a \"-----BEGIN CERTIFICATE-----\" block)")]
@@ -436,9 +436,9 @@ impl ServerCertVerifier for AnyCertificate {
 }
 
 fn read(path: &str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|cause| TlsError::Read {
         path: path.into(),
-        source,
+        cause,
     })
 }
 
@@ -484,9 +484,9 @@ fn root_store(certs: &[CertificateDer<'static>], path: &Path) -> Result<RootCert
 /// Twisted's `trustRoots`: a directory of `*.pem` CA files; one PEM file
 /// is our extension.
 fn trust_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let unreadable = |source| TlsError::Read {
+    let unreadable = |cause| TlsError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     };
     if !path.is_dir() {
         let pem = std::fs::read(path).map_err(unreadable)?;
@@ -501,9 +501,9 @@ fn trust_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     files.sort();
     let mut certs = Vec::new();
     for file in &files {
-        let pem = std::fs::read(file).map_err(|source| TlsError::Read {
+        let pem = std::fs::read(file).map_err(|cause| TlsError::Read {
             path: file.clone(),
-            source,
+            cause,
         })?;
         certs.extend(certificates(&pem, file)?);
     }

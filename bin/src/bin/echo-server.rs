@@ -321,7 +321,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             handshake_timeout: args.handshake_timeout,
             ..DriveConfig::default()
         },
-        ..ServerOptions::default()
     };
     let mut self_signed = if args.self_signed {
         Some(SelfSigned::make(&args.listen)?)
@@ -556,13 +555,13 @@ fn tls_server(
         Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read {path}"))?),
         None => None,
     };
-    Ok(TlsServer::from_pem(
+    TlsServer::from_pem(
         made.server.cert_pem.as_bytes(),
         made.server.key_pem.as_bytes(),
         ca.as_deref(),
         tls.method,
     )
-    .with_context(|| format!("ssl:{port}"))?)
+    .with_context(|| format!("ssl:{port}"))
 }
 
 /// Starts `n` worker threads, each a single-threaded runtime serving its
