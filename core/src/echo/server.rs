@@ -4,6 +4,7 @@
 use crate::address::Address;
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
 use core::convert::Infallible;
 use core::fmt;
 use core::time::Duration;
