@@ -1359,6 +1359,11 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         assert_eq!(Failure::of_connect(&timeout), Failure::TimedOut);
+        let tls = echo_net::ClientError::Tls {
+            target: "tls:x:1".to_owned(),
+            reason: "unknown issuer".to_owned(),
+        };
+        assert_eq!(Failure::of_connect(&tls), Failure::Tls);
         let keys: Vec<&str> = Failure::ALL.iter().map(|f| f.key()).collect();
         assert_eq!(
             keys,
@@ -1370,7 +1375,8 @@ mod tests {
                 "timed_out",
                 "unfinished",
                 "refused",
-                "name_resolution"
+                "name_resolution",
+                "tls_handshake"
             ]
         );
     }

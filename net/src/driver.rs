@@ -17,6 +17,10 @@ use crate::stream::Stream;
 /// `high + one read`.
 pub const DEFAULT_READ_CHUNK: usize = 16 * 1024;
 
+/// The least time a clean close gives its half-close (see
+/// `lingering_close`).
+const CLEAN_SHUTDOWN: Duration = Duration::from_secs(1);
+
 /// The largest read chunk (the scratch buffer's size).
 const MAX_READ_CHUNK: usize = 256 * 1024;
 
@@ -133,9 +137,16 @@ pub async fn drive<S, P, A>(
                     }
                 }
                 Action::Close => {
+                    let clean = conn.close_reason().is_some_and(|r| r.is_clean());
                     // Boxed: its state (timer, drain) would otherwise sit
                     // inline in every connection's future, idle or not.
-                    Box::pin(lingering_close(stream, conn.is_read_open(), config.linger)).await;
+                    Box::pin(lingering_close(
+                        stream,
+                        conn.is_read_open(),
+                        config.linger,
+                        clean,
+                    ))
+                    .await;
                 }
                 Action::Abort => stream.set_reset_on_close(),
                 // A newer core's action this driver does not know: the
@@ -288,16 +299,27 @@ fn poll_read_chunk<S: Stream, P: Protocol>(
 /// The half-close counts against `linger` too: a kernel socket's shutdown
 /// returns at once, but a stream that waits for room to send its FIN (the
 /// simulated one does, as TCP sends FIN after the data before it) must not
-/// hold the close longer than a drain would.
+/// hold the close longer than a drain would. After a clean end the
+/// half-close gets at least [`CLEAN_SHUTDOWN`], even with no linger: a TLS
+/// stream's shutdown writes its close_notify first, and dropping it unsent
+/// would make a finished echo look truncated to the peer.
 async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     read_open: bool,
     linger: Duration,
+    clean: bool,
 ) {
-    let close = async {
-        if stream.shutdown().await.is_err() || !read_open || linger.is_zero() {
-            return;
-        }
+    let started = tokio::time::Instant::now();
+    let shutdown_for = if clean {
+        linger.max(CLEAN_SHUTDOWN)
+    } else {
+        linger
+    };
+    let shut = tokio::time::timeout(shutdown_for, stream.shutdown()).await;
+    if !matches!(shut, Ok(Ok(()))) || !read_open || linger.is_zero() {
+        return;
+    }
+    let drain = async {
         // On the heap, and only now: an array here would sit inline in every
         // connection's future for its whole life (4 KiB per idle connection).
         let mut sink = vec![0u8; 4096];
@@ -307,7 +329,7 @@ async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    let _ = tokio::time::timeout(linger, close).await;
+    let _ = tokio::time::timeout_at(started + linger, drain).await;
 }
 
 /// Waits for the timer, if there is one.

@@ -188,16 +188,24 @@ impl TlsServer {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let config = builder
-            .with_single_cert(chain, key)
-            .map_err(|source| TlsError::Rustls {
-                what: format!(
-                    "certificate {} with key {}",
-                    chain_path.display(),
-                    key_path.display()
-                ),
-                source,
-            })?;
+        let mut config =
+            builder
+                .with_single_cert(chain, key)
+                .map_err(|source| TlsError::Rustls {
+                    what: format!(
+                        "certificate {} with key {}",
+                        chain_path.display(),
+                        key_path.display()
+                    ),
+                    source,
+                })?;
+        // No TLS 1.3 session tickets: they are the only bytes a TLS 1.3
+        // server sends unasked, and a client that closes without reading
+        // them (one with nothing to echo) makes its kernel answer with a
+        // reset, which the server would log as a lost connection (the
+        // simulation found it). Every handshake is then a full one, which
+        // is also what a handshake benchmark wants to measure.
+        config.send_tls13_tickets = 0;
         Ok(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             mutual,

@@ -132,6 +132,8 @@ pub struct Case {
     pub shutdown: Option<Shutdown>,
     /// The server misbehaves on purpose (delay, throttle, cut-offs).
     pub misbehave: echo_core::FaultConfig,
+    /// Every connection is TLS (`ssl:` server, `tls:` clients).
+    pub tls: bool,
 }
 
 impl Case {
@@ -288,6 +290,7 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
                 heal_at_ms: 0,
                 shutdown: None,
                 misbehave: echo_core::FaultConfig::default(),
+                tls: false,
             })
         },
     )
@@ -372,6 +375,57 @@ pub fn shutdown_case() -> impl Strategy<Value = Case> {
                 case
             },
         )
+}
+
+/// [`no_fault_case`] over TLS: the same latency, chunking down to one byte
+/// and short writes under the TLS records, and still every echo exact.
+pub fn tls_case() -> impl Strategy<Value = Case> {
+    no_fault_case().prop_map(Case::over_tls)
+}
+
+/// [`fault_case`] over TLS: partitions, holds and crashes land during
+/// handshakes too (faults come early, handshakes come first), which must
+/// end cleanly and be retried.
+pub fn tls_fault_case() -> impl Strategy<Value = Case> {
+    fault_case().prop_map(Case::over_tls)
+}
+
+/// The most bytes one TLS record puts on the wire: 16 KiB of plaintext
+/// plus header, tag and padding allowance.
+const MAX_RECORD_WIRE: u64 = 16_384 + 256;
+
+impl Case {
+    /// This case with TLS on, and its idle timeouts no shorter than one
+    /// whole record takes to cross the simulated network.
+    ///
+    /// Over TLS, progress comes in records: nothing of a record can be
+    /// decrypted (and so nothing echoed or verified) before all of it has
+    /// arrived. With writes of a few bytes a segment and turmoil's flow
+    /// control counting segments, one record can take many round trips, and
+    /// a no-progress timer sized for byte-by-byte progress fires on a
+    /// healthy connection (seed 13647215125184110592: 4-byte writes, a
+    /// 449-byte message, a 355 ms client timeout). The floor follows from
+    /// the case: segments per record over the segments in flight per round
+    /// trip, plus two, round trips at the highest latency.
+    #[must_use]
+    pub fn over_tls(mut self) -> Self {
+        self.tls = true;
+        let floor = self.record_transfer_ms();
+        self.client_idle_ms = self.client_idle_ms.max(floor);
+        self.server_idle_ms = self.server_idle_ms.map(|ms| ms.max(floor));
+        self
+    }
+
+    fn record_transfer_ms(&self) -> u64 {
+        let write = self
+            .server_io
+            .max_write
+            .min(self.client_io.max_write)
+            .max(1) as u64;
+        let segments = MAX_RECORD_WIRE.div_ceil(write);
+        let round_trips = segments / self.tcp_capacity.max(1) as u64 + 2;
+        round_trips * 2 * self.max_latency_ms.max(1)
+    }
 }
 
 /// Cases with a fault schedule (partitions, one-way partitions, holds,

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use echo_core::{EchoClient, EchoError};
-use echo_net::{ClientError, ClientOptions, Connected, Pipe, run};
+use echo_net::{ClientError, ClientOptions, Connected, Pipe, TlsClient, run};
 use tokio::io::AsyncWrite;
 
 use crate::case::{ConnPlan, Stall};
 use crate::io::SimStream;
 use crate::run::{Attempt, PORT, SERVER, World};
+use crate::tls::{MaybeTls, SERVER_NAME};
 use crate::world::{Trace, event};
 
 /// Collects a connection's echo and logs each write into the trace.
@@ -116,7 +117,7 @@ pub(crate) async fn connection(
     label: String,
     plan: ConnPlan,
     options: ClientOptions,
-    io: crate::io::IoKnobs,
+    (io, tls): (crate::io::IoKnobs, Option<TlsClient>),
     seed: u64,
     (faulty, one_shot): (bool, bool),
     world: &World,
@@ -166,6 +167,38 @@ pub(crate) async fn connection(
             }
         };
         let stream = SimStream::new(stream, io, seed.wrapping_add(attempt));
+        let stream = match &tls {
+            None => MaybeTls::Plain(stream),
+            Some(tls) => {
+                // Bounded like the connect: a partition or a crash mid-
+                // handshake must end the attempt, not hang it.
+                let handshake =
+                    tokio::time::timeout(Duration::from_secs(5), tls.connect(SERVER_NAME, stream));
+                match handshake.await {
+                    Ok(Ok(stream)) => MaybeTls::Tls(Box::new(stream)),
+                    failed => {
+                        let why = match failed {
+                            Ok(Err(e)) => echo_net::describe_tls_error(&e),
+                            _ => "timed out".to_owned(),
+                        };
+                        world
+                            .shared
+                            .event(format!("{label} handshake failed: {why}"));
+                        world.shared.stats.borrow_mut().handshakes_cut += 1;
+                        if !faulty && !one_shot {
+                            return Err(format!(
+                                "{label}: TLS handshake failed without any fault: {why}"
+                            ));
+                        }
+                        if one_shot {
+                            return stop(world, &label);
+                        }
+                        retry(world, &mut backoff).await;
+                        continue;
+                    }
+                }
+            }
+        };
         let connected = Connected {
             stream,
             host: host.into(),

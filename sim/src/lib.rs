@@ -10,6 +10,8 @@
 //!   connect, echo, verify, retry), faults, then the server's books checked
 //!   (`books`).
 //! * `world`: the trace, panics and counters every run shares.
+//! * `tls`: the same cases over TLS (`Case::tls`), on fixed-size Ed25519
+//!   certificates so that replays stay exact.
 //! * [`udp`]: UDP echo cases (loss, duplication, reordering, rate limits)
 //!   and their invariants.
 //! * [`zoo`]: the client against peers that are not our server (Twisted's
@@ -35,13 +37,14 @@ pub mod check;
 mod client;
 pub mod io;
 pub mod run;
+mod tls;
 pub mod udp;
 mod world;
 pub mod zoo;
 
 pub use case::{
     Case, ConnPlan, Fault, Message, Shutdown, Stall, fault_case, no_fault_case, shutdown_case,
-    shutdown_fault_case,
+    shutdown_fault_case, tls_case, tls_fault_case,
 };
 pub use check::{Scenario, Summary, case_for, check};
 pub use run::{LIVENESS_BOUND, run_case};

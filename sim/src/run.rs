@@ -139,9 +139,13 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
 
     let options = server_options(case);
     let (server_io, seed, shutdown) = (case.server_io, case.seed, case.shutdown);
+    let (tls_server, tls_client) = crate::tls::pair();
+    let tls_server = case.tls.then_some(tls_server);
+    let tls_client = case.tls.then_some(tls_client);
     let host_world = world.clone();
     sim.host(SERVER, move || {
         let world = host_world.clone();
+        let tls = tls_server.clone();
         async move {
             world.shared.event("server starts".into());
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
@@ -159,7 +163,11 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             let spawner = LocalSpawner {
                 panics: Rc::clone(&world.shared.panics),
             };
-            let serve = server.serve(SimListener::new(listener, server_io, seed), spawner);
+            let listener = SimListener::new(listener, server_io, seed);
+            let serve: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match tls {
+                Some(tls) => Box::pin(server.serve_tls(listener, spawner, tls, false)),
+                None => Box::pin(server.serve(listener, spawner)),
+            };
             let Some(plan) = shutdown else {
                 serve.await;
                 return Ok(());
@@ -185,18 +193,27 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
         let world = world.clone();
         let conns = conns.clone();
         let (io, faulty, one_shot) = (case.client_io, case.has_faults(), case.shutdown.is_some());
+        let tls = tls_client.clone();
         sim.client(client_host(h), async move {
             let mut tasks = Vec::new();
             for (c, plan) in conns.into_iter().enumerate() {
                 let label = format!("h{h}c{c}");
                 let seed = seed ^ ((h as u64) << 32 | c as u64);
                 let world2 = world.clone();
+                let link = (io, tls.clone());
                 let outcome = Rc::new(RefCell::new(None));
                 let slot = Rc::clone(&outcome);
                 let task = async move {
-                    let result =
-                        connection(label, plan, options, io, seed, (faulty, one_shot), &world2)
-                            .await;
+                    let result = connection(
+                        label,
+                        plan,
+                        options,
+                        link,
+                        seed,
+                        (faulty, one_shot),
+                        &world2,
+                    )
+                    .await;
                     *slot.borrow_mut() = Some(result);
                 };
                 tasks.push((world.shared.spawn(task), outcome));

@@ -34,6 +34,8 @@ pub struct Stats {
     pub duplicates: u64,
     /// UDP datagrams the clients counted reordered.
     pub reordered: u64,
+    /// TLS handshakes that failed or timed out on the client's side.
+    pub handshakes_cut: u64,
 }
 
 impl Stats {
@@ -48,6 +50,7 @@ impl Stats {
         self.lost += other.lost;
         self.duplicates += other.duplicates;
         self.reordered += other.reordered;
+        self.handshakes_cut += other.handshakes_cut;
     }
 }
 

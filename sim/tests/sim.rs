@@ -3,7 +3,8 @@
 //! case, `SIM_TRACE=1` prints each case's event trace.
 
 use sim::{
-    check, fault_case, no_fault_case, shutdown_case, shutdown_fault_case, udp_case, zoo_case,
+    check, fault_case, no_fault_case, shutdown_case, shutdown_fault_case, tls_case, tls_fault_case,
+    udp_case, zoo_case,
 };
 
 /// Any latency, chunking down to one byte, short writes, water marks and
@@ -18,6 +19,36 @@ fn no_faults_every_echo_completes_exactly() {
         1_200,
     );
     assert!(summary.stats.done > 0);
+}
+
+/// The same fault-free cases over TLS (an `ssl:` server, `tls:` clients):
+/// chunking down to one byte and short writes now split TLS records, and
+/// every echo is still exact, with a handshake that never fails, close_notify
+/// on every close, the books balanced and replays identical.
+#[test]
+fn tls_echoes_complete_exactly_at_any_split() {
+    let summary = check("tls_echoes_complete_exactly_at_any_split", tls_case(), 600);
+    assert!(summary.stats.done > 0);
+}
+
+/// The fault schedules over TLS: partitions, holds and crashes also cut
+/// handshakes, which must end within their bound and be retried; nothing is
+/// corrupted, every retrying client completes after the heal, failed
+/// handshakes are never admitted (the books balance).
+#[test]
+fn tls_under_faults_stays_safe_and_live() {
+    let summary = check(
+        "tls_under_faults_stays_safe_and_live",
+        tls_fault_case(),
+        400,
+    );
+    if std::env::var_os("SIM_SEED").is_none() {
+        assert!(
+            summary.stats.handshakes_cut > 0,
+            "no fault ever cut a handshake: {summary:?}"
+        );
+        assert!(summary.stats.retries > summary.cases / 4, "{summary:?}");
+    }
 }
 
 /// Partitions (two-way and one-way), holds, server crashes and bounces and

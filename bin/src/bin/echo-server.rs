@@ -96,8 +96,9 @@ struct Args {
     /// For ssl: endpoints: make a throw-away CA and a certificate for
     /// localhost, 127.0.0.1 and ::1 at start, print its SHA-256
     /// fingerprint, write the CA certificate to a file in the temporary
-    /// directory and print the client command that trusts it (no files
-    /// needed; the endpoints must not name privateKey or certKey)
+    /// directory (removed at a clean shutdown) and print the client command
+    /// that trusts it (no files needed; the endpoints must not name
+    /// privateKey or certKey)
     #[arg(env = "ECHO_SELF_SIGNED", long, help_heading = TLS)]
     self_signed: bool,
 
@@ -322,7 +323,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ..DriveConfig::default()
         },
     };
-    let mut self_signed = if args.self_signed {
+    let self_signed = if args.self_signed {
         Some(SelfSigned::make(&args.listen)?)
     } else {
         None
@@ -395,7 +396,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tracing::warn!(%description, "cannot write to standard output; listening anyway");
         }
     }
-    if let Some(made) = self_signed.take() {
+    if let Some(made) = &self_signed {
         made.announce(&args.listen, &listeners);
     }
     let _ = std::io::stdout().flush(); // a closed stdout must not stop the server
@@ -446,6 +447,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for worker in workers {
         // Each ends once no connection is open anywhere, as shutdown did.
         let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    }
+    if let Some(made) = self_signed {
+        // Throw-away: gone with the server (after a clean shutdown).
+        let _ = std::fs::remove_file(&made.ca_file);
     }
     let (accepted, refused) = server.totals();
     match outcome {
