@@ -38,7 +38,22 @@ SERVERS = {
     "ours-w": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen", f"tcp:{port}:interface=127.0.0.1",
                             "--workers", os.environ.get("BENCH_WORKERS", "1")],
     "c-epoll": lambda port: [os.path.join(REL, "epoll_echo"), str(port)],
+    # Ours over TLS (a throw-away certificate; the client skips verification).
+    "ours-tls": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen",
+                              f"ssl:{port}:interface=127.0.0.1", "--self-signed"],
 }
+# An earlier build of ours (BENCH_BASE_BIN=DIR with its echo-server), to
+# show that a change costs the plain path nothing: same run, same load.
+if os.environ.get("BENCH_BASE_BIN"):
+    SERVERS["ours-base"] = lambda port: [os.path.join(os.environ["BENCH_BASE_BIN"], "echo-server"), "-q",
+                                         "--listen", f"tcp:{port}:interface=127.0.0.1"]
+# BENCH_SERVERS=tokio-nd,ours,ours-tls for a subset (tokio-nd, the ratios'
+# baseline, is always kept); by default every server but ours-tls.
+if os.environ.get("BENCH_SERVERS"):
+    chosen = ["tokio-nd"] + [n for n in os.environ["BENCH_SERVERS"].split(",") if n != "tokio-nd"]
+    SERVERS = {name: SERVERS[name] for name in chosen}
+else:
+    SERVERS.pop("ours-tls")
 LOADS = [(1, 64), (1, 4096), (10, 64), (10, 4096), (100, 64), (100, 4096), (1000, 64), (1000, 4096), (10, 65536)]
 PLOTS = os.environ.get("BENCH_PLOTS") or os.path.join(ROOT, "target", "bench-plots")
 if os.environ.get("BENCH_LOADS"):  # e.g. BENCH_LOADS=100x64,1000x64 for a subset
@@ -79,8 +94,9 @@ def status_kib(pid, key):
                 return int(line.split()[1])
 
 
-def bench(port, conns, length, secs, client_core, hgrm):
-    cmd = [CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-s", str(length),
+def bench(port, conns, length, secs, client_core, hgrm, tls=False):
+    endpoint = [f"tls:127.0.0.1:{port}", "--insecure"] if tls else [f"tcp:127.0.0.1:{port}"]
+    cmd = [CLIENT, "bench", "--connect", *endpoint, "-c", str(conns), "-s", str(length),
            "-d", str(secs), "-w", "0", "--json", "--threads", THREADS, "--hgrm", hgrm]
     if PIN:
         cmd = ["taskset", "-c", client_core] + cmd
@@ -123,7 +139,7 @@ def one(name, conns, length, secs, server_core="0", client_core="1"):
     try:
         sampler = CpuSampler(server.pid)
         sampler.start()
-        r = bench(port, conns, length, secs, client_core, hgrm_path(name, conns, length))
+        r = bench(port, conns, length, secs, client_core, hgrm_path(name, conns, length), name.endswith("tls"))
         end = time.monotonic()
         sampler.done.set()
         sampler.join()
@@ -131,7 +147,8 @@ def one(name, conns, length, secs, server_core="0", client_core="1"):
         # near zero against a healthy server) and lasted r["seconds"].
         cpu = sampler.at(end) - sampler.at(end - r["seconds"])
         return {"rps": r["requests_per_sec"], "p99": r["latency_us"]["p99"], "errors": r["errors"],
-                "cpu_us": cpu * 1e6 / max(r["requests"], 1), "rss": status_kib(server.pid, "VmHWM:")}
+                "cpu_us": cpu * 1e6 / max(r["requests"], 1), "rss": status_kib(server.pid, "VmHWM:"),
+                "handshake_us": r.get("handshake_us")}
     finally:
         server.kill()
         server.wait()
@@ -164,6 +181,9 @@ def table(secs, rounds, loads, server_core, client_core, title):
                 b = results["tokio-nd"]
                 ratio = lambda k: f"{med(rows, k) / med(b, k):.2f}" if med(b, k) > 0 else "-"
                 line += f" | {ratio('rps'):>19} {ratio('cpu_us'):>6} {ratio('p99'):>6}"
+            handshakes = [r["handshake_us"] for r in rows if r.get("handshake_us")]
+            if handshakes:
+                line += f"  handshake p50 {statistics.median(h['p50'] for h in handshakes):.0f} us, p99 {statistics.median(h['p99'] for h in handshakes):.0f} us"
             errors = sum(r["errors"] for r in rows)
             if errors:
                 line += f"  ERRORS {errors}"
