@@ -192,7 +192,7 @@ def table(secs, rounds, loads, server_core, client_core, title):
 
 def idle_memory(counts):
     print("\nidle memory (RSS growth per connection after N idle connections, each proven live):")
-    for name in ("tokio-nd", "ours", "ours-w", "c-epoll"):
+    for name in [n for n in ("tokio-nd", "ours", "ours-base", "ours-w", "c-epoll") if n in SERVERS]:
         for n in counts:
             server, port = start(name, "0")
             try:

@@ -556,7 +556,7 @@ where
         ..
     } = connected;
     let mut conn = Connection::new(client, host, peer, options.marks, now());
-    drive(&mut stream, &mut conn, pipe, options.drive, None).await;
+    drive(&mut stream, &mut conn, pipe, &options.drive, None).await;
     drop(stream);
     pipe.finish(&mut conn).await;
     pipe.outcome.take().unwrap_or_else(|| {

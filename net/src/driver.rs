@@ -1,7 +1,7 @@
 //! Runs one `echo-core` connection over one stream, in the core's drain order.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -96,97 +96,107 @@ impl<P: Protocol<Event = std::convert::Infallible>> App<P> for NoApp {
 /// gracefully (stop reading, flush, close), with a reset if the flush takes
 /// longer than [`DriveConfig::flush_timeout`]. Socket errors end the
 /// connection with a reason; nothing the peer does can make this panic.
-pub async fn drive<S, P, A>(
-    stream: &mut S,
-    conn: &mut Connection<P>,
-    app: &mut A,
-    config: DriveConfig,
+///
+/// The settings are borrowed, not copied: a served connection's future
+/// lives as long as the connection, and every byte of it is paid per
+/// connection, idle or not.
+#[allow(clippy::manual_async_fn)] // not an async fn on purpose: see its body
+pub fn drive<'a, S, P, A>(
+    stream: &'a mut S,
+    conn: &'a mut Connection<P>,
+    app: &'a mut A,
+    config: &'a DriveConfig,
     close: Option<CloseSignal>,
-) where
+) -> impl Future<Output = ()> + 'a
+where
     S: Stream,
-    P: Protocol,
+    P: Protocol + 'a,
     A: App<P>,
 {
-    let read_chunk = config.read_chunk.clamp(1, MAX_READ_CHUNK);
-    // One timer, re-armed only when the deadline moves earlier or fires
-    // ("fire on the clock, not the timer"): cheap on the per-read path.
-    // Made on first use: a connection that never needs a timer (no idle
-    // timeout, no shutdown) never holds one.
-    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let mut armed: Option<Instant> = None;
-    // One long-lived future for the close signal (a fresh one per pass
-    // would register and drop a waiter on every read). It checks the
-    // current value first, so a close sent before we started counts too.
-    let close_requested = async move {
-        if let Some(signal) = close {
-            signal.triggered().await;
-            return;
-        }
-        std::future::pending::<()>().await;
-    };
-    tokio::pin!(close_requested);
-    let mut close_armed = true;
-    loop {
-        // Actions, in order. Close and Abort complete themselves in the
-        // core (the connection is already closed); the socket follows.
-        while let Some(action) = conn.poll_action() {
-            match action {
-                Action::ShutdownWrite => {
-                    if let Err(e) = stream.shutdown().await {
+    // An `async move` block, not an `async fn`: the arguments are kept
+    // once in the future, not twice (rust-lang issue 62958).
+    async move {
+        let read_chunk = config.read_chunk.clamp(1, MAX_READ_CHUNK);
+        // One timer, re-armed only when the deadline moves earlier or fires
+        // ("fire on the clock, not the timer"): cheap on the per-read path.
+        // Made on first use: a connection that never needs a timer (no idle
+        // timeout, no shutdown) never holds one.
+        let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut armed: Option<Instant> = None;
+        // One long-lived future for the close signal (a fresh one per pass
+        // would register and drop a waiter on every read). It checks the
+        // current value first, so a close sent before we started counts too.
+        let close_requested = async move {
+            if let Some(signal) = close {
+                signal.triggered().await;
+                return;
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::pin!(close_requested);
+        let mut close_armed = true;
+        loop {
+            // Actions, in order. Close and Abort complete themselves in the
+            // core (the connection is already closed); the socket follows.
+            while let Some(action) = conn.poll_action() {
+                match action {
+                    Action::ShutdownWrite => {
+                        if let Err(e) = stream.shutdown().await {
+                            conn.handle_connection_lost(lost(&e), now());
+                        }
+                    }
+                    Action::Close => {
+                        let clean = conn.close_reason().is_some_and(|r| r.is_clean());
+                        // Boxed: its state (timer, drain) would otherwise sit
+                        // inline in every connection's future, idle or not.
+                        Box::pin(lingering_close(
+                            stream,
+                            conn.is_read_open(),
+                            config.linger,
+                            clean,
+                        ))
+                        .await;
+                    }
+                    Action::Abort => stream.set_reset_on_close(),
+                    // A newer core's action this driver does not know: the
+                    // connection cannot be carried on safely, so reset it.
+                    other => {
+                        tracing::warn!(?other, "unknown action; resetting the connection");
+                        stream.set_reset_on_close();
+                        conn.abort(now());
+                    }
+                }
+            }
+            if conn.is_closed() {
+                return;
+            }
+            // One timer: the core's (its own timers and a shutdown flush
+            // deadline alike).
+            if let Some(at) = conn.poll_timeout()
+                && armed.is_none_or(|armed| at < armed)
+            {
+                let when = tokio::time::Instant::from_std(at);
+                match sleep.as_mut() {
+                    Some(timer) => timer.as_mut().reset(when),
+                    None => sleep = Some(Box::pin(tokio::time::sleep_until(when))),
+                }
+                armed = Some(at);
+            }
+            tokio::select! {
+                biased;
+                result = poll_fn(|cx| poll_io(cx, stream, conn, app, read_chunk)) => {
+                    if let Err(e) = result {
                         conn.handle_connection_lost(lost(&e), now());
                     }
                 }
-                Action::Close => {
-                    let clean = conn.close_reason().is_some_and(|r| r.is_clean());
-                    // Boxed: its state (timer, drain) would otherwise sit
-                    // inline in every connection's future, idle or not.
-                    Box::pin(lingering_close(
-                        stream,
-                        conn.is_read_open(),
-                        config.linger,
-                        clean,
-                    ))
-                    .await;
+                () = fire(&mut sleep), if armed.is_some() => {
+                    armed = None;
+                    conn.handle_timeout(now());
                 }
-                Action::Abort => stream.set_reset_on_close(),
-                // A newer core's action this driver does not know: the
-                // connection cannot be carried on safely, so reset it.
-                other => {
-                    tracing::warn!(?other, "unknown action; resetting the connection");
-                    stream.set_reset_on_close();
-                    conn.abort(now());
+                () = &mut close_requested, if close_armed => {
+                    close_armed = false;
+                    conn.shut_down(now(), config.flush_timeout);
                 }
-            }
-        }
-        if conn.is_closed() {
-            return;
-        }
-        // One timer: the core's (its own timers and a shutdown flush
-        // deadline alike).
-        if let Some(at) = conn.poll_timeout()
-            && armed.is_none_or(|armed| at < armed)
-        {
-            let when = tokio::time::Instant::from_std(at);
-            match sleep.as_mut() {
-                Some(timer) => timer.as_mut().reset(when),
-                None => sleep = Some(Box::pin(tokio::time::sleep_until(when))),
-            }
-            armed = Some(at);
-        }
-        tokio::select! {
-            biased;
-            result = poll_fn(|cx| poll_io(cx, stream, conn, app, read_chunk)) => {
-                if let Err(e) = result {
-                    conn.handle_connection_lost(lost(&e), now());
-                }
-            }
-            () = fire(&mut sleep), if armed.is_some() => {
-                armed = None;
-                conn.handle_timeout(now());
-            }
-            () = &mut close_requested, if close_armed => {
-                close_armed = false;
-                conn.shut_down(now(), config.flush_timeout);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The echo server: accept loops over any [`Listener`], one task per
 //! connection, an exact open-connection count, and graceful shutdown.
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -327,7 +328,13 @@ impl EchoServer {
         if let Some((served, span)) =
             start(&self.inner, stream, peer, host, Arrival::default(), &[])
         {
-            spawner.spawn(served.run().instrument(span));
+            // A disabled span (the log level is above info) would still
+            // take its room in every connection's future.
+            if span.is_disabled() {
+                spawner.spawn(served.run());
+            } else {
+                spawner.spawn(served.run().instrument(span));
+            }
         }
     }
 
@@ -643,18 +650,27 @@ struct Served<S> {
 }
 
 impl<S: Stream> Served<S> {
-    async fn run(mut self) {
-        let close = self.inner.close.clone();
-        if let Some(stream) = self.stream.as_mut() {
-            let config = self.inner.options.drive;
-            if self.inner.options.count_traffic {
-                let mut app = Metered {
-                    counters: &self.inner.counters,
-                    seen: &mut self.seen,
-                };
-                drive(stream, &mut self.conn, &mut app, config, Some(close)).await;
-            } else {
-                drive(stream, &mut self.conn, &mut NoApp, config, Some(close)).await;
+    /// Drives the connection to its end.
+    ///
+    /// Not an `async fn`: an async fn keeps its by-value arguments twice in
+    /// its future (the argument, then the local it is moved into; rust-lang
+    /// issue 62958), and this future lives as long as the connection. An
+    /// `async move` block keeps `self` once: 344 bytes less per connection.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn run(mut self) -> impl Future<Output = ()> {
+        async move {
+            let close = self.inner.close.clone();
+            if let Some(stream) = self.stream.as_mut() {
+                let config = &self.inner.options.drive;
+                if self.inner.options.count_traffic {
+                    let mut app = Metered {
+                        counters: &self.inner.counters,
+                        seen: &mut self.seen,
+                    };
+                    drive(stream, &mut self.conn, &mut app, config, Some(close)).await;
+                } else {
+                    drive(stream, &mut self.conn, &mut NoApp, config, Some(close)).await;
+                }
             }
         }
     }
@@ -674,5 +690,32 @@ impl<S> Drop for Served<S> {
         }
         let conn = &self.conn;
         self.inner.with_factory(|f| f.connection_ended(conn));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle connection costs is mostly its task's future: keep it
+    /// small (it was 1,184 bytes over TCP before the arguments stopped
+    /// being stored twice and the settings stopped being copied in).
+    #[tokio::test]
+    async fn a_served_connections_future_stays_small() {
+        let server = EchoServer::new(ServerOptions::default());
+        let (stream, _peer) = tokio::io::duplex(64);
+        let addr: std::net::SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let (served, _span) = start(
+            &server.inner,
+            stream,
+            addr.into(),
+            addr.into(),
+            Arrival::default(),
+            &[],
+        )
+        .expect("admitted");
+        let future = served.run();
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 720, "a served connection's future is {size} bytes");
     }
 }

@@ -139,7 +139,7 @@ async fn driver_echoes_exactly_through_a_seven_byte_pipe() {
             read_chunk: 5,
             ..DriveConfig::default()
         };
-        drive(&mut stream, &mut conn, &mut NoApp, config, None).await;
+        drive(&mut stream, &mut conn, &mut NoApp, &config, None).await;
         (conn.close_reason(), conn.protocol().received())
     });
     let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
