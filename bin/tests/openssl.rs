@@ -441,7 +441,11 @@ fn our_tls_client_presents_its_certificate_to_an_openssl_server_that_requires_on
 #[test]
 fn garbage_instead_of_a_client_hello_is_logged_and_the_server_serves_on() {
     let Some(pki) = pki() else { return };
-    let server = ssl_server(pki, "", &["--handshake-timeout", "1"]);
+    let server = ssl_server(
+        pki,
+        "",
+        &["--handshake-timeout", "1", "--stats-interval", "200ms"],
+    );
     let mut raw = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     raw.write_all(b"hello, I am not TLS\r\n\r\n").unwrap();
     let mut rest = Vec::new();
@@ -449,6 +453,7 @@ fn garbage_instead_of_a_client_hello_is_logged_and_the_server_serves_on() {
     let _ = raw.read_to_end(&mut rest);
     assert!(!text(&rest).contains("hello"), "never echoed in clear");
     server.wait_log("that is not TLS", 1, LONG);
+    server.wait_log("tls_handshake_failures=1", 1, LONG);
     let (back, err) = s_client(
         server.port,
         &["-CAfile", &pki.path("ca.pem"), "-verify_return_error"],
