@@ -390,6 +390,13 @@ pub fn tls_fault_case() -> impl Strategy<Value = Case> {
     fault_case().prop_map(Case::over_tls)
 }
 
+/// [`shutdown_case`] over TLS: the grace period, the flush timeout and the
+/// close (close_notify, then FIN) hold for TLS connections as for plain
+/// ones.
+pub fn tls_shutdown_case() -> impl Strategy<Value = Case> {
+    shutdown_case().prop_map(Case::over_tls)
+}
+
 /// The most bytes one TLS record puts on the wire: 16 KiB of plaintext
 /// plus header, tag and padding allowance.
 const MAX_RECORD_WIRE: u64 = 16_384 + 256;

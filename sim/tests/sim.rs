@@ -4,7 +4,7 @@
 
 use sim::{
     check, fault_case, no_fault_case, shutdown_case, shutdown_fault_case, tls_case, tls_fault_case,
-    udp_case, zoo_case,
+    tls_shutdown_case, udp_case, zoo_case,
 };
 
 /// Any latency, chunking down to one byte, short writes, water marks and
@@ -48,6 +48,23 @@ fn tls_under_faults_stays_safe_and_live() {
             "no fault ever cut a handshake: {summary:?}"
         );
         assert!(summary.stats.retries > summary.cases / 4, "{summary:?}");
+    }
+}
+
+/// The graceful shutdown cases over TLS: the grace period and the flush
+/// timeout bound a TLS server's shutdown too, a drained one leaves every
+/// admitted client done, and nothing is admitted once it began (a
+/// handshake that finishes after it is dropped, not served).
+#[test]
+fn tls_graceful_shutdown_loses_nothing_the_server_read() {
+    let summary = check(
+        "tls_graceful_shutdown_loses_nothing_the_server_read",
+        tls_shutdown_case(),
+        200,
+    );
+    if std::env::var_os("SIM_SEED").is_none() {
+        assert!(summary.stats.done > 0, "{summary:?}");
+        assert!(summary.stats.cut_short > 0, "{summary:?}");
     }
 }
 
