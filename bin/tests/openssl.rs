@@ -391,8 +391,16 @@ fn our_tls_client_refuses_a_wrong_name_an_unknown_ca_and_says_why() {
         "{}",
         text(&out.stderr)
     );
-    // --insecure accepts it, and says so.
+    // Without trustRoots: Mozilla's roots, which do not hold our test CA.
     let connect = format!("tls:localhost:{}", socat.port);
+    let out = client(&["--connect", &connect, "-c", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("UnknownIssuer"),
+        "{}",
+        text(&out.stderr)
+    );
+    // --insecure accepts it, and says so.
     let out = client(&["--connect", &connect, "-c", "1", "--insecure"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
