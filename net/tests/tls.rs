@@ -72,6 +72,14 @@ fn client(pki: &Pki, identity: Option<&Issued>) -> TlsClient {
     .unwrap()
 }
 
+/// Sends `message` and asserts it comes back whole.
+async fn echo_back<S: AsyncReadExt + AsyncWriteExt + Unpin>(stream: &mut S, message: &[u8]) {
+    stream.write_all(message).await.unwrap();
+    let mut back = vec![0u8; message.len()];
+    stream.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, message);
+}
+
 fn content(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 % 251) as u8).collect()
 }
@@ -158,10 +166,7 @@ async fn tls12_only_and_tls13_only_servers_each_speak_their_version() {
             .protocol_version()
             .map(|v| format!("{v:?}"));
         assert_eq!(spoken.as_deref(), Some(version), "{method:?}");
-        stream.write_all(b"v").await.unwrap();
-        let mut b = [0u8; 1];
-        stream.read_exact(&mut b).await.unwrap();
-        assert_eq!(&b, b"v");
+        echo_back(&mut stream, b"v").await;
     }
 }
 
@@ -256,10 +261,7 @@ async fn mutual_tls_refuses_no_certificate_and_one_from_another_ca_then_serves_o
         .connect("localhost", tcp)
         .await
         .unwrap();
-    s.write_all(b"ok").await.unwrap();
-    let mut b = [0u8; 2];
-    s.read_exact(&mut b).await.unwrap();
-    assert_eq!(&b, b"ok");
+    echo_back(&mut s, b"ok").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,10 +308,7 @@ async fn garbage_plain_text_and_silence_are_counted_and_do_not_hurt_the_server()
     // Still serving.
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut s = client(&pki, None).connect("localhost", tcp).await.unwrap();
-    s.write_all(b"fine").await.unwrap();
-    let mut b = [0u8; 4];
-    s.read_exact(&mut b).await.unwrap();
-    assert_eq!(&b, b"fine");
+    echo_back(&mut s, b"fine").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,9 +327,7 @@ async fn the_connection_limit_counts_tls_connections_after_their_handshake() {
         .connect("localhost", TcpStream::connect(addr).await.unwrap())
         .await
         .unwrap();
-    first.write_all(b"1").await.unwrap();
-    let mut b = [0u8; 1];
-    first.read_exact(&mut b).await.unwrap();
+    echo_back(&mut first, b"1").await;
     let mut second = tls
         .connect("localhost", TcpStream::connect(addr).await.unwrap())
         .await
@@ -359,10 +356,7 @@ async fn haproxy_ssl_reads_the_proxy_header_before_the_handshake() {
         .await
         .unwrap();
     let mut s = client(&pki, None).connect("localhost", tcp).await.unwrap();
-    s.write_all(b"behind a balancer").await.unwrap();
-    let mut back = [0u8; 17];
-    s.read_exact(&mut back).await.unwrap();
-    assert_eq!(&back, b"behind a balancer");
+    echo_back(&mut s, b"behind a balancer").await;
     drop(s);
     eventually("the connection is booked", || {
         server.open_connections() == 0
