@@ -447,6 +447,33 @@ fn our_tls_client_presents_its_certificate_to_an_openssl_server_that_requires_on
 }
 
 #[test]
+fn a_client_with_no_version_in_common_is_refused_with_the_reason() {
+    let Some(pki) = pki() else { return };
+    let server = ssl_server(pki, ":sslmethod=TLSv1_2_METHOD", &[]);
+    let (back, err) = s_client(
+        server.port,
+        &["-tls1_3", "-CAfile", &pki.path("ca.pem")],
+        b"x",
+    );
+    assert!(back.is_empty(), "{err}");
+    server.wait_log("TLS handshake failed", 1, LONG);
+    assert!(
+        server
+            .log()
+            .contains("no TLS version or cipher suite in common"),
+        "{}",
+        server.log()
+    );
+    // The same server speaks TLS 1.2 to a client that offers it.
+    let (back, err) = s_client(
+        server.port,
+        &["-tls1_2", "-CAfile", &pki.path("ca.pem")],
+        b"twelve\n",
+    );
+    assert_eq!(text(&back), "twelve\n", "{err}");
+}
+
+#[test]
 fn garbage_instead_of_a_client_hello_is_logged_and_the_server_serves_on() {
     let Some(pki) = pki() else { return };
     let server = ssl_server(
