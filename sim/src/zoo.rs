@@ -273,6 +273,32 @@ fn knob() -> impl Strategy<Value = FaultConfig> {
     ]
 }
 
+impl ZooCase {
+    /// How long the peer itself needs to pass the echo on at its pace: a
+    /// trickle sleeps before every byte, a relay before every piece (each
+    /// way), and a piece is at most what one read brought, which the
+    /// client's short writes keep small. The run's bound is this plus 60 s,
+    /// so a slow peer that is working is never taken for a hang (seed
+    /// 13786132864187426302: a relay pausing 8 ms per piece, fed 7-byte
+    /// writes, needed over 60 s for 34,347 bytes).
+    #[must_use]
+    pub fn peer_pace(&self) -> Duration {
+        let len = self.len as u64;
+        let ms = match self.peer {
+            Peer::Trickle { delay_ms } => len * delay_ms,
+            Peer::Relay { chunk, delay_ms }
+            | Peer::ProxyRelay {
+                chunk, delay_ms, ..
+            } => {
+                let piece = chunk.min(self.client_io.max_write).max(1) as u64;
+                2 * len.div_ceil(piece) * delay_ms
+            }
+            _ => 0,
+        };
+        Duration::from_millis(ms)
+    }
+}
+
 impl Scenario for ZooCase {
     fn seeded(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -319,7 +345,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         .epoch(std::time::UNIX_EPOCH)
         .min_message_latency(Duration::from_millis(case.min_latency_ms))
         .max_message_latency(Duration::from_millis(case.max_latency_ms))
-        .simulation_duration(Duration::from_secs(60))
+        .simulation_duration(Duration::from_secs(60) + case.peer_pace())
         .build();
 
     // What our server behind a relay reported: (peer, via) of each connection.
