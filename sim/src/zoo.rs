@@ -664,11 +664,26 @@ async fn serve_peer(
                 tlvs: echo_core::Tlvs::default(),
             };
             // Sent in pieces too: the server must take a header split
-            // anywhere.
-            for piece in header.encode(version).chunks(chunk.clamp(1, 7)) {
+            // anywhere. The last piece goes out with the client's first
+            // bytes, in one write, as a balancer may coalesce them: the
+            // server must keep what follows the header in the same read.
+            let encoded = header.encode(version);
+            let pieces: Vec<&[u8]> = encoded.chunks(chunk.clamp(1, 7)).collect();
+            let Some((last, head)) = pieces.split_last() else {
+                return;
+            };
+            for piece in head {
                 if upstream.write_all(piece).await.is_err() {
                     return;
                 }
+            }
+            let mut first = last.to_vec();
+            let mut buf = vec![0u8; chunk.max(1)];
+            if let Ok(n) = stream.read(&mut buf).await {
+                first.extend_from_slice(&buf[..n]);
+            }
+            if upstream.write_all(&first).await.is_err() {
+                return;
             }
             relay(stream, upstream, chunk, delay_ms).await;
         }

@@ -622,7 +622,10 @@ fn start_workers(
 
 /// Logs what happened since the last line, every `every`, when anything did.
 async fn log_stats(server: EchoServer, every: Duration) {
-    let mut last = server.traffic();
+    // From zero, not from a first snapshot: whatever happened between the
+    // listening line and this task's start belongs in the first line (a
+    // connection refused or a handshake failed at once was lost before).
+    let mut last = echo_net::Traffic::default();
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         ticks.tick().await;
