@@ -559,6 +559,41 @@ fn self_signed_quick_start_prints_a_fingerprint_openssl_agrees_with_and_a_workin
     let _ = std::fs::remove_file(ca);
 }
 
+#[test]
+fn self_signed_names_the_ssl_port_whatever_endpoints_come_first() {
+    let mut child = Command::new(SERVER)
+        .args(["--listen", "udp:0:interface=127.0.0.1"])
+        .args(["--listen", "haproxy:ssl:0:interface=127.0.0.1"])
+        .args(["--listen", "ssl:0:interface=127.0.0.1", "--self-signed"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(6)
+        .map(Result::unwrap)
+        .collect();
+    let _guard = Kill(child);
+    let ssl_port = lines[2]
+        .strip_prefix("listening on ssl:port=")
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    let hints: Vec<&String> = lines.iter().filter(|l| l.starts_with("try: ")).collect();
+    assert_eq!(
+        hints.len(),
+        1,
+        "one hint, for the plain ssl: endpoint: {lines:?}"
+    );
+    assert!(
+        hints[0].starts_with(&format!(
+            "try: echo-client --connect tls:localhost:{ssl_port}:trustRoots="
+        )),
+        "{lines:?}"
+    );
+}
+
 struct Kill(Child);
 
 impl Drop for Kill {

@@ -397,7 +397,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if let Some(made) = &self_signed {
-        made.announce(&args.listen, &listeners);
+        made.announce(&listeners);
     }
     let _ = std::io::stdout().flush(); // a closed stdout must not stop the server
     for (listener, mode) in listeners {
@@ -508,7 +508,7 @@ impl SelfSigned {
 
     /// Prints the fingerprint, the CA file and a client command per
     /// ssl: endpoint (after the "listening on" lines).
-    fn announce(&self, listen: &[ServerEndpoint], listeners: &[(AnyListener, Mode)]) {
+    fn announce(&self, listeners: &[(AnyListener, Mode)]) {
         say(format_args!(
             "self-signed certificate for {}: SHA-256 {}",
             SELF_SIGNED_NAMES.join(", "),
@@ -518,14 +518,12 @@ impl SelfSigned {
             "CA certificate written to {}",
             self.ca_file.display()
         ));
-        let ports = listen
-            .iter()
-            .zip(listeners)
-            .filter(|(e, _)| !matches!(e, ServerEndpoint::Haproxy(_)))
-            .filter_map(|(e, (l, _))| match e {
-                ServerEndpoint::Ssl { .. } => l.tcp_addr().map(|a| a.port()),
-                _ => None,
-            });
+        // Plain ssl: listeners only (a haproxy:ssl: one wants a PROXY
+        // header first, which echo-client sends only with --send-proxy).
+        let ports = listeners.iter().filter_map(|(l, mode)| match mode {
+            Mode::Tls { proxied: false, .. } => l.tcp_addr().map(|a| a.port()),
+            _ => None,
+        });
         for port in ports {
             say(format_args!(
                 "try: echo-client --connect tls:localhost:{port}:trustRoots={}",
