@@ -135,16 +135,17 @@ where
         };
         tokio::pin!(close_requested);
         let mut close_armed = true;
+        let mut shutdown_owed = false;
         loop {
             // Actions, in order. Close and Abort complete themselves in the
             // core (the connection is already closed); the socket follows.
             while let Some(action) = conn.poll_action() {
                 match action {
-                    Action::ShutdownWrite => {
-                        if let Err(e) = stream.shutdown().await {
-                            conn.handle_connection_lost(lost(&e), now());
-                        }
-                    }
+                    // Carried out by `poll_io`, beside the timers and the
+                    // close signal: a TLS stream's shutdown writes its
+                    // close_notify first and waits while the peer does not
+                    // read, and awaiting it here would stop the clock.
+                    Action::ShutdownWrite => shutdown_owed = true,
                     Action::Close => {
                         let clean = conn.close_reason().is_some_and(|r| r.is_clean());
                         // Boxed: its state (timer, drain) would otherwise sit
@@ -184,7 +185,7 @@ where
             }
             tokio::select! {
                 biased;
-                result = poll_fn(|cx| poll_io(cx, stream, conn, app, read_chunk)) => {
+                result = poll_fn(|cx| poll_io(cx, stream, conn, app, read_chunk, &mut shutdown_owed)) => {
                     if let Err(e) = result {
                         conn.handle_connection_lost(lost(&e), now());
                     }
@@ -213,9 +214,21 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     conn: &mut Connection<P>,
     app: &mut A,
     read_chunk: usize,
+    shutdown_owed: &mut bool,
 ) -> Poll<io::Result<()>> {
     let now = now();
     let mut progressed = flush_output(cx, stream, conn, now)?;
+    // The half-close the core asked for, once what it owes is written.
+    if *shutdown_owed && conn.pending_output().is_empty() {
+        match Pin::new(&mut *stream).poll_shutdown(cx) {
+            Poll::Ready(Ok(())) => {
+                *shutdown_owed = false;
+                progressed = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+    }
     if conn.wants_read()
         && let Poll::Ready(read) = poll_read_chunk(cx, stream, conn, read_chunk, now)
     {

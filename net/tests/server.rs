@@ -223,3 +223,75 @@ async fn an_observer_sees_every_admission_refusal_and_loss_in_order() {
         .collect();
     assert_eq!(kinds, ["started", "made", "refused", "lost"]);
 }
+
+/// A peer that takes every byte but never lets a half-close finish and
+/// never answers: what a TLS stream is when its close_notify cannot go out
+/// because the peer stopped reading.
+struct NoHalfClose;
+
+impl tokio::io::AsyncRead for NoHalfClose {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+impl tokio::io::AsyncWrite for NoHalfClose {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+impl echo_net::Stream for NoHalfClose {}
+
+#[tokio::test]
+async fn a_half_close_that_cannot_finish_does_not_stop_the_clock() {
+    // The client's input ends, so it half-closes; the shutdown never
+    // completes. Its no-progress timeout must still fire.
+    let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let connected = Connected {
+        stream: NoHalfClose,
+        host: addr.into(),
+        peer: addr.into(),
+        handshake: None,
+    };
+    let options = ClientOptions {
+        config: ClientConfig {
+            idle_timeout: Some(Duration::from_millis(200)),
+            half_close: true,
+            ..ClientConfig::default()
+        },
+        ..ClientOptions::default()
+    };
+    let client = echo_core::EchoClient::streaming(options.config);
+    let mut pipe = echo_net::Pipe::new(Some(&b"owed"[..]), Vec::new());
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(5),
+        echo_net::run(connected, client, &mut pipe, options),
+    )
+    .await
+    .expect("the client must not hang on its half-close");
+    let error = outcome.expect_err("nothing came back");
+    assert!(error.to_string().contains("timed out"), "{error}");
+}
