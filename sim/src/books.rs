@@ -29,6 +29,26 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
     for instance in 0..world.servers.borrow().len() {
         let mut open: BTreeMap<ConnectionId, SocketAddr> = BTreeMap::new();
         let server_events = events.iter().filter(|(i, _, _)| *i == instance);
+        // The factory starts with its first endpoint, before any connection
+        // (Twisted's doStart), and stops once a finished shutdown stopped
+        // serving (doStop).
+        let mut kinds = server_events.clone().map(|(_, e, _)| e);
+        if let Some(first) = kinds.next()
+            && *first != ServerEvent::Started
+        {
+            return Err(format!(
+                "server {instance}: first event {first:?}, not Started"
+            ));
+        }
+        let last_instance = instance + 1 == world.servers.borrow().len();
+        if last_instance
+            && world.shutdown.borrow().is_some()
+            && !kinds.any(|e| *e == ServerEvent::Stopped)
+        {
+            return Err(format!(
+                "server {instance}: the shutdown ended but the factory never stopped"
+            ));
+        }
         let (mut made, mut refused) = (0, 0);
         let (mut read_total, mut clean_total) = (0u64, 0u64);
         for (_, event, stopping) in server_events {
