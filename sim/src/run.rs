@@ -337,6 +337,15 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     let bound = case.server_high + case.server_read_chunk;
     for server in world.servers.borrow().iter() {
         let peak = server.peak_connection_buffer();
+        // The bound is only as good as the measure: every echoed byte
+        // waits in an output buffer first, so a server that echoed
+        // anything has a peak of at least one byte.
+        let echoed = server.traffic().bytes_out;
+        if echoed > 0 && peak == 0 {
+            return Err(format!(
+                "the server echoed {echoed} bytes but its buffer peak is 0: the measure is broken"
+            ));
+        }
         if peak > bound {
             return Err(format!(
                 "a connection buffered {peak} bytes, above high {} + one read {}",
