@@ -359,6 +359,13 @@ fn our_tls_client_verifies_an_openssl_echo_server_over_tls12_and_tls13() {
     }
 }
 
+/// One echo-client connection to `connect` fails with exit 1 and `why`.
+fn refused(connect: &str, why: &str) {
+    let out = client(&["--connect", connect, "-c", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{connect}");
+    assert!(text(&out.stderr).contains(why), "{}", text(&out.stderr));
+}
+
 #[test]
 fn our_tls_client_refuses_a_wrong_name_an_unknown_ca_and_says_why() {
     let Some(pki) = pki() else { return };
@@ -371,35 +378,17 @@ fn our_tls_client_refuses_a_wrong_name_an_unknown_ca_and_says_why() {
         elsewhere.port,
         pki.path("ca.pem")
     );
-    let out = client(&["--connect", &connect, "-c", "1"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("does not carry the host name"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&connect, "does not carry the host name");
     let socat = Socat::start(pki, "server", ",verify=0");
     let connect = format!(
         "tls:localhost:{}:trustRoots={}",
         socat.port,
         pki.path("other-ca.pem")
     );
-    let out = client(&["--connect", &connect, "-c", "1"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("not signed by a trusted CA"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&connect, "not signed by a trusted CA");
     // Without trustRoots: Mozilla's roots, which do not hold our test CA.
     let connect = format!("tls:localhost:{}", socat.port);
-    let out = client(&["--connect", &connect, "-c", "1"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("UnknownIssuer"),
-        "{}",
-        text(&out.stderr)
-    );
+    refused(&connect, "UnknownIssuer");
     // --insecure accepts it, and says so.
     let out = client(&["--connect", &connect, "-c", "1", "--insecure"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
