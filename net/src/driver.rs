@@ -203,6 +203,16 @@ where
     }
 }
 
+/// The time of one pass, read from the clock only when an input needs it:
+/// on a busy echo every other pass finds nothing to do, and reads none.
+struct PassClock(Option<Instant>);
+
+impl PassClock {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(now)
+    }
+}
+
 /// One non-blocking pass over the socket and the application: write what
 /// is owed, read one chunk and write its echo at once, then let the
 /// application take the events (after every input, as the core's drive
@@ -216,8 +226,8 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     read_chunk: usize,
     shutdown_owed: &mut bool,
 ) -> Poll<io::Result<()>> {
-    let now = now();
-    let mut progressed = flush_output(cx, stream, conn, now)?;
+    let mut now = PassClock(None);
+    let mut progressed = flush_output(cx, stream, conn, &mut now)?;
     // The half-close the core asked for, once what it owes is written.
     if *shutdown_owed && conn.pending_output().is_empty() {
         match Pin::new(&mut *stream).poll_shutdown(cx) {
@@ -230,11 +240,11 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
         }
     }
     if conn.wants_read()
-        && let Poll::Ready(read) = poll_read_chunk(cx, stream, conn, read_chunk, now)
+        && let Poll::Ready(read) = poll_read_chunk(cx, stream, conn, read_chunk, &mut now)
     {
         read?;
         // Echo what was just read in the same pass.
-        flush_output(cx, stream, conn, now)?;
+        flush_output(cx, stream, conn, &mut now)?;
         progressed = true;
     }
     progressed |= app.poll_app(cx, conn).is_ready();
@@ -251,14 +261,15 @@ fn flush_output<S: Stream, P: Protocol>(
     cx: &mut Context<'_>,
     stream: &mut S,
     conn: &mut Connection<P>,
-    now: Instant,
+    now: &mut PassClock,
 ) -> io::Result<bool> {
     let mut wrote = false;
     while !conn.pending_output().is_empty() {
         match Pin::new(&mut *stream).poll_write(cx, conn.pending_output()) {
             Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => {
-                conn.handle_written(n, now).map_err(io::Error::other)?;
+                conn.handle_written(n, now.get())
+                    .map_err(io::Error::other)?;
                 wrote = true;
             }
             Poll::Ready(Err(e)) => return Err(e),
@@ -280,7 +291,7 @@ fn poll_read_chunk<S: Stream, P: Protocol>(
     stream: &mut S,
     conn: &mut Connection<P>,
     read_chunk: usize,
-    now: Instant,
+    now: &mut PassClock,
 ) -> Poll<io::Result<()>> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
@@ -293,10 +304,10 @@ fn poll_read_chunk<S: Stream, P: Protocol>(
                 let data = buf.filled();
                 if data.is_empty() {
                     tracing::debug!("peer closed its write side");
-                    conn.handle_read_closed(now);
+                    conn.handle_read_closed(now.get());
                 } else {
                     tracing::debug!(bytes = data.len(), "data received");
-                    if let Err(e) = conn.handle_data(data, now) {
+                    if let Err(e) = conn.handle_data(data, now.get()) {
                         return Poll::Ready(Err(io::Error::other(e)));
                     }
                 }
@@ -307,7 +318,7 @@ fn poll_read_chunk<S: Stream, P: Protocol>(
             // input, and a client still owed bytes reports it truncated.
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 tracing::debug!("peer closed without TLS close_notify");
-                conn.handle_read_closed(now);
+                conn.handle_read_closed(now.get());
                 Poll::Ready(Ok(()))
             }
             other => other,

@@ -1,7 +1,9 @@
 //! A "close now" signal shared by every connection of a server.
 
+use std::future::{Future, poll_fn};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Poll, Waker};
 
 use tokio::sync::Notify;
 
@@ -42,6 +44,12 @@ impl CloseSignal {
     }
 
     /// Completes once the signal is set (at once if it already is).
+    ///
+    /// Cheap to poll again and again: every connection's driver polls it on
+    /// every pass, and polling tokio's `Notified` while it waits takes the
+    /// `Notify`'s one lock, shared by every connection of the server. Once
+    /// registered with a waker, a poll with the same waker only reads the
+    /// flag.
     pub async fn triggered(&self) {
         loop {
             let notified = self.0.notify.notified();
@@ -51,7 +59,107 @@ impl CloseSignal {
             if self.is_triggered() {
                 return;
             }
-            notified.await;
+            let mut registered: Option<Waker> = None;
+            poll_fn(|cx| {
+                if self.is_triggered() {
+                    return Poll::Ready(());
+                }
+                if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    return Poll::Pending;
+                }
+                let polled = notified.as_mut().poll(cx);
+                if polled.is_pending() {
+                    registered = Some(cx.waker().clone());
+                }
+                polled
+            })
+            .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Wake};
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Counting>, Waker) {
+        let counter = Arc::new(Counting::default());
+        (counter.clone(), Waker::from(counter))
+    }
+
+    #[test]
+    fn a_waiter_polled_again_with_the_same_waker_is_still_woken_and_completes() {
+        let signal = CloseSignal::new();
+        let mut waiting = pin!(signal.triggered());
+        let (count, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        signal.trigger();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(waiting.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_waiter_polled_with_a_new_waker_wakes_the_new_one() {
+        let signal = CloseSignal::new();
+        let mut waiting = pin!(signal.triggered());
+        let (first, w1) = waker();
+        let (second, w2) = waker();
+        assert!(
+            waiting
+                .as_mut()
+                .poll(&mut Context::from_waker(&w1))
+                .is_pending()
+        );
+        assert!(
+            waiting
+                .as_mut()
+                .poll(&mut Context::from_waker(&w2))
+                .is_pending()
+        );
+        signal.trigger();
+        assert_eq!(
+            second.0.load(Ordering::SeqCst),
+            1,
+            "the task's current waker is woken"
+        );
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert!(
+            waiting
+                .as_mut()
+                .poll(&mut Context::from_waker(&w2))
+                .is_ready()
+        );
+    }
+
+    #[test]
+    fn a_signal_set_before_the_wait_completes_at_once() {
+        let signal = CloseSignal::new();
+        signal.trigger();
+        let (count, w) = waker();
+        let mut waiting = pin!(signal.triggered());
+        assert!(
+            waiting
+                .as_mut()
+                .poll(&mut Context::from_waker(&w))
+                .is_ready()
+        );
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
     }
 }
