@@ -25,6 +25,7 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
     let cut_off = case
         .shutdown
         .is_some_and(|s| Duration::from_millis(s.flush_ms) < LIVENESS_BOUND);
+    let denied = *world.denied.borrow();
     let mut admitted = HashSet::new();
     for instance in 0..world.servers.borrow().len() {
         let mut open: BTreeMap<ConnectionId, SocketAddr> = BTreeMap::new();
@@ -62,6 +63,11 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
                     id, peer, open: n, ..
                 } => {
                     let peer = ip(&peer)?;
+                    if Some(peer.ip()) == denied {
+                        return Err(format!(
+                            "server {instance}: {id} from {peer} admitted, but the access list denies it"
+                        ));
+                    }
                     made += 1;
                     if open.insert(id, peer).is_some() {
                         return Err(format!("server {instance}: connection {id} admitted twice"));
@@ -85,6 +91,16 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
                     ));
                 }
                 ServerEvent::ConnectionRefused { .. } => refused += 1,
+                ServerEvent::ConnectionDenied { peer } => {
+                    let peer = ip(&peer)?;
+                    if Some(peer.ip()) != denied {
+                        return Err(format!(
+                            "server {instance}: {peer} denied, but the access list admits it"
+                        ));
+                    }
+                    refused += 1;
+                    world.shared.stats.borrow_mut().denied += 1;
+                }
                 ServerEvent::ConnectionLost {
                     id,
                     peer,

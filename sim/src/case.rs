@@ -134,6 +134,18 @@ pub struct Case {
     pub misbehave: echo_core::FaultConfig,
     /// Every connection is TLS (`ssl:` server, `tls:` clients).
     pub tls: bool,
+    /// The server's access list turns one client host away.
+    pub access: Option<Access>,
+}
+
+/// An access list that turns client host `denied` away: by a deny block
+/// naming it, or by an allow list naming only the other hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// The host turned away (an index into [`Case::hosts`]).
+    pub denied: usize,
+    /// Turned away by an allow list of the others, not a deny block.
+    pub by_allow: bool,
 }
 
 impl Case {
@@ -291,6 +303,7 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
                 shutdown: None,
                 misbehave: echo_core::FaultConfig::default(),
                 tls: false,
+                access: None,
             })
         },
     )
@@ -433,6 +446,29 @@ impl Case {
         let round_trips = segments / self.tcp_capacity.max(1) as u64 + 2;
         round_trips * 2 * self.max_latency_ms.max(1)
     }
+}
+
+/// Fault-free and faulty cases in which the server's access list turns
+/// one client host away (a second host is added where there was one):
+/// its clients make one attempt each and must get nothing back, while
+/// everyone else is served as in the case without the list.
+pub fn access_case() -> impl Strategy<Value = Case> {
+    (
+        prop_oneof![no_fault_case(), fault_case()],
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+    )
+        .prop_map(|(mut case, which, by_allow)| {
+            if case.hosts.len() < 2 {
+                let again = case.hosts[0].clone();
+                case.hosts.push(again);
+            }
+            case.access = Some(Access {
+                denied: which.index(case.hosts.len()),
+                by_allow,
+            });
+            case
+        })
 }
 
 /// Cases with a fault schedule (partitions, one-way partitions, holds,

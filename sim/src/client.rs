@@ -119,9 +119,11 @@ pub(crate) async fn connection(
     options: ClientOptions,
     (io, tls): (crate::io::IoKnobs, Option<TlsClient>),
     seed: u64,
-    (faulty, one_shot): (bool, bool),
+    (faulty, one_shot, denied): (bool, bool, bool),
     world: &World,
 ) -> Result<(), String> {
+    // A host the access list turns away makes one attempt, whatever ends it.
+    let one_shot = one_shot || denied;
     let message = Bytes::from(plan.message.bytes());
     tokio::time::sleep(Duration::from_millis(plan.start_ms)).await;
     let mut backoff = Duration::from_millis(20);
@@ -246,6 +248,20 @@ pub(crate) async fn connection(
             received: got.len(),
             done: matches!(result, Some(Ok(_))),
         });
+        if denied {
+            // Closed at once, before any echo: nothing comes back, and only
+            // an empty echo (which cannot tell) may end as done.
+            if !got.is_empty() || (matches!(result, Some(Ok(_))) && !message.is_empty()) {
+                return Err(format!(
+                    "{label}: its host is denied, yet {} of {} bytes came back (done: {})",
+                    got.len(),
+                    message.len(),
+                    matches!(result, Some(Ok(_)))
+                ));
+            }
+            world.shared.event(format!("{label} turned away"));
+            return stop(world, &label);
+        }
         match result {
             Some(Ok(summary)) => {
                 let len = message.len() as u64;

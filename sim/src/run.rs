@@ -3,17 +3,19 @@
 //! invariants checked throughout and at the end.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use echo_core::{ClientConfig, ServerConfig, ServerEvent, WaterMarks};
-use echo_net::{ClientOptions, DriveConfig, EchoServer, ServerOptions, ShutdownOutcome};
+use echo_net::{
+    AccessList, ClientOptions, DriveConfig, EchoServer, IpNet, ServerOptions, ShutdownOutcome,
+};
 
 use crate::books::check_books;
-use crate::case::{Case, Fault};
+use crate::case::{Access, Case, Fault};
 use crate::client::connection;
 use crate::io::{LocalSpawner, SimListener};
 use crate::world::{Report, Shared};
@@ -66,6 +68,8 @@ pub(crate) struct World {
     pub(crate) shutdown: Rc<RefCell<Option<ShutdownOutcome>>>,
     /// How long the graceful shutdown took (simulated time).
     pub(crate) shutdown_took: Rc<RefCell<Option<Duration>>>,
+    /// The address of the client host the access list turns away.
+    pub(crate) denied: Rc<RefCell<Option<IpAddr>>>,
 }
 
 /// Runs `case` to the end and reports.
@@ -80,6 +84,7 @@ pub fn run_case(case: &Case) -> Report {
         attempts: Rc::default(),
         shutdown: Rc::default(),
         shutdown_took: Rc::default(),
+        denied: Rc::default(),
     };
     let result = simulate(case, &world);
     world.shared.report(result)
@@ -106,6 +111,28 @@ fn server_options(case: &Case) -> ServerOptions {
         },
         // The stats counters run too, and are checked against the events.
         count_traffic: true,
+    }
+}
+
+/// The list that turns host `access.denied` away, by name resolved in the
+/// simulation (turmoil hands out addresses as hosts are made).
+fn access_list(access: Access, hosts: usize, world: &World) -> AccessList {
+    let net = |h: usize| IpNet::from(turmoil::lookup(client_host(h)));
+    let denied = turmoil::lookup(client_host(access.denied));
+    *world.denied.borrow_mut() = Some(denied);
+    if access.by_allow {
+        AccessList {
+            allow: (0..hosts)
+                .filter(|&h| h != access.denied)
+                .map(net)
+                .collect(),
+            deny: Vec::new(),
+        }
+    } else {
+        AccessList {
+            allow: Vec::new(),
+            deny: vec![net(access.denied)],
+        }
     }
 }
 
@@ -139,6 +166,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
 
     let options = server_options(case);
     let (server_io, seed, shutdown) = (case.server_io, case.seed, case.shutdown);
+    let (access, hosts) = (case.access, case.hosts.len());
     let (tls_server, tls_client) = crate::tls::pair();
     let tls_server = case.tls.then_some(tls_server);
     let tls_client = case.tls.then_some(tls_client);
@@ -150,6 +178,9 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             world.shared.event("server starts".into());
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
             let server = EchoServer::new(options);
+            if let Some(access) = access {
+                server.restrict(access_list(access, hosts, &world));
+            }
             let instance = {
                 let mut servers = world.servers.borrow_mut();
                 servers.push(server.clone());
@@ -193,6 +224,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
         let world = world.clone();
         let conns = conns.clone();
         let (io, faulty, one_shot) = (case.client_io, case.has_faults(), case.shutdown.is_some());
+        let denied = case.access.is_some_and(|a| a.denied == h);
         let tls = tls_client.clone();
         sim.client(client_host(h), async move {
             let mut tasks = Vec::new();
@@ -210,7 +242,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                         options,
                         link,
                         seed,
-                        (faulty, one_shot),
+                        (faulty, one_shot, denied),
                         &world2,
                     )
                     .await;

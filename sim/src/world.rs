@@ -36,6 +36,8 @@ pub struct Stats {
     pub reordered: u64,
     /// TLS handshakes that failed or timed out on the client's side.
     pub handshakes_cut: u64,
+    /// Connections the server's access list turned away.
+    pub denied: u64,
 }
 
 impl Stats {
@@ -51,6 +53,7 @@ impl Stats {
         self.duplicates += other.duplicates;
         self.reordered += other.reordered;
         self.handshakes_cut += other.handshakes_cut;
+        self.denied += other.denied;
     }
 }
 

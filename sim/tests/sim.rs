@@ -3,8 +3,8 @@
 //! case, `SIM_TRACE=1` prints each case's event trace.
 
 use sim::{
-    check, fault_case, no_fault_case, shutdown_case, shutdown_fault_case, tls_case, tls_fault_case,
-    tls_shutdown_case, udp_case, zoo_case,
+    access_case, check, fault_case, no_fault_case, shutdown_case, shutdown_fault_case, tls_case,
+    tls_fault_case, tls_shutdown_case, udp_case, zoo_case,
 };
 
 /// Any latency, chunking down to one byte, short writes, water marks and
@@ -174,6 +174,26 @@ fn client_verdicts_are_exact_against_a_peer_zoo() {
         assert!(
             summary.stats.done > summary.cases / 5 && summary.stats.cut_short > summary.cases / 5,
             "the zoo must produce both verdicts often: {summary:?}"
+        );
+    }
+}
+
+/// The server's access list (by a deny block, or by an allow list of the
+/// other hosts) turns one client host away, with and without faults: each
+/// of its connections is denied before any echo (the books show it denied,
+/// counted with the refusals, never admitted) and gets nothing back, while
+/// every other client is served exactly as without the list.
+#[test]
+fn access_lists_turn_away_exactly_the_peers_they_deny() {
+    let summary = check(
+        "access_lists_turn_away_exactly_the_peers_they_deny",
+        access_case(),
+        150,
+    );
+    if std::env::var_os("SIM_SEED").is_none() {
+        assert!(
+            summary.stats.denied > summary.cases / 2 && summary.stats.done > summary.cases,
+            "denials and echoes must both be common: {summary:?}"
         );
     }
 }
