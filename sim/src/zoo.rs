@@ -16,7 +16,8 @@ use echo_core::{
     ServerConfig, ServerEvent,
 };
 use echo_net::{
-    ClientError, ClientOptions, Connected, EchoServer, Pipe, ServerOptions, Summary, run,
+    AccessList, ClientError, ClientOptions, Connected, EchoServer, IpNet, Pipe, ServerOptions,
+    Summary, run,
 };
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -112,6 +113,20 @@ pub struct ZooCase {
     pub client_io: IoKnobs,
     /// The client's progress timeout.
     pub idle_ms: u64,
+    /// Behind a relay, our server's access list denies this address.
+    pub deny: Option<Denied>,
+}
+
+/// Whose address the server behind a relay denies (`--deny`): it decides
+/// on the peer it reports, so behind a PROXY relay denying the client turns
+/// the echo away and denying the relay does not; behind a plain relay, the
+/// other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// The relay's own address (the socket's peer).
+    Relay,
+    /// The client's address (what a PROXY header declares).
+    Client,
 }
 
 /// Peers with the knobs that matter to each, messages up to 64 KiB.
@@ -155,9 +170,16 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
         1usize..70_000,
         knobs,
         500u64..3_000,
+        // Drawn last, so every earlier draw (and each committed seed's case)
+        // is what it was before this knob existed.
+        prop_oneof![
+            2 => Just(None),
+            1 => Just(Some(Denied::Relay)),
+            1 => Just(Some(Denied::Client)),
+        ],
     )
         .prop_map(
-            |(peer, len, (min, extra), client_high, client_io, idle_ms)| {
+            |(peer, len, (min, extra), client_high, client_io, idle_ms, deny)| {
                 // A trickle is slow by design: keep it to a size it can finish.
                 let len = match peer {
                     Peer::Trickle { .. } => len.min(2_000),
@@ -188,9 +210,24 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                     client_high: client_high.max(len / 50).max(1),
                     client_io,
                     idle_ms,
+                    deny: deny
+                        .filter(|_| matches!(peer, Peer::Relay { .. } | Peer::ProxyRelay { .. })),
                 }
             },
         )
+}
+
+impl ZooCase {
+    /// Whether the server behind the relay must turn the echo away: its
+    /// access list names the peer it reports.
+    #[must_use]
+    pub fn turned_away(&self) -> bool {
+        matches!(
+            (self.peer, self.deny),
+            (Peer::ProxyRelay { .. }, Some(Denied::Client))
+                | (Peer::Relay { .. }, Some(Denied::Relay))
+        )
+    }
 }
 
 /// The verdict a client must give our misbehaving server: a delayed or
@@ -354,6 +391,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         let panics = Rc::clone(&panics);
         let proxied = matches!(case.peer, Peer::ProxyRelay { .. });
         let made = Arc::clone(&made);
+        let deny = case.deny;
         sim.host(ECHO, move || {
             let (panics, made) = (Rc::clone(&panics), Arc::clone(&made));
             async move {
@@ -365,6 +403,16 @@ pub fn run_zoo(case: &ZooCase) -> Report {
                     },
                     ..ServerOptions::default()
                 });
+                if let Some(deny) = deny {
+                    let host = match deny {
+                        Denied::Relay => PEER,
+                        Denied::Client => "client",
+                    };
+                    server.restrict(AccessList {
+                        allow: Vec::new(),
+                        deny: vec![IpNet::from(turmoil::lookup(host))],
+                    });
+                }
                 server.observe(move |event| {
                     if let ServerEvent::ConnectionMade { peer, via, .. } = event {
                         let mut made = made.lock().unwrap_or_else(PoisonError::into_inner);
@@ -496,8 +544,12 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         let client = client_addr.borrow().map(Address::Ip);
         let declared = matches!(case.peer, Peer::ProxyRelay { .. });
         let right = match made.as_slice() {
+            // Turned away by the access list: never admitted.
+            [] => case.turned_away(),
             [(peer, via)] => {
-                (Some(peer) == client.as_ref()) == declared && via.is_some() == declared
+                !case.turned_away()
+                    && (Some(peer) == client.as_ref()) == declared
+                    && via.is_some() == declared
             }
             _ => false,
         };
@@ -557,6 +609,11 @@ fn judge(
         _ => false,
     };
     let ok = match case.peer {
+        // Denied before any echo: nothing comes back (an empty echo cannot
+        // tell, and is done).
+        Peer::Relay { .. } | Peer::ProxyRelay { .. } if case.turned_away() => {
+            cut_at(0) || (len == 0 && done(verdict))
+        }
         Peer::CloseOnEof | Peer::Trickle { .. } | Peer::Relay { .. } => done(verdict),
         Peer::ProxyRelay { .. } => done(verdict),
         Peer::FirstChunkThenClose => {

@@ -159,7 +159,9 @@ fn udp_accounting_is_exact_under_loss_duplication_and_reordering() {
 /// close-on-EOF protocol, the seed's first-chunk-then-close server, a
 /// one-byte-at-a-time server, one that corrupts a byte, one that sends
 /// extra bytes, one that stops short and closes, one that never answers,
-/// and a relay that re-chunks and delays in front of our server. The
+/// and a relay that re-chunks and delays in front of our server (whose
+/// access list, in some cases, denies the relay or the client: it must
+/// decide on the peer it reports, the client a PROXY header declared). The
 /// client's verdict is exactly what the peer did: done only when every byte
 /// came back, else the failure with its offset and counts; a silent peer is
 /// reported at the client's timeout.
