@@ -11,8 +11,9 @@ passes, *unviable* if it does not build. The scratch copy keeps its own
     scripts/mutants.py --files core/src/connection.rs core/src/transport.rs \
         --tier "cargo test -p echo-core --lib" --tier "cargo test --workspace"
 
-`--sample N --seed S` tests a reproducible random sample; `--list` prints
-the mutants without running them. Results go to standard output as one
+`--sample N --seed S` tests a reproducible random sample; `--only FILE`
+tests the mutants FILE lists (the survivors of an earlier run, say);
+`--list` prints the mutants without running them. Results go to standard output as one
 line per mutant and a summary; `--out FILE` also writes them as JSON.
 """
 
@@ -144,6 +145,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--only", help="a file of mutants (as printed, one per line, "
+                    "`MISSED ` prefixes allowed) to test instead: e.g. the survivors "
+                    "of a run with a smaller suite")
     ap.add_argument("--out")
     ap.add_argument("--rev", default="HEAD", help="the commit to mutate (default HEAD)")
     args = ap.parse_args()
@@ -158,6 +162,10 @@ def main():
     for f in args.files:
         text = open(os.path.join(args.scratch, f)).read()
         all_mutants += mutants(f, text)
+    if args.only:
+        wanted = {line.strip().removeprefix("MISSED ").strip()
+                  for line in open(args.only) if line.strip()}
+        all_mutants = [m for m in all_mutants if describe(m) in wanted]
     if args.sample and args.sample < len(all_mutants):
         all_mutants = random.Random(args.seed).sample(all_mutants, args.sample)
     if args.list:
