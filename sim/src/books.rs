@@ -69,6 +69,14 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
                         ));
                     }
                     made += 1;
+                    // Ids count up from 1 per factory, one per admission
+                    // (logs and metrics name connections by them).
+                    if id.get() != made {
+                        return Err(format!(
+                            "server {instance}: admission {made} got id {}, not {made}",
+                            id.get()
+                        ));
+                    }
                     if open.insert(id, peer).is_some() {
                         return Err(format!("server {instance}: connection {id} admitted twice"));
                     }
