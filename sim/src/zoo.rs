@@ -38,6 +38,12 @@ pub enum Peer {
     CloseOnEof,
     /// The seed's server: answers the first chunk it reads, then closes.
     FirstChunkThenClose,
+    /// Store and forward: reads to end-of-file, then writes it all back
+    /// and closes (a batch filter such as `sort`, or a server that answers
+    /// only a whole request). Only a client that half-closes
+    /// (`--half-close`) gets an echo from it, and only of a message that
+    /// fits in its window (it sends no more than that ahead of the echo).
+    AfterEof,
     /// Echoes one byte at a time, `delay_ms` apart.
     Trickle {
         /// Pause before each byte.
@@ -171,15 +177,21 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
         knobs,
         500u64..3_000,
         // Drawn last, so every earlier draw (and each committed seed's case)
-        // is what it was before this knob existed.
+        // is what it was before these knobs existed.
         prop_oneof![
             2 => Just(None),
             1 => Just(Some(Denied::Relay)),
             1 => Just(Some(Denied::Client)),
         ],
+        // Half of the close-on-EOF peers store and forward instead.
+        any::<bool>(),
     )
         .prop_map(
-            |(peer, len, (min, extra), client_high, client_io, idle_ms, deny)| {
+            |(peer, len, (min, extra), client_high, client_io, idle_ms, deny, after_eof)| {
+                let peer = match peer {
+                    Peer::CloseOnEof if after_eof => Peer::AfterEof,
+                    other => other,
+                };
                 // A trickle is slow by design: keep it to a size it can finish.
                 let len = match peer {
                     Peer::Trickle { .. } => len.min(2_000),
@@ -471,6 +483,8 @@ pub fn run_zoo(case: &ZooCase) -> Report {
     let options = ClientOptions {
         config: echo_core::ClientConfig {
             idle_timeout: Some(Duration::from_millis(case.idle_ms)),
+            // A store-and-forward peer answers only after our FIN.
+            half_close: case.peer == Peer::AfterEof,
             ..echo_core::ClientConfig::default()
         },
         marks: echo_core::WaterMarks::new(case.client_high, 0).expect("high > 0"),
@@ -615,6 +629,15 @@ fn judge(
             cut_at(0) || (len == 0 && done(verdict))
         }
         Peer::CloseOnEof | Peer::Trickle { .. } | Peer::Relay { .. } => done(verdict),
+        // The client sends at most its window ahead of the echo: a message
+        // that fits is echoed after the FIN; a longer one stalls with a
+        // window's worth sent and nothing back, until the timeout.
+        Peer::AfterEof if len <= case.client_high => done(verdict),
+        Peer::AfterEof => matches!(
+            verdict,
+            Err(ClientError::Echo(EchoError::TimedOut { sent, received: 0, .. }))
+                if *sent == case.client_high as u64
+        ),
         Peer::ProxyRelay { .. } => done(verdict),
         Peer::FirstChunkThenClose => {
             if back == len {
@@ -763,6 +786,22 @@ async fn serve_peer(
             // close then resets the connection instead of sending FIN.
             let mut one = [0u8; 1];
             let _ = tokio::time::timeout(Duration::from_secs(2), stream.peek(&mut one)).await;
+        }
+        Peer::AfterEof => {
+            let mut all = Vec::new();
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        read(n);
+                        all.extend_from_slice(&buf[..n]);
+                    }
+                    Err(_) => return,
+                }
+            }
+            if stream.write_all(&all).await.is_ok() {
+                wrote(&all);
+            }
         }
         Peer::FirstChunkThenClose => {
             if let Ok(n @ 1..) = stream.read(&mut buf).await {

@@ -157,6 +157,7 @@ fn udp_accounting_is_exact_under_loss_duplication_and_reordering() {
 
 /// The client against peers that are not our server: Twisted's default
 /// close-on-EOF protocol, the seed's first-chunk-then-close server, a
+/// store-and-forward server (answers after a half-closing client's FIN), a
 /// one-byte-at-a-time server, one that corrupts a byte, one that sends
 /// extra bytes, one that stops short and closes, one that never answers,
 /// and a relay that re-chunks and delays in front of our server (whose
