@@ -445,6 +445,10 @@ pub fn run_zoo(case: &ZooCase) -> Report {
     }
     let (peer, len) = (case.peer, case.len);
     let faulty: Rc<RefCell<Option<EchoServer>>> = Rc::default();
+    // The misbehaving server's high-water mark follows the client's window
+    // (from a few bytes to 70 KB): delayed and throttled bytes held past it
+    // must pause reading, and resume it once they drain.
+    let faulty_high = (case.client_high / 2).max(1);
     if let Peer::Faulty { faults } = peer {
         let (panics, slot) = (Rc::clone(&panics), Rc::clone(&faulty));
         sim.host(PEER, move || {
@@ -457,6 +461,8 @@ pub fn run_zoo(case: &ZooCase) -> Report {
                         faults,
                         ..ServerConfig::default()
                     },
+                    marks: echo_core::WaterMarks::new(faulty_high, faulty_high / 4)
+                        .expect("high > 0"),
                     count_traffic: true,
                     ..ServerOptions::default()
                 });
