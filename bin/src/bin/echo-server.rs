@@ -288,8 +288,9 @@ fn udp_rate(s: &str) -> Result<u32, String> {
 /// (256) spills into the shared queue, which tokio's default takes from only
 /// once in 61 tasks. With a thousand busy connections on one core that
 /// starved the spilled ones while the others were echoed again and again:
-/// a p99 of 87 ms against the C epoll server's 16 ms, 18 ms with this
-/// (BENCHMARKS.md). An empty shared queue costs one atomic load to check.
+/// a p99 of 82 ms against the C epoll server's 16.6 ms; 32 ms with this
+/// (medians of 5 rounds, BENCHMARKS.md). An empty shared queue costs one
+/// atomic load to check.
 const GLOBAL_QUEUE_INTERVAL: u32 = 1;
 
 fn main() -> ExitCode {
