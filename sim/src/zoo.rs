@@ -193,8 +193,18 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                     other => other,
                 };
                 // A trickle is slow by design: keep it to a size it can finish.
+                // A throttled echo is at least two buckets (a fifth of a
+                // second's worth), so the rate, not the burst, decides when
+                // it can finish.
                 let len = match peer {
                     Peer::Trickle { .. } => len.min(2_000),
+                    Peer::Faulty {
+                        faults:
+                            FaultConfig {
+                                throttle: Some(rate),
+                                ..
+                            },
+                    } => len.max(usize::try_from(rate / 5).unwrap_or(usize::MAX)),
                     _ => len,
                 };
                 let at = |per_mille: usize| len * per_mille / 1_000;
