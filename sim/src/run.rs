@@ -131,7 +131,7 @@ fn access_list(access: Access, hosts: usize, world: &World) -> AccessList {
     } else {
         AccessList {
             allow: Vec::new(),
-            deny: vec![net(access.denied)],
+            deny: vec![IpNet::from(denied)],
         }
     }
 }
