@@ -120,10 +120,6 @@ pub struct Transport {
     peak: usize,
     /// Largest capacity the buffer kept while empty.
     peak_idle: usize,
-    /// The largest `out` has been (length plus spare capacity) since it was
-    /// last replaced: its allocation. `BytesMut::capacity` alone undercounts
-    /// it once bytes were consumed from the front.
-    alloc: usize,
     /// Our address. Twisted: `getHost()`.
     host: Address,
     /// The other end's address. Twisted: `getPeer()`.
@@ -143,7 +139,6 @@ impl Transport {
             written: 0,
             peak: 0,
             peak_idle: 0,
-            alloc: 0,
             host,
             peer,
         }
@@ -167,7 +162,6 @@ impl Transport {
             return;
         }
         self.out.extend_from_slice(data);
-        self.alloc = self.alloc.max(self.out.len() + self.out.capacity());
         self.peak = self.peak.max(self.out.len());
         if self.out.len() > self.marks.high {
             self.paused_by_buffer = true;
@@ -226,7 +220,6 @@ impl Transport {
     pub(crate) fn abort_because(&mut self, reason: LostReason) {
         self.request(CloseRequest::Abort(reason));
         self.out = BytesMut::new();
-        self.alloc = 0;
         self.paused_by_buffer = false;
     }
 
@@ -338,11 +331,17 @@ impl Transport {
         self.out.advance(n);
         self.written += n as u64;
         if self.out.is_empty() {
-            if self.alloc > KEEP_DRAINED_CAPACITY {
+            // Consumed bytes stay in front of the view, outside `capacity`:
+            // move the empty view back to the allocation's start, so that
+            // `capacity` is the whole allocation (what the idle connection
+            // holds) and the next write starts at the front. Asking for one
+            // byte more than the view has reclaims exactly when something
+            // was consumed, and never allocates.
+            let _ = self.out.try_reclaim(self.out.capacity() + 1);
+            if self.out.capacity() > KEEP_DRAINED_CAPACITY {
                 self.out = BytesMut::new();
-                self.alloc = 0;
             }
-            self.peak_idle = self.peak_idle.max(self.alloc);
+            self.peak_idle = self.peak_idle.max(self.out.capacity());
         }
         if self.paused_by_buffer && self.out.len() <= self.marks.low {
             self.paused_by_buffer = false;

@@ -397,6 +397,22 @@ fn a_drained_burst_gives_its_buffer_back() {
 }
 
 #[test]
+fn an_echo_of_the_kept_size_keeps_its_buffer_for_the_next_one() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    let echo = vec![7u8; crate::KEEP_DRAINED_CAPACITY];
+    conn.handle_data(&echo, t0()).unwrap();
+    conn.handle_written(1000, t0()).unwrap();
+    conn.handle_written(echo.len() - 1000, t0()).unwrap();
+    assert_eq!(conn.pending_output(), b"");
+    assert_eq!(
+        conn.transport().peak_idle_capacity(),
+        crate::KEEP_DRAINED_CAPACITY,
+        "a 4 KiB buffer is kept whole, not freed and allocated again per echo"
+    );
+}
+
+#[test]
 fn shutting_down_flushes_then_reports_server_shut_down() {
     let mut factory = EchoFactory::default();
     let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
