@@ -14,7 +14,10 @@ passes, *unviable* if it does not build. The scratch copy keeps its own
 `--sample N --seed S` tests a reproducible random sample; `--only FILE`
 tests the mutants FILE lists (the survivors of an earlier run, say);
 `--list` prints the mutants without running them. Results go to standard output as one
-line per mutant and a summary; `--out FILE` also writes them as JSON.
+line per mutant and a summary; `--out FILE` also writes them as JSON, after
+every mutant, and a later run of the same commit and tiers with the same
+`--out` resumes where it stopped. For the simulation, `SIM_FAIL_FAST=1` in a
+tier's command stops at the first failing case, unshrunk.
 """
 
 import argparse
@@ -184,8 +187,20 @@ def main():
         print(out[-3000:])
         sys.exit("the unmutated tree fails its own tiers")
     print(f"baseline passes ({time.time() - t0:.0f} s); {len(all_mutants)} mutants", flush=True)
+    # With --out, results are saved after every mutant, and a run of the
+    # same commit and tiers picks up where an earlier one stopped.
+    key = {"rev": rev, "tiers": args.tier}
     results = []
+    if args.out and os.path.exists(args.out):
+        saved = json.load(open(args.out))
+        if {k: saved.get(k) for k in key} == key:
+            results = saved["results"]
+            print(f"resuming: {len(results)} mutants already judged", flush=True)
+    done = {r["id"] for r in results if "id" in r}
     for n, m in enumerate(all_mutants, 1):
+        ident = f"{n}: {describe(m)}"
+        if ident in done:
+            continue
         path = os.path.join(args.scratch, m[0])
         original = open(path).read()
         open(path, "w").write(apply(original, m))
@@ -205,8 +220,11 @@ def main():
                 break
         finally:
             open(path, "w").write(original)
-        results.append({"mutant": describe(m), "verdict": verdict, "tier": tier})
+        results.append({"id": ident, "mutant": describe(m), "verdict": verdict, "tier": tier,
+                        "seconds": round(time.time() - t)})
         print(f"[{n}/{len(all_mutants)}] {verdict:8} tier={tier} {time.time() - t:.0f}s  {describe(m)}", flush=True)
+        if args.out:
+            save(args.out, key, results)
     viable = [r for r in results if r["verdict"] != "unviable"]
     caught = [r for r in viable if r["verdict"] == "caught"]
     score = 100.0 * len(caught) / len(viable) if viable else 0.0
@@ -216,8 +234,16 @@ def main():
         if r["verdict"] == "missed":
             print(f"MISSED {r['mutant']}")
     if args.out:
-        json.dump({"results": results, "caught": len(caught), "viable": len(viable)},
-                  open(args.out, "w"), indent=1)
+        save(args.out, key, results)
+
+
+def save(path, key, results):
+    viable = [r for r in results if r["verdict"] != "unviable"]
+    caught = [r for r in viable if r["verdict"] == "caught"]
+    tmp = path + ".tmp"
+    json.dump({**key, "results": results, "caught": len(caught), "viable": len(viable)},
+              open(tmp, "w"), indent=1)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,9 @@ fn regression_seeds(name: &str) -> Vec<u64> {
 /// Checks `name` over `default_cases` seeded cases from `strategy`
 /// (`SIM_CASES` overrides the count, `SIM_BASE` the first seed, `SIM_SEED`
 /// runs one seed, `SIM_TRACE=1` prints traces). Panics with the seed, the
-/// replay command, the shrunk case and its trace on the first failure.
+/// replay command, the shrunk case and its trace on the first failure;
+/// with `SIM_FAIL_FAST=1`, exits the process at the first failure instead,
+/// unshrunk (for mutation testing).
 pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_cases: u64) -> Summary {
     let started = Instant::now();
     let print_trace = std::env::var_os("SIM_TRACE").is_some_and(|v| v != "0");
@@ -228,6 +230,16 @@ fn fail<S: Strategy<Value: Scenario>>(
     violation: &str,
     report: &Report,
 ) -> ! {
+    // Mutation testing wants a verdict, not a minimal case: report the
+    // first failure and stop the whole binary, whose other properties
+    // would otherwise run to their ends.
+    if std::env::var_os("SIM_FAIL_FAST").is_some_and(|v| v != "0") {
+        eprintln!(
+            "property {name} failed for seed {seed}: {violation}\n\
+             replay: SIM_SEED={seed} SIM_TRACE=1 cargo test -p sim {name}"
+        );
+        std::process::exit(101);
+    }
     // Shrink: proptest's value tree, driven by hand, keeping the seed.
     let mut tree = tree(strategy, seed);
     let mut minimal = (case.clone(), violation.to_owned(), report.trace.clone());
