@@ -4,6 +4,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -234,7 +235,10 @@ fn fail<S: Strategy<Value: Scenario>>(
     // first failure and stop the whole binary, whose other properties
     // would otherwise run to their ends.
     if std::env::var_os("SIM_FAIL_FAST").is_some_and(|v| v != "0") {
-        eprintln!(
+        // Straight to the process's stderr: the test harness's capture
+        // of `eprintln!` would die with the process unprinted.
+        let _ = writeln!(
+            std::io::stderr(),
             "property {name} failed for seed {seed}: {violation}\n\
              replay: SIM_SEED={seed} SIM_TRACE=1 cargo test -p sim {name}"
         );

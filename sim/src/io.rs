@@ -8,6 +8,8 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use echo_net::{Accepted, Listener, Spawner, Stream};
@@ -68,6 +70,10 @@ pub struct SimStream {
     deferred: Option<io::Result<()>>,
     /// How long a shutdown has left to wait for room for its FIN.
     fin_wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Where the largest read before a shutdown is recorded, if anywhere.
+    largest_read: Option<Arc<AtomicUsize>>,
+    /// A shutdown was asked for: later reads drain a closing connection.
+    shut: bool,
 }
 
 /// The longest a shutdown waits for the peer to make room for its FIN
@@ -83,6 +89,8 @@ impl SimStream {
             rng: Rng::new(seed),
             deferred: None,
             fin_wait: None,
+            largest_read: None,
+            shut: false,
         }
     }
 }
@@ -127,6 +135,9 @@ impl AsyncRead for SimStream {
             }
         }
         buf.put_slice(&tmp[..filled]);
+        if let Some(largest) = this.largest_read.as_ref().filter(|_| !this.shut) {
+            largest.fetch_max(filled, Ordering::Relaxed);
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -160,6 +171,7 @@ impl AsyncWrite for SimStream {
     /// so a shutdown never hangs on it.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        this.shut = true;
         let room = std::pin::pin!(this.inner.writable()).poll(cx);
         if room.is_pending() {
             let deadline = this
@@ -179,6 +191,7 @@ pub struct SimListener {
     inner: turmoil::net::TcpListener,
     knobs: IoKnobs,
     rng: RefCell<Rng>,
+    largest_read: Option<Arc<AtomicUsize>>,
 }
 
 impl SimListener {
@@ -188,7 +201,18 @@ impl SimListener {
             inner,
             knobs,
             rng: RefCell::new(Rng::new(seed)),
+            largest_read: None,
         }
+    }
+
+    /// Records in `largest` the most bytes any accepted stream returned
+    /// from one read before its shutdown: what an echo server must have
+    /// held in its output buffer at once, a lower bound on the peak it
+    /// reports.
+    #[must_use]
+    pub fn measure_reads(mut self, largest: Arc<AtomicUsize>) -> Self {
+        self.largest_read = Some(largest);
+        self
     }
 }
 
@@ -199,8 +223,10 @@ impl Listener for SimListener {
         let (stream, peer) = self.inner.accept().await?;
         let host = stream.local_addr()?;
         let seed = self.rng.borrow_mut().next();
+        let mut stream = SimStream::new(stream, self.knobs, seed);
+        stream.largest_read.clone_from(&self.largest_read);
         Ok(Accepted {
-            stream: SimStream::new(stream, self.knobs, seed),
+            stream,
             peer: peer.into(),
             host: host.into(),
         })

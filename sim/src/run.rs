@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -54,6 +54,9 @@ pub(crate) struct World {
     pub(crate) shared: Shared,
     /// Every server instance started (one more per bounce).
     pub(crate) servers: Rc<RefCell<Vec<EchoServer>>>,
+    /// The largest read each server instance's streams returned before
+    /// their shutdowns (same index as `servers`).
+    pub(crate) largest_reads: Rc<RefCell<Vec<Arc<AtomicUsize>>>>,
     /// Echoes still running.
     pub(crate) running: Rc<RefCell<usize>>,
     /// Every factory event, tagged with its server instance (the index in
@@ -78,6 +81,7 @@ pub fn run_case(case: &Case) -> Report {
     let world = World {
         shared: Shared::default(),
         servers: Rc::default(),
+        largest_reads: Rc::default(),
         running: Rc::new(RefCell::new(case.connections())),
         events: Arc::default(),
         stopping: Arc::default(),
@@ -181,9 +185,14 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             if let Some(access) = access {
                 server.restrict(access_list(access, hosts, &world));
             }
+            let largest_read = Arc::new(AtomicUsize::new(0));
             let instance = {
                 let mut servers = world.servers.borrow_mut();
                 servers.push(server.clone());
+                world
+                    .largest_reads
+                    .borrow_mut()
+                    .push(Arc::clone(&largest_read));
                 servers.len() - 1
             };
             let (events, stopping) = (Arc::clone(&world.events), Arc::clone(&world.stopping));
@@ -194,7 +203,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             let spawner = LocalSpawner {
                 panics: Rc::clone(&world.shared.panics),
             };
-            let listener = SimListener::new(listener, server_io, seed);
+            let listener = SimListener::new(listener, server_io, seed).measure_reads(largest_read);
             let serve: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match tls {
                 Some(tls) => Box::pin(server.serve_tls(listener, spawner, tls, false)),
                 None => Box::pin(server.serve(listener, spawner)),
@@ -367,15 +376,25 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
         return Err(format!("panic in a spawned task: {panic}"));
     }
     let bound = case.server_high + case.server_read_chunk;
-    for server in world.servers.borrow().iter() {
+    let largest_reads = world.largest_reads.borrow();
+    for (server, largest_read) in world.servers.borrow().iter().zip(largest_reads.iter()) {
         let peak = server.peak_connection_buffer();
-        // The bound is only as good as the measure: every echoed byte
-        // waits in an output buffer first, so a server that echoed
-        // anything has a peak of at least one byte.
+        // The bound is only as good as the measure: an echo server writes
+        // each read whole into its output buffer before the socket takes
+        // any of it, so its peak is at least its largest read (over plain
+        // TCP, where a read is what the socket gave; with no fault knob
+        // holding or splitting the echo). Any echo at all makes it nonzero.
         let echoed = server.traffic().bytes_out;
+        let largest = largest_read.load(Ordering::Relaxed);
         if echoed > 0 && peak == 0 {
             return Err(format!(
                 "the server echoed {echoed} bytes but its buffer peak is 0: the measure is broken"
+            ));
+        }
+        if !case.tls && case.misbehave.is_off() && peak < largest {
+            return Err(format!(
+                "a connection read {largest} bytes at once, yet the server's buffer peak is {peak}: \
+                 the measure is broken"
             ));
         }
         if peak > bound {
