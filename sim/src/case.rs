@@ -122,6 +122,9 @@ pub struct Case {
     pub client_idle_ms: u64,
     /// Client socket bending.
     pub client_io: IoKnobs,
+    /// The client's allowance of verified echo its application has not
+    /// taken yet (`ClientConfig::max_undelivered`).
+    pub client_max_undelivered: usize,
     /// Client hosts, each with its connections.
     pub hosts: Vec<Vec<ConnPlan>>,
     /// Faults by time.
@@ -297,6 +300,7 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
                 client_read_chunk,
                 client_idle_ms,
                 client_io,
+                client_max_undelivered: echo_core::DEFAULT_MAX_UNDELIVERED,
                 hosts,
                 faults: Vec::new(),
                 heal_at_ms: 0,
@@ -388,6 +392,40 @@ pub fn shutdown_case() -> impl Strategy<Value = Case> {
                 case
             },
         )
+}
+
+/// No-fault cases whose clients' standard output blocks for 0.5-3 s after
+/// some of the echo (a full pipe), with an allowance of unread echo from
+/// one byte to a few KiB, so reading pauses on it and must resume, and
+/// reads of one to four bytes in half the cases, so the bound is met
+/// exactly: every echo still completes, no client holds more than its
+/// allowance plus its reads, and no timer fires while the application
+/// holds the echo back. (No idle timeout on the server: a connection
+/// whose client does not read makes no progress for the stall's length.)
+pub fn held_back_case() -> impl Strategy<Value = Case> {
+    let stall = (0u16..1_000, 500u64..3_000);
+    (
+        no_fault_case(),
+        prop::collection::vec(proptest::option::weighted(0.8, stall), 12),
+        prop_oneof![1 => Just(1usize), 3 => 2usize..=4_096],
+        prop_oneof![1 => 1usize..=4, 1 => 5usize..=65_536],
+    )
+        .prop_map(|(mut case, stalls, allowance, read_chunk)| {
+            case.server_idle_ms = None;
+            case.client_max_undelivered = allowance;
+            case.client_read_chunk = read_chunk;
+            let plans = case.hosts.iter_mut().flatten();
+            for (plan, stall) in plans.zip(stalls) {
+                // Long enough to fill any allowance; short enough that
+                // one-byte reads finish in simulated seconds.
+                plan.message.len = plan.message.len.min(40_000);
+                plan.stall = stall.map(|(per_mille, ms)| Stall {
+                    after: plan.message.len * usize::from(per_mille) / 1_000,
+                    ms,
+                });
+            }
+            case
+        })
 }
 
 /// [`no_fault_case`] over TLS: the same latency, chunking down to one byte

@@ -204,7 +204,7 @@ pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_case
     watchdog.stop();
     summary.seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "{name}: {} cases, {} sims in {:.1}s ({:.0} sims/s); attempts={} retries={} faults mid-traffic={} crashes={} echoes done={} cut short={} handshakes cut={} udp lost={} dup={} reordered={}",
+        "{name}: {} cases, {} sims in {:.1}s ({:.0} sims/s); attempts={} retries={} faults mid-traffic={} crashes={} echoes done={} cut short={} handshakes cut={} udp lost={} dup={} reordered={} denied={} held_full={}",
         summary.cases,
         summary.sims,
         summary.seconds,
@@ -218,7 +218,9 @@ pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_case
         summary.stats.handshakes_cut,
         summary.stats.lost,
         summary.stats.duplicates,
-        summary.stats.reordered
+        summary.stats.reordered,
+        summary.stats.denied,
+        summary.stats.held_full
     );
     summary
 }

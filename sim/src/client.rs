@@ -5,6 +5,7 @@
 
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use echo_net::{ClientError, ClientOptions, Connected, Pipe, TlsClient, run};
 use tokio::io::AsyncWrite;
 
 use crate::case::{ConnPlan, Stall};
-use crate::io::SimStream;
+use crate::io::{Held, SimStream};
 use crate::run::{Attempt, PORT, SERVER, World};
 use crate::tls::{MaybeTls, SERVER_NAME};
 use crate::world::{Trace, event};
@@ -29,6 +30,8 @@ struct TraceSink {
     stall: Option<Stall>,
     /// The running stall's timer.
     blocked: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Told of every byte taken.
+    held: Arc<Held>,
 }
 
 impl AsyncWrite for TraceSink {
@@ -57,6 +60,7 @@ impl AsyncWrite for TraceSink {
             }
         }
         self.bytes.extend_from_slice(&buf[..n]);
+        self.held.delivered(n);
         event(&self.trace, format!("{} +{n}", self.label));
         Poll::Ready(Ok(n))
     }
@@ -168,7 +172,9 @@ pub(crate) async fn connection(
                 continue;
             }
         };
-        let stream = SimStream::new(stream, io, seed.wrapping_add(attempt));
+        let held = Arc::new(Held::default());
+        let stream =
+            SimStream::new(stream, io, seed.wrapping_add(attempt)).measure_held(Arc::clone(&held));
         let stream = match &tls {
             None => MaybeTls::Plain(stream),
             Some(tls) => {
@@ -224,6 +230,7 @@ pub(crate) async fn connection(
             trace: Rc::clone(&world.shared.trace),
             stall: plan.stall,
             blocked: None,
+            held: Arc::clone(&held),
         };
         let mut pipe = Pipe::new(input, sink);
         let echo = run(connected, client, &mut pipe, options);
@@ -234,6 +241,25 @@ pub(crate) async fn connection(
             None => Some(echo.await),
         };
         let got = pipe.into_output().bytes;
+        // The client's memory bound: it reads only while fewer than
+        // `max_undelivered` verified bytes wait for the application, so it
+        // holds at most that less one, plus one read, plus the one event
+        // its output is still writing. (Over TLS the socket's bytes are
+        // records, not echo.)
+        if tls.is_none() {
+            let (allowed, read) = (options.config.max_undelivered, options.drive.read_chunk);
+            let bound = allowed - 1 + 2 * read;
+            if held.peak() > bound {
+                return Err(format!(
+                    "{label}: held {} echoed bytes its application had not taken, above \
+                     max_undelivered {allowed} - 1 + two reads of {read}",
+                    held.peak()
+                ));
+            }
+            if held.peak() >= allowed {
+                world.shared.stats.borrow_mut().held_full += 1;
+            }
+        }
         // Safety: what came back is always a prefix of what was sent.
         if !message.starts_with(&got) {
             return Err(format!(

@@ -60,6 +60,34 @@ impl Rng {
     }
 }
 
+/// What a client holds of its echo: bytes read from the socket less bytes
+/// its application took, at its highest right after a read.
+#[derive(Debug, Default)]
+pub struct Held {
+    read: AtomicUsize,
+    delivered: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Held {
+    /// The application took `n` bytes.
+    pub fn delivered(&self, n: usize) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The most bytes held at once.
+    #[must_use]
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    fn read(&self, n: usize) {
+        let read = self.read.fetch_add(n, Ordering::Relaxed) + n;
+        let held = read.saturating_sub(self.delivered.load(Ordering::Relaxed));
+        self.peak.fetch_max(held, Ordering::Relaxed);
+    }
+}
+
 /// A turmoil TCP stream with [`IoKnobs`] applied.
 #[derive(Debug)]
 pub struct SimStream {
@@ -74,6 +102,8 @@ pub struct SimStream {
     largest_read: Option<Arc<AtomicUsize>>,
     /// A shutdown was asked for: later reads drain a closing connection.
     shut: bool,
+    /// Counts what is read against what the application took, if set.
+    held: Option<Arc<Held>>,
 }
 
 /// The longest a shutdown waits for the peer to make room for its FIN
@@ -91,7 +121,15 @@ impl SimStream {
             fin_wait: None,
             largest_read: None,
             shut: false,
+            held: None,
         }
+    }
+
+    /// Counts every byte read into `held`.
+    #[must_use]
+    pub fn measure_held(mut self, held: Arc<Held>) -> Self {
+        self.held = Some(held);
+        self
     }
 }
 
@@ -137,6 +175,9 @@ impl AsyncRead for SimStream {
         buf.put_slice(&tmp[..filled]);
         if let Some(largest) = this.largest_read.as_ref().filter(|_| !this.shut) {
             largest.fetch_max(filled, Ordering::Relaxed);
+        }
+        if let Some(held) = &this.held {
+            held.read(filled);
         }
         Poll::Ready(Ok(()))
     }

@@ -144,6 +144,7 @@ fn client_options(case: &Case) -> ClientOptions {
     ClientOptions {
         config: ClientConfig {
             idle_timeout: Some(Duration::from_millis(case.client_idle_ms)),
+            max_undelivered: case.client_max_undelivered,
             ..ClientConfig::default()
         },
         marks: WaterMarks::new(case.client_high, 0).expect("valid marks"),

@@ -38,6 +38,9 @@ pub struct Stats {
     pub handshakes_cut: u64,
     /// Connections the server's access list turned away.
     pub denied: u64,
+    /// Client attempts that held their whole undelivered-echo allowance
+    /// at once (their reading paused on it).
+    pub held_full: u64,
 }
 
 impl Stats {
@@ -54,6 +57,7 @@ impl Stats {
         self.reordered += other.reordered;
         self.handshakes_cut += other.handshakes_cut;
         self.denied += other.denied;
+        self.held_full += other.held_full;
     }
 }
 

@@ -3,8 +3,8 @@
 //! case, `SIM_TRACE=1` prints each case's event trace.
 
 use sim::{
-    access_case, check, fault_case, no_fault_case, shutdown_case, shutdown_fault_case, tls_case,
-    tls_fault_case, tls_shutdown_case, udp_case, zoo_case,
+    access_case, check, fault_case, held_back_case, no_fault_case, shutdown_case,
+    shutdown_fault_case, tls_case, tls_fault_case, tls_shutdown_case, udp_case, zoo_case,
 };
 
 /// Any latency, chunking down to one byte, short writes, water marks and
@@ -198,6 +198,27 @@ fn access_lists_turn_away_exactly_the_peers_they_deny() {
             summary.stats.denied > summary.cases / 2 && summary.stats.done > summary.cases,
             "denials and echoes must both be common: {summary:?}"
         );
+    }
+}
+
+/// Clients whose standard output blocks for a while, with a small
+/// allowance of unread echo: every echo still completes exactly, no client
+/// holds more than its allowance less one, plus a read, plus the event its
+/// output is writing (met exactly with one-byte reads), and no idle timer
+/// fires while the application is what holds the echo back.
+#[test]
+fn a_client_whose_output_blocks_holds_no_more_than_its_allowance() {
+    let summary = check(
+        "a_client_whose_output_blocks_holds_no_more_than_its_allowance",
+        held_back_case(),
+        100,
+    );
+    if std::env::var_os("SIM_SEED").is_none() {
+        assert!(
+            summary.stats.held_full > summary.cases / 2,
+            "reading must often pause on the allowance: {summary:?}"
+        );
+        assert_eq!(summary.stats.done, summary.stats.attempts, "{summary:?}");
     }
 }
 
