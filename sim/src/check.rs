@@ -60,7 +60,11 @@ impl Watchdog {
                 if let Some((seed, since)) = running
                     && since.elapsed() > limit
                 {
-                    eprintln!(
+                    // Write errors ignored: when whoever reads stderr is
+                    // gone, `eprintln!` would panic this thread and leave
+                    // the busy loop spinning for good.
+                    let _ = writeln!(
+                        std::io::stderr(),
                         "watchdog: property {name}, seed {seed}: one case ran for more than {limit:?} \
                          of wall-clock time (a task that never yields?)\nreplay: SIM_SEED={seed} \
                          SIM_TRACE=1 cargo test -p sim {name}"

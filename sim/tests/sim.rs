@@ -246,11 +246,10 @@ fn watchdog_target_spins() {
     check("watchdog_target_spins", proptest::strategy::Just(Spin), 1);
 }
 
-/// A busy loop inside a case does not hang the run: the watchdog stops the
-/// test binary and names the property and the seed.
-#[test]
-fn a_case_that_never_yields_is_stopped_with_its_seed() {
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+/// Starts this test binary again on `watchdog_target_spins`, with a
+/// one-second watchdog.
+fn spinner(stderr: std::process::Stdio) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "watchdog_target_spins",
@@ -260,20 +259,32 @@ fn a_case_that_never_yields_is_stopped_with_its_seed() {
         .env("SIM_WATCHDOG_SECS", "1")
         .env("SIM_SEED", "42")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(stderr)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Waits up to 30 s for `child` to end on its own.
+fn stopped(child: &mut std::process::Child) -> std::process::ExitStatus {
     let started = std::time::Instant::now();
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status;
+            return status;
         }
         if started.elapsed() > std::time::Duration::from_secs(30) {
             let _ = child.kill();
             panic!("the spinning case was not stopped within 30 s");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    }
+}
+
+/// A busy loop inside a case does not hang the run: the watchdog stops the
+/// test binary and names the property and the seed.
+#[test]
+fn a_case_that_never_yields_is_stopped_with_its_seed() {
+    let mut child = spinner(std::process::Stdio::piped());
+    let status = stopped(&mut child);
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(101), "{stderr}");
@@ -284,4 +295,16 @@ fn a_case_that_never_yields_is_stopped_with_its_seed() {
         "{stderr}"
     );
     assert!(stderr.contains("replay: SIM_SEED=42"), "{stderr}");
+}
+
+/// Nor does it spin on when no one reads its message any more (its parent
+/// test binary exited, say, as `SIM_FAIL_FAST` makes it): printing to a
+/// closed pipe fails, and the watchdog must stop the process all the same.
+/// (It once panicked on that failure, and orphaned busy loops ate the cores
+/// of a mutation run.)
+#[test]
+fn a_case_that_never_yields_is_stopped_when_no_one_listens() {
+    let mut child = spinner(std::process::Stdio::piped());
+    drop(child.stderr.take());
+    assert_eq!(stopped(&mut child).code(), Some(101));
 }
