@@ -146,6 +146,9 @@ def main():
     ap.add_argument("--scratch", default="/tmp/echo-mutants")
     ap.add_argument("--sample", type=int)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--shuffle", action="store_true",
+                    help="test every mutant in an order drawn from --seed, so that a run "
+                    "stopped early is a uniform sample")
     ap.add_argument("--timeout", type=int, default=900)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--only", help="a file of mutants (as printed, one per line, "
@@ -171,6 +174,8 @@ def main():
         all_mutants = [m for m in all_mutants if describe(m) in wanted]
     if args.sample and args.sample < len(all_mutants):
         all_mutants = random.Random(args.seed).sample(all_mutants, args.sample)
+    elif args.shuffle:
+        random.Random(args.seed).shuffle(all_mutants)
     if args.list:
         for m in all_mutants:
             print(describe(m))
