@@ -523,6 +523,56 @@ fn a_banner_line_is_reported_then_the_echo_after_it_is_verified_at_any_split() {
     }
 }
 
+/// A banner of exactly [`crate::MAX_BANNER`] bytes is taken whole, even when
+/// all of it arrives before its newline; one byte more is no banner, at any
+/// split.
+#[test]
+fn the_longest_banner_is_taken_at_any_split_and_one_byte_more_is_refused() {
+    for (len, taken) in [(crate::MAX_BANNER, true), (crate::MAX_BANNER + 1, false)] {
+        let mut stream = vec![b'b'; len];
+        stream.extend_from_slice(b"\nhi");
+        for chunk in [1, 2, 7, len - 1, len, len + 1, stream.len()] {
+            let config = ClientConfig {
+                banner: true,
+                ..config(Some(1_000))
+            };
+            let mut conn = Connection::new(
+                EchoClient::message(b"hi".to_vec(), config),
+                addr(CLIENT),
+                addr(SERVER),
+                WaterMarks::default(),
+                t0(),
+            );
+            send_all(&mut conn);
+            for piece in stream.chunks(chunk) {
+                // Once refused, the connection is closed to further data.
+                if conn.handle_data(piece, t0()).is_err() {
+                    assert!(!taken, "{len} bytes, chunk {chunk}: closed early");
+                    break;
+                }
+            }
+            let got = events(&mut conn);
+            if taken {
+                assert_eq!(
+                    got[0],
+                    ClientEvent::Banner(Bytes::from(vec![b'b'; len])),
+                    "{len} bytes, chunk {chunk}"
+                );
+                assert!(
+                    matches!(got.last(), Some(ClientEvent::Done { received: 2, .. })),
+                    "{len} bytes, chunk {chunk}: {got:?}"
+                );
+            } else {
+                assert_eq!(
+                    got,
+                    vec![ClientEvent::Failed(EchoError::NoBanner)],
+                    "{len} bytes, chunk {chunk}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_missing_banner_fails_clearly() {
     let config = ClientConfig {
