@@ -192,6 +192,41 @@ fn bytes_before_they_were_sent_are_unexpected() {
 }
 
 #[test]
+fn a_read_that_is_wrong_from_its_first_byte_echoes_nothing() {
+    let mut conn = message_client(b"abcd", WaterMarks::default());
+    send_all(&mut conn);
+    conn.handle_data(b"ab", t0()).unwrap();
+    conn.handle_data(b"Xd", t0()).unwrap();
+    assert_eq!(
+        events(&mut conn),
+        vec![
+            ClientEvent::Echoed(Bytes::from_static(b"ab")),
+            ClientEvent::Failed(EchoError::Mismatch {
+                offset: 2,
+                expected: b'c',
+                found: b'X'
+            }),
+        ],
+        "no empty echo event between them"
+    );
+    assert_eq!(actions(&mut conn), vec![Action::Abort]);
+
+    let mut conn = message_client(b"abc", WaterMarks::default());
+    let mut wire = Vec::new();
+    flush_once(&mut conn, &mut wire, 2, t0()); // only "ab" went out
+    conn.handle_data(b"ab", t0()).unwrap();
+    conn.handle_data(b"c", t0()).unwrap();
+    assert_eq!(
+        events(&mut conn),
+        vec![
+            ClientEvent::Echoed(Bytes::from_static(b"ab")),
+            ClientEvent::Failed(EchoError::Unexpected { offset: 2 }),
+        ]
+    );
+    assert_eq!(actions(&mut conn), vec![Action::Abort]);
+}
+
+#[test]
 fn server_closing_early_is_truncation() {
     let mut conn = message_client(b"hello", WaterMarks::default());
     send_all(&mut conn);
