@@ -10,6 +10,8 @@
 //!   connect, echo, verify, retry), faults, then the server's books checked
 //!   (`books`).
 //! * `world`: the trace, panics and counters every run shares.
+//! * `logs`: the server's log, captured per case and checked against its
+//!   books.
 //! * `tls`: the same cases over TLS (`Case::tls`), on fixed-size Ed25519
 //!   certificates so that replays stay exact.
 //! * [`udp`]: UDP echo cases (loss, duplication, reordering, rate limits)
@@ -36,6 +38,7 @@ pub mod case;
 pub mod check;
 mod client;
 pub mod io;
+mod logs;
 pub mod run;
 mod tls;
 pub mod udp;

@@ -90,7 +90,11 @@ pub fn run_case(case: &Case) -> Report {
         shutdown_took: Rc::default(),
         denied: Rc::default(),
     };
-    let result = simulate(case, &world);
+    let (result, log) = crate::logs::capture(|| simulate(case, &world));
+    let result = result.and_then(|()| {
+        let events = world.events.lock().unwrap_or_else(PoisonError::into_inner);
+        crate::logs::check_log(events.iter().map(|(_, event, _)| event), &log)
+    });
     world.shared.report(result)
 }
 

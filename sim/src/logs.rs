@@ -1,0 +1,91 @@
+//! The server's log, captured per case: operators read it, so it must say
+//! what the books say, one line per connection made, lost, refused or
+//! denied.
+
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use echo_core::ServerEvent;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Where a case's log lines go.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl MakeWriter<'_> for Sink {
+    type Writer = Self;
+
+    fn make_writer(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// Runs `f` with the server's connection log (`echo_net::server`, debug
+/// and up) captured on this thread, where turmoil polls every host.
+/// Returns its result and the log.
+pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
+    let sink = Sink::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("echo_net::server=debug"))
+        .with_writer(sink.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let log = sink.0.lock().unwrap_or_else(PoisonError::into_inner);
+    (result, String::from_utf8_lossy(&log).into_owned())
+}
+
+/// One log line per connection the server made (health checks aside),
+/// lost, refused at the limit and denied by its access list, as its
+/// events say.
+pub(crate) fn check_log<'a>(
+    events: impl Iterator<Item = &'a ServerEvent>,
+    log: &str,
+) -> Result<(), String> {
+    let (mut made, mut lost, mut refused, mut denied) = (0, 0, 0, 0);
+    for event in events {
+        match event {
+            ServerEvent::ConnectionMade {
+                health_check: false,
+                ..
+            } => made += 1,
+            ServerEvent::ConnectionLost {
+                health_check: false,
+                ..
+            } => lost += 1,
+            ServerEvent::ConnectionRefused { .. } => refused += 1,
+            ServerEvent::ConnectionDenied { .. } => denied += 1,
+            _ => {}
+        }
+    }
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let logged = (
+        lines("connection made"),
+        lines("connection lost"),
+        lines("connection refused: limit reached"),
+        lines("connection denied by the access list"),
+    );
+    if logged != (made, lost, refused, denied) {
+        return Err(format!(
+            "the server's log shows {logged:?} connections (made, lost, refused, denied), \
+             its events {:?}",
+            (made, lost, refused, denied)
+        ));
+    }
+    Ok(())
+}
