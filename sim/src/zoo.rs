@@ -383,8 +383,9 @@ struct Seen {
 /// The client's outcome and when (simulated time) it came.
 type Verdict = (Result<Summary, ClientError>, Duration);
 
-/// A connection as our server reported it: its peer, and `via` a balancer.
-type Reported = (Address, Option<Address>);
+/// A connection as our server reported it: its peer, `via` a balancer,
+/// and whether it took it for a balancer's health check.
+type Reported = (Address, Option<Address>, bool);
 
 fn message(case: &ZooCase) -> Vec<u8> {
     (0..case.len)
@@ -407,7 +408,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         .simulation_duration(Duration::from_secs(60) + case.peer_pace())
         .build();
 
-    // What our server behind a relay reported: (peer, via) of each connection.
+    // What our server behind a relay reported of each connection.
     let made: Arc<Mutex<Vec<Reported>>> = Arc::default();
     if let Peer::Relay { .. } | Peer::ProxyRelay { .. } = case.peer {
         let panics = Rc::clone(&panics);
@@ -436,9 +437,15 @@ pub fn run_zoo(case: &ZooCase) -> Report {
                     });
                 }
                 server.observe(move |event| {
-                    if let ServerEvent::ConnectionMade { peer, via, .. } = event {
+                    if let ServerEvent::ConnectionMade {
+                        peer,
+                        via,
+                        health_check,
+                        ..
+                    } = event
+                    {
                         let mut made = made.lock().unwrap_or_else(PoisonError::into_inner);
-                        made.push((peer.clone(), via.clone()));
+                        made.push((peer.clone(), via.clone(), *health_check));
                     }
                 });
                 let listener = SimListener::new(listener, IoKnobs::PLAIN, 1);
@@ -576,10 +583,14 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         let right = match made.as_slice() {
             // Turned away by the access list: never admitted.
             [] => case.turned_away(),
-            [(peer, via)] => {
+            // A header declaring someone else than the balancer is a
+            // client's connection, never a health check (HAProxy's v1
+            // check declares the balancer's own address).
+            [(peer, via, health_check)] => {
                 !case.turned_away()
                     && (Some(peer) == client.as_ref()) == declared
                     && via.is_some() == declared
+                    && !health_check
             }
             _ => false,
         };
