@@ -47,6 +47,25 @@ fn stdin_streams_8_mib_of_binary_data_exactly() {
 }
 
 #[test]
+fn stdin_with_a_banner_names_the_back_end_and_echoes_the_rest() {
+    let server = Server::start(&["--banner", "pod-a"]);
+    let out = client_with_stdin(
+        &[
+            "--stdin",
+            "--banner",
+            "-v",
+            "--connect",
+            &server.connect_arg(),
+        ],
+        b"hello".to_vec(),
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(out.stdout, b"hello", "the echo only, not the banner line");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("backend=pod-a"), "{stderr}");
+}
+
+#[test]
 fn stdin_with_empty_input_succeeds() {
     let server = Server::start(&[]);
     let out = client_with_stdin(&["--stdin", "--connect", &server.connect_arg()], Vec::new());

@@ -90,6 +90,8 @@ fn a_delay_holds_every_echo_back_that_long() {
     let out = client(&["--connect", &server.connect_arg(), "-c", "2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(start.elapsed() >= Duration::from_millis(300));
+    // An operator is told, once, that the server misbehaves on purpose.
+    server.wait_log("misbehaving on purpose", 1, LONG);
 }
 
 #[test]
