@@ -121,6 +121,12 @@ pub struct ZooCase {
     pub idle_ms: u64,
     /// Behind a relay, our server's access list denies this address.
     pub deny: Option<Denied>,
+    /// Behind a relay (and no access list), our server starts with a
+    /// banner line of this many bytes (`echo-server --banner`) and the
+    /// client reads it first (`--banner`): the relay's re-chunking splits
+    /// it anywhere. Up to [`echo_core::MAX_BANNER`] bytes it is the back
+    /// end's name; one more is no banner.
+    pub banner: Option<usize>,
 }
 
 /// Whose address the server behind a relay denies (`--deny`): it decides
@@ -185,9 +191,29 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
         ],
         // Half of the close-on-EOF peers store and forward instead.
         any::<bool>(),
+        // Drawn last too. Lengths around the limit are the ones that tell.
+        proptest::option::weighted(
+            0.8,
+            prop_oneof![
+                1 => 1usize..=255,
+                1 => Just(echo_core::MAX_BANNER),
+                1 => Just(echo_core::MAX_BANNER + 1),
+                1 => echo_core::MAX_BANNER + 2..=400,
+            ],
+        ),
     )
         .prop_map(
-            |(peer, len, (min, extra), client_high, client_io, idle_ms, deny, after_eof)| {
+            |(
+                peer,
+                len,
+                (min, extra),
+                client_high,
+                client_io,
+                idle_ms,
+                deny,
+                after_eof,
+                banner,
+            )| {
                 let peer = match peer {
                     Peer::CloseOnEof if after_eof => Peer::AfterEof,
                     other => other,
@@ -206,6 +232,19 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                             },
                     } => len.max(usize::try_from(rate / 5).unwrap_or(usize::MAX)),
                     _ => len,
+                };
+                // Our server behind a relay (and no access list) may start
+                // with a banner; for an even length the client reads a few
+                // bytes at a time, so some read ends exactly at the limit.
+                let banner = banner.filter(|_| {
+                    deny.is_none() && matches!(peer, Peer::Relay { .. } | Peer::ProxyRelay { .. })
+                });
+                let client_io = match banner {
+                    Some(n) if n % 2 == 0 => IoKnobs {
+                        max_read: client_io.max_read.min(8),
+                        ..client_io
+                    },
+                    _ => client_io,
                 };
                 let at = |per_mille: usize| len * per_mille / 1_000;
                 let peer = match peer {
@@ -234,6 +273,7 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                     idle_ms,
                     deny: deny
                         .filter(|_| matches!(peer, Peer::Relay { .. } | Peer::ProxyRelay { .. })),
+                    banner,
                 }
             },
         )
@@ -387,6 +427,23 @@ type Verdict = (Result<Summary, ClientError>, Duration);
 /// and whether it took it for a balancer's health check.
 type Reported = (Address, Option<Address>, bool);
 
+/// A banner line of `len` bytes (no newline), made once per length for
+/// the process: the server's setting is `&'static str`, as a command line's
+/// is.
+fn banner_text(len: usize) -> &'static str {
+    static MADE: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(text) = made.iter().find(|t| t.len() == len) {
+        return text;
+    }
+    let text: String = (0..len)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let text: &'static str = Box::leak(text.into_boxed_str());
+    made.push(text);
+    text
+}
+
 fn message(case: &ZooCase) -> Vec<u8> {
     (0..case.len)
         .map(|i| (i as u64 ^ case.seed.rotate_left(i as u32 % 64)) as u8)
@@ -415,6 +472,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         let proxied = matches!(case.peer, Peer::ProxyRelay { .. });
         let made = Arc::clone(&made);
         let deny = case.deny;
+        let banner = case.banner.map(banner_text);
         sim.host(ECHO, move || {
             let (panics, made) = (Rc::clone(&panics), Arc::clone(&made));
             async move {
@@ -422,6 +480,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
                 let server = EchoServer::new(ServerOptions {
                     config: ServerConfig {
                         idle_timeout: Some(Duration::from_secs(5)),
+                        banner,
                         ..ServerConfig::default()
                     },
                     ..ServerOptions::default()
@@ -508,6 +567,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
             idle_timeout: Some(Duration::from_millis(case.idle_ms)),
             // A store-and-forward peer answers only after our FIN.
             half_close: case.peer == Peer::AfterEof,
+            banner: case.banner.is_some(),
             ..echo_core::ClientConfig::default()
         },
         marks: echo_core::WaterMarks::new(case.client_high, 0).expect("high > 0"),
@@ -516,6 +576,8 @@ pub fn run_zoo(case: &ZooCase) -> Report {
     let (slot, client_trace) = (Rc::clone(&verdict), Rc::clone(&trace));
     let client_addr: Rc<RefCell<Option<std::net::SocketAddr>>> = Rc::default();
     let addr_slot = Rc::clone(&client_addr);
+    let named: Rc<RefCell<Option<Vec<u8>>>> = Rc::default();
+    let banner_slot = Rc::clone(&named);
     sim.client("client", async move {
         let stream = turmoil::net::TcpStream::connect((PEER, PORT)).await?;
         let (host, peer) = (stream.local_addr()?, stream.peer_addr()?);
@@ -537,6 +599,13 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         .await;
         let at = turmoil::sim_elapsed().unwrap_or_default();
         event(&client_trace, format!("verdict {result:?}"));
+        if let Some(name) = pipe.banner() {
+            event(
+                &client_trace,
+                format!("banner {}", String::from_utf8_lossy(name)),
+            );
+        }
+        *banner_slot.borrow_mut() = pipe.banner().map(<[u8]>::to_vec);
         *slot.borrow_mut() = Some((result, at));
         Ok(())
     });
@@ -610,7 +679,22 @@ pub fn run_zoo(case: &ZooCase) -> Report {
             .borrow_mut()
             .take()
             .ok_or("the client never reported")?;
-        judge(case, &seen.borrow(), &verdict, at)
+        judge(case, &seen.borrow(), &verdict, at)?;
+        // The back end's name, as the client reports it: exactly the
+        // banner, when one was taken.
+        let expected = case
+            .banner
+            .filter(|&n| n <= echo_core::MAX_BANNER)
+            .map(|n| banner_text(n).as_bytes().to_vec());
+        let named = named.borrow().clone();
+        if named != expected {
+            return Err(format!(
+                "the client named the back end {:?}, not {:?}",
+                named.map(|n| String::from_utf8_lossy(&n).into_owned()),
+                expected.map(|n| String::from_utf8_lossy(&n).into_owned())
+            ));
+        }
+        Ok(())
     });
     *shared.stats.borrow_mut() = Stats {
         attempts: 1,
@@ -654,6 +738,11 @@ fn judge(
         // tell, and is done).
         Peer::Relay { .. } | Peer::ProxyRelay { .. } if case.turned_away() => {
             cut_at(0) || (len == 0 && done(verdict))
+        }
+        Peer::Relay { .. } | Peer::ProxyRelay { .. }
+            if case.banner.is_some_and(|n| n > echo_core::MAX_BANNER) =>
+        {
+            matches!(verdict, Err(ClientError::Echo(EchoError::NoBanner)))
         }
         Peer::CloseOnEof | Peer::Trickle { .. } | Peer::Relay { .. } => done(verdict),
         // The client sends at most its window ahead of the echo: a message
@@ -774,6 +863,9 @@ async fn serve_peer(
             // anywhere. The last piece goes out with the client's first
             // bytes, in one write, as a balancer may coalesce them: the
             // server must keep what follows the header in the same read.
+            // It waits for those bytes a moment only: a server that speaks
+            // first (a banner) must hear the whole header before the client
+            // has anything to say.
             let encoded = header.encode(version);
             let pieces: Vec<&[u8]> = encoded.chunks(chunk.clamp(1, 7)).collect();
             let Some((last, head)) = pieces.split_last() else {
@@ -786,7 +878,8 @@ async fn serve_peer(
             }
             let mut first = last.to_vec();
             let mut buf = vec![0u8; chunk.max(1)];
-            if let Ok(n) = stream.read(&mut buf).await {
+            let early = tokio::time::timeout(Duration::from_millis(20), stream.read(&mut buf));
+            if let Ok(Ok(n)) = early.await {
                 first.extend_from_slice(&buf[..n]);
             }
             if upstream.write_all(&first).await.is_err() {

@@ -300,7 +300,9 @@ impl EchoClient {
             if self.config.half_close {
                 transport.lose_write_connection();
             }
-            if self.window.is_empty() {
+            // With a banner, it comes first: even an empty echo is not
+            // done before the back end has named itself.
+            if self.window.is_empty() && self.banner.is_none() {
                 self.end(
                     ClientEvent::Done {
                         sent: self.sent,
@@ -343,9 +345,10 @@ impl EchoClient {
         self.end(ClientEvent::Failed(error), transport);
     }
 
-    /// Whether an echo is owed, so the progress timer should run.
+    /// Whether an echo (or the banner before it) is owed, so the progress
+    /// timer should run.
     fn awaiting(&self) -> bool {
-        !self.ended && !self.window.is_empty()
+        !self.ended && (!self.window.is_empty() || self.banner.is_some())
     }
 }
 
@@ -384,6 +387,7 @@ impl Protocol for EchoClient {
             self.events.push_back(ClientEvent::Banner(line));
             data = &data[end + 1..];
             if data.is_empty() {
+                self.pump(transport);
                 return;
             }
         }

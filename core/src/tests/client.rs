@@ -608,6 +608,58 @@ fn the_longest_banner_is_taken_at_any_split_and_one_byte_more_is_refused() {
     }
 }
 
+/// `echo-client --banner -m ""`: the back end names itself first, so even
+/// an empty echo is done only after its banner line, and a server that
+/// sends none is timed out, not taken for done.
+#[test]
+fn an_empty_echo_with_a_banner_waits_for_the_banner() {
+    let config = ClientConfig {
+        banner: true,
+        ..config(Some(1_000))
+    };
+    let mut conn = Connection::new(
+        EchoClient::message(Bytes::new(), config),
+        addr(CLIENT),
+        addr(SERVER),
+        WaterMarks::default(),
+        t0(),
+    );
+    assert_eq!(events(&mut conn), vec![], "not done before the banner");
+    assert_eq!(actions(&mut conn), vec![]);
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(t0() + ms(1_000)),
+        "the banner is owed"
+    );
+    conn.handle_data(b"pod-b", t0()).unwrap();
+    assert_eq!(events(&mut conn), vec![]);
+    conn.handle_data(b"\n", t0()).unwrap();
+    assert_eq!(
+        events(&mut conn),
+        vec![
+            ClientEvent::Banner(Bytes::from_static(b"pod-b")),
+            ClientEvent::Done {
+                sent: 0,
+                received: 0
+            },
+        ]
+    );
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+
+    let mut silent = Connection::new(
+        EchoClient::message(Bytes::new(), config),
+        addr(CLIENT),
+        addr(SERVER),
+        WaterMarks::default(),
+        t0(),
+    );
+    silent.handle_timeout(t0() + ms(1_000));
+    assert!(matches!(
+        events(&mut silent).as_slice(),
+        [ClientEvent::Failed(EchoError::TimedOut { .. })]
+    ));
+}
+
 #[test]
 fn a_missing_banner_fails_clearly() {
     let config = ClientConfig {
