@@ -162,6 +162,13 @@ fn mismatch_reports_the_offset_and_aborts_after_delivering_the_good_prefix() {
         ]
     );
     assert_eq!(actions(&mut conn), vec![Action::Abort]);
+    let client = conn.protocol();
+    assert_eq!(
+        (client.sent(), client.received()),
+        (6, 3),
+        "the good prefix counts"
+    );
+    assert!(client.has_ended());
     assert_eq!(
         EchoError::Mismatch {
             offset: 3,
