@@ -452,6 +452,10 @@ pub fn tls_shutdown_case() -> impl Strategy<Value = Case> {
 /// plus header, tag and padding allowance.
 const MAX_RECORD_WIRE: u64 = 16_384 + 256;
 
+/// What rustls queues for the socket before it refuses more plaintext (its
+/// default buffer limit): plaintext counts as sent once it is queued.
+const TLS_QUEUE: u64 = 64 * 1024;
+
 impl Case {
     /// This case with TLS on, and its idle timeouts no shorter than one
     /// whole record takes to cross the simulated network.
@@ -462,9 +466,15 @@ impl Case {
     /// control counting segments, one record can take many round trips, and
     /// a no-progress timer sized for byte-by-byte progress fires on a
     /// healthy connection (seed 13647215125184110592: 4-byte writes, a
-    /// 449-byte message, a 355 ms client timeout). The floor follows from
-    /// the case: segments per record over the segments in flight per round
-    /// trip, plus two, round trips at the highest latency.
+    /// 449-byte message, a 355 ms client timeout). And plaintext counts as
+    /// sent once rustls has queued it, up to 64 KiB, which then drains with
+    /// no progress to show before the first echo record comes back behind
+    /// it (seed 15710034015099902177, SIM_BASE=100000000: a 27,152-byte
+    /// message in 271-byte segments; a floor of one record, 770 ms, was
+    /// too short). The floor follows from the case: the largest message
+    /// (up to the queue's 64 KiB) plus one record, in segments, over the
+    /// segments in flight per round trip, plus two, round trips at the
+    /// highest latency.
     #[must_use]
     pub fn over_tls(mut self) -> Self {
         self.tls = true;
@@ -480,7 +490,14 @@ impl Case {
             .max_write
             .min(self.client_io.max_write)
             .max(1) as u64;
-        let segments = MAX_RECORD_WIRE.div_ceil(write);
+        let largest = self
+            .hosts
+            .iter()
+            .flatten()
+            .map(|c| c.message.len as u64)
+            .max()
+            .unwrap_or(0);
+        let segments = (largest.min(TLS_QUEUE) + MAX_RECORD_WIRE).div_ceil(write);
         let round_trips = segments / self.tcp_capacity.max(1) as u64 + 2;
         round_trips * 2 * self.max_latency_ms.max(1)
     }
