@@ -23,6 +23,22 @@ fn message_client(message: &[u8], marks: WaterMarks) -> EchoClientConnection {
     Connection::new(client, addr(CLIENT), addr(SERVER), marks, t0())
 }
 
+/// A client sending `message` that reads the server's banner line first.
+fn banner_client(message: &[u8]) -> EchoClientConnection {
+    let config = ClientConfig {
+        banner: true,
+        ..config(Some(1_000))
+    };
+    let client = EchoClient::message(message.to_vec(), config);
+    Connection::new(
+        client,
+        addr(CLIENT),
+        addr(SERVER),
+        WaterMarks::default(),
+        t0(),
+    )
+}
+
 fn streaming_client(marks: WaterMarks) -> EchoClientConnection {
     let client = EchoClient::streaming(config(Some(1_000)));
     Connection::new(client, addr(CLIENT), addr(SERVER), marks, t0())
@@ -524,18 +540,7 @@ fn undelivered_echoes_pause_reading() {
 fn a_banner_line_is_reported_then_the_echo_after_it_is_verified_at_any_split() {
     let stream = b"pod-a\r\nhello";
     for chunk in 1..=stream.len() {
-        let config = ClientConfig {
-            banner: true,
-            ..config(Some(1_000))
-        };
-        let client = EchoClient::message(b"hello".to_vec(), config);
-        let mut conn = Connection::new(
-            client,
-            addr(CLIENT),
-            addr(SERVER),
-            WaterMarks::default(),
-            t0(),
-        );
+        let mut conn = banner_client(b"hello");
         send_all(&mut conn);
         for piece in stream.chunks(chunk) {
             conn.handle_data(piece, t0()).unwrap();
@@ -574,17 +579,7 @@ fn the_longest_banner_is_taken_at_any_split_and_one_byte_more_is_refused() {
         let mut stream = vec![b'b'; len];
         stream.extend_from_slice(b"\nhi");
         for chunk in [1, 2, 7, len - 1, len, len + 1, stream.len()] {
-            let config = ClientConfig {
-                banner: true,
-                ..config(Some(1_000))
-            };
-            let mut conn = Connection::new(
-                EchoClient::message(b"hi".to_vec(), config),
-                addr(CLIENT),
-                addr(SERVER),
-                WaterMarks::default(),
-                t0(),
-            );
+            let mut conn = banner_client(b"hi");
             send_all(&mut conn);
             for piece in stream.chunks(chunk) {
                 // Once refused, the connection is closed to further data.
@@ -620,17 +615,7 @@ fn the_longest_banner_is_taken_at_any_split_and_one_byte_more_is_refused() {
 /// sends none is timed out, not taken for done.
 #[test]
 fn an_empty_echo_with_a_banner_waits_for_the_banner() {
-    let config = ClientConfig {
-        banner: true,
-        ..config(Some(1_000))
-    };
-    let mut conn = Connection::new(
-        EchoClient::message(Bytes::new(), config),
-        addr(CLIENT),
-        addr(SERVER),
-        WaterMarks::default(),
-        t0(),
-    );
+    let mut conn = banner_client(b"");
     assert_eq!(events(&mut conn), vec![], "not done before the banner");
     assert_eq!(actions(&mut conn), vec![]);
     assert_eq!(
@@ -653,13 +638,7 @@ fn an_empty_echo_with_a_banner_waits_for_the_banner() {
     );
     assert_eq!(actions(&mut conn), vec![Action::Close]);
 
-    let mut silent = Connection::new(
-        EchoClient::message(Bytes::new(), config),
-        addr(CLIENT),
-        addr(SERVER),
-        WaterMarks::default(),
-        t0(),
-    );
+    let mut silent = banner_client(b"");
     silent.handle_timeout(t0() + ms(1_000));
     assert!(matches!(
         events(&mut silent).as_slice(),
@@ -669,17 +648,7 @@ fn an_empty_echo_with_a_banner_waits_for_the_banner() {
 
 #[test]
 fn a_missing_banner_fails_clearly() {
-    let config = ClientConfig {
-        banner: true,
-        ..config(Some(1_000))
-    };
-    let mut conn = Connection::new(
-        EchoClient::message(b"x".to_vec(), config),
-        addr(CLIENT),
-        addr(SERVER),
-        WaterMarks::default(),
-        t0(),
-    );
+    let mut conn = banner_client(b"x");
     send_all(&mut conn);
     conn.handle_data(&[b'x'; 300], t0()).unwrap();
     assert_eq!(
