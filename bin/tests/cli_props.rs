@@ -136,7 +136,14 @@ fn values(kind: &str, role: &str) -> Vec<OsString> {
         .to_vec(),
     };
     let mut values: Vec<OsString> = strings.into_iter().map(OsString::from).collect();
-    values.push(OsString::from_vec(vec![0xff, 0xfe, b'1']));
+    // Not UTF-8. As a file to write, it goes under /tmp: a bare name would
+    // land in the working tree (and did, committed by accident).
+    let mut odd = Vec::new();
+    if kind.starts_with("FILE") {
+        odd.extend_from_slice(format!("/tmp/echo-props-{}-", std::process::id()).as_bytes());
+    }
+    odd.extend_from_slice(&[0xff, 0xfe, b'1']);
+    values.push(OsString::from_vec(odd));
     values
 }
 
