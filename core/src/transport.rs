@@ -2,8 +2,6 @@
 
 use crate::address::Address;
 
-use bytes::{Buf, BytesMut};
-
 use crate::error::ConfigError;
 use crate::reason::LostReason;
 
@@ -101,7 +99,7 @@ pub(crate) enum CloseRequest {
 #[derive(Debug)]
 pub struct Transport {
     /// Bytes written by the protocol and not yet accepted by the socket.
-    out: BytesMut,
+    out: Unsent,
     /// Flow-control thresholds for `out`.
     marks: WaterMarks,
     /// Paused because `out` went above `marks.high`.
@@ -129,7 +127,7 @@ pub struct Transport {
 impl Transport {
     pub(crate) fn new(host: Address, peer: Address, marks: WaterMarks) -> Self {
         Self {
-            out: BytesMut::new(),
+            out: Unsent::default(),
             marks,
             paused_by_buffer: false,
             paused_by_protocol: false,
@@ -161,7 +159,7 @@ impl Transport {
             );
             return;
         }
-        self.out.extend_from_slice(data);
+        self.out.push(data);
         self.peak = self.peak.max(self.out.len());
         if self.out.len() > self.marks.high {
             self.paused_by_buffer = true;
@@ -219,7 +217,7 @@ impl Transport {
     /// Discards unsent output and asks for a reset, reported as `reason`.
     pub(crate) fn abort_because(&mut self, reason: LostReason) {
         self.request(CloseRequest::Abort(reason));
-        self.out = BytesMut::new();
+        self.out = Unsent::default();
         self.paused_by_buffer = false;
     }
 
@@ -314,7 +312,7 @@ impl Transport {
     }
 
     pub(crate) fn pending(&self) -> &[u8] {
-        &self.out
+        self.out.as_slice()
     }
 
     /// The close request not yet taken by the connection.
@@ -328,23 +326,69 @@ impl Transport {
 
     /// The socket accepted the first `n` pending bytes (`n <= buffered()`).
     pub(crate) fn consume(&mut self, n: usize) {
-        self.out.advance(n);
+        self.out.consume(n);
         self.written += n as u64;
         if self.out.is_empty() {
-            // Consumed bytes stay in front of the view, outside `capacity`:
-            // move the empty view back to the allocation's start, so that
-            // `capacity` is the whole allocation (what the idle connection
-            // holds) and the next write starts at the front. Asking for one
-            // byte more than the view has reclaims exactly when something
-            // was consumed, and never allocates.
-            let _ = self.out.try_reclaim(self.out.capacity() + 1);
             if self.out.capacity() > KEEP_DRAINED_CAPACITY {
-                self.out = BytesMut::new();
+                self.out = Unsent::default();
             }
             self.peak_idle = self.peak_idle.max(self.out.capacity());
         }
         if self.paused_by_buffer && self.out.len() <= self.marks.low {
             self.paused_by_buffer = false;
+        }
+    }
+}
+
+/// The unsent bytes: a vector read from a cursor.
+///
+/// Not `BytesMut`: an echo writes a chunk and the socket takes it whole,
+/// and `BytesMut` paid for that on every round trip (its `reserve` moves a
+/// drained view back to the allocation's start, its `advance` checks
+/// bounds twice); here a drained buffer is reset by two stores, and bytes
+/// are moved to the front only when a write would otherwise grow the
+/// allocation while consumed bytes sit before the cursor.
+#[derive(Debug, Default)]
+struct Unsent {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already consumed.
+    start: usize,
+}
+
+impl Unsent {
+    fn as_slice(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
+    /// What the buffer holds in memory, consumed bytes included.
+    fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.start > 0 && self.buf.capacity() - self.buf.len() < data.len() {
+            // Reuse the consumed front before growing the allocation.
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(self.buf.len() - self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Drops the first `n` bytes (at most all of them).
+    fn consume(&mut self, n: usize) {
+        self.start = self.start.saturating_add(n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
         }
     }
 }

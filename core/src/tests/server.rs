@@ -413,6 +413,33 @@ fn an_echo_of_the_kept_size_keeps_its_buffer_for_the_next_one() {
 }
 
 #[test]
+fn a_partly_written_buffer_refilled_reuses_its_front_in_order() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    let first: Vec<u8> = (0..64).collect();
+    conn.handle_data(&first, t0()).unwrap();
+    conn.handle_written(60, t0()).unwrap();
+    let second: Vec<u8> = (100..160).collect();
+    conn.handle_data(&second, t0()).unwrap();
+    let mut owed = first[60..].to_vec();
+    owed.extend_from_slice(&second);
+    assert_eq!(
+        conn.pending_output(),
+        owed,
+        "the unsent tail, then the new echo"
+    );
+    conn.handle_written(owed.len(), t0()).unwrap();
+    assert_eq!(conn.pending_output(), b"");
+    // 64 bytes were unsent at most; kept apart from the 60 written, they
+    // would have needed 124.
+    assert!(
+        conn.transport().peak_idle_capacity() < 124,
+        "the buffer grew to {} bytes instead of reusing the written front",
+        conn.transport().peak_idle_capacity()
+    );
+}
+
+#[test]
 fn shutting_down_flushes_then_reports_server_shut_down() {
     let mut factory = EchoFactory::default();
     let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
