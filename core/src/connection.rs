@@ -336,6 +336,14 @@ impl<P: Protocol> Connection<P> {
         None
     }
 
+    /// Whether [`poll_action`](Self::poll_action) has something to return
+    /// (level-triggered): an adapter can keep moving bytes without
+    /// returning to its action loop while this is `false`.
+    #[must_use]
+    pub fn has_action(&self) -> bool {
+        self.terminal_owed.is_some() || self.shutdown_owed
+    }
+
     /// The protocol's next event for the application, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<P::Event> {

@@ -79,8 +79,21 @@ pub(crate) fn events<P: Protocol>(conn: &mut Connection<P>) -> Vec<P::Event> {
 }
 
 /// Pops every action.
+///
+/// Checks `has_action` on the way: it says `true` before each action and
+/// `false` once none is left (the driver keeps moving bytes on its word).
 pub(crate) fn actions<P: Protocol>(conn: &mut Connection<P>) -> Vec<Action> {
-    std::iter::from_fn(|| conn.poll_action()).collect()
+    std::iter::from_fn(|| {
+        let owed = conn.has_action();
+        let action = conn.poll_action();
+        assert_eq!(
+            owed,
+            action.is_some(),
+            "has_action said {owed} before {action:?}"
+        );
+        action
+    })
+    .collect()
 }
 
 /// Cycles through a list of sizes (each at least 1).
