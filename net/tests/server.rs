@@ -295,3 +295,86 @@ async fn a_half_close_that_cannot_finish_does_not_stop_the_clock() {
     let error = outcome.expect_err("nothing came back");
     assert!(error.to_string().contains("timed out"), "{error}");
 }
+
+/// A listener that fails with each scripted error in turn, then hands out
+/// one in-memory stream, then waits for good.
+struct Scripted {
+    script: std::sync::Mutex<Vec<std::io::Result<tokio::io::DuplexStream>>>,
+}
+
+impl echo_net::Listener for Scripted {
+    type Stream = tokio::io::DuplexStream;
+
+    fn accept(
+        &self,
+    ) -> impl Future<Output = std::io::Result<echo_net::Accepted<tokio::io::DuplexStream>>> {
+        let next = {
+            let mut script = self.script.lock().unwrap();
+            (!script.is_empty()).then(|| script.remove(0))
+        };
+        async move {
+            let addr: std::net::SocketAddr = "127.0.0.1:7".parse().unwrap();
+            match next {
+                Some(Ok(stream)) => Ok(echo_net::Accepted {
+                    stream,
+                    peer: addr.into(),
+                    host: addr.into(),
+                }),
+                Some(Err(error)) => Err(error),
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+/// An accept that failed for one connection (aborted or reset before it
+/// was taken) says nothing about the next: the server accepts again at
+/// once. Any other error (out of file descriptors, say) is the listener's:
+/// the server backs off (5 ms first) instead of spinning on it.
+#[tokio::test(start_paused = true)]
+async fn an_accept_error_of_one_connection_is_skipped_and_others_back_off() {
+    use std::io::{Error, ErrorKind};
+    let emfile = || Error::from_raw_os_error(24);
+    for (name, error, backs_off) in [
+        ("aborted", Error::from(ErrorKind::ConnectionAborted), false),
+        ("reset", Error::from(ErrorKind::ConnectionReset), false),
+        ("EMFILE", emfile(), true),
+    ] {
+        let (stream, _peer) = tokio::io::duplex(64);
+        let listener = Scripted {
+            script: std::sync::Mutex::new(vec![Err(error), Ok(stream)]),
+        };
+        let server = EchoServer::new(ServerOptions::default());
+        let serving = server.clone();
+        let task = tokio::spawn(async move { serving.serve(listener, TokioSpawner).await });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            server.open_connections(),
+            usize::from(!backs_off),
+            "{name}: open after 1 ms"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(server.open_connections(), 1, "{name}: open after 11 ms");
+        task.abort();
+    }
+}
+
+/// What a drained connection keeps for its next echo is reported (the
+/// measure the simulation's idle-memory bound reads): more than nothing
+/// after an echo, at most the kept size.
+#[tokio::test]
+async fn a_drained_connection_reports_the_buffer_it_kept() {
+    let (server, addr) = start(ServerOptions::default()).await;
+    assert_eq!(server.peak_idle_capacity(), 0, "nothing echoed yet");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&[7u8; 100]).await.unwrap();
+    let mut back = [0u8; 100];
+    stream.read_exact(&mut back).await.unwrap();
+    drop(stream);
+    wait_open(&server, 0).await;
+    let kept = server.peak_idle_capacity();
+    assert!(
+        (1..=echo_core::KEEP_DRAINED_CAPACITY).contains(&kept),
+        "kept {kept} bytes"
+    );
+}

@@ -417,6 +417,21 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                 echo_core::KEEP_DRAINED_CAPACITY
             ));
         }
+        // And the measure is live: when the buffer can never outgrow the
+        // kept size, every connection that drained kept something. Without
+        // faults every echo completes, so some connection drained.
+        let plain = !case.tls && case.misbehave.is_off() && case.shutdown.is_none();
+        if plain
+            && !case.has_faults()
+            && echoed > 0
+            && bound <= echo_core::KEEP_DRAINED_CAPACITY
+            && idle == 0
+        {
+            return Err(format!(
+                "the server echoed {echoed} bytes through buffers never above {bound}, \
+                 yet reports no capacity kept: the measure is broken"
+            ));
+        }
     }
     check_books(case, world)?;
     world.shared.event(format!(
