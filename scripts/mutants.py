@@ -128,6 +128,29 @@ def describe(m):
     return f"{where}: {what}"
 
 
+def moved(description, old_rev, scratch, repo):
+    """`description` (path:line: what) of commit `old_rev`, with its line
+    number where the same line of code is now in `scratch`: the nearest
+    line with the same text. Unchanged when it names no line or the line is
+    gone (it then matches no mutant, and the run says how many it found)."""
+    m = re.match(r"([^:]+):(\d+): (.*)", description)
+    if not m:
+        return description
+    path, line, what = m.group(1), int(m.group(2)), m.group(3)
+    try:
+        old = subprocess.check_output(["git", "show", f"{old_rev}:{path}"], cwd=repo,
+                                      text=True).split("\n")
+    except subprocess.CalledProcessError:
+        return description
+    text = old[line - 1]
+    new = open(os.path.join(scratch, path)).read().split("\n")
+    same = [i + 1 for i, l in enumerate(new) if l == text]
+    if not same:
+        print(f"gone since {old_rev}: {description}", flush=True)
+        return description
+    return f"{path}:{min(same, key=lambda n: abs(n - line))}: {what}"
+
+
 def run(cmd, cwd, timeout):
     env = dict(os.environ, CARGO_TERM_COLOR="never")
     try:
@@ -154,6 +177,10 @@ def main():
     ap.add_argument("--only", help="a file of mutants (as printed, one per line, "
                     "`MISSED ` prefixes allowed) to test instead: e.g. the survivors "
                     "of a run with a smaller suite")
+    ap.add_argument("--only-from", metavar="REV",
+                    help="the --only list names lines of REV: each is found again by "
+                    "its text in the commit being mutated (the survivors of an "
+                    "earlier commit, rerun on today's tree)")
     ap.add_argument("--out")
     ap.add_argument("--rev", default="HEAD", help="the commit to mutate (default HEAD)")
     args = ap.parse_args()
@@ -171,6 +198,8 @@ def main():
     if args.only:
         wanted = {line.strip().removeprefix("MISSED ").strip()
                   for line in open(args.only) if line.strip()}
+        if args.only_from:
+            wanted = {moved(w, args.only_from, args.scratch, repo) for w in wanted}
         all_mutants = [m for m in all_mutants if describe(m) in wanted]
     if args.sample and args.sample < len(all_mutants):
         all_mutants = random.Random(args.seed).sample(all_mutants, args.sample)
