@@ -360,21 +360,28 @@ async fn an_accept_error_of_one_connection_is_skipped_and_others_back_off() {
 }
 
 /// What a drained connection keeps for its next echo is reported (the
-/// measure the simulation's idle-memory bound reads): more than nothing
-/// after an echo, at most the kept size.
+/// measure the simulation's idle-memory bound reads): the whole buffer its
+/// one 100-byte read needed, and never more than the kept size.
 #[tokio::test]
 async fn a_drained_connection_reports_the_buffer_it_kept() {
-    let (server, addr) = start(ServerOptions::default()).await;
+    let (stream, mut peer) = tokio::io::duplex(4096);
+    let listener = Scripted {
+        script: std::sync::Mutex::new(vec![Ok(stream)]),
+    };
+    let server = EchoServer::new(ServerOptions::default());
+    let serving = server.clone();
+    let task = tokio::spawn(async move { serving.serve(listener, TokioSpawner).await });
     assert_eq!(server.peak_idle_capacity(), 0, "nothing echoed yet");
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(&[7u8; 100]).await.unwrap();
+    // Written before the server runs: it reads all 100 bytes at once.
+    peer.write_all(&[7u8; 100]).await.unwrap();
     let mut back = [0u8; 100];
-    stream.read_exact(&mut back).await.unwrap();
-    drop(stream);
+    peer.read_exact(&mut back).await.unwrap();
+    drop(peer);
     wait_open(&server, 0).await;
     let kept = server.peak_idle_capacity();
     assert!(
-        (1..=echo_core::KEEP_DRAINED_CAPACITY).contains(&kept),
+        (100..=echo_core::KEEP_DRAINED_CAPACITY).contains(&kept),
         "kept {kept} bytes"
     );
+    task.abort();
 }
