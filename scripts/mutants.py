@@ -151,6 +151,59 @@ def moved(description, old_rev, scratch, repo):
     return f"{path}:{min(same, key=lambda n: abs(n - line))}: {what}"
 
 
+def file_lines(repo, rev, path, cache={}):
+    if (rev, path) not in cache:
+        cache[rev, path] = subprocess.check_output(
+            ["git", "show", f"{rev}:{path}"], cwd=repo, text=True).split("\n")
+    return cache[rev, path]
+
+
+def combine(repo, run_file, rerun_files):
+    base = json.load(open(run_file))
+    reruns = [json.load(open(f)) for f in rerun_files]
+    by_rerun = []
+    for rerun in reruns:
+        verdicts = {}
+        for r in rerun["results"]:
+            verdicts.setdefault(r["mutant"], []).append(r)
+        by_rerun.append((rerun["rev"], verdicts))
+
+    def rank(r):  # lower is better caught
+        return int(str(r["tier"]).split()[0]) if r["verdict"] == "caught" else 99
+
+    viable = [r for r in base["results"] if r["verdict"] != "unviable"]
+    final = []
+    for r in viable:
+        best, where = r, base["rev"][:7]
+        m = re.match(r"([^:]+):(\d+): (.*)", r["mutant"])
+        for rev, verdicts in by_rerun:
+            name = r["mutant"]
+            if m:
+                text = file_lines(repo, base["rev"], m.group(1))[int(m.group(2)) - 1]
+                now = file_lines(repo, rev, m.group(1))
+                same = [i + 1 for i, l in enumerate(now) if l == text]
+                if not same:
+                    continue
+                line = min(same, key=lambda n: abs(n - int(m.group(2))))
+                name = f"{m.group(1)}:{line}: {m.group(3)}"
+            for v in verdicts.get(name, []):
+                if rank(v) < rank(best):
+                    best, where = v, rev[:7]
+        final.append((r, best, where))
+    n = len(final)
+    sim = sum(1 for _, b, _ in final if rank(b) == 1)
+    every = sum(1 for _, b, _ in final if rank(b) < 99)
+    print(f"{len(base['results'])} judged at {base['rev'][:7]}, {n} viable, "
+          f"{len(rerun_files)} rerun file(s) folded in")
+    print(f"simulation alone: {sim} of {n} ({100.0 * sim / n:.1f} %)")
+    print(f"all tiers: {every} of {n} ({100.0 * every / n:.1f} %)")
+    for r, b, where in final:
+        if rank(b) != 1:
+            first = r["tier"] if r["verdict"] == "caught" else "-"
+            now = b["tier"] if b["verdict"] == "caught" else "missed"
+            print(f"  tier {first} -> {now} ({where}): {r['mutant']}")
+
+
 def run(cmd, cwd, timeout):
     env = dict(os.environ, CARGO_TERM_COLOR="never")
     try:
@@ -163,8 +216,8 @@ def run(cmd, cwd, timeout):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--files", nargs="+", required=True)
-    ap.add_argument("--tier", action="append", required=True,
+    ap.add_argument("--files", nargs="+")
+    ap.add_argument("--tier", action="append",
                     help="a test command; tiers run in order until one fails")
     ap.add_argument("--scratch", default="/tmp/echo-mutants")
     ap.add_argument("--sample", type=int)
@@ -183,8 +236,18 @@ def main():
                     "earlier commit, rerun on today's tree)")
     ap.add_argument("--out")
     ap.add_argument("--rev", default="HEAD", help="the commit to mutate (default HEAD)")
+    ap.add_argument("--combine", metavar="RUN.json",
+                    help="print the scores of a saved run with the verdicts of later "
+                    "reruns of its survivors (--rerun, each saved by --out) folded in: "
+                    "a mutant counts as caught by the earliest tier any run caught it with")
+    ap.add_argument("--rerun", action="append", default=[], metavar="RERUN.json")
     args = ap.parse_args()
     repo = subprocess.check_output(["git", "rev-parse", "--show-toplevel"], text=True).strip()
+    if args.combine:
+        combine(repo, args.combine, args.rerun)
+        return
+    if not args.files or not args.tier:
+        ap.error("--files and --tier are needed (except with --combine)")
     rev = subprocess.check_output(["git", "rev-parse", args.rev], cwd=repo, text=True).strip()
     # A scratch copy of the commit plus any ignored peers venv.
     if not os.path.isdir(args.scratch):
