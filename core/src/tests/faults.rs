@@ -353,3 +353,40 @@ fn held_bytes_resume_reading_at_the_low_water_mark() {
     flush_once(&mut conn, &mut wire, 1, t0() + ms(10));
     assert!(conn.wants_read(), "4 unsent <= low 4: reading resumes");
 }
+
+#[test]
+fn the_throttle_waits_only_for_the_bytes_its_bucket_lacks() {
+    // At 3,001 B/s the bucket holds 300.1 bytes: a tenth of a byte stays
+    // in it after each write, and each wait must count it in, so that the
+    // echo ends at the first instant the rate allows (300 bytes at once,
+    // the last of the other 9,700 once 300.1 + 3,001 B/s x t reaches
+    // 10,000).
+    let rate = 3_001u64;
+    let mut f = factory(
+        FaultConfig {
+            throttle: Some(rate),
+            ..FaultConfig::default()
+        },
+        None,
+    );
+    let mut conn = server_conn(&mut f, marks(1 << 20, 0), t0());
+    let data = input(10_000);
+    conn.handle_data(&data, t0()).unwrap();
+    let mut wire = Vec::new();
+    drain(&mut conn, &mut wire, t0());
+    assert_eq!(wire.len(), 300, "one bucketful at once");
+    let mut now = t0();
+    while wire.len() < data.len() {
+        now = conn.poll_timeout().expect("held bytes have a timer");
+        conn.handle_timeout(now);
+        drain(&mut conn, &mut wire, now);
+    }
+    assert_eq!(wire, data);
+    // (10,000 - 300.1) bytes at 3,001 B/s, in nanoseconds, rounded up.
+    let earliest = Duration::from_nanos((96_999u64 * 1_000_000_000).div_ceil(30_010));
+    let took = now - t0();
+    assert!(
+        took >= earliest && took - earliest < Duration::from_micros(1),
+        "took {took:?}, the rate allows {earliest:?}"
+    );
+}
