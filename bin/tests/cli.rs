@@ -491,9 +491,15 @@ fn unix_domain_sockets_work_both_ways() {
     let out = client(&["--connect", &listen, "-n", "3"]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout).lines().count(), 3);
+    server.wait_log("connection lost", 1, LONG);
     server.signal("TERM");
     assert_eq!(server.wait_exit(LONG).code(), Some(0));
     assert!(!path.exists(), "the socket file is removed on exit");
+    assert!(
+        !server.log().contains("waiting for open connections"),
+        "nothing was open at the signal: {}",
+        server.log()
+    );
     // Unix peers say what they are (Twisted's UNIXAddress), not 0.0.0.0:0.
     let log = server.log();
     let made = format!("connection made id=#1 peer=unix:(unnamed) host={listen}");
