@@ -246,8 +246,8 @@ def main():
     if args.combine:
         combine(repo, args.combine, args.rerun)
         return
-    if not args.files or not args.tier:
-        ap.error("--files and --tier are needed (except with --combine)")
+    if not args.files or not (args.tier or args.list):
+        ap.error("--files and --tier are needed (--tier not with --list; neither with --combine)")
     rev = subprocess.check_output(["git", "rev-parse", args.rev], cwd=repo, text=True).strip()
     # A scratch copy of the commit plus any ignored peers venv.
     if not os.path.isdir(args.scratch):
