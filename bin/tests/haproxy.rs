@@ -194,6 +194,14 @@ fn deny_and_allow_decide_on_the_peer() {
         text(&out.stderr)
     );
     server.wait_log("denied by --allow/--deny", 1, LONG);
+    // More denials within the second: counted into the next warning, not
+    // one warning each.
+    for _ in 0..4 {
+        drop(TcpStream::connect(server.addr()));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let warnings = server.log().matches("denied by --allow/--deny").count();
+    assert_eq!(warnings, 1, "{}", server.log());
 
     let server = Server::start(&["--allow", "127.0.0.2/32"]);
     let from = |ip: &str| {

@@ -295,6 +295,24 @@ fn no_knobs_means_the_plain_echo() {
         .is_off(),
         "a cut-off for no connection is off"
     );
+    let each_alone = [
+        FaultConfig {
+            delay: ms(1),
+            ..FaultConfig::default()
+        },
+        FaultConfig {
+            jitter: ms(1),
+            ..FaultConfig::default()
+        },
+        FaultConfig {
+            throttle: Some(1_000),
+            ..FaultConfig::default()
+        },
+        cutoff(Cutoff::CloseAfter(1)),
+    ];
+    for knob in each_alone {
+        assert!(!knob.is_off(), "{knob:?} is a knob set");
+    }
     let mut f = factory(FaultConfig::default(), Some(ms(100)));
     let mut conn = server_conn(&mut f, WaterMarks::default(), t0());
     conn.handle_data(b"hi", t0()).unwrap();
