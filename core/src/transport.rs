@@ -1,5 +1,7 @@
 //! The in-memory transport a protocol writes to, with Twisted's flow control.
 
+use alloc::vec::Vec;
+
 use crate::address::Address;
 
 use crate::error::ConfigError;
