@@ -710,8 +710,16 @@ pub fn run(
     }
     let bar = Progress::new(&config);
     let total = config.connections as u64;
-    // Wait until every connection is up (or one failed).
-    while shared.connected.load(Ordering::Relaxed) < total {
+    // Wait until every connection is up (or one failed). The phase is
+    // shown at least once, even when the connections were faster.
+    loop {
+        bar.show(format_args!(
+            "connecting {}/{total}",
+            shared.connected.load(Ordering::Relaxed)
+        ));
+        if shared.connected.load(Ordering::Relaxed) >= total {
+            break;
+        }
         if let Some(error) = shared.connect_error.lock().ok().and_then(|e| e.clone()) {
             shared.stop.store(true, Ordering::Relaxed);
             bar.clear();
@@ -723,10 +731,6 @@ pub fn run(
         if workers.iter().any(std::thread::JoinHandle::is_finished) {
             break; // a thread died while connecting; reported below
         }
-        bar.show(format_args!(
-            "connecting {}/{total}",
-            shared.connected.load(Ordering::Relaxed)
-        ));
         std::thread::sleep(Duration::from_millis(1));
     }
     let warm_until = Instant::now() + config.warmup;
