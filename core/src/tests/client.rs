@@ -164,6 +164,10 @@ fn mismatch_reports_the_offset_and_aborts_after_delivering_the_good_prefix() {
     send_all(&mut conn);
     let _ = actions(&mut conn);
     conn.handle_data(b"ab", t0()).unwrap();
+    assert!(
+        !conn.protocol().has_ended(),
+        "two good bytes of six: not ended"
+    );
     conn.handle_data(b"cX", t0()).unwrap();
     assert_eq!(
         events(&mut conn),
