@@ -39,6 +39,23 @@ fn drain(conn: &mut EchoServerConnection, wire: &mut Vec<u8>, now: Instant) {
     }
 }
 
+/// A connection throttled to `rate` bytes per second that was sent `data`
+/// at `t0`, and what it wrote at once (its first bucketful).
+fn throttled(rate: u64, data: &[u8]) -> (EchoServerConnection, Vec<u8>) {
+    let mut f = factory(
+        FaultConfig {
+            throttle: Some(rate),
+            ..FaultConfig::default()
+        },
+        None,
+    );
+    let mut conn = server_conn(&mut f, marks(1 << 20, 0), t0());
+    conn.handle_data(data, t0()).unwrap();
+    let mut wire = Vec::new();
+    drain(&mut conn, &mut wire, t0());
+    (conn, wire)
+}
+
 /// Fires the timer while it is due at `now`.
 fn tick(conn: &mut EchoServerConnection, now: Instant) {
     while conn.poll_timeout().is_some_and(|at| at <= now) {
@@ -161,18 +178,8 @@ fn held_bytes_pause_reading_above_the_high_water_mark() {
 #[test]
 fn the_throttle_holds_the_rate_over_a_long_run() {
     let rate = 10_000u64; // bytes per second; the bucket holds 1,000
-    let mut f = factory(
-        FaultConfig {
-            throttle: Some(rate),
-            ..FaultConfig::default()
-        },
-        None,
-    );
-    let mut conn = server_conn(&mut f, marks(1 << 20, 0), t0());
     let data = input(50_000);
-    conn.handle_data(&data, t0()).unwrap();
-    let mut wire = Vec::new();
-    drain(&mut conn, &mut wire, t0());
+    let (mut conn, mut wire) = throttled(rate, &data);
     assert_eq!(wire.len(), 1_000, "one bucketful at once");
     let mut now = t0();
     while wire.len() < data.len() {
@@ -385,18 +392,8 @@ fn the_throttle_waits_only_for_the_bytes_its_bucket_lacks() {
     // the last of the other 9,700 once 300.1 + 3,001 B/s x t reaches
     // 10,000).
     let rate = 3_001u64;
-    let mut f = factory(
-        FaultConfig {
-            throttle: Some(rate),
-            ..FaultConfig::default()
-        },
-        None,
-    );
-    let mut conn = server_conn(&mut f, marks(1 << 20, 0), t0());
     let data = input(10_000);
-    conn.handle_data(&data, t0()).unwrap();
-    let mut wire = Vec::new();
-    drain(&mut conn, &mut wire, t0());
+    let (mut conn, mut wire) = throttled(rate, &data);
     assert_eq!(wire.len(), 300, "one bucketful at once");
     let mut now = t0();
     while wire.len() < data.len() {
