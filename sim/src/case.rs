@@ -43,6 +43,19 @@ pub struct ConnPlan {
     /// output blocks for a while (a full pipe), so the client stops reading
     /// and the server's flush has to wait.
     pub stall: Option<Stall>,
+    /// The application side fails mid-echo (see [`Break`]).
+    pub breaks: Option<Break>,
+}
+
+/// An application side that fails: the client must report it, stop reading
+/// at once and end the connection, not finish the echo into the void.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Break {
+    /// Standard output breaks (a closed pipe: `echo-client | head -c N`)
+    /// once it took this many echoed bytes.
+    Output(usize),
+    /// Standard input reports a read error once it gave this many bytes.
+    Input(usize),
 }
 
 /// A blocked standard output: after `after` bytes, no write for `ms`.
@@ -163,7 +176,11 @@ impl Case {
     pub fn has_faults(&self) -> bool {
         !self.faults.is_empty()
             || self.max_connections.is_some()
-            || self.hosts.iter().flatten().any(|c| c.give_up_ms.is_some())
+            || self
+                .hosts
+                .iter()
+                .flatten()
+                .any(|c| c.give_up_ms.is_some() || c.breaks.is_some())
     }
 }
 
@@ -271,6 +288,7 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
             streaming,
             bursts: streaming && bursts,
             stall: None,
+            breaks: None,
         },
     );
     let hosts = prop::collection::vec(prop::collection::vec(conn, 1..=max_conns), 1..=max_hosts);
@@ -423,6 +441,35 @@ pub fn held_back_case() -> impl Strategy<Value = Case> {
                     after: plan.message.len * usize::from(per_mille) / 1_000,
                     ms,
                 });
+            }
+            case
+        })
+}
+
+/// No-fault cases in which most clients' application side fails partway
+/// through the echo: standard output breaks, or (for streamed input)
+/// standard input reports an error, after a share of the message. Each such
+/// client must end with its local error, read nothing from the socket after
+/// the failure, and end the connection, which the server then closes.
+pub fn broken_app_case() -> impl Strategy<Value = Case> {
+    let breaks = (any::<bool>(), 0u16..1_000);
+    (
+        no_fault_case(),
+        prop::collection::vec(proptest::option::weighted(0.7, breaks), 12),
+    )
+        .prop_map(|(mut case, breaks)| {
+            for (plan, broken) in case.hosts.iter_mut().flatten().zip(breaks) {
+                // Before the last byte, so the failure always comes first.
+                plan.breaks = broken
+                    .filter(|_| plan.message.len > 0)
+                    .map(|(input, per_mille)| {
+                        let after = plan.message.len * usize::from(per_mille) / 1_000;
+                        if input && plan.streaming {
+                            Break::Input(after)
+                        } else {
+                            Break::Output(after)
+                        }
+                    });
             }
             case
         })

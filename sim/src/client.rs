@@ -14,7 +14,7 @@ use echo_core::{EchoClient, EchoError};
 use echo_net::{ClientError, ClientOptions, Connected, Pipe, TlsClient, run};
 use tokio::io::AsyncWrite;
 
-use crate::case::{ConnPlan, Stall};
+use crate::case::{Break, ConnPlan, Stall};
 use crate::io::{Held, SimStream};
 use crate::run::{Attempt, PORT, SERVER, World};
 use crate::tls::{MaybeTls, SERVER_NAME};
@@ -32,6 +32,8 @@ struct TraceSink {
     blocked: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Told of every byte taken.
     held: Arc<Held>,
+    /// Breaks (a closed pipe) once it took this many bytes.
+    breaks_after: Option<usize>,
 }
 
 impl AsyncWrite for TraceSink {
@@ -41,6 +43,14 @@ impl AsyncWrite for TraceSink {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let mut n = buf.len();
+        if let Some(after) = self.breaks_after {
+            if self.bytes.len() >= after {
+                self.held.broke();
+                event(&self.trace, format!("{} output breaks", self.label));
+                return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
+            n = n.min(after - self.bytes.len());
+        }
         if let Some(stall) = self.stall {
             if self.bytes.len() >= stall.after {
                 let label = self.label.clone();
@@ -83,6 +93,12 @@ struct Pieces {
     bursts: bool,
     /// The pause under way.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Reading fails once this many bytes were given.
+    fails_after: Option<usize>,
+    /// Bytes given so far.
+    given: usize,
+    /// Told of the failure.
+    held: Arc<Held>,
 }
 
 impl tokio::io::AsyncRead for Pieces {
@@ -92,6 +108,10 @@ impl tokio::io::AsyncRead for Pieces {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if this.fails_after.is_some_and(|after| this.given >= after) {
+            this.held.broke();
+            return Poll::Ready(Err(std::io::Error::other("input failed")));
+        }
         if let Some(pause) = this.pause.as_mut() {
             if pause.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -110,6 +130,11 @@ impl tokio::io::AsyncRead for Pieces {
             .upto(4096)
             .min(buf.remaining())
             .min(this.data.len());
+        let n = match this.fails_after {
+            Some(after) => n.min(after - this.given),
+            None => n,
+        };
+        this.given += n;
         buf.put_slice(&this.data.split_to(n));
         Poll::Ready(Ok(()))
     }
@@ -219,6 +244,12 @@ pub(crate) async fn connection(
                 rng: crate::io::Rng::new(seed ^ attempt),
                 bursts: plan.bursts,
                 pause: None,
+                fails_after: match plan.breaks {
+                    Some(Break::Input(after)) => Some(after),
+                    _ => None,
+                },
+                given: 0,
+                held: Arc::clone(&held),
             };
             (EchoClient::streaming(options.config), Some(input))
         } else {
@@ -231,6 +262,10 @@ pub(crate) async fn connection(
             stall: plan.stall,
             blocked: None,
             held: Arc::clone(&held),
+            breaks_after: match plan.breaks {
+                Some(Break::Output(after)) => Some(after),
+                _ => None,
+            },
         };
         let mut pipe = Pipe::new(input, sink);
         let echo = run(connected, client, &mut pipe, options);
@@ -274,6 +309,9 @@ pub(crate) async fn connection(
             received: got.len(),
             done: matches!(result, Some(Ok(_))),
         });
+        if let Some(broken) = plan.breaks {
+            return broke(world, &label, broken, &held, &result, got.len());
+        }
         if denied {
             // Closed at once, before any echo: nothing comes back, and only
             // an empty echo (which cannot tell) may end as done.
@@ -318,6 +356,47 @@ pub(crate) async fn connection(
         }
         retry(world, &mut backoff).await;
     }
+}
+
+/// The verdict on a client whose application side failed before the echo
+/// could end (cases without faults, so nothing else ends it first): its
+/// local error, nothing read from the socket after the failure, exactly
+/// the output's share written to it. It makes no further attempt.
+fn broke(
+    world: &World,
+    label: &str,
+    broken: Break,
+    held: &Held,
+    result: &Option<Result<echo_net::Summary, ClientError>>,
+    written: usize,
+) -> Result<(), String> {
+    let Some((at, since)) = held.read_since_break() else {
+        return Err(format!(
+            "{label}: its application was to fail ({broken:?}) but was never asked to; \
+             the echo ended with {result:?}"
+        ));
+    };
+    if !matches!(result, Some(Err(ClientError::Local(_)))) {
+        return Err(format!(
+            "{label}: its application failed ({broken:?}), yet the echo ended with {result:?}"
+        ));
+    }
+    if since > 0 {
+        return Err(format!(
+            "{label}: read {since} more bytes from the server after its application \
+             failed ({broken:?}, {at} read before)"
+        ));
+    }
+    if let Break::Output(after) = broken
+        && written != after
+    {
+        return Err(format!(
+            "{label}: its output broke after {after} bytes, yet took {written}"
+        ));
+    }
+    world.shared.stats.borrow_mut().broken += 1;
+    world.shared.event(format!("{label} application failed"));
+    stop(world, label)
 }
 
 /// Ends a one-shot client (the server is shutting down) without an echo.

@@ -67,9 +67,24 @@ pub struct Held {
     read: AtomicUsize,
     delivered: AtomicUsize,
     peak: AtomicUsize,
+    /// Bytes read when the application side failed, if it did.
+    broke_at: std::sync::OnceLock<usize>,
 }
 
 impl Held {
+    /// The application side failed now (the first failure counts).
+    pub fn broke(&self) {
+        let _ = self.broke_at.set(self.read.load(Ordering::Relaxed));
+    }
+
+    /// Bytes read from the socket when the application side failed, and
+    /// since: `None` if it never failed.
+    #[must_use]
+    pub fn read_since_break(&self) -> Option<(usize, usize)> {
+        let at = *self.broke_at.get()?;
+        Some((at, self.read.load(Ordering::Relaxed) - at))
+    }
+
     /// The application took `n` bytes.
     pub fn delivered(&self, n: usize) {
         self.delivered.fetch_add(n, Ordering::Relaxed);

@@ -41,6 +41,8 @@ pub struct Stats {
     /// Client attempts that held their whole undelivered-echo allowance
     /// at once (their reading paused on it).
     pub held_full: u64,
+    /// Client attempts whose application side failed mid-echo.
+    pub broken: u64,
 }
 
 impl Stats {
@@ -58,6 +60,7 @@ impl Stats {
         self.handshakes_cut += other.handshakes_cut;
         self.denied += other.denied;
         self.held_full += other.held_full;
+        self.broken += other.broken;
     }
 }
 

@@ -3,7 +3,7 @@
 //! case, `SIM_TRACE=1` prints each case's event trace.
 
 use sim::{
-    access_case, check, fault_case, held_back_case, no_fault_case, shutdown_case,
+    access_case, broken_app_case, check, fault_case, held_back_case, no_fault_case, shutdown_case,
     shutdown_fault_case, tls_case, tls_fault_case, tls_shutdown_case, udp_case, zoo_case,
 };
 
@@ -219,6 +219,25 @@ fn a_client_whose_output_blocks_holds_no_more_than_its_allowance() {
             "reading must often pause on the allowance: {summary:?}"
         );
         assert_eq!(summary.stats.done, summary.stats.attempts, "{summary:?}");
+    }
+}
+
+/// Clients whose application side fails mid-echo (a broken pipe on the
+/// output, a read error on the input): each reports its local error, reads
+/// nothing more from the socket, and ends the connection, which the server
+/// closes in turn (its books balance, nothing stays open).
+#[test]
+fn a_client_whose_application_fails_stops_at_once() {
+    let summary = check(
+        "a_client_whose_application_fails_stops_at_once",
+        broken_app_case(),
+        60,
+    );
+    if std::env::var_os("SIM_SEED").is_none() {
+        assert!(
+            summary.stats.broken > summary.cases,
+            "application failures must be common: {summary:?}"
+        );
     }
 }
 
