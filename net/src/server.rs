@@ -388,8 +388,9 @@ impl EchoServer {
         }
     }
 
-    /// The largest unsent output any ended connection ever held: with
-    /// backpressure working, at most the high-water mark plus one read.
+    /// The largest echo any ended connection ever owed at once (unsent,
+    /// or held back by a fault knob): with backpressure working, at most
+    /// the high-water mark plus one read.
     #[must_use]
     pub fn peak_connection_buffer(&self) -> usize {
         self.inner.peak_buffered.load(Ordering::Relaxed)
@@ -679,7 +680,8 @@ impl<S: Stream> Served<S> {
 impl<S> Drop for Served<S> {
     fn drop(&mut self) {
         drop(self.stream.take());
-        let peak = self.conn.transport().peak_buffered();
+        // Bytes a fault knob holds back count as buffered ones do.
+        let peak = (self.conn.transport().peak_buffered()).max(self.conn.protocol().peak_owed());
         self.inner.peak_buffered.fetch_max(peak, Ordering::Relaxed);
         let idle = self.conn.transport().peak_idle_capacity();
         self.inner

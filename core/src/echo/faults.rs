@@ -115,6 +115,8 @@ pub(crate) struct Faults {
     held: VecDeque<(Instant, Bytes)>,
     /// Their bytes.
     held_bytes: usize,
+    /// The most bytes owed at once: held here plus unsent.
+    peak_owed: usize,
     /// The jitter's generator.
     rng: u64,
 }
@@ -148,6 +150,7 @@ impl Faults {
             done: false,
             held: VecDeque::new(),
             held_bytes: 0,
+            peak_owed: 0,
             rng: mix(roll),
         })
     }
@@ -193,6 +196,12 @@ impl Faults {
     /// Releases what is due.
     pub(crate) fn handle_timeout(&mut self, transport: &mut Transport, now: Instant) {
         self.pump(transport, now);
+    }
+
+    /// The most bytes owed at once, held back and unsent together: the
+    /// memory the echo took, bounded by the high-water mark plus a read.
+    pub(crate) fn peak_owed(&self) -> usize {
+        self.peak_owed
     }
 
     /// Whether bytes are held back (the connection is not idle then).
@@ -262,6 +271,7 @@ impl Faults {
         // Held bytes count against the high-water mark, as unsent ones do.
         let marks = transport.water_marks();
         let owed = self.held_bytes + transport.buffered();
+        self.peak_owed = self.peak_owed.max(owed);
         if owed > marks.high() {
             transport.pause_producing();
         } else if owed <= marks.low() {

@@ -100,6 +100,16 @@ impl Echo {
     pub fn received(&self) -> u64 {
         self.received
     }
+
+    /// The most bytes this connection owed at once, held back by its fault
+    /// knobs and unsent together (0 without fault knobs, where
+    /// [`Transport::peak_buffered`](crate::Transport::peak_buffered) is the
+    /// whole story): held bytes count against the high-water mark as unsent
+    /// ones do, so this too stays within it plus one read.
+    #[must_use]
+    pub fn peak_owed(&self) -> usize {
+        self.faults.as_ref().map_or(0, |f| f.peak_owed())
+    }
 }
 
 impl Echo {

@@ -167,12 +167,19 @@ fn held_bytes_pause_reading_above_the_high_water_mark() {
     conn.handle_data(&input(6), t0()).unwrap();
     assert!(!conn.wants_read(), "16 held: reading pauses");
     assert_eq!(conn.buffered(), 0, "nothing released yet");
+    assert_eq!(conn.protocol().peak_owed(), 16, "held bytes count as owed");
+    assert_eq!(conn.transport().peak_buffered(), 0);
     conn.handle_timeout(t0() + ms(100));
     assert!(!conn.wants_read(), "released but unsent still counts");
     let mut wire = Vec::new();
     drain(&mut conn, &mut wire, t0() + ms(100));
     assert!(conn.wants_read(), "drained: reading resumes");
     assert_eq!(wire.len(), 16);
+    assert_eq!(
+        conn.protocol().peak_owed(),
+        16,
+        "a peak, kept after the drain"
+    );
 }
 
 #[test]
