@@ -1,6 +1,7 @@
 //! One simulated scenario, and the proptest strategies that choose it.
 
 use proptest::prelude::*;
+use std::time::Duration;
 
 use crate::io::IoKnobs;
 
@@ -181,6 +182,12 @@ impl Case {
                 .iter()
                 .flatten()
                 .any(|c| c.give_up_ms.is_some() || c.breaks.is_some())
+            || self.cuts_off()
+    }
+
+    /// Whether the server's cut-off may end some echoes early.
+    pub fn cuts_off(&self) -> bool {
+        self.misbehave.cutoff.is_some() && self.misbehave.cutoff_per_million > 0
     }
 }
 
@@ -473,6 +480,64 @@ pub fn broken_app_case() -> impl Strategy<Value = Case> {
             }
             case
         })
+}
+
+/// No-fault cases against a server that misbehaves on purpose (its fault
+/// knobs, as `echo-server --delay --jitter --throttle --close-after ...`
+/// sets them): echoes held back 0-200 ms plus jitter, throttled to 20 KB/s
+/// and up, and in most cases a cut-off (close, reset or stall after 0-20 KB)
+/// for none, some or all connections. Each client makes one attempt and its
+/// verdict must be exact: done with every byte, or (only where the cut-off
+/// may apply) failed with exactly the cut-off's bytes back; never sooner
+/// than the delay and the throttle allow. The server's memory bound counts
+/// the bytes its knobs hold back.
+pub fn misbehaving_case() -> impl Strategy<Value = Case> {
+    let delay = prop_oneof![1 => Just(0u64), 2 => 1u64..200];
+    let jitter = prop_oneof![1 => Just(0u64), 1 => 1u64..100];
+    let throttle = proptest::option::weighted(0.4, 20_000u64..2_000_000);
+    // A cut-off at once (before any byte) in one case in five.
+    let cut_bytes = prop_oneof![1 => Just(0u64), 4 => 1u64..20_000];
+    let cutoff = proptest::option::weighted(0.7, (0u8..3, cut_bytes));
+    // Swarm on the share: none, all, or a random one of them.
+    let share = prop_oneof![
+        1 => Just(0u32),
+        1 => Just(echo_core::FaultConfig::EVERY_CONNECTION),
+        3 => 1u32..echo_core::FaultConfig::EVERY_CONNECTION,
+    ];
+    let knobs = (delay, jitter, throttle, cutoff, share, any::<u64>());
+    (no_fault_case(), knobs).prop_map(
+        |(mut case, (delay, jitter, throttle, cutoff, share, seed))| {
+            use echo_core::Cutoff;
+            for plan in case.hosts.iter_mut().flatten() {
+                // Throttled echoes take simulated seconds per 20 KB.
+                plan.message.len = plan.message.len.min(40_000);
+            }
+            case.misbehave = echo_core::FaultConfig {
+                delay: Duration::from_millis(delay),
+                jitter: Duration::from_millis(jitter),
+                throttle,
+                cutoff: cutoff.map(|(kind, n)| match kind {
+                    0 => Cutoff::CloseAfter(n),
+                    1 => Cutoff::ResetAfter(n),
+                    _ => Cutoff::StallAfter(n),
+                }),
+                cutoff_per_million: share,
+                seed,
+            };
+            // The client's no-progress timer must outlast a held echo's
+            // silence (a round trip after the delay and the jitter): only a
+            // stall may end an echo by it.
+            case.client_idle_ms = case
+                .client_idle_ms
+                .max(1_000 + delay + jitter + 2 * case.max_latency_ms);
+            // A stalled connection is a black hole until the server's idle
+            // timeout: without one it would outlive every client.
+            if matches!(case.misbehave.cutoff, Some(Cutoff::StallAfter(_))) {
+                case.server_idle_ms.get_or_insert(2_000);
+            }
+            case
+        },
+    )
 }
 
 /// [`no_fault_case`] over TLS: the same latency, chunking down to one byte

@@ -208,7 +208,7 @@ pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_case
     watchdog.stop();
     summary.seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "{name}: {} cases, {} sims in {:.1}s ({:.0} sims/s); attempts={} retries={} faults mid-traffic={} crashes={} echoes done={} cut short={} handshakes cut={} udp lost={} dup={} reordered={} denied={} held_full={}",
+        "{name}: {} cases, {} sims in {:.1}s ({:.0} sims/s); attempts={} retries={} faults mid-traffic={} crashes={} echoes done={} cut short={} handshakes cut={} udp lost={} dup={} reordered={} denied={} held_full={} app failures={} cut off={} spared={}",
         summary.cases,
         summary.sims,
         summary.seconds,
@@ -224,7 +224,10 @@ pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_case
         summary.stats.duplicates,
         summary.stats.reordered,
         summary.stats.denied,
-        summary.stats.held_full
+        summary.stats.held_full,
+        summary.stats.broken,
+        summary.stats.cut,
+        summary.stats.spared,
     );
     summary
 }

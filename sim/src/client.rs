@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use echo_core::{EchoClient, EchoError};
+use echo_core::{Cutoff, EchoClient, EchoError, FaultConfig};
 use echo_net::{ClientError, ClientOptions, Connected, Pipe, TlsClient, run};
 use tokio::io::AsyncWrite;
 
@@ -148,11 +148,16 @@ pub(crate) async fn connection(
     options: ClientOptions,
     (io, tls): (crate::io::IoKnobs, Option<TlsClient>),
     seed: u64,
-    (faulty, one_shot, denied): (bool, bool, bool),
+    (faulty, one_shot, denied, misbehave): (bool, bool, bool, FaultConfig),
     world: &World,
 ) -> Result<(), String> {
     // A host the access list turns away makes one attempt, whatever ends it.
-    let one_shot = one_shot || denied;
+    // A server that cuts connections off cuts retries too: one attempt,
+    // and its verdict is checked exactly.
+    let cutoff = misbehave
+        .cutoff
+        .filter(|_| misbehave.cutoff_per_million > 0);
+    let one_shot = one_shot || denied || cutoff.is_some();
     let message = Bytes::from(plan.message.bytes());
     tokio::time::sleep(Duration::from_millis(plan.start_ms)).await;
     let mut backoff = Duration::from_millis(20);
@@ -268,6 +273,7 @@ pub(crate) async fn connection(
             },
         };
         let mut pipe = Pipe::new(input, sink);
+        let began = tokio::time::Instant::now();
         let echo = run(connected, client, &mut pipe, options);
         let result = match plan.give_up_ms.filter(|_| attempt == 1) {
             Some(ms) => tokio::time::timeout(Duration::from_millis(ms), echo)
@@ -275,6 +281,7 @@ pub(crate) async fn connection(
                 .ok(),
             None => Some(echo.await),
         };
+        let took = began.elapsed();
         let got = pipe.into_output().bytes;
         // The client's memory bound: it reads only while fewer than
         // `max_undelivered` verified bytes wait for the application, so it
@@ -309,8 +316,24 @@ pub(crate) async fn connection(
             received: got.len(),
             done: matches!(result, Some(Ok(_))),
         });
+        if matches!(result, Some(Ok(_)))
+            && let Some(why) = too_fast(&misbehave, message.len(), took)
+        {
+            return Err(format!("{label}: {why}"));
+        }
         if let Some(broken) = plan.breaks {
             return broke(world, &label, broken, &held, &result, got.len());
+        }
+        if let Some(cutoff) = cutoff {
+            let share = misbehave.cutoff_per_million;
+            return cut_verdict(
+                world,
+                &label,
+                (cutoff, share),
+                message.len(),
+                got.len(),
+                &result,
+            );
         }
         if denied {
             // Closed at once, before any echo: nothing comes back, and only
@@ -397,6 +420,93 @@ fn broke(
     world.shared.stats.borrow_mut().broken += 1;
     world.shared.event(format!("{label} application failed"));
     stop(world, label)
+}
+
+/// Whether an echo of `len` bytes that ended after `took` came back
+/// sooner than the server's delay and throttle allow (`Some(why)`).
+fn too_fast(knobs: &FaultConfig, len: usize, took: Duration) -> Option<String> {
+    if len == 0 {
+        return None;
+    }
+    // Every byte is held at least the delay (jitter only adds to it).
+    if took < knobs.delay {
+        return Some(format!(
+            "done {len} bytes in {took:?}, within the server's delay of {:?}",
+            knobs.delay
+        ));
+    }
+    // The bucket starts with a tenth of a second's worth (at least a byte)
+    // and refills at the rate: by time t at most that plus rate * t.
+    let rate = knobs.throttle?.max(1);
+    let burst = (rate / 10).max(1);
+    let least_ms = (len as u64).saturating_sub(burst) * 1_000 / rate;
+    (took.as_millis() < u128::from(least_ms)).then(|| {
+        format!(
+            "done {len} bytes in {took:?}, faster than the throttle of {rate} B/s allows \
+             ({least_ms} ms at least)"
+        )
+    })
+}
+
+/// The verdict on a client of a server that cuts connections off after
+/// `n` bytes (a `share` of them, in millionths): done with every byte where
+/// the cut-off cannot apply (a message of at most `n` bytes, a share of
+/// none) and may not have (a share of some); otherwise failed (truncated,
+/// lost or timed out) with exactly `n` bytes back (at most `n` after a
+/// reset).
+fn cut_verdict(
+    world: &World,
+    label: &str,
+    (cutoff, share): (Cutoff, u32),
+    len: usize,
+    got: usize,
+    result: &Option<Result<echo_net::Summary, ClientError>>,
+) -> Result<(), String> {
+    let (Cutoff::CloseAfter(n) | Cutoff::ResetAfter(n) | Cutoff::StallAfter(n)) = cutoff;
+    let applies = len as u64 > n;
+    let every = share == FaultConfig::EVERY_CONNECTION;
+    match result {
+        Some(Ok(_)) if applies && every => Err(format!(
+            "{label}: every connection is cut off ({cutoff}), yet all {len} bytes came back"
+        )),
+        Some(Ok(_)) => {
+            if applies {
+                world.shared.stats.borrow_mut().spared += 1;
+            }
+            world.shared.event(format!("{label} done {len}"));
+            world.shared.stats.borrow_mut().done += 1;
+            stop(world, label)
+        }
+        // A close ends the echo with a FIN after every byte (its close
+        // lingers, so nothing unread turns it into a reset); a reset may
+        // overtake echo still in flight (turmoil drops what the client had
+        // not read, as Linux does); a stall ends by the client's timer, or
+        // by the server's idle timeout as a close does.
+        Some(Err(ClientError::Echo(error))) if applies => {
+            let ended = match error {
+                EchoError::Truncated { .. } | EchoError::ConnectionLost { .. } => true,
+                EchoError::TimedOut { .. } => matches!(cutoff, Cutoff::StallAfter(_)),
+                _ => false,
+            };
+            let bytes = match cutoff {
+                Cutoff::ResetAfter(_) => got as u64 <= n,
+                _ => got as u64 == n,
+            };
+            if !(ended && bytes) {
+                return Err(format!(
+                    "{label}: sent {len} to a server that cuts off ({cutoff}, {share} per \
+                     million), got {got} back and {error}"
+                ));
+            }
+            world.shared.stats.borrow_mut().cut += 1;
+            world.shared.event(format!("{label} cut off after {got}"));
+            stop(world, label)
+        }
+        other => Err(format!(
+            "{label}: sent {len} to a server that cuts off ({cutoff}, {share} per million), \
+             got {got} back and {other:?}"
+        )),
+    }
 }
 
 /// Ends a one-shot client (the server is shutting down) without an echo.

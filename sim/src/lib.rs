@@ -47,8 +47,8 @@ pub mod zoo;
 
 pub use case::{
     Access, Break, Case, ConnPlan, Fault, Message, Shutdown, Stall, access_case, broken_app_case,
-    fault_case, held_back_case, no_fault_case, shutdown_case, shutdown_fault_case, tls_case,
-    tls_fault_case, tls_shutdown_case,
+    fault_case, held_back_case, misbehaving_case, no_fault_case, shutdown_case,
+    shutdown_fault_case, tls_case, tls_fault_case, tls_shutdown_case,
 };
 pub use check::{Scenario, Summary, case_for, check};
 pub use run::{LIVENESS_BOUND, run_case};

@@ -238,6 +238,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
         let world = world.clone();
         let conns = conns.clone();
         let (io, faulty, one_shot) = (case.client_io, case.has_faults(), case.shutdown.is_some());
+        let misbehave = case.misbehave;
         let denied = case.access.is_some_and(|a| a.denied == h);
         let tls = tls_client.clone();
         sim.client(client_host(h), async move {
@@ -256,7 +257,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                         options,
                         link,
                         seed,
-                        (faulty, one_shot, denied),
+                        (faulty, one_shot, denied, misbehave),
                         &world2,
                     )
                     .await;

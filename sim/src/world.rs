@@ -43,6 +43,10 @@ pub struct Stats {
     pub held_full: u64,
     /// Client attempts whose application side failed mid-echo.
     pub broken: u64,
+    /// Echoes the server's cut-off ended early.
+    pub cut: u64,
+    /// Echoes a cut-off for some connections could have ended and did not.
+    pub spared: u64,
 }
 
 impl Stats {
@@ -61,6 +65,8 @@ impl Stats {
         self.denied += other.denied;
         self.held_full += other.held_full;
         self.broken += other.broken;
+        self.cut += other.cut;
+        self.spared += other.spared;
     }
 }
 

@@ -3,8 +3,9 @@
 //! case, `SIM_TRACE=1` prints each case's event trace.
 
 use sim::{
-    access_case, broken_app_case, check, fault_case, held_back_case, no_fault_case, shutdown_case,
-    shutdown_fault_case, tls_case, tls_fault_case, tls_shutdown_case, udp_case, zoo_case,
+    access_case, broken_app_case, check, fault_case, held_back_case, misbehaving_case,
+    no_fault_case, shutdown_case, shutdown_fault_case, tls_case, tls_fault_case, tls_shutdown_case,
+    udp_case, zoo_case,
 };
 
 /// Any latency, chunking down to one byte, short writes, water marks and
@@ -237,6 +238,27 @@ fn a_client_whose_application_fails_stops_at_once() {
         assert!(
             summary.stats.broken > summary.cases,
             "application failures must be common: {summary:?}"
+        );
+    }
+}
+
+/// A server that misbehaves on purpose (delay, jitter, throttle, a cut-off
+/// for none, some or all connections): every client's verdict is exact
+/// (done with every byte, or cut off with exactly the cut-off's bytes back,
+/// and only where the cut-off may apply), no echo beats the delay or the
+/// throttle, and the bytes the knobs hold back stay within the high-water
+/// mark plus a read. Over the run, a partial share both cuts and spares.
+#[test]
+fn a_misbehaving_server_gets_an_exact_verdict_from_every_client() {
+    let summary = check(
+        "a_misbehaving_server_gets_an_exact_verdict_from_every_client",
+        misbehaving_case(),
+        100,
+    );
+    if std::env::var_os("SIM_SEED").is_none() {
+        assert!(
+            summary.stats.cut > 0 && summary.stats.spared > 0 && summary.stats.done > summary.cases,
+            "cut-offs, connections a partial share spares, and echoes must all be common: {summary:?}"
         );
     }
 }
