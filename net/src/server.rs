@@ -147,12 +147,15 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         log.1 += 1;
+        // tokio's clock, as the connections' own: a simulated or paused
+        // clock governs the rate too, so a replayed run logs the same.
+        let now = crate::driver::now();
         let due = log
             .0
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+            .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
         if due {
             tracing::warn!(%peer, denied = log.1, "connections denied by --allow/--deny (count since the last warning)");
-            *log = (Some(std::time::Instant::now()), 0);
+            *log = (Some(now), 0);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The server's log, captured per case: operators read it, so it must say
 //! what the books say, one line per connection made, lost, refused or
-//! denied.
+//! denied; a denial warning at most once a second; the shutdown's wait
+//! announced only when something is open.
 
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -85,6 +86,54 @@ pub(crate) fn check_log<'a>(
             "the server's log shows {logged:?} connections (made, lost, refused, denied), \
              its events {:?}",
             (made, lost, refused, denied)
+        ));
+    }
+    Ok(())
+}
+
+/// The warning for denied connections comes with the first denial and then
+/// with the first one at least a second after the last warning (per server
+/// instance), so a burst of denials makes one line, not one each.
+pub(crate) fn check_denial_warnings(
+    denials: &[(usize, std::time::Instant)],
+    log: &str,
+) -> Result<(), String> {
+    let mut last: std::collections::HashMap<usize, std::time::Instant> = Default::default();
+    let mut expected = 0;
+    for &(instance, at) in denials {
+        let due = last
+            .get(&instance)
+            .is_none_or(|&l| at.duration_since(l) >= std::time::Duration::from_secs(1));
+        if due {
+            expected += 1;
+            last.insert(instance, at);
+        }
+    }
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("connections denied by --allow/--deny"))
+        .count();
+    if logged != expected {
+        return Err(format!(
+            "{} denials at their times call for {expected} rate-limited warnings, \
+             the server's log has {logged}",
+            denials.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A graceful shutdown says it waits for open connections only when some
+/// are open as it begins.
+pub(crate) fn check_shutdown_line(open: Option<usize>, log: &str) -> Result<(), String> {
+    let said = log
+        .lines()
+        .filter(|l| l.contains("waiting for open connections to finish"))
+        .count();
+    let expected = usize::from(open.is_some_and(|n| n > 0));
+    if said != expected {
+        return Err(format!(
+            "the shutdown began with {open:?} connections open; the log says it waits {said} times"
         ));
     }
     Ok(())
