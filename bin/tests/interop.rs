@@ -367,6 +367,32 @@ fn socat_and_ncat_as_clients_of_our_server() {
     }
 }
 
+/// socat half-closes after its input (a FIN) and waits for the echo: a
+/// server that holds echoes back (`--delay`) must send them before it
+/// closes, not drop what it holds at the FIN.
+#[test]
+fn socat_half_closing_gets_an_echo_held_back_by_a_delay() {
+    if !have("socat") {
+        return;
+    }
+    let server = Server::start(&["--delay", "300ms"]);
+    let input = random_bytes(64 << 10, 17);
+    let mut socat = Command::new("socat");
+    socat.args(["-t", "10", "-", &format!("TCP:127.0.0.1:{}", server.port)]);
+    let started = Instant::now();
+    let echo = pipe_through(socat, &input);
+    assert!(
+        echo == input,
+        "socat got {} of {} bytes back",
+        echo.len(),
+        input.len()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the delay held"
+    );
+}
+
 #[test]
 fn node_client_against_our_server() {
     if !have("node") {

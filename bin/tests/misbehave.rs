@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,46 @@ fn a_delay_holds_every_echo_back_that_long() {
     assert!(start.elapsed() >= Duration::from_millis(300));
     // An operator is told, once, that the server misbehaves on purpose.
     server.wait_log("misbehaving on purpose", 1, LONG);
+}
+
+/// Sends 1,000 bytes, says so once they had time to arrive, then reads
+/// until end-of-file; prints the count.
+const SEND_THEN_READ: &str = r#"
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(10)
+s.sendall(bytes(range(250)) * 4)
+time.sleep(0.5)
+print("sent", flush=True)
+got = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+print(len(got), got == bytes(range(250)) * 4)
+"#;
+
+#[test]
+fn a_graceful_shutdown_sends_the_echo_a_delay_still_holds() {
+    let mut server = Server::start(&["--delay", "60s", "--grace", "0"]);
+    let mut peer = Command::new("python3")
+        .args(["-c", SEND_THEN_READ, &server.port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut lines = BufReader::new(peer.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "sent");
+    server.signal("TERM");
+    assert!(server.wait_exit(LONG).success(), "{}", server.log());
+    // Held for a minute, released by the shutdown: nothing read is lost.
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "1000 True",
+        "{}",
+        server.log()
+    );
+    assert!(peer.wait().unwrap().success());
 }
 
 #[test]

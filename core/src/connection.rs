@@ -276,6 +276,9 @@ impl<P: Protocol> Connection<P> {
     /// includes it.
     pub fn shut_down(&mut self, now: Instant, flush_timeout: Duration) {
         let now = self.advance_time(now);
+        if matches!(self.state, State::Open) {
+            self.protocol.shutting_down(&mut self.transport, now);
+        }
         self.transport.lose_connection_because(LostReason::ShutDown);
         self.settle(now);
         if let State::Closing { flush_deadline, .. } = &mut self.state

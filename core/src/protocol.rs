@@ -45,6 +45,12 @@ pub trait Protocol {
         transport.lose_connection();
     }
 
+    /// The connection is shutting down: it closes once its output is
+    /// flushed, and nothing is read any more. Write now whatever is still
+    /// owed on a schedule of the protocol's own (an echo held back on
+    /// purpose, say), or it is lost. The default holds nothing back.
+    fn shutting_down(&mut self, _transport: &mut Transport, _now: Instant) {}
+
     /// Twisted: `IProtocol.connectionLost(reason)`. Called exactly once, last.
     fn connection_lost(&mut self, _reason: &CloseReason, _now: Instant) {}
 

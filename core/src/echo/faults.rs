@@ -111,6 +111,8 @@ pub(crate) struct Faults {
     reset_when_flushed: bool,
     /// Cut off: nothing more is read or echoed.
     done: bool,
+    /// The peer sent its end-of-file: close once nothing is held.
+    eof: bool,
     /// Chunks not yet echoed, each with its release time.
     held: VecDeque<(Instant, Bytes)>,
     /// Their bytes.
@@ -148,6 +150,7 @@ impl Faults {
             cutoff,
             reset_when_flushed: false,
             done: false,
+            eof: false,
             held: VecDeque::new(),
             held_bytes: 0,
             peak_owed: 0,
@@ -202,6 +205,24 @@ impl Faults {
     /// memory the echo took, bounded by the high-water mark plus a read.
     pub(crate) fn peak_owed(&self) -> usize {
         self.peak_owed
+    }
+
+    /// The peer sent its end-of-file: close once every held byte went out
+    /// on its schedule, not before (closing now would lose them).
+    pub(crate) fn read_connection_lost(&mut self, transport: &mut Transport) {
+        self.eof = true;
+        if self.held.is_empty() {
+            transport.lose_connection();
+        }
+    }
+
+    /// The connection is shutting down: every held byte goes out now, the
+    /// delay and the throttle no longer apply (the cut-off still does).
+    pub(crate) fn release_all(&mut self, transport: &mut Transport) {
+        self.throttle = None;
+        if let Some(&(last, _)) = self.held.back() {
+            self.pump(transport, last);
+        }
     }
 
     /// Whether bytes are held back (the connection is not idle then).
@@ -264,6 +285,9 @@ impl Faults {
                     self.cut(cutoff, transport);
                 }
             }
+        }
+        if self.eof && self.held.is_empty() {
+            transport.lose_connection();
         }
         if self.done {
             return;

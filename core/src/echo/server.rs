@@ -151,6 +151,22 @@ impl Protocol for Echo {
         }
     }
 
+    /// Flushes what is owed, then closes: held bytes included, which go out
+    /// on their schedule first.
+    fn read_connection_lost(&mut self, transport: &mut Transport, _now: Instant) {
+        match &mut self.faults {
+            Some(faults) => faults.read_connection_lost(transport),
+            None => transport.lose_connection(),
+        }
+    }
+
+    /// Held bytes go out at once: the shutdown's flush is their last chance.
+    fn shutting_down(&mut self, transport: &mut Transport, _now: Instant) {
+        if let Some(faults) = &mut self.faults {
+            faults.release_all(transport);
+        }
+    }
+
     /// The idle deadline, and the release of held bytes; a connection that
     /// holds bytes back (a delay, a throttle) is not idle.
     fn poll_timeout(&self) -> Option<Instant> {

@@ -417,3 +417,110 @@ fn the_throttle_waits_only_for_the_bytes_its_bucket_lacks() {
         "took {took:?}, the rate allows {earliest:?}"
     );
 }
+
+#[test]
+fn a_delayed_echo_outlives_the_peers_end_of_file() {
+    let mut f = factory(
+        FaultConfig {
+            delay: ms(50),
+            ..FaultConfig::default()
+        },
+        None,
+    );
+    let mut conn = server_conn(&mut f, WaterMarks::default(), t0());
+    conn.handle_data(b"ab", t0()).unwrap();
+    // A client that half-closes after its message (`nc -N`, socat).
+    conn.handle_read_closed(t0() + ms(1));
+    assert_eq!(actions(&mut conn), vec![], "no close while bytes are held");
+    assert!(!conn.is_closed());
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(t0() + ms(50)),
+        "still on schedule"
+    );
+    conn.handle_timeout(t0() + ms(49));
+    assert_eq!(conn.pending_output(), b"");
+    conn.handle_timeout(t0() + ms(50));
+    assert_eq!(conn.pending_output(), b"ab");
+    assert_eq!(actions(&mut conn), vec![], "no close before the flush");
+    let mut wire = Vec::new();
+    drain(&mut conn, &mut wire, t0() + ms(50));
+    assert_eq!(wire, b"ab");
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+    assert_eq!(conn.close_reason(), Some(CloseReason::Done));
+    assert_eq!(conn.poll_timeout(), None);
+}
+
+#[test]
+fn an_end_of_file_with_nothing_held_closes_at_once() {
+    let mut f = factory(
+        FaultConfig {
+            delay: ms(50),
+            ..FaultConfig::default()
+        },
+        None,
+    );
+    let mut conn = server_conn(&mut f, WaterMarks::default(), t0());
+    conn.handle_read_closed(t0());
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+    assert_eq!(conn.close_reason(), Some(CloseReason::Done));
+}
+
+#[test]
+fn a_shutdown_releases_held_bytes_at_once_and_flushes_them() {
+    let mut f = factory(
+        FaultConfig {
+            delay: Duration::from_secs(10),
+            throttle: Some(10),
+            ..FaultConfig::default()
+        },
+        None,
+    );
+    let mut conn = server_conn(&mut f, WaterMarks::default(), t0());
+    conn.handle_data(b"abc", t0()).unwrap();
+    conn.handle_data(b"def", t0() + ms(5)).unwrap();
+    assert_eq!(conn.pending_output(), b"");
+    conn.shut_down(t0() + ms(10), ms(500));
+    assert_eq!(
+        conn.pending_output(),
+        b"abcdef",
+        "neither the delay nor the throttle outlasts a shutdown"
+    );
+    assert_eq!(actions(&mut conn), vec![], "no close before the flush");
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(t0() + ms(510)),
+        "the flush deadline"
+    );
+    let mut wire = Vec::new();
+    drain(&mut conn, &mut wire, t0() + ms(20));
+    assert_eq!(wire, b"abcdef");
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+    assert_eq!(
+        conn.close_reason(),
+        Some(CloseReason::Lost(LostReason::ShutDown))
+    );
+}
+
+#[test]
+fn a_shutdown_still_honours_the_cut_off() {
+    let mut f = factory(
+        FaultConfig {
+            delay: Duration::from_secs(10),
+            ..cutoff(Cutoff::CloseAfter(4))
+        },
+        None,
+    );
+    let mut conn = server_conn(&mut f, WaterMarks::default(), t0());
+    conn.handle_data(b"abcdef", t0()).unwrap();
+    conn.shut_down(t0() + ms(10), ms(500));
+    assert_eq!(
+        conn.pending_output(),
+        b"abcd",
+        "four bytes, as the cut-off says"
+    );
+    let mut wire = Vec::new();
+    drain(&mut conn, &mut wire, t0() + ms(20));
+    assert_eq!(actions(&mut conn), vec![Action::Close]);
+    assert_eq!(wire, b"abcd");
+}
