@@ -139,6 +139,9 @@ pub struct Case {
     /// The client's allowance of verified echo its application has not
     /// taken yet (`ClientConfig::max_undelivered`).
     pub client_max_undelivered: usize,
+    /// Clients half-close once their input is sent (`ClientConfig::half_close`):
+    /// the server sees end-of-file while it may still owe echo.
+    pub client_half_close: bool,
     /// Client hosts, each with its connections.
     pub hosts: Vec<Vec<ConnPlan>>,
     /// Faults by time.
@@ -326,6 +329,7 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
                 client_idle_ms,
                 client_io,
                 client_max_undelivered: echo_core::DEFAULT_MAX_UNDELIVERED,
+                client_half_close: false,
                 hosts,
                 faults: Vec::new(),
                 heal_at_ms: 0,
@@ -388,9 +392,13 @@ pub fn shutdown_case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         prop::collection::vec(stall, 12),
         10_000u64..15_000,
+        held_echo(),
     )
         .prop_map(
-            |(mut case, at_ms, grace_ms, flush_ms, stalls_on, stalls, idle)| {
+            |(mut case, at_ms, grace_ms, flush_ms, stalls_on, stalls, idle, held)| {
+                if let Some(knobs) = held {
+                    case.hold_echo(knobs);
+                }
                 case.shutdown = Some(Shutdown {
                     at_ms,
                     grace_ms,
@@ -417,6 +425,29 @@ pub fn shutdown_case() -> impl Strategy<Value = Case> {
                 case
             },
         )
+}
+
+/// In two cases in five, a server that holds echoes back on purpose: a
+/// delay of 1-200 ms, jitter up to 100 ms, a throttle of 20 KB/s and up in
+/// half of them. Nothing it read may be lost for it: a shutdown sends what
+/// the knobs still hold.
+fn held_echo() -> impl Strategy<Value = Option<(u64, u64, Option<u64>)>> {
+    let throttle = proptest::option::of(20_000u64..2_000_000);
+    proptest::option::weighted(0.4, (1u64..200, 0u64..100, throttle))
+}
+
+impl Case {
+    /// Sets the server's delay, jitter and throttle, and a client timer
+    /// that outlasts the silence they make (a round trip after the delay
+    /// and the jitter).
+    fn hold_echo(&mut self, (delay, jitter, throttle): (u64, u64, Option<u64>)) {
+        self.misbehave.delay = Duration::from_millis(delay);
+        self.misbehave.jitter = Duration::from_millis(jitter);
+        self.misbehave.throttle = throttle;
+        self.client_idle_ms = self
+            .client_idle_ms
+            .max(1_000 + delay + jitter + 2 * self.max_latency_ms);
+    }
 }
 
 /// No-fault cases whose clients' standard output blocks for 0.5-3 s after
@@ -505,31 +536,25 @@ pub fn misbehaving_case() -> impl Strategy<Value = Case> {
         3 => 1u32..echo_core::FaultConfig::EVERY_CONNECTION,
     ];
     let knobs = (delay, jitter, throttle, cutoff, share, any::<u64>());
-    (no_fault_case(), knobs).prop_map(
-        |(mut case, (delay, jitter, throttle, cutoff, share, seed))| {
+    (no_fault_case(), knobs, any::<bool>()).prop_map(
+        |(mut case, (delay, jitter, throttle, cutoff, share, seed), half_close)| {
+            // Half the cases half-close after their input, so end-of-file
+            // reaches the server while its knobs still hold echo back.
+            case.client_half_close = half_close;
             use echo_core::Cutoff;
             for plan in case.hosts.iter_mut().flatten() {
                 // Throttled echoes take simulated seconds per 20 KB.
                 plan.message.len = plan.message.len.min(40_000);
             }
-            case.misbehave = echo_core::FaultConfig {
-                delay: Duration::from_millis(delay),
-                jitter: Duration::from_millis(jitter),
-                throttle,
-                cutoff: cutoff.map(|(kind, n)| match kind {
-                    0 => Cutoff::CloseAfter(n),
-                    1 => Cutoff::ResetAfter(n),
-                    _ => Cutoff::StallAfter(n),
-                }),
-                cutoff_per_million: share,
-                seed,
-            };
-            // The client's no-progress timer must outlast a held echo's
-            // silence (a round trip after the delay and the jitter): only a
-            // stall may end an echo by it.
-            case.client_idle_ms = case
-                .client_idle_ms
-                .max(1_000 + delay + jitter + 2 * case.max_latency_ms);
+            // (Only a stall may end an echo by the client's timer.)
+            case.hold_echo((delay, jitter, throttle));
+            case.misbehave.cutoff = cutoff.map(|(kind, n)| match kind {
+                0 => Cutoff::CloseAfter(n),
+                1 => Cutoff::ResetAfter(n),
+                _ => Cutoff::StallAfter(n),
+            });
+            case.misbehave.cutoff_per_million = share;
+            case.misbehave.seed = seed;
             // A stalled connection is a black hole until the server's idle
             // timeout: without one it would outlive every client.
             if matches!(case.misbehave.cutoff, Some(Cutoff::StallAfter(_))) {

@@ -162,6 +162,7 @@ fn client_options(case: &Case) -> ClientOptions {
         config: ClientConfig {
             idle_timeout: Some(Duration::from_millis(case.client_idle_ms)),
             max_undelivered: case.client_max_undelivered,
+            half_close: case.client_half_close,
             ..ClientConfig::default()
         },
         marks: WaterMarks::new(case.client_high, 0).expect("valid marks"),
