@@ -425,35 +425,21 @@ fn broke(
 /// Whether an echo of `len` bytes that ended after `took` came back
 /// sooner than the server's delay and throttle allow (`Some(why)`).
 fn too_fast(knobs: &FaultConfig, len: usize, took: Duration) -> Option<String> {
-    if len == 0 {
-        return None;
-    }
-    // Every byte is held at least the delay (jitter only adds to it).
-    if took < knobs.delay {
-        return Some(format!(
-            "done {len} bytes in {took:?}, within the server's delay of {:?}",
-            knobs.delay
-        ));
-    }
-    // The bucket starts with a tenth of a second's worth (at least a byte)
-    // and refills at the rate: by time t at most that plus rate * t.
-    let rate = knobs.throttle?.max(1);
-    let burst = (rate / 10).max(1);
-    let least_ms = (len as u64).saturating_sub(burst) * 1_000 / rate;
-    (took.as_millis() < u128::from(least_ms)).then(|| {
+    let earliest = crate::knobs::earliest_done(knobs, len as u64, Duration::ZERO);
+    (took < earliest).then(|| {
         format!(
-            "done {len} bytes in {took:?}, faster than the throttle of {rate} B/s allows \
-             ({least_ms} ms at least)"
+            "done {len} bytes in {took:?}, sooner than the server's delay {:?} and \
+             throttle {:?} B/s allow ({earliest:?})",
+            knobs.delay, knobs.throttle
         )
     })
 }
 
-/// The verdict on a client of a server that cuts connections off after
-/// `n` bytes (a `share` of them, in millionths): done with every byte where
-/// the cut-off cannot apply (a message of at most `n` bytes, a share of
-/// none) and may not have (a share of some); otherwise failed (truncated,
-/// lost or timed out) with exactly `n` bytes back (at most `n` after a
-/// reset).
+/// The verdict on a client of a server that cuts connections off (a
+/// `share` of them, in millionths): done with every byte where the cut-off
+/// cannot apply (a message no longer than it lets through, a share of none)
+/// and may not have (a share of some); otherwise ended as the cut-off says
+/// ([`crate::knobs::cut_off_as_told`]), with what came back all verified.
 fn cut_verdict(
     world: &World,
     label: &str,
@@ -462,8 +448,7 @@ fn cut_verdict(
     got: usize,
     result: &Option<Result<echo_net::Summary, ClientError>>,
 ) -> Result<(), String> {
-    let (Cutoff::CloseAfter(n) | Cutoff::ResetAfter(n) | Cutoff::StallAfter(n)) = cutoff;
-    let applies = len as u64 > n;
+    let applies = len as u64 > crate::knobs::cut_bytes(cutoff);
     let every = share == FaultConfig::EVERY_CONNECTION;
     match result {
         Some(Ok(_)) if applies && every => Err(format!(
@@ -477,27 +462,9 @@ fn cut_verdict(
             world.shared.stats.borrow_mut().done += 1;
             stop(world, label)
         }
-        // A close ends the echo with a FIN after every byte (its close
-        // lingers, so nothing unread turns it into a reset); a reset may
-        // overtake echo still in flight (turmoil drops what the client had
-        // not read, as Linux does); a stall ends by the client's timer, or
-        // by the server's idle timeout as a close does.
-        Some(Err(ClientError::Echo(error))) if applies => {
-            let ended = match error {
-                EchoError::Truncated { .. } | EchoError::ConnectionLost { .. } => true,
-                EchoError::TimedOut { .. } => matches!(cutoff, Cutoff::StallAfter(_)),
-                _ => false,
-            };
-            let bytes = match cutoff {
-                Cutoff::ResetAfter(_) => got as u64 <= n,
-                _ => got as u64 == n,
-            };
-            if !(ended && bytes) {
-                return Err(format!(
-                    "{label}: sent {len} to a server that cuts off ({cutoff}, {share} per \
-                     million), got {got} back and {error}"
-                ));
-            }
+        Some(Err(ClientError::Echo(error)))
+            if applies && crate::knobs::cut_off_as_told(cutoff, error) =>
+        {
             world.shared.stats.borrow_mut().cut += 1;
             world.shared.event(format!("{label} cut off after {got}"));
             stop(world, label)

@@ -19,6 +19,8 @@
 //! * [`zoo`]: the client against peers that are not our server (Twisted's
 //!   close-on-EOF, the seed's first-chunk server, trickling, corrupting,
 //!   over-sending, short, resetting and silent servers, a re-chunking relay).
+//! * `knobs`: what a client must see of our server's fault knobs (the
+//!   zoo's and the misbehaving cases' verdicts).
 //! * [`mod@check`]: runs a property over seeded cases with regression seeds,
 //!   a determinism self-check, shrinking and replay (`SIM_SEED`).
 //!
@@ -38,6 +40,7 @@ pub mod case;
 pub mod check;
 mod client;
 pub mod io;
+mod knobs;
 mod logs;
 pub mod run;
 mod tls;

@@ -303,47 +303,17 @@ fn judge_knob(
 ) -> bool {
     let len = case.len as u64;
     let done = matches!(verdict, Ok(s) if s.sent == len && s.received == len);
-    if let Some(cutoff) = faults.cutoff {
-        return match cutoff {
-            Cutoff::CloseAfter(n) | Cutoff::ResetAfter(n) | Cutoff::StallAfter(n) if n >= len => {
-                done
-            }
-            Cutoff::CloseAfter(n) => matches!(
-                verdict,
-                Err(ClientError::Echo(EchoError::Truncated { received, .. })) if *received == n
-            ),
-            // The bytes before the reset were flushed, but a reset may
-            // overtake what is still in flight. turmoil cannot reset a
-            // stream on demand (only a drop with unread input does), so the
-            // simulated abort ends in FIN: then exactly `n` came back. The
-            // real RST is checked end to end in `bin/tests/misbehave.rs`.
-            Cutoff::ResetAfter(n) => {
-                matches!(
-                    verdict,
-                    Err(ClientError::Echo(EchoError::ConnectionLost {
-                        reason: CloseReason::Lost(LostReason::Reset),
-                        received,
-                        ..
-                    })) if *received <= n
-                ) || matches!(
-                    verdict,
-                    Err(ClientError::Echo(EchoError::Truncated { received, .. })) if *received == n
-                )
-            }
-            Cutoff::StallAfter(n) => matches!(
-                verdict,
-                Err(ClientError::Echo(EchoError::TimedOut { received, .. })) if *received == n
-            ),
-        };
+    match (faults.cutoff, verdict) {
+        (Some(cutoff), _) if crate::knobs::cut_bytes(cutoff) >= len => done,
+        (Some(cutoff), Err(ClientError::Echo(error))) => {
+            crate::knobs::cut_off_as_told(cutoff, error)
+        }
+        (Some(_), _) => false,
+        (None, _) => {
+            let rtt = Duration::from_millis(2 * case.min_latency_ms);
+            done && at >= crate::knobs::earliest_done(faults, len, rtt)
+        }
     }
-    // A round trip: the request's latency, the delay, the reply's latency.
-    let mut earliest = faults.delay + Duration::from_millis(2 * case.min_latency_ms);
-    if let Some(rate) = faults.throttle {
-        // All but the first tenth of a second's worth waits for the bucket.
-        let waited = len.saturating_sub(rate / 10);
-        earliest = earliest.max(Duration::from_secs_f64(waited as f64 / rate as f64));
-    }
-    done && (len == 0 || at >= earliest)
 }
 
 /// One fault knob of our server (per mille for the cut-offs, fixed up by
