@@ -24,6 +24,13 @@ fn factory(faults: FaultConfig, idle: Option<Duration>) -> EchoFactory {
     })
 }
 
+fn delayed(delay: Duration) -> FaultConfig {
+    FaultConfig {
+        delay,
+        ..FaultConfig::default()
+    }
+}
+
 fn cutoff(cutoff: Cutoff) -> FaultConfig {
     FaultConfig {
         cutoff: Some(cutoff),
@@ -149,13 +156,7 @@ fn jitter_adds_up_to_its_bound_and_follows_the_seed() {
 
 #[test]
 fn held_bytes_pause_reading_above_the_high_water_mark() {
-    let mut f = factory(
-        FaultConfig {
-            delay: ms(100),
-            ..FaultConfig::default()
-        },
-        None,
-    );
+    let mut f = factory(delayed(ms(100)), None);
     let mut conn = server_conn(&mut f, marks(10, 0), t0());
     conn.handle_data(&input(8), t0()).unwrap();
     assert!(conn.wants_read(), "8 held, high 10");
@@ -315,10 +316,7 @@ fn no_knobs_means_the_plain_echo() {
         "a cut-off for no connection is off"
     );
     let each_alone = [
-        FaultConfig {
-            delay: ms(1),
-            ..FaultConfig::default()
-        },
+        delayed(ms(1)),
         FaultConfig {
             jitter: ms(1),
             ..FaultConfig::default()
@@ -345,13 +343,7 @@ fn no_knobs_means_the_plain_echo() {
 
 #[test]
 fn a_connection_holding_bytes_back_is_not_idle() {
-    let mut f = factory(
-        FaultConfig {
-            delay: ms(2_000),
-            ..FaultConfig::default()
-        },
-        Some(ms(1_000)),
-    );
+    let mut f = factory(delayed(ms(2_000)), Some(ms(1_000)));
     let mut conn = server_conn(&mut f, WaterMarks::default(), t0());
     conn.handle_data(b"late", t0()).unwrap();
     assert_eq!(
@@ -373,13 +365,7 @@ fn a_connection_holding_bytes_back_is_not_idle() {
 
 #[test]
 fn held_bytes_resume_reading_at_the_low_water_mark() {
-    let mut f = factory(
-        FaultConfig {
-            delay: ms(10),
-            ..FaultConfig::default()
-        },
-        None,
-    );
+    let mut f = factory(delayed(ms(10)), None);
     let mut conn = server_conn(&mut f, marks(10, 4), t0());
     conn.handle_data(&input(12), t0()).unwrap();
     assert!(!conn.wants_read(), "12 held > high 10");
@@ -420,13 +406,7 @@ fn the_throttle_waits_only_for_the_bytes_its_bucket_lacks() {
 
 #[test]
 fn a_delayed_echo_outlives_the_peers_end_of_file() {
-    let mut f = factory(
-        FaultConfig {
-            delay: ms(50),
-            ..FaultConfig::default()
-        },
-        None,
-    );
+    let mut f = factory(delayed(ms(50)), None);
     let mut conn = server_conn(&mut f, WaterMarks::default(), t0());
     conn.handle_data(b"ab", t0()).unwrap();
     // A client that half-closes after its message (`nc -N`, socat).
@@ -453,13 +433,7 @@ fn a_delayed_echo_outlives_the_peers_end_of_file() {
 
 #[test]
 fn an_end_of_file_with_nothing_held_closes_at_once() {
-    let mut f = factory(
-        FaultConfig {
-            delay: ms(50),
-            ..FaultConfig::default()
-        },
-        None,
-    );
+    let mut f = factory(delayed(ms(50)), None);
     let mut conn = server_conn(&mut f, WaterMarks::default(), t0());
     conn.handle_read_closed(t0());
     assert_eq!(actions(&mut conn), vec![Action::Close]);
