@@ -496,6 +496,12 @@ pub fn broken_app_case() -> impl Strategy<Value = Case> {
         prop::collection::vec(proptest::option::weighted(0.7, breaks), 12),
     )
         .prop_map(|(mut case, breaks)| {
+            // A real client's abort is a reset, which also ends the server's
+            // side when it writes; turmoil cannot send one on demand (a drop
+            // resets only with unread input), so the server's echo to a
+            // closed peer goes unanswered and only its idle timeout ends
+            // the connection.
+            case.server_idle_ms.get_or_insert(2_000);
             for (plan, broken) in case.hosts.iter_mut().flatten().zip(breaks) {
                 // Before the last byte, so the failure always comes first.
                 plan.breaks = broken
