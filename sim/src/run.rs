@@ -441,15 +441,19 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                 echo_core::KEEP_DRAINED_CAPACITY
             ));
         }
-        // And the measure is live: when the buffer can never outgrow the
-        // kept size, every connection that drained kept what its largest
-        // read needed (each read goes into the buffer whole, as above).
-        // Without faults every echo completes, so every connection drained.
+        // And the measure is live: when the buffer never holds more than
+        // half the kept size, its allocation never outgrows that size (a
+        // vector at most doubles as it grows), so every connection that
+        // drained kept what its largest read needed (each read goes into
+        // the buffer whole, as above). (With more, an allocation that grew
+        // past the kept size is dropped: a seed of base 225M kept 3,056
+        // after a read of 3,117.) Without faults every echo completes, so
+        // every connection drained.
         let plain = !case.tls && case.misbehave.is_off() && case.shutdown.is_none();
         if plain
             && !case.has_faults()
             && echoed > 0
-            && bound <= echo_core::KEEP_DRAINED_CAPACITY
+            && 2 * bound <= echo_core::KEEP_DRAINED_CAPACITY
             && idle < largest
         {
             return Err(format!(
