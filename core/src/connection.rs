@@ -268,7 +268,9 @@ impl<P: Protocol> Connection<P> {
     }
 
     /// Like [`close`](Self::close) (flush what is owed, then close), for a
-    /// server that is shutting down: the connection is reported lost with
+    /// server that is shutting down: the protocol first writes what it
+    /// still holds back ([`Protocol::shutting_down`]), the connection is
+    /// reported lost with
     /// [`LostReason::ShutDown`], not as closed cleanly by its peer, and a
     /// flush still unfinished after `flush_timeout` (a peer that stopped
     /// reading) is cut off by a reset. The deadline holds also for a
