@@ -684,7 +684,11 @@ impl<S> Drop for Served<S> {
     fn drop(&mut self) {
         drop(self.stream.take());
         // Bytes a fault knob holds back count as buffered ones do.
-        let peak = (self.conn.transport().peak_buffered()).max(self.conn.protocol().peak_owed());
+        let peak = self
+            .conn
+            .transport()
+            .peak_buffered()
+            .max(self.conn.protocol().peak_owed());
         self.inner.peak_buffered.fetch_max(peak, Ordering::Relaxed);
         let idle = self.conn.transport().peak_idle_capacity();
         self.inner
