@@ -158,8 +158,11 @@ def file_lines(repo, rev, path, cache={}):
     return cache[rev, path]
 
 
-def combine(repo, run_file, rerun_files):
+def combine(repo, run_file, rerun_files, same=()):
     base = json.load(open(run_file))
+    # A line rewritten since the base run cannot be found again by its text:
+    # `--same OLD NEW` names it in the reruns.
+    aliases = dict(same)
     reruns = [json.load(open(f)) for f in rerun_files]
     by_rerun = []
     for rerun in reruns:
@@ -177,8 +180,8 @@ def combine(repo, run_file, rerun_files):
         best, where = r, base["rev"][:7]
         m = re.match(r"([^:]+):(\d+): (.*)", r["mutant"])
         for rev, verdicts in by_rerun:
-            name = r["mutant"]
-            if m:
+            name = aliases.get(r["mutant"], r["mutant"])
+            if m and r["mutant"] not in aliases:
                 text = file_lines(repo, base["rev"], m.group(1))[int(m.group(2)) - 1]
                 now = file_lines(repo, rev, m.group(1))
                 same = [i + 1 for i, l in enumerate(now) if l == text]
@@ -241,10 +244,13 @@ def main():
                     "reruns of its survivors (--rerun, each saved by --out) folded in: "
                     "a mutant counts as caught by the earliest tier any run caught it with")
     ap.add_argument("--rerun", action="append", default=[], metavar="RERUN.json")
+    ap.add_argument("--same", action="append", default=[], nargs=2, metavar=("OLD", "NEW"),
+                    help="with --combine: the base run's mutant OLD is NEW in the reruns "
+                    "(its line was rewritten, so its text cannot find it)")
     args = ap.parse_args()
     repo = subprocess.check_output(["git", "rev-parse", "--show-toplevel"], text=True).strip()
     if args.combine:
-        combine(repo, args.combine, args.rerun)
+        combine(repo, args.combine, args.rerun, args.same)
         return
     if not args.files or not (args.tier or args.list):
         ap.error("--files and --tier are needed (--tier not with --list; neither with --combine)")
