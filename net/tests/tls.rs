@@ -75,6 +75,7 @@ fn client(pki: &Pki, identity: Option<&Issued>) -> TlsClient {
 /// Sends `message` and asserts it comes back whole.
 async fn echo_back<S: AsyncReadExt + AsyncWriteExt + Unpin>(stream: &mut S, message: &[u8]) {
     stream.write_all(message).await.unwrap();
+    stream.flush().await.unwrap(); // a TLS write may leave its last record buffered
     let mut back = vec![0u8; message.len()];
     stream.read_exact(&mut back).await.unwrap();
     assert_eq!(back, message);
@@ -130,7 +131,15 @@ async fn an_echo_read_slowly_comes_back_whole_over_tls() {
     let message = content(24 << 20);
     let (mut r, mut w) = tokio::io::split(tls);
     let sent = message.clone();
-    tokio::spawn(async move { w.write_all(&sent).await.unwrap() }); // no FIN: the echo is awaited
+    // No FIN: the echo is awaited. The flush is not optional: a TLS write
+    // returns once rustls has taken the bytes into its records, and the
+    // last records stay in its buffer, unsent, until something flushes
+    // them (without it this test stalled about 1 run in 30, the server
+    // having read and echoed everything that reached it).
+    tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w.flush().await.unwrap();
+    });
     let read_slowly = async {
         let mut back = Vec::with_capacity(message.len());
         let mut chunk = vec![0u8; 64 * 1024];
@@ -236,6 +245,7 @@ async fn mutual_tls_refuses_no_certificate_and_one_from_another_ca_then_serves_o
         let outcome = async {
             let mut s = client(&pki, identity).connect("localhost", tcp).await?;
             s.write_all(b"x").await?;
+            s.flush().await?;
             let mut b = [0u8; 1];
             s.read_exact(&mut b).await.map(|_| ())
         }
