@@ -1163,7 +1163,13 @@ async fn open_loop(
             }
             seq += 1;
             sent.notify_one();
-            if let Err(e) = wr.write_all(&msg).await {
+            // Flushed too: over TLS a write ends once rustls holds the
+            // bytes, and the last record of a message could wait unsent.
+            let wrote = async {
+                wr.write_all(&msg).await?;
+                wr.flush().await
+            };
+            if let Err(e) = wrote.await {
                 fail(Failure::of_io(&e));
                 break;
             }
@@ -1234,6 +1240,7 @@ async fn exchange(
     timer: &mut Pin<Box<tokio::time::Sleep>>,
 ) -> Result<(), Failure> {
     let (mut written, mut read) = (0, 0);
+    let mut flushed = false;
     let mut last = tokio::time::Instant::now();
     poll_fn(|cx| {
         let mut moved = false;
@@ -1246,6 +1253,16 @@ async fn exchange(
                     moved = true;
                 }
                 Poll::Pending => break,
+            }
+        }
+        // A TLS write is done once rustls holds the bytes: the message's
+        // last records reach the socket only when flushed (a socket's
+        // flush is ready at once). Its waker is registered while it waits.
+        if written == msg.len() && !flushed {
+            match Pin::new(&mut *stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => flushed = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::of_io(&e))),
+                Poll::Pending => {}
             }
         }
         while read < back.len() {
@@ -1324,6 +1341,7 @@ pub async fn idle(endpoint: &ClientEndpoint, n: usize, hold: Duration) -> Result
             .stream;
         let mut b = [0u8; 1];
         stream.write_all(b"i").await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
         stream
             .read_exact(&mut b)
             .await
