@@ -185,7 +185,7 @@ where
             }
             tokio::select! {
                 biased;
-                result = poll_fn(|cx| poll_io(cx, stream, conn, app, read_chunk, &mut shutdown_owed)) => {
+                result = poll_fn(|cx| poll_io(cx, stream, conn, app, read_chunk, &mut shutdown_owed, armed)) => {
                     if let Err(e) = result {
                         conn.handle_connection_lost(lost(&e), now());
                     }
@@ -213,11 +213,12 @@ impl PassClock {
     }
 }
 
-/// One non-blocking pass over the socket and the application: write what
-/// is owed, read one chunk and write its echo at once, then let the
-/// application take the events (after every input, as the core's drive
-/// order says) and give input. `Ready` as soon as anything changed, so the
-/// caller drains actions; `Pending` with every waker registered otherwise.
+/// Moves bytes until the socket and the application have nothing more to
+/// give, or the connection needs the caller: an action is owed, it closed,
+/// or its deadline moved before the `armed` one. `Ready` then, so the
+/// caller drains actions and re-arms its timer; `Pending` with every waker
+/// registered otherwise. An echo thus stays in here from one read to the
+/// next instead of going round the caller's loop once per read.
 fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     cx: &mut Context<'_>,
     stream: &mut S,
@@ -225,7 +226,34 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     app: &mut A,
     read_chunk: usize,
     shutdown_owed: &mut bool,
+    armed: Option<Instant>,
 ) -> Poll<io::Result<()>> {
+    loop {
+        if !pass(cx, stream, conn, app, read_chunk, shutdown_owed)? {
+            return Poll::Pending;
+        }
+        let rearm = conn
+            .poll_timeout()
+            .is_some_and(|at| armed.is_none_or(|armed| at < armed));
+        if conn.has_action() || conn.is_closed() || rearm {
+            return Poll::Ready(Ok(()));
+        }
+    }
+}
+
+/// One non-blocking pass over the socket and the application: write what
+/// is owed, read one chunk and write its echo at once, then let the
+/// application take the events (after every input, as the core's drive
+/// order says) and give input. Returns whether anything changed; every
+/// waker is registered when nothing did.
+fn pass<S: Stream, P: Protocol, A: App<P>>(
+    cx: &mut Context<'_>,
+    stream: &mut S,
+    conn: &mut Connection<P>,
+    app: &mut A,
+    read_chunk: usize,
+    shutdown_owed: &mut bool,
+) -> io::Result<bool> {
     let mut now = PassClock(None);
     let mut progressed = flush_output(cx, stream, conn, &mut now)?;
     // The half-close the core asked for, once what it owes is written.
@@ -235,7 +263,7 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
                 *shutdown_owed = false;
                 progressed = true;
             }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => {}
         }
     }
@@ -248,11 +276,7 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
         progressed = true;
     }
     progressed |= app.poll_app(cx, conn).is_ready();
-    if progressed {
-        Poll::Ready(Ok(()))
-    } else {
-        Poll::Pending
-    }
+    Ok(progressed)
 }
 
 /// Writes pending output until it is all written or the socket pushes back
