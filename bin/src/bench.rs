@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use echo_core::ClientEndpoint;
-use echo_net::{AnyStream, Connector, connect};
+use echo_net::{AnyStream, Connector, Stream, connect};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -1240,7 +1240,8 @@ async fn exchange(
     timer: &mut Pin<Box<tokio::time::Sleep>>,
 ) -> Result<(), Failure> {
     let (mut written, mut read) = (0, 0);
-    let mut flushed = false;
+    // A socket's flush does nothing: only a stream that buffers asks for one.
+    let mut flushed = !stream.buffers_writes();
     let mut last = tokio::time::Instant::now();
     poll_fn(|cx| {
         let mut moved = false;

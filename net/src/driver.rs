@@ -302,8 +302,10 @@ fn flush_output<S: Stream, P: Protocol>(
     }
     // A TLS stream takes bytes into its records before they reach the
     // socket; flushing sends them (the waker is registered when it cannot
-    // yet). A socket's flush does nothing and is ready at once.
-    if let Poll::Ready(Err(e)) = Pin::new(&mut *stream).poll_flush(cx) {
+    // yet). A socket's flush does nothing: it is not asked for.
+    if stream.buffers_writes()
+        && let Poll::Ready(Err(e)) = Pin::new(&mut *stream).poll_flush(cx)
+    {
         return Err(e);
     }
     Ok(wrote)

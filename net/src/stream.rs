@@ -9,13 +9,23 @@ use tokio::net::{TcpStream, UnixStream};
 
 /// A connected byte stream the driver can run a connection over.
 ///
-/// Anything that is `AsyncRead + AsyncWrite + Unpin` qualifies; the one extra
-/// is a best-effort way to make closing send a reset, which
-/// [`Action::Abort`](echo_core::Action::Abort) asks for.
+/// Anything that is `AsyncRead + AsyncWrite + Unpin` qualifies; the extras
+/// are a best-effort way to make closing send a reset, which
+/// [`Action::Abort`](echo_core::Action::Abort) asks for, and whether writes
+/// need a flush.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin {
     /// Makes the coming drop reset the connection (RST) instead of closing it
     /// politely. The default does nothing: the drop then closes normally.
     fn set_reset_on_close(&mut self) {}
+
+    /// Whether a write can leave bytes in a buffer of the stream's own that
+    /// only a flush sends (TLS: rustls's records). The driver flushes after
+    /// writing only when this says so: a socket's flush does nothing, but
+    /// asking costs a call per pass on the per-echo path. The default, yes,
+    /// is always correct.
+    fn buffers_writes(&self) -> bool {
+        true
+    }
 }
 
 impl Stream for TcpStream {
@@ -25,11 +35,23 @@ impl Stream for TcpStream {
             tracing::debug!(%error, "could not arm reset on close");
         }
     }
+
+    fn buffers_writes(&self) -> bool {
+        false
+    }
 }
 
-impl Stream for UnixStream {}
+impl Stream for UnixStream {
+    fn buffers_writes(&self) -> bool {
+        false
+    }
+}
 
-impl Stream for tokio::io::DuplexStream {}
+impl Stream for tokio::io::DuplexStream {
+    fn buffers_writes(&self) -> bool {
+        false
+    }
+}
 
 /// A TLS server connection resets as its socket does.
 impl<S: Stream> Stream for tokio_rustls::server::TlsStream<S> {
@@ -66,6 +88,10 @@ impl<S> Prefixed<S> {
 }
 
 impl<S: Stream> Stream for Prefixed<S> {
+    fn buffers_writes(&self) -> bool {
+        self.stream.buffers_writes()
+    }
+
     fn set_reset_on_close(&mut self) {
         self.stream.set_reset_on_close();
     }
@@ -128,6 +154,14 @@ impl Stream for AnyStream {
             Self::Tcp(s) => s.set_reset_on_close(),
             Self::Unix(s) => s.set_reset_on_close(),
             Self::Tls(s) => s.set_reset_on_close(),
+        }
+    }
+
+    fn buffers_writes(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.buffers_writes(),
+            Self::Unix(s) => s.buffers_writes(),
+            Self::Tls(s) => s.buffers_writes(),
         }
     }
 }

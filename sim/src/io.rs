@@ -148,7 +148,13 @@ impl SimStream {
     }
 }
 
-impl Stream for SimStream {}
+/// A simulated socket's flush does nothing, as a real one's: the driver
+/// skips it here as it does on real sockets.
+impl Stream for SimStream {
+    fn buffers_writes(&self) -> bool {
+        false
+    }
+}
 
 impl AsyncRead for SimStream {
     fn poll_read(

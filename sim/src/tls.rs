@@ -44,7 +44,14 @@ pub(crate) enum MaybeTls {
     Tls(Box<tokio_rustls::client::TlsStream<SimStream>>),
 }
 
-impl Stream for MaybeTls {}
+impl Stream for MaybeTls {
+    fn buffers_writes(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.buffers_writes(),
+            Self::Tls(s) => s.buffers_writes(),
+        }
+    }
+}
 
 impl AsyncRead for MaybeTls {
     fn poll_read(
