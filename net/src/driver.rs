@@ -126,13 +126,10 @@ where
         // One long-lived future for the close signal (a fresh one per pass
         // would register and drop a waiter on every read). It checks the
         // current value first, so a close sent before we started counts too.
-        let close_requested = async move {
-            if let Some(signal) = close {
-                signal.triggered().await;
-                return;
-            }
-            std::future::pending::<()>().await;
-        };
+        // Without a signal, one that is never set: polled once per pass,
+        // the signal's own future costs less than one wrapped in an option.
+        let signal = close.unwrap_or_default();
+        let close_requested = signal.triggered();
         tokio::pin!(close_requested);
         let mut close_armed = true;
         let mut shutdown_owed = false;
