@@ -216,6 +216,10 @@ impl PassClock {
 /// caller drains actions and re-arms its timer; `Pending` with every waker
 /// registered otherwise. An echo thus stays in here from one read to the
 /// next instead of going round the caller's loop once per read.
+///
+/// Each pass writes what is owed, reads one chunk and writes its echo at
+/// once, then lets the application take the events (after every input, as
+/// the core's drive order says) and give input.
 fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     cx: &mut Context<'_>,
     stream: &mut S,
@@ -226,7 +230,30 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     armed: Option<Instant>,
 ) -> Poll<io::Result<()>> {
     loop {
-        if !pass(cx, stream, conn, app, read_chunk, shutdown_owed)? {
+        let mut now = PassClock(None);
+        let mut progressed = flush_output(cx, stream, conn, &mut now)?;
+        // The half-close the core asked for, once what it owes is written.
+        if *shutdown_owed && conn.pending_output().is_empty() {
+            match Pin::new(&mut *stream).poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => {
+                    *shutdown_owed = false;
+                    progressed = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        if conn.wants_read()
+            && let Poll::Ready(read) = poll_read_chunk(cx, stream, conn, read_chunk, &mut now)
+        {
+            read?;
+            // Echo what was just read in the same pass.
+            flush_output(cx, stream, conn, &mut now)?;
+            progressed = true;
+        }
+        progressed |= app.poll_app(cx, conn).is_ready();
+        if !progressed {
+            // Nothing moved: every waker this pass met is registered.
             return Poll::Pending;
         }
         let rearm = conn
@@ -236,44 +263,6 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
             return Poll::Ready(Ok(()));
         }
     }
-}
-
-/// One non-blocking pass over the socket and the application: write what
-/// is owed, read one chunk and write its echo at once, then let the
-/// application take the events (after every input, as the core's drive
-/// order says) and give input. Returns whether anything changed; every
-/// waker is registered when nothing did.
-fn pass<S: Stream, P: Protocol, A: App<P>>(
-    cx: &mut Context<'_>,
-    stream: &mut S,
-    conn: &mut Connection<P>,
-    app: &mut A,
-    read_chunk: usize,
-    shutdown_owed: &mut bool,
-) -> io::Result<bool> {
-    let mut now = PassClock(None);
-    let mut progressed = flush_output(cx, stream, conn, &mut now)?;
-    // The half-close the core asked for, once what it owes is written.
-    if *shutdown_owed && conn.pending_output().is_empty() {
-        match Pin::new(&mut *stream).poll_shutdown(cx) {
-            Poll::Ready(Ok(())) => {
-                *shutdown_owed = false;
-                progressed = true;
-            }
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => {}
-        }
-    }
-    if conn.wants_read()
-        && let Poll::Ready(read) = poll_read_chunk(cx, stream, conn, read_chunk, &mut now)
-    {
-        read?;
-        // Echo what was just read in the same pass.
-        flush_output(cx, stream, conn, &mut now)?;
-        progressed = true;
-    }
-    progressed |= app.poll_app(cx, conn).is_ready();
-    Ok(progressed)
 }
 
 /// Writes pending output until it is all written or the socket pushes back
