@@ -10,32 +10,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A peer process, killed when the test ends.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn peers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
-
-fn script(name: &str) -> String {
-    peers_dir().join(name).display().to_string()
-}
 
 /// Skips (or, in CI, fails) when `ok` is false.
 fn required(ok: bool, what: &str) -> bool {
@@ -65,24 +46,6 @@ fn twisted_python() -> Option<String> {
             .is_ok_and(|s| s.success())
     });
     required(found.is_some(), "Python with Twisted (pip install twisted)").then(|| found.unwrap())
-}
-
-/// Starts a peer server that prints `PORT <n>` when it listens.
-fn announced(mut command: Command) -> (Peer, u16) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the peer server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .strip_prefix("PORT ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the peer said {line:?}, not PORT <n>"));
-    (Peer(child), port)
 }
 
 /// Starts a peer server on `port` (which it cannot announce) and waits until
@@ -131,7 +94,7 @@ fn our_client_against_twisted_protocol_echo() {
         return;
     };
     let mut command = Command::new(python);
-    command.args([&script("twisted_echo_server.py"), "plain"]);
+    command.args([&peer_script("twisted_echo_server.py"), "plain"]);
     let (_peer, port) = announced(command);
     our_client_against(port);
 }
@@ -142,7 +105,7 @@ fn our_client_against_twisted_wire_echo() {
         return;
     };
     let mut command = Command::new(python);
-    command.args([&script("twisted_echo_server.py"), "wire"]);
+    command.args([&peer_script("twisted_echo_server.py"), "wire"]);
     let (_peer, port) = announced(command);
     our_client_against(port);
     // The load generator never half-closes mid-run either.
@@ -174,7 +137,7 @@ fn half_close_against_twisted_gets_exact_verdicts() {
         return;
     };
     let mut command = Command::new(python);
-    command.args([&script("twisted_echo_server.py"), "wire"]);
+    command.args([&peer_script("twisted_echo_server.py"), "wire"]);
     let (_peer, port) = announced(command);
     // Twisted drops what it still owes when the FIN arrives: whether a
     // connection loses its echo is a race (PEERS.md 1.1), but every verdict
@@ -215,7 +178,7 @@ fn our_client_against_asyncio_streams() {
         return;
     }
     let mut command = Command::new("python3");
-    command.arg(script("asyncio_echo_server.py"));
+    command.arg(peer_script("asyncio_echo_server.py"));
     let (_peer, port) = announced(command);
     our_client_against(port);
     // asyncio keeps the connection half-open after FIN: --half-close works.
@@ -273,7 +236,7 @@ fn our_client_against_node() {
         return;
     }
     let mut command = Command::new("node");
-    command.arg(script("node_echo_server.js"));
+    command.arg(peer_script("node_echo_server.js"));
     let (_peer, port) = announced(command);
     our_client_against(port);
 }
@@ -285,7 +248,7 @@ fn twisted_clients_against_our_server() {
     };
     let server = Server::start(&[]);
     let port = server.port.to_string();
-    let client = script("twisted_echo_client.py");
+    let client = peer_script("twisted_echo_client.py");
     for (connections, size) in [("10", "12"), ("3", "1048576")] {
         let out = Command::new(&python)
             .args([&client, &port, connections, size])
@@ -315,7 +278,7 @@ fn asyncio_clients_against_our_server() {
         ["3000", "1", "eof"],
     ] {
         let out = Command::new("python3")
-            .arg(script("asyncio_echo_client.py"))
+            .arg(peer_script("asyncio_echo_client.py"))
             .arg(&port)
             .args(args)
             .output()
@@ -401,7 +364,7 @@ fn node_client_against_our_server() {
     let server = Server::start(&[]);
     let out = Command::new("node")
         .args([
-            &script("node_echo_client.js"),
+            &peer_script("node_echo_client.js"),
             &server.port.to_string(),
             "1048576",
         ])

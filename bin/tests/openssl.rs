@@ -369,24 +369,12 @@ fn our_tls_client_verifies_an_openssl_echo_server_over_tls12_and_tls13() {
 #[test]
 fn bench_over_tls_sends_every_record_of_a_large_message() {
     let Some(pki) = pki() else { return };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/asyncio_echo_server.py");
-    let mut child = Command::new("python3")
-        .arg(script)
+    let mut asyncio = Command::new("python3");
+    asyncio
+        .arg(peer_script("asyncio_echo_server.py"))
         .args(["--tls", &pki.path("server.pem"), &pki.path("server.key")])
-        .args(["--read", "4000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _guard = Kill(child);
-    let port = line
-        .strip_prefix("PORT ")
-        .unwrap_or_else(|| panic!("asyncio said {line:?}"))
-        .trim();
+        .args(["--read", "4000"]);
+    let (_peer, port) = announced(asyncio);
     let connect = format!("tls:localhost:{port}:trustRoots={}", pki.path("ca.pem"));
     let common = [
         "--connect",
@@ -559,7 +547,7 @@ fn self_signed_quick_start_prints_a_fingerprint_openssl_agrees_with_and_a_workin
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut next = || lines.next().unwrap().unwrap();
     let (listening, fingerprint, ca, hint) = (next(), next(), next(), next());
-    let _guard = Kill(child);
+    let _guard = Peer(child);
     assert!(
         listening.starts_with("listening on ssl:port="),
         "{listening}"
@@ -622,7 +610,7 @@ fn self_signed_names_the_ssl_port_whatever_endpoints_come_first() {
         .take(6)
         .map(Result::unwrap)
         .collect();
-    let _guard = Kill(child);
+    let _guard = Peer(child);
     let ssl_port = lines[2]
         .strip_prefix("listening on ssl:port=")
         .and_then(|rest| rest.split(':').next())
@@ -639,13 +627,4 @@ fn self_signed_names_the_ssl_port_whatever_endpoints_come_first() {
         )),
         "{lines:?}"
     );
-}
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -294,3 +294,41 @@ pub fn assert_usage_errors(binary: &str, cases: &[&[&str]]) {
         );
     }
 }
+
+/// A peer process (someone else's implementation), killed when the test
+/// ends.
+pub struct Peer(pub Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The path of a peer script in `bin/tests/peers`.
+pub fn peer_script(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Starts a peer server that prints `PORT <n>` when it listens.
+pub fn announced(mut command: Command) -> (Peer, u16) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the peer server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .strip_prefix("PORT ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the peer said {line:?}, not PORT <n>"));
+    (Peer(child), port)
+}
