@@ -1257,8 +1257,8 @@ async fn exchange(
             }
         }
         // A TLS write is done once rustls holds the bytes: the message's
-        // last records reach the socket only when flushed (a socket's
-        // flush is ready at once). Its waker is registered while it waits.
+        // last records reach the socket only when flushed. Its waker is
+        // registered while it waits.
         if written == msg.len() && !flushed {
             match Pin::new(&mut *stream).poll_flush(cx) {
                 Poll::Ready(Ok(())) => flushed = true,
