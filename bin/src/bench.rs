@@ -1126,6 +1126,7 @@ async fn open_loop(
     use std::collections::VecDeque;
     use std::sync::Mutex;
     type Sent = (u64, tokio::time::Instant, tokio::time::Instant);
+    let flush = stream.buffers_writes();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let queue: Mutex<VecDeque<Sent>> = Mutex::new(VecDeque::new());
     let (sent, done) = (tokio::sync::Notify::new(), AtomicBool::new(false));
@@ -1167,7 +1168,10 @@ async fn open_loop(
             // bytes, and the last record of a message could wait unsent.
             let wrote = async {
                 wr.write_all(&msg).await?;
-                wr.flush().await
+                if flush {
+                    wr.flush().await?;
+                }
+                Ok::<(), std::io::Error>(())
             };
             if let Err(e) = wrote.await {
                 fail(Failure::of_io(&e));
