@@ -405,6 +405,24 @@ impl<P: Protocol> Connection<P> {
             && self.protocol.wants_read()
     }
 
+    /// Whether inputs need the current time ([`Protocol::wants_time`]).
+    /// While `false`, an adapter may give
+    /// [`handle_data`](Self::handle_data),
+    /// [`handle_written`](Self::handle_written) and
+    /// [`handle_read_closed`](Self::handle_read_closed)
+    /// [`latest_time`](Self::latest_time) instead of reading its clock;
+    /// timeouts, closes and shutdowns still take the real time.
+    #[must_use]
+    pub fn wants_time(&self) -> bool {
+        self.protocol.wants_time()
+    }
+
+    /// The latest `now` this connection was given.
+    #[must_use]
+    pub fn latest_time(&self) -> Instant {
+        self.last_now
+    }
+
     /// Read-side flow-control state (for tests and metrics).
     #[must_use]
     pub fn producer_state(&self) -> ProducerState {

@@ -14,7 +14,8 @@
 //! * [`Transport`]: Twisted's `ITransport` as an in-memory buffer with flow
 //!   control ([`WaterMarks`]).
 //! * [`Connection`]: the driver an I/O adapter talks to (`handle_*` inputs,
-//!   `poll_*` outputs, `wants_read`).
+//!   `poll_*` outputs, `wants_read`, and `wants_time`: whether a read needs a
+//!   fresh clock reading at all).
 //! * [`Echo`] / [`EchoFactory`]: the server side; [`EchoClient`]: a client that
 //!   verifies the echo byte for byte.
 //! * [`UdpEcho`] / [`UdpEchoClient`]: echo over UDP, with a

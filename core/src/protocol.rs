@@ -61,6 +61,16 @@ pub trait Protocol {
         true
     }
 
+    /// Whether the protocol looks at `now` when bytes come in or go out
+    /// (a timer to restart, a timestamp to take). While it says no, an
+    /// adapter may skip its clock on the per-read path and pass the latest
+    /// time it gave ([`Connection::latest_time`](crate::Connection::latest_time)):
+    /// one clock read per echo is a measurable share of a small one. The
+    /// default says yes.
+    fn wants_time(&self) -> bool {
+        true
+    }
+
     /// The protocol's next deadline, if it has one (idle or progress timers).
     fn poll_timeout(&self) -> Option<Instant> {
         None

@@ -197,20 +197,35 @@ where
                 }
                 armed = Some(at);
             }
-            tokio::select! {
-                biased;
-                result = poll_fn(|cx| with_scratch(read_chunk, |scratch| {
+            // What woke the connection, in this order (the socket first):
+            // one hand-written poll rather than `select!`, whose branch
+            // bookkeeping ran on every read.
+            let woke = poll_fn(|cx| {
+                if let Poll::Ready(result) = with_scratch(read_chunk, |scratch| {
                     poll_io(cx, stream, conn, app, scratch, &mut shutdown_owed, armed)
-                })) => {
-                    if let Err(e) = result {
-                        conn.handle_connection_lost(lost(&e), now());
-                    }
+                }) {
+                    return Poll::Ready(Woke::Io(result));
                 }
-                () = fire(&mut sleep), if armed.is_some() => {
+                if armed.is_some()
+                    && let Some(timer) = sleep.as_mut()
+                    && timer.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Woke::Timer);
+                }
+                if close_armed && close_requested.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Close);
+                }
+                Poll::Pending
+            })
+            .await;
+            match woke {
+                Woke::Io(Ok(())) => {}
+                Woke::Io(Err(e)) => conn.handle_connection_lost(lost(&e), now()),
+                Woke::Timer => {
                     armed = None;
                     conn.handle_timeout(now());
                 }
-                () = &mut close_requested, if close_armed => {
+                Woke::Close => {
                     close_armed = false;
                     conn.shut_down(now(), config.flush_timeout);
                 }
@@ -220,12 +235,20 @@ where
 }
 
 /// The time of one pass, read from the clock only when an input needs it:
-/// on a busy echo every other pass finds nothing to do, and reads none.
+/// on a busy echo every other pass finds nothing to do, and reads none, and
+/// a connection whose protocol ignores the time ([`Connection::wants_time`])
+/// is given the latest time it saw instead.
 struct PassClock(Option<Instant>);
 
 impl PassClock {
-    fn get(&mut self) -> Instant {
-        *self.0.get_or_insert_with(now)
+    fn get<P: Protocol>(&mut self, conn: &Connection<P>) -> Instant {
+        if let Some(at) = self.0 {
+            return at;
+        }
+        if !conn.wants_time() {
+            return conn.latest_time();
+        }
+        *self.0.insert(now())
     }
 }
 
@@ -301,8 +324,8 @@ fn flush_output<S: Stream, P: Protocol>(
         match Pin::new(&mut *stream).poll_write(cx, conn.pending_output()) {
             Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => {
-                conn.handle_written(n, now.get())
-                    .map_err(io::Error::other)?;
+                let at = now.get(conn);
+                conn.handle_written(n, at).map_err(io::Error::other)?;
                 wrote = true;
             }
             Poll::Ready(Err(e)) => return Err(e),
@@ -335,10 +358,12 @@ fn poll_read_chunk<S: Stream, P: Protocol>(
             let data = buf.filled();
             if data.is_empty() {
                 tracing::debug!("peer closed its write side");
-                conn.handle_read_closed(now.get());
+                let at = now.get(conn);
+                conn.handle_read_closed(at);
             } else {
                 tracing::debug!(bytes = data.len(), "data received");
-                if let Err(e) = conn.handle_data(data, now.get()) {
+                let at = now.get(conn);
+                if let Err(e) = conn.handle_data(data, at) {
                     return Poll::Ready(Err(io::Error::other(e)));
                 }
             }
@@ -349,7 +374,8 @@ fn poll_read_chunk<S: Stream, P: Protocol>(
         // input, and a client still owed bytes reports it truncated.
         Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
             tracing::debug!("peer closed without TLS close_notify");
-            conn.handle_read_closed(now.get());
+            let at = now.get(conn);
+            conn.handle_read_closed(at);
             Poll::Ready(Ok(()))
         }
         other => other,
@@ -396,12 +422,16 @@ async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = tokio::time::timeout_at(started + linger, drain).await;
 }
 
-/// Waits for the timer, if there is one.
-async fn fire(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
-    match sleep {
-        Some(timer) => timer.as_mut().await,
-        None => std::future::pending().await,
-    }
+/// What woke a connection's driver.
+enum Woke {
+    /// The socket or the application moved, or the connection needs the
+    /// driver's loop (an action, its end, an earlier deadline); an error
+    /// ends the connection.
+    Io(io::Result<()>),
+    /// The armed deadline passed.
+    Timer,
+    /// The server was told to close its connections.
+    Close,
 }
 
 /// Why a socket error ended a connection; a TLS error says what TLS said.

@@ -169,6 +169,54 @@ async fn driver_echoes_exactly_through_a_seven_byte_pipe() {
     assert_eq!(echoed, message.len() as u64);
 }
 
+/// The driver skips its clock on the per-read path only for a protocol
+/// that ignores the time: an idle timer still restarts on every byte.
+/// Ten bytes 60 ms apart against a 100 ms idle timeout: never idle, then
+/// closed 100 ms after the last one.
+#[tokio::test(start_paused = true)]
+async fn an_idle_timeout_counts_from_the_last_byte_not_the_first() {
+    let (mut stream, mut peer) = tokio::io::duplex(64);
+    let server = tokio::spawn(async move {
+        let mut factory = EchoFactory::new(ServerConfig {
+            idle_timeout: Some(Duration::from_millis(100)),
+            ..ServerConfig::default()
+        });
+        let addr: std::net::SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let echo = factory.build_protocol(&addr.into(), &addr.into()).unwrap();
+        let mut conn = Connection::new(echo, addr, addr, WaterMarks::default(), now());
+        drive(
+            &mut stream,
+            &mut conn,
+            &mut NoApp,
+            &DriveConfig::default(),
+            None,
+        )
+        .await;
+        conn.close_reason()
+    });
+    let mut last = tokio::time::Instant::now();
+    for byte in 0..10u8 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        peer.write_all(&[byte]).await.unwrap();
+        let mut back = [0u8];
+        peer.read_exact(&mut back)
+            .await
+            .unwrap_or_else(|e| panic!("byte {byte} not echoed: {e}"));
+        assert_eq!(back, [byte]);
+        last = tokio::time::Instant::now();
+    }
+    // The server's half-close (its end of file) comes when the timer fires.
+    let ended = peer.read(&mut [0u8; 1]).await.unwrap();
+    assert_eq!(ended, 0, "nothing more to echo");
+    assert_eq!(last.elapsed(), Duration::from_millis(100));
+    drop(peer);
+    let reason = server.await.unwrap();
+    assert_eq!(
+        reason,
+        Some(CloseReason::Lost(echo_core::LostReason::TimedOut))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_observer_sees_every_admission_refusal_and_loss_in_order() {
     use echo_core::ServerEvent;

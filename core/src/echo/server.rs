@@ -167,6 +167,12 @@ impl Protocol for Echo {
         }
     }
 
+    /// Only an idle timer or fault knobs (delays, throttles) look at the
+    /// time: a plain echo needs no clock per read.
+    fn wants_time(&self) -> bool {
+        self.idle_timeout.is_some() || self.faults.is_some()
+    }
+
     /// The idle deadline, and the release of held bytes; a connection that
     /// holds bytes back (a delay, a throttle) is not idle.
     fn poll_timeout(&self) -> Option<Instant> {

@@ -5,8 +5,8 @@ use super::prelude::*;
 
 use super::util::*;
 use crate::{
-    Action, CloseReason, EchoFactory, Factory, LostReason, ProducerState, ServerConfig,
-    ServerEvent, State, UsageError, WaterMarks,
+    Action, CloseReason, EchoFactory, Factory, FaultConfig, LostReason, ProducerState,
+    ServerConfig, ServerEvent, State, UsageError, WaterMarks,
 };
 
 fn input(len: usize) -> Vec<u8> {
@@ -537,6 +537,55 @@ fn time_going_backwards_is_clamped() {
     conn.handle_data(b"a", t0() + ms(50)).unwrap();
     conn.handle_data(b"b", t0() + ms(10)).unwrap(); // earlier: treated as +50
     assert_eq!(conn.poll_timeout(), Some(t0() + ms(150)));
+}
+
+#[test]
+fn the_latest_time_is_the_latest_now_given() {
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    assert_eq!(conn.latest_time(), t0());
+    conn.handle_data(b"a", t0() + ms(50)).unwrap();
+    assert_eq!(conn.latest_time(), t0() + ms(50));
+    conn.handle_written(1, t0() + ms(10)).unwrap(); // earlier: not taken
+    assert_eq!(conn.latest_time(), t0() + ms(50));
+    assert!(conn.pending_output().is_empty());
+}
+
+#[test]
+fn a_plain_echo_wants_no_clock_per_read() {
+    // An adapter that then passes the latest time it gave gets the same
+    // echo as one that reads its clock.
+    let mut factory = EchoFactory::default();
+    let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
+    assert!(!conn.wants_time());
+    let at = conn.latest_time();
+    conn.handle_data(b"hello", at).unwrap();
+    assert_eq!(conn.pending_output(), b"hello");
+    conn.handle_written(5, at).unwrap();
+    assert!(conn.pending_output().is_empty());
+    assert_eq!(conn.poll_timeout(), None);
+    assert_eq!(conn.poll_action(), None);
+    assert!(conn.wants_read());
+    assert!(!conn.wants_time(), "still none after traffic");
+}
+
+#[test]
+fn an_idle_timer_or_a_fault_knob_wants_the_time() {
+    let mut idle = EchoFactory::new(ServerConfig {
+        idle_timeout: Some(ms(100)),
+        ..ServerConfig::default()
+    });
+    let conn = server_conn(&mut idle, WaterMarks::default(), t0());
+    assert!(conn.wants_time(), "the idle timer restarts on every read");
+    let mut delayed = EchoFactory::new(ServerConfig {
+        faults: FaultConfig {
+            delay: ms(10),
+            ..FaultConfig::default()
+        },
+        ..ServerConfig::default()
+    });
+    let conn = server_conn(&mut delayed, WaterMarks::default(), t0());
+    assert!(conn.wants_time(), "a delay counts from each read");
 }
 
 #[test]
