@@ -30,6 +30,8 @@ if not os.path.exists(BASELINE):
 THREADS = os.environ.get("BENCH_CLIENT_THREADS", "1")
 TICK = os.sysconf("SC_CLK_TCK")
 PIN = shutil.which("taskset") is not None and os.cpu_count() >= 2
+# BENCH_TAIL=1: also each round's p99.9 and maximum latency.
+TAIL = os.environ.get("BENCH_TAIL") == "1"
 
 SERVERS = {
     "baseline": lambda port: [BASELINE, f"127.0.0.1:{port}"],
@@ -147,6 +149,7 @@ def one(name, conns, length, secs, server_core="0", client_core="1"):
         # near zero against a healthy server) and lasted r["seconds"].
         cpu = sampler.at(end) - sampler.at(end - r["seconds"])
         return {"rps": r["requests_per_sec"], "p99": r["latency_us"]["p99"], "errors": r["errors"],
+                "p999": r["latency_us"]["p99_9"], "max": r["latency_us"]["max"],
                 "cpu_us": cpu * 1e6 / max(r["requests"], 1), "rss": status_kib(server.pid, "VmHWM:"),
                 "handshake_us": r.get("handshake_us")}
     finally:
@@ -181,6 +184,11 @@ def table(secs, rounds, loads, server_core, client_core, title):
         for name in SERVERS:
             rows = results[name]
             line = f"{conns:>5} x {length:<5} {name:>9} {med(rows, 'rps'):>9.0f} {med(rows, 'p99'):>8.1f} {med(rows, 'cpu_us'):>11.2f} {med(rows, 'rss'):>8.0f}"
+            if TAIL:
+                # Beyond the p99: a connection left waiting while others are
+                # served shows here first. Every round's figure, not a median.
+                line += "  p99.9 " + "/".join(f"{r['p999'] / 1000:.0f}" for r in rows)
+                line += " max " + "/".join(f"{r['max'] / 1000:.0f}" for r in rows) + " ms"
             if name.startswith("ours"):
                 b = results["tokio-nd"]
                 ratio = lambda k: f"{med(rows, k) / med(b, k):.2f}" if med(b, k) > 0 else "-"

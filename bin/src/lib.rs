@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod hlog;
 pub mod plot;
+pub mod runtime;
 
 use std::io::IsTerminal;
 use std::time::Duration;

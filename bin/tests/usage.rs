@@ -271,6 +271,26 @@ fn an_invalid_rust_log_warns_and_falls_back() {
     assert!(log.contains("connection made"), "still logs at info: {log}");
 }
 
+/// tokio panics on a worker count it cannot read; the server says which
+/// value it ignored and serves with one worker per core.
+#[test]
+fn an_invalid_tokio_worker_count_warns_and_serves() {
+    let mut command = Command::new(SERVER);
+    command
+        .env("TOKIO_WORKER_THREADS", "lots")
+        .args(["--listen", "tcp:0:interface=127.0.0.1"]);
+    let server = Server::spawn(command);
+    let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    server.wait_log("connection lost", 1, Duration::from_secs(10));
+    let log = server.log();
+    assert!(
+        log.contains("warning: ignoring TOKIO_WORKER_THREADS=\"lots\""),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}
+
 #[test]
 fn verbose_shows_each_echo_and_retries_say_how_many_attempts() {
     let server = Server::start(&[]);

@@ -282,17 +282,6 @@ fn udp_rate(s: &str) -> Result<u32, String> {
     })
 }
 
-/// How often (in tasks run) a runtime worker takes a task from the shared
-/// queue before its own: every time. A worker that polls the I/O driver
-/// queues the connections it finds ready on itself, and what does not fit
-/// (256) spills into the shared queue, which tokio's default takes from only
-/// once in 61 tasks. With a thousand busy connections on one core that
-/// starved the spilled ones while the others were echoed again and again:
-/// a p99 of 82 ms against the C epoll server's 16.6 ms; 32 ms with this
-/// (medians of 5 rounds, BENCHMARKS.md). An empty shared queue costs one
-/// atomic load to check.
-const GLOBAL_QUEUE_INTERVAL: u32 = 1;
-
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(shell) = args.completions {
@@ -303,11 +292,7 @@ fn main() -> ExitCode {
         return print_man::<Args>();
     }
     init_logging(tracing::Level::INFO, args.verbose, args.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .global_queue_interval(GLOBAL_QUEUE_INTERVAL)
-        .build()
-    {
+    let runtime = match echo_bin::runtime::server_runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
             complain(format!("echo-server: cannot start the runtime: {e}"));
