@@ -205,8 +205,12 @@ async fn an_idle_timeout_counts_from_the_last_byte_not_the_first() {
         assert_eq!(back, [byte]);
         last = tokio::time::Instant::now();
     }
-    // The server's half-close (its end of file) comes when the timer fires.
-    let ended = peer.read(&mut [0u8; 1]).await.unwrap();
+    // The server's half-close (its end of file) comes when the timer fires
+    // (the clock is paused: a timer that never fires fails at 5 s, not hangs).
+    let ended = tokio::time::timeout(Duration::from_secs(5), peer.read(&mut [0u8; 1]))
+        .await
+        .expect("the idle timeout never closed the connection")
+        .unwrap();
     assert_eq!(ended, 0, "nothing more to echo");
     assert_eq!(last.elapsed(), Duration::from_millis(100));
     drop(peer);
