@@ -253,17 +253,22 @@ fn tls_files_that_are_missing_or_wrong_fail_with_the_file_named() {
     }
 }
 
-#[test]
-fn an_invalid_rust_log_warns_and_falls_back() {
+/// The server's log after it served one echo with `var` set to `value`.
+fn log_serving_with(var: &str, value: &str) -> String {
     let mut command = Command::new(SERVER);
     command
-        .env("RUST_LOG", "echo=verbose[")
+        .env(var, value)
         .args(["--listen", "tcp:0:interface=127.0.0.1"]);
     let server = Server::spawn(command);
     let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", text(&out.stderr));
     server.wait_log("connection lost", 1, Duration::from_secs(10));
-    let log = server.log();
+    server.log()
+}
+
+#[test]
+fn an_invalid_rust_log_warns_and_falls_back() {
+    let log = log_serving_with("RUST_LOG", "echo=verbose[");
     assert!(
         log.contains("warning: ignoring RUST_LOG=\"echo=verbose[\""),
         "{log}"
@@ -275,15 +280,7 @@ fn an_invalid_rust_log_warns_and_falls_back() {
 /// value it ignored and serves with one worker per core.
 #[test]
 fn an_invalid_tokio_worker_count_warns_and_serves() {
-    let mut command = Command::new(SERVER);
-    command
-        .env("TOKIO_WORKER_THREADS", "lots")
-        .args(["--listen", "tcp:0:interface=127.0.0.1"]);
-    let server = Server::spawn(command);
-    let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    server.wait_log("connection lost", 1, Duration::from_secs(10));
-    let log = server.log();
+    let log = log_serving_with("TOKIO_WORKER_THREADS", "lots");
     assert!(
         log.contains("warning: ignoring TOKIO_WORKER_THREADS=\"lots\""),
         "{log}"
