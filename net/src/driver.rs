@@ -344,6 +344,10 @@ fn flush_output<S: Stream, P: Protocol>(
 }
 
 /// Reads one chunk (into the worker's scratch buffer) into the core.
+///
+/// Inlined by hand, as `flush_output` is: called twice per echo, and as a
+/// call it cost about 55 instructions per 64-byte echo more (callgrind,
+/// 10 x 64).
 #[inline(always)]
 fn poll_read_chunk<S: Stream, P: Protocol>(
     cx: &mut Context<'_>,
