@@ -112,10 +112,20 @@ async fn shutdown_with_a_silent_open_connection_closes_it_after_grace() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"owed").await.unwrap();
     wait_open(&server, 1).await;
-    let outcome = server.shutdown(Duration::from_millis(200)).await;
+    // Bounded waits: a connection that never hears of the shutdown fails
+    // this test instead of hanging it.
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        server.shutdown(Duration::from_millis(200)),
+    )
+    .await
+    .expect("the shutdown never ended");
     assert_eq!(outcome, ShutdownOutcome::GraceExpired { closed: 1 });
     let mut back = Vec::new();
-    s.read_to_end(&mut back).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut back))
+        .await
+        .expect("the connection was never closed")
+        .unwrap();
     assert_eq!(back, b"owed", "flushed, then closed");
     assert!(
         TcpStream::connect(addr).await.is_err(),
