@@ -17,10 +17,11 @@ pub fn server_runtime() -> io::Result<tokio::runtime::Runtime> {
         crate::complain(format!("warning: ignoring {e}; starting {cores} workers"));
         cores
     });
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().worker_threads(workers);
-    builder.global_queue_interval(SHARED_QUEUE_INTERVAL);
-    builder.build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(workers)
+        .global_queue_interval(SHARED_QUEUE_INTERVAL)
+        .build()
 }
 
 /// How many workers tokio's multi-thread runtime starts by default: a
@@ -28,8 +29,7 @@ pub fn server_runtime() -> io::Result<tokio::runtime::Runtime> {
 /// here, not by tokio, which panics on a value it cannot read.
 ///
 /// # Errors
-/// A value that is not a positive whole number, with a message naming it
-/// (tokio itself would panic on it).
+/// A value that is not a positive whole number, with a message naming it.
 pub fn worker_threads(env: Option<&str>, cores: usize) -> Result<usize, String> {
     match env {
         None => Ok(cores.max(1)),
