@@ -33,6 +33,8 @@ mod server;
 mod signal;
 mod spawn;
 mod stream;
+#[cfg(test)]
+mod testing;
 mod tls;
 mod traffic;
 mod udp;

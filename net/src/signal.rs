@@ -81,25 +81,9 @@ impl CloseSignal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::counting_waker as waker;
     use std::pin::pin;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
-    use std::task::{Context, Wake};
-
-    /// A waker that counts its wakes.
-    #[derive(Default)]
-    struct Counting(AtomicUsize);
-
-    impl Wake for Counting {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn waker() -> (Arc<Counting>, Waker) {
-        let counter = Arc::new(Counting::default());
-        (counter.clone(), Waker::from(counter))
-    }
+    use std::task::Context;
 
     #[test]
     fn a_waiter_polled_again_with_the_same_waker_is_still_woken_and_completes() {
@@ -109,9 +93,9 @@ mod tests {
         let mut cx = Context::from_waker(&w);
         assert!(waiting.as_mut().poll(&mut cx).is_pending());
         assert!(waiting.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert_eq!(count.wakes(), 0);
         signal.trigger();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.wakes(), 1);
         assert!(waiting.as_mut().poll(&mut cx).is_ready());
     }
 
@@ -134,12 +118,8 @@ mod tests {
                 .is_pending()
         );
         signal.trigger();
-        assert_eq!(
-            second.0.load(Ordering::SeqCst),
-            1,
-            "the task's current waker is woken"
-        );
-        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(second.wakes(), 1, "the task's current waker is woken");
+        assert_eq!(first.wakes(), 0);
         assert!(
             waiting
                 .as_mut()
@@ -160,6 +140,6 @@ mod tests {
                 .poll(&mut Context::from_waker(&w))
                 .is_ready()
         );
-        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert_eq!(count.wakes(), 0);
     }
 }

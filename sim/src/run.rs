@@ -122,6 +122,9 @@ fn server_options(case: &Case) -> ServerOptions {
         marks: WaterMarks::new(case.server_high, case.server_low).expect("valid marks"),
         drive: DriveConfig {
             read_chunk: case.server_read_chunk,
+            // Two reads a wake, not 64 KiB: a busy connection yields to
+            // the others in nearly every case, not only past 64 KiB.
+            read_budget: 2 * case.server_read_chunk,
             // Without a shutdown plan, long enough for any flush the case
             // can need; with one, the plan's (clients that keep reading
             // finish in it; one whose output blocks is cut off by it).
@@ -168,6 +171,7 @@ fn client_options(case: &Case) -> ClientOptions {
         marks: WaterMarks::new(case.client_high, 0).expect("valid marks"),
         drive: DriveConfig {
             read_chunk: case.client_read_chunk,
+            read_budget: 2 * case.client_read_chunk,
             ..ClientOptions::default().drive
         },
     }
