@@ -23,10 +23,16 @@ if [ "$(nproc)" -lt 6 ]; then
   # figures are lower than on a machine with cores to spare.
   BENCH_SERVER_CORES=1 BENCH_CLIENT_CORES=0-1 BENCH_CLIENT_THREADS=2 BENCH_WORKERS=1 \
     BENCH_LOADS=${BENCH_LOADS:-100x64,1000x64} python3 scripts/bench.py "$secs" "$rounds"
+  # Fairness: small echoes beside big ones that keep the server busy.
+  BENCH_MIXED=4x1048576 BENCH_SERVER_CORES=1 BENCH_CLIENT_CORES=0 BENCH_CLIENT_THREADS=1 BENCH_WORKERS=1 \
+    BENCH_LOADS=100x64 python3 scripts/bench.py "$secs" "$rounds"
   exit 0
 fi
 BENCH_SERVER_CORES=0 BENCH_CLIENT_CORES=2-5 BENCH_CLIENT_THREADS=4 BENCH_WORKERS=1 BENCH_IDLE=1 \
   python3 scripts/bench.py "$secs" "$rounds"
+# Fairness: small echoes beside big ones that keep the server busy.
+BENCH_MIXED=4x1048576 BENCH_SERVER_CORES=0 BENCH_CLIENT_CORES=2-5 BENCH_CLIENT_THREADS=4 BENCH_WORKERS=1 \
+  BENCH_LOADS=100x64 python3 scripts/bench.py "$secs" "$rounds"
 if [ "$(nproc)" -ge 16 ]; then
   BENCH_SERVER_CORES=0-7 BENCH_CLIENT_CORES=8-15 BENCH_CLIENT_THREADS=8 BENCH_WORKERS=8 \
     BENCH_LOADS=1000x64,5000x64 python3 scripts/bench.py "$secs" "$rounds"

@@ -18,6 +18,13 @@ BENCH_CLIENT_CORES (default "1-4"), so the server is the bottleneck and
 requests/s separate servers; CPU per echo (server CPU seconds / round trips)
 is the headline either way. BENCH_BIN=DIR runs prebuilt binaries from DIR
 (echo-server, echo-client, baseline_tokio_echo, epoll_echo).
+
+BENCH_MIXED=CxLEN (e.g. 4x1048576): a bulk load of C connections echoing
+LEN-byte messages runs beside every measured load, from before it starts
+until after it ends, on the client's cores; the table adds its MB/s. What
+the small echoes get while big ones keep the server busy is the server's
+fairness; CPU per echo is not shown then (the bulk load's share of the
+server cannot be told apart).
 """
 import json, os, shutil, socket, statistics, subprocess, sys, threading, time
 
@@ -32,6 +39,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 PIN = shutil.which("taskset") is not None and os.cpu_count() >= 2
 # BENCH_TAIL=1: also each round's p99.9 and maximum latency.
 TAIL = os.environ.get("BENCH_TAIL") == "1"
+MIXED = tuple(int(x) for x in os.environ["BENCH_MIXED"].split("x")) if os.environ.get("BENCH_MIXED") else None
 
 SERVERS = {
     "baseline": lambda port: [BASELINE, f"127.0.0.1:{port}"],
@@ -136,9 +144,23 @@ def hgrm_path(name, conns, length):
     return os.path.join(PLOTS, f"{conns}x{length}-{name}.hgrm")
 
 
+def bulk_load(port, secs, client_core):
+    """The BENCH_MIXED load, started: it runs for `secs`."""
+    conns, length = MIXED
+    cmd = [CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-s", str(length),
+           "-d", str(secs), "-w", "0", "--json"]
+    if PIN:
+        cmd = ["taskset", "-c", client_core] + cmd
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+
 def one(name, conns, length, secs, server_core="0", client_core="1"):
     server, port = start(name, server_core)
+    bulk = None
     try:
+        if MIXED:
+            bulk = bulk_load(port, secs + 2, client_core)
+            time.sleep(1)  # under way before the measured load starts
         sampler = CpuSampler(server.pid)
         sampler.start()
         r = bench(port, conns, length, secs, client_core, hgrm_path(name, conns, length), name.endswith("tls"))
@@ -148,11 +170,18 @@ def one(name, conns, length, secs, server_core="0", client_core="1"):
         # The measured window ended as the client finished (its drain is
         # near zero against a healthy server) and lasted r["seconds"].
         cpu = sampler.at(end) - sampler.at(end - r["seconds"])
-        return {"rps": r["requests_per_sec"], "p99": r["latency_us"]["p99"], "errors": r["errors"],
-                "p999": r["latency_us"]["p99_9"], "max": r["latency_us"]["max"],
-                "cpu_us": cpu * 1e6 / max(r["requests"], 1), "rss": status_kib(server.pid, "VmHWM:"),
-                "handshake_us": r.get("handshake_us")}
+        row = {"rps": r["requests_per_sec"], "p99": r["latency_us"]["p99"], "errors": r["errors"],
+               "p999": r["latency_us"]["p99_9"], "max": r["latency_us"]["max"],
+               "cpu_us": cpu * 1e6 / max(r["requests"], 1), "rss": status_kib(server.pid, "VmHWM:"),
+               "handshake_us": r.get("handshake_us")}
+        if bulk:
+            out, _ = bulk.communicate(timeout=secs + 60)
+            b = json.loads(out)
+            row.update(bulk_mbs=b["mb_per_sec"], errors=row["errors"] + b["errors"])
+        return row
     finally:
+        if bulk and bulk.poll() is None:
+            bulk.kill()
         server.kill()
         server.wait()
 
@@ -163,6 +192,8 @@ def med(rows, key):
 
 def table(secs, rounds, loads, server_core, client_core, title):
     os.makedirs(PLOTS, exist_ok=True)
+    if MIXED:
+        title += f", beside {MIXED[0]} x {MIXED[1]} B bulk echoes"
     print(f"\n{title} (median of {rounds} rounds, {secs}s each; server core {server_core}, client core {client_core}):")
     print(f"{'load':>12} {'server':>9} {'req/s':>9} {'p99 us':>8} {'CPU us/echo':>11} {'RSS KiB':>8} | {'ours/tokio-nd req/s':>19} {'CPU':>6} {'p99':>6}")
     for conns, length in loads:
@@ -183,16 +214,19 @@ def table(secs, rounds, loads, server_core, client_core, title):
             print(f"(no plot: {drawn.stderr.strip()})")
         for name in SERVERS:
             rows = results[name]
-            line = f"{conns:>5} x {length:<5} {name:>9} {med(rows, 'rps'):>9.0f} {med(rows, 'p99'):>8.1f} {med(rows, 'cpu_us'):>11.2f} {med(rows, 'rss'):>8.0f}"
+            cpu = "-" if MIXED else f"{med(rows, 'cpu_us'):.2f}"
+            line = f"{conns:>5} x {length:<5} {name:>9} {med(rows, 'rps'):>9.0f} {med(rows, 'p99'):>8.1f} {cpu:>11} {med(rows, 'rss'):>8.0f}"
             if TAIL:
                 # Beyond the p99: a connection left waiting while others are
                 # served shows here first. Every round's figure, not a median.
                 line += "  p99.9 " + "/".join(f"{r['p999'] / 1000:.0f}" for r in rows)
                 line += " max " + "/".join(f"{r['max'] / 1000:.0f}" for r in rows) + " ms"
+            if MIXED:
+                line += f"  bulk {med(rows, 'bulk_mbs'):.0f} MB/s"
             if name.startswith("ours"):
                 b = results["tokio-nd"]
                 ratio = lambda k: f"{med(rows, k) / med(b, k):.2f}" if med(b, k) > 0 else "-"
-                line += f" | {ratio('rps'):>19} {ratio('cpu_us'):>6} {ratio('p99'):>6}"
+                line += f" | {ratio('rps'):>19} {'-' if MIXED else ratio('cpu_us'):>6} {ratio('p99'):>6}"
             handshakes = [r["handshake_us"] for r in rows if r.get("handshake_us")]
             if handshakes:
                 line += f"  handshake p50 {statistics.median(h['p50'] for h in handshakes):.0f} us, p99 {statistics.median(h['p99'] for h in handshakes):.0f} us"
