@@ -441,9 +441,12 @@ fn too_fast(knobs: &FaultConfig, len: usize, took: Duration) -> Option<String> {
 
 /// The verdict on a client of a server that cuts connections off (a
 /// `share` of them, in millionths): done with every byte where the cut-off
-/// cannot apply (a message no longer than it lets through, a share of none)
+/// cannot apply (a message shorter than it lets through, a share of none)
 /// and may not have (a share of some); otherwise ended as the cut-off says
 /// ([`crate::knobs::cut_off_as_told`]), with what came back all verified.
+/// A message exactly as long as the cut-off lets through may end either
+/// way: the server cuts once it has echoed that much (an empty one at
+/// once), which can come before the client learns that its input ended.
 fn cut_verdict(
     world: &World,
     label: &str,
@@ -452,7 +455,9 @@ fn cut_verdict(
     got: usize,
     result: &Option<Result<echo_net::Summary, ClientError>>,
 ) -> Result<(), String> {
-    let applies = len as u64 > crate::knobs::cut_bytes(cutoff);
+    let cut = crate::knobs::cut_bytes(cutoff);
+    let applies = len as u64 > cut;
+    let may_apply = len as u64 >= cut;
     let every = share == FaultConfig::EVERY_CONNECTION;
     match result {
         Some(Ok(_)) if applies && every => Err(format!(
@@ -467,7 +472,7 @@ fn cut_verdict(
             stop(world, label)
         }
         Some(Err(ClientError::Echo(error)))
-            if applies && crate::knobs::cut_off_as_told(cutoff, error) =>
+            if may_apply && crate::knobs::cut_off_as_told(cutoff, error) =>
         {
             world.shared.stats.borrow_mut().cut += 1;
             world.shared.event(format!("{label} cut off after {got}"));
