@@ -547,10 +547,13 @@ impl Bound {
         }
     }
 
-    /// A file name, if given (never empty: `Bound::bind` rejects empty
-    /// parameters).
-    fn file(&mut self, name: &'static str) -> Option<String> {
-        self.take(name)
+    /// A file name, if given; `name=` with nothing after it is an error,
+    /// not a file called "".
+    fn file(&mut self, name: &'static str) -> Result<Option<String>, EndpointError> {
+        match self.take(name) {
+            Some(v) if v.is_empty() => Err(self.invalid(name, v, "a file name")),
+            v => Ok(v),
+        }
     }
 
     /// Seconds above 0; fractions are our extension (Twisted takes whole
@@ -686,12 +689,12 @@ impl FromStr for ServerEndpoint {
                     },
                 };
                 let tls = ServerTls {
-                    private_key: p.file("privateKey"),
-                    cert_key: p.file("certKey"),
-                    extra_cert_chain: p.file("extraCertChain"),
-                    ca_certs: p.file("caCerts"),
+                    private_key: p.file("privateKey")?,
+                    cert_key: p.file("certKey")?,
+                    extra_cert_chain: p.file("extraCertChain")?,
+                    ca_certs: p.file("caCerts")?,
                     method,
-                    dh_parameters: p.file("dhParameters"),
+                    dh_parameters: p.file("dhParameters")?,
                 };
                 Ok(Self::Ssl {
                     port,
@@ -796,9 +799,9 @@ impl FromStr for ClientEndpoint {
                 let timeout = p.timeout()?;
                 let bind_address = p.ip("bindAddress")?;
                 let tls = ClientTls {
-                    trust_roots: p.file("trustRoots"),
-                    certificate: p.file("certificate"),
-                    private_key: p.file("privateKey"),
+                    trust_roots: p.file("trustRoots")?,
+                    certificate: p.file("certificate")?,
+                    private_key: p.file("privateKey")?,
                 };
                 if tls.private_key.is_some() && tls.certificate.is_none() {
                     return Err(EndpointError::Missing {

@@ -344,16 +344,23 @@ fn parse_tlvs(mut b: &[u8]) -> Result<Tlvs, ProxyError> {
 impl ProxyHeader {
     /// The header as a sender writes it: v1 text or v2 binary. A v1
     /// `Local` is written as `UNKNOWN` (v1 has no LOCAL); TLVs are not
-    /// written.
+    /// written. A source and destination of different families are both
+    /// written as IPv6 (TCP6), the IPv4 one IPv4-mapped (`::ffff:a.b.c.d`):
+    /// the header has one family, and a declared client must never vanish
+    /// into `UNKNOWN`.
     #[must_use]
     pub fn encode(&self, version: u8) -> Vec<u8> {
+        let addresses = match self {
+            Self::Proxied {
+                source,
+                destination,
+                ..
+            } => Some(one_family(*source, *destination)),
+            _ => None,
+        };
         if version == 1 {
-            return match self {
-                Self::Proxied {
-                    source,
-                    destination,
-                    ..
-                } if source.is_ipv4() == destination.is_ipv4() => {
+            return match addresses {
+                Some((source, destination)) => {
                     let family = if source.is_ipv4() { "TCP4" } else { "TCP6" };
                     alloc::format!(
                         "PROXY {family} {} {} {} {}\r\n",
@@ -364,36 +371,41 @@ impl ProxyHeader {
                     )
                     .into_bytes()
                 }
-                _ => b"PROXY UNKNOWN\r\n".to_vec(),
+                None => b"PROXY UNKNOWN\r\n".to_vec(),
             };
         }
         let mut out = V2_SIGNATURE.to_vec();
-        match self {
-            Self::Proxied {
-                source: SocketAddr::V4(s),
-                destination: SocketAddr::V4(d),
-                ..
-            } => {
+        match (self, addresses) {
+            (_, Some((SocketAddr::V4(s), SocketAddr::V4(d)))) => {
                 out.extend_from_slice(&[0x21, 0x11, 0, 12]);
                 out.extend_from_slice(&s.ip().octets());
                 out.extend_from_slice(&d.ip().octets());
                 out.extend_from_slice(&s.port().to_be_bytes());
                 out.extend_from_slice(&d.port().to_be_bytes());
             }
-            Self::Proxied {
-                source: SocketAddr::V6(s),
-                destination: SocketAddr::V6(d),
-                ..
-            } => {
+            (_, Some((SocketAddr::V6(s), SocketAddr::V6(d)))) => {
                 out.extend_from_slice(&[0x21, 0x21, 0, 36]);
                 out.extend_from_slice(&s.ip().octets());
                 out.extend_from_slice(&d.ip().octets());
                 out.extend_from_slice(&s.port().to_be_bytes());
                 out.extend_from_slice(&d.port().to_be_bytes());
             }
-            Self::Local => out.extend_from_slice(&[0x20, 0x00, 0, 0]),
+            (Self::Local, _) => out.extend_from_slice(&[0x20, 0x00, 0, 0]),
             _ => out.extend_from_slice(&[0x21, 0x00, 0, 0]),
         }
         out
     }
+}
+
+/// `source` and `destination` in one family: as they are when they share
+/// one, else both IPv6 with the IPv4 one mapped.
+fn one_family(source: SocketAddr, destination: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if source.is_ipv4() == destination.is_ipv4() {
+        return (source, destination);
+    }
+    let mapped = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        v6 => v6,
+    };
+    (mapped(source), mapped(destination))
 }

@@ -38,6 +38,7 @@ mod testing;
 mod tls;
 mod traffic;
 mod udp;
+mod warnings;
 
 pub use access::AccessList;
 pub use client::{

@@ -132,6 +132,11 @@ impl AnyListener {
     /// runtime; the listeners come back as `std` ones (non-blocking) for each
     /// worker's runtime to adopt with [`AnyListener::adopt`].
     ///
+    /// Another process's listener on the same port makes this fail with
+    /// `AddrInUse`, as a plain bind would: `SO_REUSEPORT` lets any socket of
+    /// the same user join the group, so without that check a second server
+    /// would silently take half the connections.
+    ///
     /// # Errors
     /// The bind's I/O error, or `Unsupported` for an endpoint that is not TCP.
     pub fn bind_tcp_shards(
@@ -150,6 +155,9 @@ impl AnyListener {
             ));
         };
         let mut addr = SocketAddr::new(*interface, *port);
+        if *port != 0 {
+            refuse_if_listened_on(addr)?;
+        }
         let mut shards = Vec::with_capacity(n);
         for _ in 0..n.max(1) {
             let socket = if addr.is_ipv4() {
@@ -332,6 +340,30 @@ impl Drop for LockFile {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+/// Fails with `AddrInUse` when something already listens on `addr`: a
+/// probe bound without `SO_REUSEPORT` conflicts with any listener there,
+/// ours or another program's (`SO_REUSEADDR` only lets it past sockets in
+/// `TIME_WAIT`, as every listener here is bound). The probe is closed
+/// before the shards bind; two servers started within that instant could
+/// still share the port.
+fn refuse_if_listened_on(addr: SocketAddr) -> io::Result<()> {
+    let probe = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    probe.set_reuseaddr(true)?;
+    probe.bind(addr).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            in_use(format!(
+                "{addr} is already in use (another server listens there; --workers shares a port only among its own workers)"
+            ))
+        } else {
+            e
+        }
+    })
 }
 
 fn in_use(message: String) -> io::Error {

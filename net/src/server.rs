@@ -23,6 +23,7 @@ use crate::spawn::Spawner;
 use crate::stream::{Prefixed, Stream};
 use crate::tls::{TlsServer, client_subject, describe};
 use crate::traffic::{Counters, Metered, Traffic};
+use crate::warnings::{Throttle, Warning};
 
 /// First pause after an accept error that is not about one connection
 /// (out of file descriptors, say); doubles up to [`MAX_ACCEPT_BACKOFF`].
@@ -102,8 +103,11 @@ struct Inner {
     counters: Counters,
     /// Which peers are served ([`EchoServer::restrict`]).
     access: OnceLock<AccessList>,
-    /// Denials logged in the current second, for rate-limiting the warning.
-    denied_log: Mutex<(Option<std::time::Instant>, u64)>,
+    /// Thins the warnings a peer can cause.
+    warnings: Throttle,
+    /// A health check the access list would have turned away was served
+    /// and said so.
+    exempt_said: std::sync::atomic::AtomicBool,
 }
 
 /// A callback for factory events (a newtype so `Inner` can be `Debug`).
@@ -121,12 +125,9 @@ impl Inner {
         let mut factory = self.factory.lock().unwrap_or_else(PoisonError::into_inner);
         let result = f(&mut factory);
         while let Some(event) = factory.poll_event() {
-            log_event(&event);
+            log_event(&event, &self.warnings);
             if let ServerEvent::ConnectionLost { reason, .. } = &event {
                 self.counters.lost(reason);
-            }
-            if let ServerEvent::ConnectionDenied { peer } = &event {
-                self.log_denied(peer);
             }
             if let Some(Observer(observe)) = self.observer.get() {
                 observe(&event);
@@ -137,30 +138,7 @@ impl Inner {
     }
 }
 
-impl Inner {
-    /// A warning per second at most for denied peers, with the count since
-    /// the last one; each denial at debug.
-    fn log_denied(&self, peer: &Address) {
-        tracing::debug!(%peer, "connection denied by the access list");
-        let mut log = self
-            .denied_log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        log.1 += 1;
-        // tokio's clock, as the connections' own: a simulated or paused
-        // clock governs the rate too, so a replayed run logs the same.
-        let now = crate::driver::now();
-        let due = log
-            .0
-            .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
-        if due {
-            tracing::warn!(%peer, denied = log.1, "connections denied by --allow/--deny (count since the last warning)");
-            *log = (Some(now), 0);
-        }
-    }
-}
-
-fn log_event(event: &ServerEvent) {
+fn log_event(event: &ServerEvent, warnings: &Throttle) {
     match event {
         ServerEvent::Started => tracing::debug!("factory started"),
         ServerEvent::Stopped => tracing::debug!("factory stopped"),
@@ -189,7 +167,15 @@ fn log_event(event: &ServerEvent) {
             tracing::info!(%id, %peer, via, %host, subject, open, "connection made");
         }
         ServerEvent::ConnectionRefused { peer, open, limit } => {
-            tracing::warn!(%peer, open, limit, "connection refused: limit reached");
+            if warnings.allow(Warning::LimitReached, peer, "limit reached") {
+                tracing::warn!(%peer, open, limit, "connection refused: limit reached");
+            }
+        }
+        ServerEvent::ConnectionDenied { peer } => {
+            tracing::debug!(%peer, "connection denied by the access list");
+            if warnings.allow(Warning::Denied, peer, "denied") {
+                tracing::warn!(%peer, "connection denied by --allow/--deny");
+            }
         }
         ServerEvent::ConnectionLost {
             health_check: true,
@@ -231,7 +217,8 @@ impl EchoServer {
                 observer: OnceLock::new(),
                 counters: Counters::default(),
                 access: OnceLock::new(),
-                denied_log: Mutex::new((None, 0)),
+                warnings: Throttle::default(),
+                exempt_said: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -310,7 +297,14 @@ impl EchoServer {
                     tracing::debug!(%error, "accept failed for one connection");
                 }
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "accept failed; backing off");
+                    let reason = error.to_string();
+                    if self
+                        .inner
+                        .warnings
+                        .allow(Warning::AcceptFailed, &"-", &reason)
+                    {
+                        tracing::warn!(%error, retry_in = ?backoff, "accept failed; backing off");
+                    }
                     let stopped = tokio::select! {
                         biased;
                         _ = accepting.wait_for(|on| !*on) => true,
@@ -375,14 +369,15 @@ impl EchoServer {
     /// bytes in and out (with `count_traffic`), losses by reason.
     #[must_use]
     pub fn traffic(&self) -> Traffic {
-        let (open, accepted, refused) = self
+        let (open, accepted, refused, denied) = self
             .inner
-            .with_factory(|f| (f.open_connections(), f.accepted(), f.refused()));
+            .with_factory(|f| (f.open_connections(), f.accepted(), f.refused(), f.denied()));
         let counters = &self.inner.counters;
         Traffic {
             open,
             accepted,
             refused,
+            denied,
             bytes_in: counters.bytes_in.load(Ordering::Relaxed),
             bytes_out: counters.bytes_out.load(Ordering::Relaxed),
             lost: counters.losses(),
@@ -433,12 +428,14 @@ impl EchoServer {
             tracing::info!(open, ?grace, "waiting for open connections to finish");
         }
         if tokio::time::timeout(grace, self.wait_idle()).await.is_ok() {
+            self.inner.warnings.flush();
             return ShutdownOutcome::Drained;
         }
         let closed = self.open_connections();
         tracing::info!(open = closed, "grace period expired; closing connections");
         self.close_all();
         self.wait_idle().await;
+        self.inner.warnings.flush();
         ShutdownOutcome::GraceExpired { closed }
     }
 }
@@ -458,8 +455,16 @@ fn start<S: Stream>(
     if let Some(access) = inner.access.get()
         && !access.admits(&peer)
     {
-        inner.with_factory(|f| f.deny(&peer));
-        return None; // closed at once, before any byte is echoed
+        if !arrival.health_check {
+            inner.with_factory(|f| f.deny(&peer));
+            return None; // closed at once, before any byte is echoed
+        }
+        // A balancer's check carries no client address for the list to
+        // judge, and whoever may send a PROXY header may declare any
+        // client anyway: served, and said once.
+        if !inner.exempt_said.swap(true, Ordering::Relaxed) {
+            tracing::info!(balancer = %peer, "serving the balancer's health checks (PROXY LOCAL or UNKNOWN) although --allow/--deny would turn its address away: they declare no client to judge (said once)");
+        }
     }
     let via = arrival.via.clone();
     let admitted = inner.with_factory(|f| f.build_protocol_for(&peer, &host, arrival));
@@ -524,7 +529,11 @@ async fn proxy_header<S: Stream>(inner: &Inner, accepted: Accepted<S>) -> Option
     } = accepted;
     let header = tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut stream)).await;
     let reason = match header {
-        Ok(Ok(Ok((header, first)))) => {
+        Ok(Ok(None)) => {
+            tracing::debug!(peer = %socket_peer, "closed before sending a PROXY header");
+            return None;
+        }
+        Ok(Ok(Some(Ok((header, first))))) => {
             let (peer, host, via, health_check) = match header {
                 ProxyHeader::Proxied {
                     source,
@@ -533,12 +542,14 @@ async fn proxy_header<S: Stream>(inner: &Inner, accepted: Accepted<S>) -> Option
                     ..
                 } => {
                     tracing::debug!(?tlvs, %source, via = %socket_peer, "PROXY header");
-                    // HAProxy's v1 health check declares its own socket.
-                    let check = socket_peer.ip() == Some(source);
-                    (source.into(), destination.into(), Some(socket_peer), check)
+                    // A PROXY command is a connection, whatever client it
+                    // declares (HAProxy's v1 checks declare their own
+                    // socket, but so may a real client on the same host).
+                    (source.into(), destination.into(), Some(socket_peer), false)
                 }
-                ProxyHeader::Local => (socket_peer, socket_host, None, true),
-                _ => (socket_peer, socket_host, None, false),
+                // LOCAL (v2) and UNKNOWN (v1) declare no client: the
+                // balancer's own health checks.
+                _ => (socket_peer, socket_host, None, true),
             };
             return Some(Arrived {
                 stream,
@@ -552,12 +563,17 @@ async fn proxy_header<S: Stream>(inner: &Inner, accepted: Accepted<S>) -> Option
                 first,
             });
         }
-        Ok(Ok(Err(error))) => error.to_string(),
+        Ok(Ok(Some(Err(error)))) => error.to_string(),
         Ok(Err(error)) => format!("socket error before the PROXY header: {error}"),
         Err(_) => format!("no PROXY header within {PROXY_HEADER_TIMEOUT:?}"),
     };
     inner.counters.bad_header();
-    tracing::warn!(peer = %socket_peer, %reason, "closing a connection without a valid PROXY header");
+    if inner
+        .warnings
+        .allow(Warning::ProxyHeader, &socket_peer, &reason)
+    {
+        tracing::warn!(peer = %socket_peer, %reason, "closing a connection without a valid PROXY header");
+    }
     None
 }
 
@@ -569,18 +585,42 @@ async fn tls_connection<S: Stream>(
     tls: Arc<TlsServer>,
     proxied: bool,
 ) {
+    let timeout = inner.options.drive.handshake_timeout;
+    let mut deadline = tokio::time::Instant::now() + timeout;
     let arrived = if proxied {
         let Some(arrived) = proxy_header(&inner, accepted).await else {
             return;
         };
+        deadline = tokio::time::Instant::now() + timeout; // the handshake's time starts after the header
         arrived
     } else {
+        // The first bytes read here, not by the handshake: a peer that
+        // connects and closes without a byte (a TCP health check, a port
+        // scan) is no failed handshake.
+        let Accepted {
+            mut stream,
+            peer,
+            host,
+        } = accepted;
+        let mut buf = [0u8; 512];
+        let first = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) => {
+                tracing::debug!(%peer, "closed before sending a TLS ClientHello");
+                return;
+            }
+            Ok(Ok(n)) => buf[..n].to_vec(),
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "socket error before a TLS ClientHello");
+                return;
+            }
+            Err(_) => Vec::new(), // the handshake below times out at once
+        };
         Arrived {
-            stream: accepted.stream,
-            peer: accepted.peer,
-            host: accepted.host,
+            stream,
+            peer,
+            host,
             arrival: Arrival::default(),
-            first: Vec::new(),
+            first,
         }
     };
     let Arrived {
@@ -590,9 +630,8 @@ async fn tls_connection<S: Stream>(
         mut arrival,
         first,
     } = arrived;
-    let timeout = inner.options.drive.handshake_timeout;
     let handshake = tls.accept(Prefixed::new(first, stream));
-    let reason = match tokio::time::timeout(timeout, handshake).await {
+    let reason = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(stream)) => {
             if !*inner.accepting.borrow() {
                 return; // shut down during the handshake
@@ -607,26 +646,31 @@ async fn tls_connection<S: Stream>(
         Err(_) => format!("no TLS handshake within {timeout:?}"),
     };
     inner.counters.tls_failure();
-    let via = arrival.via.as_ref().map(tracing::field::display);
-    tracing::warn!(%peer, via, %reason, "TLS handshake failed");
+    if inner.warnings.allow(Warning::TlsHandshake, &peer, &reason) {
+        let via = arrival.via.as_ref().map(tracing::field::display);
+        tracing::warn!(%peer, via, %reason, "TLS handshake failed");
+    }
 }
 
 /// Reads until the PROXY header is complete; returns it and the bytes that
-/// followed it in the last read.
+/// followed it in the last read, or `None` when the peer closed before
+/// sending a byte (a TCP health check).
 async fn read_proxy_header<S: Stream>(
     stream: &mut S,
-) -> io::Result<Result<(ProxyHeader, Vec<u8>), ProxyError>> {
+) -> io::Result<Option<Result<(ProxyHeader, Vec<u8>), ProxyError>>> {
     let mut decoder = ProxyDecoder::new();
     let mut buf = vec![0u8; 1024];
+    let mut any = false;
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
-            return Ok(Err(ProxyError::Missing));
+            return Ok(any.then_some(Err(ProxyError::Missing)));
         }
+        any = true;
         match decoder.feed(&buf[..n]) {
             Ok(None) => {}
-            Ok(Some((header, used))) => return Ok(Ok((header, buf[used..n].to_vec()))),
-            Err(error) => return Ok(Err(error)),
+            Ok(Some((header, used))) => return Ok(Some(Ok((header, buf[used..n].to_vec())))),
+            Err(error) => return Ok(Some(Err(error))),
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct Traffic {
     pub accepted: u64,
     /// Connections refused at the limit.
     pub refused: u64,
+    /// Connections turned away by the access list (`--allow`/`--deny`).
+    pub denied: u64,
     /// Bytes read from peers (counted with `ServerOptions::count_traffic`).
     pub bytes_in: u64,
     /// Bytes written to peers (likewise).
@@ -57,6 +59,7 @@ impl Traffic {
             open: self.open,
             accepted: l(self.accepted, earlier.accepted),
             refused: l(self.refused, earlier.refused),
+            denied: l(self.denied, earlier.denied),
             bytes_in: l(self.bytes_in, earlier.bytes_in),
             bytes_out: l(self.bytes_out, earlier.bytes_out),
             bad_headers: l(self.bad_headers, earlier.bad_headers),
@@ -92,6 +95,9 @@ impl fmt::Display for Traffic {
             "open={} accepted={} refused={} bytes_in={} bytes_out={}",
             self.open, self.accepted, self.refused, self.bytes_in, self.bytes_out
         )?;
+        if self.denied > 0 {
+            write!(f, " denied={}", self.denied)?;
+        }
         if self.tls_failures > 0 {
             write!(f, " tls_handshake_failures={}", self.tls_failures)?;
         }

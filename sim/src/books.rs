@@ -50,7 +50,7 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
                 "server {instance}: the shutdown ended but the factory never stopped"
             ));
         }
-        let (mut made, mut refused) = (0, 0);
+        let (mut made, mut refused, mut turned_away) = (0, 0, 0);
         let (mut read_total, mut clean_total) = (0u64, 0u64);
         for (_, event, stopping) in server_events {
             match event.clone() {
@@ -106,7 +106,7 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
                             "server {instance}: {peer} denied, but the access list admits it"
                         ));
                     }
-                    refused += 1;
+                    turned_away += 1;
                     world.shared.stats.borrow_mut().denied += 1;
                 }
                 ServerEvent::ConnectionLost {
@@ -187,6 +187,12 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
         if traffic.bytes_in != read_total || traffic.lost.clean != clean_total || !all_out {
             return Err(format!(
                 "server {instance}: the counters say {traffic:?}, the events say {read_total} bytes in and {clean_total} clean closes"
+            ));
+        }
+        if traffic.denied != turned_away {
+            return Err(format!(
+                "server {instance}: the counters say {} denied, its events say {turned_away}",
+                traffic.denied
             ));
         }
         let totals = world.servers.borrow()[instance].totals();

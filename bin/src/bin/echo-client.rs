@@ -161,7 +161,9 @@ struct ProxyArgs {
     #[arg(env = "ECHO_SEND_PROXY", long, value_name = "VERSION", value_parser = proxy_version)]
     send_proxy: Option<u8>,
 
-    /// Declare this client address in the PROXY header instead
+    /// Declare this client address in the PROXY header instead; when its
+    /// family differs from the server's, both go out as TCP6 with the IPv4
+    /// one IPv4-mapped (::ffff:a.b.c.d)
     #[arg(
         env = "ECHO_PROXY_SOURCE",
         long,

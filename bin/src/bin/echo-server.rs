@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, Parser};
 use echo_bin::{
     EXIT_FAILURE, byte_count, byte_rate, complain, duration, init_logging, positive,
     positive_seconds, print_completions, print_man, ratio, say, seconds, server_endpoint,
@@ -21,6 +21,7 @@ use echo_net::{
     AccessList, AnyListener, DriveConfig, EchoServer, IpNet, Issued, KeyKind, ServerOptions,
     ShutdownOutcome, ThrowawayCa, TlsServer, TokioSpawner, bind_udp,
 };
+use std::net::{IpAddr, ToSocketAddrs};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Echoes back every byte it receives (RFC 862), over TCP, TLS or
@@ -89,12 +90,14 @@ struct Args {
     /// Send this line at the start of every connection, before echoing:
     /// the back end's name for clients behind a balancer (echo-client
     /// --banner). {hostname}, {pid} and {listen} (the first --listen as
-    /// given) are filled in. Off by default (plain RFC 862)
+    /// given, without TLS file names) are filled in; at most 256 bytes once
+    /// filled. Off by default (plain RFC 862)
     #[arg(env = "ECHO_BANNER", long, value_name = "TEXT", value_parser = banner_text)]
     banner: Option<String>,
 
     /// For ssl: endpoints: make a throw-away CA and a certificate for
-    /// localhost, 127.0.0.1 and ::1 at start, print its SHA-256
+    /// localhost, 127.0.0.1, ::1 and each ssl: endpoint's interface (on
+    /// every interface: this host's name and addresses) at start, print its SHA-256
     /// fingerprint, write the CA certificate to a file in the temporary
     /// directory (removed at a clean shutdown) and print the client command
     /// that trusts it (no files needed; the endpoints must not name
@@ -184,23 +187,93 @@ fn banner_text(s: &str) -> Result<String, String> {
 }
 
 /// The banner with its placeholders filled in, kept for the process's
-/// life (the core takes a `&'static str`).
-fn banner(args: &Args) -> Option<&'static str> {
-    let text = args.banner.as_deref()?;
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "localhost".into());
-    let listen = args
-        .listen
-        .first()
-        .map(ToString::to_string)
-        .unwrap_or_default();
+/// life (the core takes a `&'static str`); too long once filled, a usage
+/// error's message.
+fn banner(args: &Args) -> Result<Option<&'static str>, String> {
+    let Some(text) = args.banner.as_deref() else {
+        return Ok(None);
+    };
+    let listen = args.listen.first().map(public).unwrap_or_default();
     let filled = text
-        .replace("{hostname}", &hostname)
+        .replace("{hostname}", &hostname())
         .replace("{pid}", &std::process::id().to_string())
         .replace("{listen}", &listen);
-    Some(Box::leak(filled.into_boxed_str()))
+    if filled.len() > echo_core::MAX_BANNER {
+        return Err(format!(
+            "--banner is {} bytes once its placeholders are filled in ({filled:?}); a banner is at most {} bytes",
+            filled.len(),
+            echo_core::MAX_BANNER
+        ));
+    }
+    Ok(Some(Box::leak(filled.into_boxed_str())))
+}
+
+/// This machine's host name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// `endpoint` as every client may read it: the canonical form without the
+/// TLS files (key, certificate and CA paths are nobody else's business).
+fn public(endpoint: &ServerEndpoint) -> String {
+    match endpoint {
+        ServerEndpoint::Ssl {
+            port,
+            interface,
+            backlog,
+            tls,
+        } => {
+            let mut bare = tls.clone();
+            bare.private_key = None;
+            bare.cert_key = None;
+            bare.extra_cert_chain = None;
+            bare.ca_certs = None;
+            bare.dh_parameters = None;
+            ServerEndpoint::Ssl {
+                port: *port,
+                interface: *interface,
+                backlog: *backlog,
+                tls: bare,
+            }
+            .to_string()
+        }
+        ServerEndpoint::Haproxy(inner) => format!("haproxy:{}", public(inner)),
+        other => other.to_string(),
+    }
+}
+
+/// Usage errors that need more than one flag to see (exit 2).
+fn check_usage(args: &Args) -> Result<(), String> {
+    if args.self_signed {
+        let ssl: Vec<&ServerTls> = args.listen.iter().filter_map(ssl_of).collect();
+        if ssl.is_empty() {
+            return Err(
+                "--self-signed is for ssl: endpoints, and no --listen is one (try --listen ssl:8443 --self-signed)"
+                    .into(),
+            );
+        }
+        if ssl.iter().any(|tls| {
+            tls.private_key.is_some() || tls.cert_key.is_some() || tls.extra_cert_chain.is_some()
+        }) {
+            return Err(
+                "--self-signed makes the certificate, and an ssl: endpoint names its own files: leave out --self-signed, or privateKey/certKey/extraCertChain"
+                    .into(),
+            );
+        }
+    }
+    banner(args).map(|_| ())
+}
+
+/// The TLS settings of an `ssl:` or `haproxy:ssl:` endpoint.
+fn ssl_of(endpoint: &ServerEndpoint) -> Option<&ServerTls> {
+    match endpoint {
+        ServerEndpoint::Ssl { tls, .. } => Some(tls),
+        ServerEndpoint::Haproxy(inner) => ssl_of(inner),
+        _ => None,
+    }
 }
 
 fn cidr(s: &str) -> Result<IpNet, String> {
@@ -291,6 +364,11 @@ fn main() -> ExitCode {
     if args.man {
         return print_man::<Args>();
     }
+    if let Err(message) = check_usage(&args) {
+        Args::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
     init_logging(tracing::Level::INFO, args.verbose, args.quiet);
     let runtime = match echo_bin::runtime::server_runtime() {
         Ok(runtime) => runtime,
@@ -314,7 +392,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             max_connections: args.max_connections,
             idle_timeout: args.idle_timeout,
             faults: args.faults(),
-            banner: banner(&args),
+            banner: banner(&args).map_err(anyhow::Error::msg)?,
         },
         marks: WaterMarks::new(args.high_water, 0)?,
         count_traffic: args.stats_interval.is_some(),
@@ -437,8 +515,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(signal = first, grace = ?args.grace, "shutting down: no longer accepting");
     let outcome = tokio::select! {
         biased;
-        _ = sigint.recv() => second_signal(130),
-        _ = sigterm.recv() => second_signal(143),
+        _ = sigint.recv() => second_signal(130, self_signed.as_ref()),
+        _ = sigterm.recv() => second_signal(143, self_signed.as_ref()),
         outcome = server.shutdown(args.grace) => outcome,
     };
     while let Some(Ok(stats)) = udp_tasks.join_next().await {
@@ -448,10 +526,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // Each ends once no connection is open anywhere, as shutdown did.
         let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     }
-    if let Some(made) = self_signed {
-        // Throw-away: gone with the server (after a clean shutdown).
-        let _ = std::fs::remove_file(&made.ca_file);
-    }
+    drop(self_signed); // its CA file with it
     let (accepted, refused) = server.totals();
     match outcome {
         ShutdownOutcome::Drained => {
@@ -477,33 +552,32 @@ enum Mode {
 }
 
 /// `--self-signed`: a throw-away CA and the server certificate it signed,
-/// with the CA written where a client can name it.
+/// with the CA written where a client can name it. The file goes with this
+/// value: at a clean shutdown, a failed start-up or a second signal alike.
 struct SelfSigned {
     server: Issued,
     ca_file: PathBuf,
+    names: Vec<String>,
 }
 
-/// The names the throw-away certificate carries.
+/// The names the throw-away certificate always carries.
 const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 impl SelfSigned {
+    /// `check_usage` has made sure some endpoint is `ssl:` without files.
     fn make(listen: &[ServerEndpoint]) -> anyhow::Result<Self> {
-        let any_ssl = listen.iter().any(|e| {
-            matches!(e, ServerEndpoint::Ssl { .. })
-                || matches!(e, ServerEndpoint::Haproxy(inner) if matches!(**inner, ServerEndpoint::Ssl { .. }))
-        });
-        if !any_ssl {
-            anyhow::bail!(
-                "--self-signed is for ssl: endpoints, and no --listen is one (try --listen ssl:8443 --self-signed)"
-            );
-        }
+        let names = certificate_names(listen);
         let ca = ThrowawayCa::new("echo-server throw-away CA", KeyKind::EcdsaP256)?;
-        let server = ca.server(&SELF_SIGNED_NAMES)?;
+        let server = ca.server(&names.iter().map(String::as_str).collect::<Vec<_>>())?;
         let ca_file =
             std::env::temp_dir().join(format!("echo-server-{}-ca.pem", std::process::id()));
         std::fs::write(&ca_file, ca.pem())
             .with_context(|| format!("cannot write the CA certificate to {}", ca_file.display()))?;
-        Ok(Self { server, ca_file })
+        Ok(Self {
+            server,
+            ca_file,
+            names,
+        })
     }
 
     /// Prints the fingerprint, the CA file and a client command per
@@ -511,7 +585,7 @@ impl SelfSigned {
     fn announce(&self, listeners: &[(AnyListener, Mode)]) {
         say(format_args!(
             "self-signed certificate for {}: SHA-256 {}",
-            SELF_SIGNED_NAMES.join(", "),
+            self.names.join(", "),
             self.server.fingerprint()
         ));
         say(format_args!(
@@ -520,17 +594,72 @@ impl SelfSigned {
         ));
         // Plain ssl: listeners only (a haproxy:ssl: one wants a PROXY
         // header first, which echo-client sends only with --send-proxy).
-        let ports = listeners.iter().filter_map(|(l, mode)| match mode {
-            Mode::Tls { proxied: false, .. } => l.tcp_addr().map(|a| a.port()),
+        let bound = listeners.iter().filter_map(|(l, mode)| match mode {
+            Mode::Tls { proxied: false, .. } => l.tcp_addr(),
             _ => None,
         });
-        for port in ports {
-            say(format_args!(
-                "try: echo-client --connect tls:localhost:{port}:trustRoots={}",
+        for addr in bound {
+            // A name the certificate carries, that reaches this listener.
+            let ip = addr.ip();
+            let host = if ip.is_unspecified() || ip == IpAddr::from([127, 0, 0, 1]) {
+                "localhost".to_owned()
+            } else {
+                ip.to_string().replace(':', "\\:")
+            };
+            let arg = format!(
+                "tls:{host}:{}:trustRoots={}",
+                addr.port(),
                 self.ca_file.display()
-            ));
+            );
+            let arg = if arg.contains(['\\', ' ', '\'', '"', '$']) {
+                format!("'{}'", arg.replace('\'', "'\\''"))
+            } else {
+                arg
+            };
+            say(format_args!("try: echo-client --connect {arg}"));
         }
     }
+}
+
+impl Drop for SelfSigned {
+    fn drop(&mut self) {
+        // Throw-away: gone with the server.
+        let _ = std::fs::remove_file(&self.ca_file);
+    }
+}
+
+/// What `--self-signed`'s certificate names: localhost and the loopback
+/// addresses, each ssl: endpoint's interface, and for one on every
+/// interface (0.0.0.0, ::) this host's name and the addresses it resolves
+/// to, so that a client can connect by any of them.
+fn certificate_names(listen: &[ServerEndpoint]) -> Vec<String> {
+    let mut names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|n| (*n).to_owned()).collect();
+    let mut add = |name: String| {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    };
+    for endpoint in listen {
+        let inner = match endpoint {
+            ServerEndpoint::Haproxy(inner) => inner,
+            other => other,
+        };
+        let ServerEndpoint::Ssl { interface, .. } = inner else {
+            continue;
+        };
+        if interface.is_unspecified() {
+            let host = hostname();
+            if let Ok(addrs) = (host.as_str(), 0).to_socket_addrs() {
+                for addr in addrs {
+                    add(addr.ip().to_canonical().to_string());
+                }
+            }
+            add(host);
+        } else {
+            add(IpAddr::to_string(interface));
+        }
+    }
+    names
 }
 
 /// The TLS side of one ssl: endpoint: its files, or the throw-away
@@ -549,11 +678,6 @@ fn tls_server(
     let Some(made) = self_signed else {
         return TlsServer::from_files(tls).with_context(|| format!("ssl:{port}"));
     };
-    if tls.private_key.is_some() || tls.cert_key.is_some() || tls.extra_cert_chain.is_some() {
-        anyhow::bail!(
-            "ssl:{port} names its own certificate files; leave out --self-signed, or privateKey/certKey/extraCertChain"
-        );
-    }
     let ca = match &tls.ca_certs {
         Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read {path}"))?),
         None => None,
@@ -647,7 +771,12 @@ fn log_udp(stats: &UdpStats) {
     );
 }
 
-fn second_signal(code: i32) -> ! {
+/// Exits at once; `std::process::exit` runs no destructor, so the
+/// throw-away CA file is removed here.
+fn second_signal(code: i32, self_signed: Option<&SelfSigned>) -> ! {
     tracing::warn!("second signal: exiting at once");
+    if let Some(made) = self_signed {
+        let _ = std::fs::remove_file(&made.ca_file);
+    }
     std::process::exit(code)
 }

@@ -279,7 +279,7 @@ pub enum ServerEvent {
         limit: usize,
     },
     /// A connection was turned away by the server's access list (counted
-    /// with the refusals).
+    /// apart from the refusals: [`EchoFactory::denied`]).
     ConnectionDenied {
         /// Who tried (behind a balancer: the declared client).
         peer: Address,
@@ -317,8 +317,10 @@ pub struct EchoFactory {
     last_id: u64,
     /// Listening endpoints started and not stopped (Twisted's `numPorts`).
     ports: usize,
-    /// Connections refused so far.
+    /// Connections refused at the limit so far.
     refused: u64,
+    /// Connections the access list turned away so far.
+    denied: u64,
     /// Events not yet polled.
     events: VecDeque<ServerEvent>,
 }
@@ -351,10 +353,16 @@ impl EchoFactory {
         self.last_id
     }
 
-    /// Connections refused so far.
+    /// Connections refused at the limit so far.
     #[must_use]
     pub fn refused(&self) -> u64 {
         self.refused
+    }
+
+    /// Connections the access list turned away so far ([`deny`](Self::deny)).
+    #[must_use]
+    pub fn denied(&self) -> u64 {
+        self.denied
     }
 
     /// Connection `id` ended for `reason` after receiving `received` bytes.
@@ -393,10 +401,10 @@ impl EchoFactory {
         self.handle_connection_lost(echo.id(), reason, echo.received())
     }
 
-    /// Books a connection the access list turned away: counted with the
-    /// refusals, reported as [`ServerEvent::ConnectionDenied`].
+    /// Books a connection the access list turned away: counted apart from
+    /// the limit's refusals, reported as [`ServerEvent::ConnectionDenied`].
     pub fn deny(&mut self, peer: &Address) {
-        self.refused += 1;
+        self.denied += 1;
         self.events
             .push_back(ServerEvent::ConnectionDenied { peer: peer.clone() });
     }

@@ -660,3 +660,24 @@ fn haproxy_wraps_ssl_too() {
     );
     assert_eq!(server(&e.to_string()), e, "round trip");
 }
+
+/// `trustRoots=` with nothing after it names no file: a usage error that
+/// says so, not a later "cannot read" of a file called "".
+#[test]
+fn a_tls_file_parameter_with_no_value_is_refused_at_parse_time() {
+    for bad in [
+        "ssl:8443:caCerts=",
+        "ssl:8443:privateKey=",
+        "ssl:8443:certKey=:privateKey=k.pem",
+    ] {
+        let error = bad.parse::<ServerEndpoint>().unwrap_err();
+        assert!(error.to_string().contains("a file name"), "{bad}: {error}");
+    }
+    for bad in [
+        "tls:localhost:443:trustRoots=",
+        "tls:h:1:certificate=:privateKey=k",
+    ] {
+        let error = bad.parse::<ClientEndpoint>().unwrap_err();
+        assert!(error.to_string().contains("a file name"), "{bad}: {error}");
+    }
+}

@@ -46,6 +46,34 @@ fn proxied(version: u8, src: &str, dst: &str) -> ProxyHeader {
     }
 }
 
+/// A declared client of the other family than the server must reach the
+/// server, not vanish into UNKNOWN: both go out as TCP6, the IPv4 side
+/// IPv4-mapped, and the declared IPv6 client is decoded as declared.
+#[test]
+fn a_source_and_destination_of_different_families_are_sent_as_tcp6_with_the_ipv4_one_mapped() {
+    let header = proxied(1, "[2001:db8::5]:99", "127.0.0.1:8888");
+    assert_eq!(
+        header.encode(1),
+        b"PROXY TCP6 2001:db8::5 ::ffff:127.0.0.1 99 8888\r\n".to_vec()
+    );
+    for version in [1, 2] {
+        let (decoded, _) = decode(&header.encode(version), &[1000]);
+        assert_eq!(
+            decoded,
+            Ok(proxied(
+                version,
+                "[2001:db8::5]:99",
+                "[::ffff:127.0.0.1]:8888"
+            ))
+        );
+    }
+    let reverse = proxied(2, "192.0.2.7:1", "[::1]:443");
+    assert_eq!(
+        decode(&reverse.encode(2), &[1000]).0,
+        Ok(proxied(2, "[::ffff:192.0.2.7]:1", "[::1]:443"))
+    );
+}
+
 #[test]
 fn v1_tcp4_and_tcp6_give_the_declared_addresses() {
     let line = b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\nhello";
