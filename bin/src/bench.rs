@@ -291,6 +291,9 @@ pub struct BenchReport {
     /// How long each TLS handshake took (`tls:`), nanoseconds; empty
     /// otherwise.
     pub handshakes: Histogram<u64>,
+    /// Reconnects made while measuring (`--reconnect-every`); `connects`
+    /// holds them and the first connect of each connection.
+    pub reconnects: u64,
     /// With `banner`: per back end, by name.
     pub backends: Vec<Backend>,
 }
@@ -364,8 +367,18 @@ impl BenchReport {
     #[must_use]
     pub fn text(&self) -> String {
         let [c50, c90, c99, _, cmax] = percentiles(&self.connects);
+        let churn = if self.reconnects > 0 {
+            format!(
+                ": {} first, {} reconnects while measuring = {:.0}/s",
+                self.connects.len().saturating_sub(self.reconnects),
+                self.reconnects,
+                self.reconnects as f64 / self.elapsed.as_secs_f64().max(1e-9)
+            )
+        } else {
+            String::new()
+        };
         let mut out = format!(
-            "{}\nconnect us: p50 {c50:.1}  p90 {c90:.1}  p99 {c99:.1}  max {cmax:.1} ({} connects)",
+            "{}\nconnect us: p50 {c50:.1}  p90 {c90:.1}  p99 {c99:.1}  max {cmax:.1} ({} connects{churn})",
             self.load_text(),
             self.connects.len()
         );
@@ -416,12 +429,12 @@ impl BenchReport {
             String::new()
         };
         format!(
-            "{} connections x {} B at {:.0} req/s: {} requests in {:.2}s = {:.0} req/s, {:.1} MB/s, errors {errors}, late sends {}{behind}\n\
+            "{} connections x {} B at {} req/s: {} requests in {:.2}s = {:.0} req/s, {:.1} MB/s, errors {errors}, late sends {}{behind}\n\
              latency us (corrected, from the intended send): p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}\n\
              latency us (raw, from the actual send):         p50 {r50:.1}  p90 {r90:.1}  p99 {r99:.1}  p99.9 {r999:.1}  max {rmax:.1}",
             self.connections,
             self.len,
-            open.rate,
+            rate_text(open.rate),
             self.requests,
             self.elapsed.as_secs_f64(),
             self.requests_per_sec(),
@@ -443,7 +456,7 @@ impl BenchReport {
         let open = self.open_loop.as_ref().map_or_else(String::new, |o| {
             let [r50, r90, r99, r999, rmax] = percentiles(&o.raw);
             format!(
-                ",\"rate\":{:.1},\"late\":{},\"skipped\":{},\"latency_raw_us\":{{\"p50\":{r50:.1},\"p90\":{r90:.1},\"p99\":{r99:.1},\"p99_9\":{r999:.1},\"max\":{rmax:.1}}}",
+                ",\"rate\":{},\"late\":{},\"skipped\":{},\"latency_raw_us\":{{\"p50\":{r50:.1},\"p90\":{r90:.1},\"p99\":{r99:.1},\"p99_9\":{r999:.1},\"max\":{rmax:.1}}}",
                 o.rate, o.late, o.skipped
             )
         });
@@ -462,8 +475,9 @@ impl BenchReport {
         );
         let [c50, c90, c99, _, cmax] = percentiles(&self.connects);
         let mut connects = format!(
-            ",\"connects\":{},\"connect_us\":{{\"p50\":{c50:.1},\"p90\":{c90:.1},\"p99\":{c99:.1},\"max\":{cmax:.1}}}",
-            self.connects.len()
+            ",\"connects\":{},\"reconnects\":{},\"connect_us\":{{\"p50\":{c50:.1},\"p90\":{c90:.1},\"p99\":{c99:.1},\"max\":{cmax:.1}}}",
+            self.connects.len(),
+            self.reconnects
         );
         if !self.handshakes.is_empty() {
             let [h50, h90, h99, _, hmax] = percentiles(&self.handshakes);
@@ -535,6 +549,14 @@ fn fill(buf: &mut [u8], conn: usize, seq: u64) {
     }
 }
 
+/// A rate as asked for: `1000`, `0.5`, `1.5`, never rounded to a whole
+/// number (at most three decimals, as `--rate` takes).
+#[must_use]
+pub fn rate_text(rate: f64) -> String {
+    let text = format!("{rate:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 /// `,"key":{"name":body,...}`, or nothing without entries.
 fn json_map<'a>(key: &str, entries: impl Iterator<Item = (&'a str, String)>) -> String {
     let each: Vec<String> = entries
@@ -604,7 +626,13 @@ struct Shared {
     /// Open loop: sends later than one interval, and sends skipped.
     late: AtomicU64,
     skipped: AtomicU64,
-    /// How long connects took, nanoseconds.
+    /// Woken when `stop` is set: an open-loop connection waiting for its
+    /// next send (seconds away at a low rate) ends at once.
+    halted: tokio::sync::Notify,
+    /// Reconnects (`--reconnect-every`) made while measuring.
+    reconnects: AtomicU64,
+    /// How long connects took, nanoseconds: the first connects and the
+    /// reconnects made while measuring (not those of the warm-up).
     connect_times: std::sync::Mutex<Option<Histogram<u64>>>,
     /// How long TLS handshakes took, nanoseconds.
     handshake_times: std::sync::Mutex<Option<Histogram<u64>>>,
@@ -634,7 +662,21 @@ impl Shared {
         }
     }
 
-    fn connect_took(&self, took: Duration, handshake: Option<Duration>) {
+    /// Ends the run: every connection loop stops at its next step.
+    fn halt(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.halted.notify_waiters();
+    }
+
+    /// A connect took `took` (its handshake `handshake`); a reconnect
+    /// counts only while measuring, so connects per second can be derived.
+    fn connect_took(&self, took: Duration, handshake: Option<Duration>, reconnect: bool) {
+        if reconnect {
+            if !self.measuring.load(Ordering::Relaxed) {
+                return;
+            }
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
         let record = |h: &std::sync::Mutex<Option<Histogram<u64>>>, took: Duration| {
             if let Ok(mut h) = h.lock() {
                 let _ = h
@@ -721,7 +763,7 @@ pub fn run(
             break;
         }
         if let Some(error) = shared.connect_error.lock().ok().and_then(|e| e.clone()) {
-            shared.stop.store(true, Ordering::Relaxed);
+            shared.halt();
             bar.clear();
             for worker in workers {
                 let _ = worker.join();
@@ -828,9 +870,18 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The last interval, however short the run left it: a run of 3 s at
+    // --interval 1 reports three.
+    if config.interval.is_some() {
+        let now = Instant::now();
+        if now.duration_since(last_tick.0) >= Duration::from_millis(1) {
+            let interval = tick(now, &mut last_tick);
+            bar.0.suspend(|| on_interval(&interval));
+        }
+    }
     let elapsed = started.elapsed();
     shared.measuring.store(false, Ordering::Relaxed);
-    shared.stop.store(true, Ordering::Relaxed);
+    shared.halt();
     let requests = shared.measured.load(Ordering::Relaxed);
     // Requests in flight get a bounded drain, then count as unfinished.
     let drain_until = Instant::now() + config.timeout.min(MAX_DRAIN);
@@ -900,6 +951,7 @@ pub fn run(
             .ok()
             .and_then(|mut h| h.take())
             .unwrap_or_else(new_histogram),
+        reconnects: shared.reconnects.load(Ordering::Relaxed),
         open_loop: config.rate.map(|rate| OpenLoop {
             rate,
             raw,
@@ -927,7 +979,7 @@ async fn shard(
             let threads = (config.connections / conns.len().max(1)).max(1) as f64;
             tokio::time::sleep(Duration::from_secs_f64(threads / rate)).await;
         }
-        let (stream, backend) = match open_stream(config, shared).await {
+        let (stream, backend) = match open_stream(config, shared, false).await {
             Ok(opened) => opened,
             Err(e) => {
                 if let Ok(mut first) = shared.connect_error.lock() {
@@ -978,13 +1030,14 @@ async fn shard(
 async fn open_stream(
     config: &BenchConfig,
     shared: &Shared,
+    reconnect: bool,
 ) -> Result<(AnyStream, Option<Arc<str>>), echo_net::ClientError> {
     let started = Instant::now();
     let connected = match &shared.connector {
         Some(connector) => connector.connect().await?,
         None => connect(&config.endpoint).await?,
     };
-    shared.connect_took(started.elapsed(), connected.handshake);
+    shared.connect_took(started.elapsed(), connected.handshake, reconnect);
     let mut stream = connected.stream;
     if !config.banner {
         return Ok((stream, None));
@@ -1059,7 +1112,7 @@ async fn ping_pong(
             // carry on numbering, so a stale echo still cannot pass).
             let _ = stream.shutdown().await;
             drop(stream);
-            (stream, job.backend) = match open_stream(&churn.config, &shared).await {
+            (stream, job.backend) = match open_stream(&churn.config, &shared, true).await {
                 Ok(fresh) => fresh,
                 Err(e) => {
                     shared.fail(Failure::of_connect(&e));
@@ -1094,7 +1147,7 @@ async fn ping_pong(
             }
             let done = shared.measured.fetch_add(1, Ordering::Relaxed) + 1;
             if job.limit.is_some_and(|l| done >= l) {
-                shared.stop.store(true, Ordering::Relaxed);
+                shared.halt();
             }
         }
     }
@@ -1142,8 +1195,7 @@ async fn open_loop(
         let mut seq = 0u64;
         for k in 0u32.. {
             let intended = start + schedule.interval * k;
-            tokio::time::sleep_until(intended).await;
-            if shared.stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
+            if !wait_until(intended, &shared).await || failed.load(Ordering::Relaxed) {
                 break;
             }
             let measuring = shared.measuring.load(Ordering::Relaxed);
@@ -1224,12 +1276,49 @@ async fn open_loop(
                 if let Ok(mut h) = raw.lock() {
                     let _ = h.record(nanos(now.duration_since(at)));
                 }
+                if let Some(name) = &job.backend {
+                    shared.backend_answered(name, now.duration_since(intended));
+                }
                 shared.measured.fetch_add(1, Ordering::Relaxed);
             }
         }
     };
     tokio::join!(writer, reader);
     shared.ended.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How long before a scheduled send the open loop stops sleeping on the
+/// timer and spins (yielding to the other connections): tokio's timer
+/// wakes on whole milliseconds, rounding up, so a send that only slept
+/// would go out up to a millisecond late, and at low latency that lateness
+/// would be most of the corrected latency.
+const SPIN: Duration = Duration::from_millis(2);
+
+/// Waits until `at`: on the timer until [`SPIN`] before it, then spinning.
+/// `false` once the run is told to stop (at once, even when `at` is far
+/// off, as it is at low rates).
+async fn wait_until(at: tokio::time::Instant, shared: &Shared) -> bool {
+    let halted = shared.halted.notified();
+    tokio::pin!(halted);
+    halted.as_mut().enable();
+    if shared.stop.load(Ordering::Relaxed) {
+        return false;
+    }
+    let coarse = at.checked_sub(SPIN).unwrap_or(at);
+    if coarse > tokio::time::Instant::now() {
+        tokio::select! {
+            biased;
+            () = &mut halted => return false,
+            () = tokio::time::sleep_until(coarse) => {}
+        }
+    }
+    while tokio::time::Instant::now() < at {
+        if shared.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        tokio::task::yield_now().await;
+    }
+    !shared.stop.load(Ordering::Relaxed)
 }
 
 /// Sends `msg` while reading its echo into `back` (reading as it writes, so
@@ -1424,6 +1513,7 @@ mod tests {
             open_loop: None,
             connects: new_histogram(),
             handshakes: new_histogram(),
+            reconnects: 0,
             backends: Vec::new(),
         };
         let hgrm = report.hgrm();

@@ -901,9 +901,46 @@ async fn connect_with_retries(
 }
 
 /// Creates an output file, if one was asked for.
-fn create(path: Option<&std::path::Path>) -> Result<Option<std::fs::File>, String> {
-    path.map(|p| std::fs::File::create(p).map_err(|e| format!("cannot write {}: {e}", p.display())))
-        .transpose()
+/// An output file, created before the run so that a bad path fails at
+/// once, and removed again unless it was written: no failed run leaves an
+/// empty file behind.
+struct OutputFile {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    written: bool,
+}
+
+impl OutputFile {
+    fn create(path: Option<&std::path::Path>) -> Result<Option<Self>, String> {
+        let Some(path) = path else {
+            return Ok(None);
+        };
+        let file = std::fs::File::create(path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(Some(Self {
+            file,
+            path: path.to_owned(),
+            written: false,
+        }))
+    }
+
+    /// Writes what `make` makes into the file, or says why it could not.
+    fn fill(
+        &mut self,
+        make: impl FnOnce(&mut std::fs::File) -> Result<(), String>,
+    ) -> Result<(), String> {
+        make(&mut self.file).map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        self.written = true;
+        Ok(())
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if !self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn run_bench(args: BenchArgs) -> ExitCode {
@@ -972,10 +1009,10 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     // Open the output files first: a bad path must not cost a whole run.
     let outputs = (|| {
         Ok::<_, String>((
-            create(args.hgrm.as_deref())?,
-            create(args.hlog.as_deref())?,
-            create(args.plot.as_deref())?,
-            create(args.plot_series.as_deref())?,
+            OutputFile::create(args.hgrm.as_deref())?,
+            OutputFile::create(args.hlog.as_deref())?,
+            OutputFile::create(args.plot.as_deref())?,
+            OutputFile::create(args.plot_series.as_deref())?,
         ))
     })();
     let (mut hgrm, mut hlog, mut plot, mut series_file) = match outputs {
@@ -989,9 +1026,10 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         "echo-client bench: {} connections x {} B{}, {}, {}",
         config.connections,
         config.len,
-        config
-            .rate
-            .map_or_else(String::new, |r| format!(" at {r} req/s")),
+        config.rate.map_or_else(String::new, |r| format!(
+            " at {} req/s",
+            echo_bin::bench::rate_text(r)
+        )),
         config.duration.map_or_else(
             || format!("{} requests", config.requests.unwrap_or(0)),
             |d| format!("{d:?}")
@@ -1024,24 +1062,24 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         complain("echo-client: cannot write the report to standard output");
         return ExitCode::from(EXIT_FAILURE);
     }
-    if let (Some(file), Some(path)) = (hgrm.as_mut(), args.hgrm.as_deref())
-        && let Err(e) = std::io::Write::write_all(file, report.hgrm().as_bytes())
-    {
-        complain(format!("echo-client: cannot write {}: {e}", path.display()));
-        return ExitCode::from(EXIT_FAILURE);
+    let write = |e: std::io::Error| e.to_string();
+    let mut written = Ok(());
+    if let Some(out) = hgrm.as_mut() {
+        written = written.and_then(|()| {
+            out.fill(|f| std::io::Write::write_all(f, report.hgrm().as_bytes()).map_err(write))
+        });
     }
-    if let (Some(file), Some(path)) = (hlog.as_mut(), args.hlog.as_deref()) {
+    if let Some(out) = hlog.as_mut() {
         let start = std::time::SystemTime::now() - report.elapsed;
         let mut histograms = vec![(echo_bin::hlog::TAG_LATENCY, &report.latency)];
         if let Some(open) = &report.open_loop {
             histograms.push((echo_bin::hlog::TAG_RAW, &open.raw));
         }
-        if let Err(e) = echo_bin::hlog::write(file, &title, start, report.elapsed, &histograms) {
-            complain(format!("echo-client: cannot write {}: {e}", path.display()));
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        written = written.and_then(|()| {
+            out.fill(|f| echo_bin::hlog::write(f, &title, start, report.elapsed, &histograms))
+        });
     }
-    if let (Some(file), Some(path)) = (plot.as_mut(), args.plot.as_deref()) {
+    if let Some(out) = plot.as_mut() {
         let drawn = match &report.open_loop {
             None => echo_bin::plot::from_histogram("round trip", &report.latency).map(|s| vec![s]),
             Some(open) => echo_bin::plot::from_histogram(
@@ -1054,31 +1092,25 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             }),
         }
         .and_then(|series| echo_bin::plot::percentile_plot(&title, &series));
-        let written = match drawn {
-            Ok(svg) => std::io::Write::write_all(file, svg.as_bytes()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = written {
-            complain(format!(
-                "echo-client: cannot plot into {}: {e}",
-                path.display()
-            ));
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        written = written.and_then(|()| {
+            out.fill(|f| {
+                let svg = drawn.map_err(|e| e.to_string())?;
+                std::io::Write::write_all(f, svg.as_bytes()).map_err(write)
+            })
+        });
     }
-    if let (Some(file), Some(path)) = (series_file.as_mut(), args.plot_series.as_deref()) {
-        let written = echo_bin::plot::series_plot(&title, &intervals)
-            .map_err(|e| e.to_string())
-            .and_then(|svg| {
-                std::io::Write::write_all(file, svg.as_bytes()).map_err(|e| e.to_string())
-            });
-        if let Err(e) = written {
-            complain(format!(
-                "echo-client: cannot plot into {}: {e}",
-                path.display()
-            ));
-            return ExitCode::from(EXIT_FAILURE);
-        }
+    if let Some(out) = series_file.as_mut() {
+        written = written.and_then(|()| {
+            out.fill(|f| {
+                let svg =
+                    echo_bin::plot::series_plot(&title, &intervals).map_err(|e| e.to_string())?;
+                std::io::Write::write_all(f, svg.as_bytes()).map_err(write)
+            })
+        });
+    }
+    if let Err(e) = written {
+        complain(format!("echo-client: {e}"));
+        return ExitCode::from(EXIT_FAILURE);
     }
     if report.errors() > 0 {
         complain(format!(
