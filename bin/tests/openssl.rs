@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -311,11 +311,7 @@ impl Socat {
             .stderr(Stdio::null())
             .spawn()
             .expect("run socat");
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < LONG, "socat never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port, LONG);
         Self { child, port }
     }
 }
@@ -443,6 +439,60 @@ fn our_tls_client_refuses_a_wrong_name_an_unknown_ca_and_says_why() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Rejecting a server's certificate, our client tells the server why with
+/// an alert, as OpenSSL's clients do: OpenSSL's `s_server` reports it
+/// (before, it saw the connection close with no word).
+#[test]
+fn our_tls_client_tells_an_openssl_server_why_it_rejects_its_certificate() {
+    let Some(pki) = pki() else { return };
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args(["s_server", "-accept", &port.to_string(), "-naccept", "1"])
+        .args([
+            "-cert",
+            &pki.path("server.pem"),
+            "-key",
+            &pki.path("server.key"),
+        ])
+        .stdin(Stdio::piped()) // kept open: at its end s_server closes
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut s_server = Peer(child);
+    wait_listening(port, LONG);
+    let connect = format!(
+        "tls:localhost:{port}:trustRoots={}",
+        pki.path("other-ca.pem")
+    );
+    let out = client(&["--connect", &connect, "-c", "1"]);
+    let mut said = String::new();
+    for pipe in [
+        s_server
+            .0
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read>),
+        s_server
+            .0
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut pipe = pipe;
+        let _ = pipe.read_to_string(&mut said);
+    }
+    assert!(
+        text(&out.stderr).contains("not signed by a trusted CA"),
+        "{}\ns_server said: {said}",
+        text(&out.stderr)
+    );
+    assert!(said.contains("alert unknown ca"), "s_server said: {said}");
 }
 
 #[test]

@@ -248,6 +248,35 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Whether something listens on TCP `port` (any address), read from the
+/// kernel's socket table: a readiness check that opens no connection, so
+/// nothing behind a proxy being waited for sees a probe.
+pub fn listening(port: u16) -> bool {
+    let hex = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|t| {
+            t.lines().skip(1).any(|line| {
+                let mut fields = line.split_whitespace();
+                let local = fields.nth(1).unwrap_or("");
+                let state = fields.nth(1).unwrap_or("");
+                state == "0A" && format!("{local} ").ends_with(&hex)
+            })
+        })
+    })
+}
+
+/// Waits until something listens on TCP `port` ([`listening`]).
+pub fn wait_listening(port: u16, limit: Duration) {
+    let start = Instant::now();
+    while !listening(port) {
+        assert!(
+            start.elapsed() < limit,
+            "nothing listened on port {port} within {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A loopback port nobody listens on.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
