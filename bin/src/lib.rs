@@ -31,9 +31,31 @@ pub fn complain(line: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
+/// The log targets of our own crates (module paths).
+const OUR_TARGETS: [&str; 5] = [
+    "echo_server",
+    "echo_client",
+    "echo_net",
+    "echo_core",
+    "echo_bin",
+];
+
+/// The target of the server's `--stats-interval` lines: asked for by a
+/// flag, they are written even under `-q`.
+pub const STATS_TARGET: &str = "echo_server::stats";
+
+/// The filter directive that keeps [`STATS_TARGET`] at info.
+pub const STATS_DIRECTIVE: &str = "echo_server::stats=info";
+
 /// Sends logs to standard error. `RUST_LOG` wins when set; otherwise the
 /// level is `default` moved up by `verbose` and down by `quiet` steps.
-pub fn init_logging(default: tracing::Level, verbose: u8, quiet: u8) {
+/// `always` are directives kept whatever the level (`target=info`).
+///
+/// A `RUST_LOG` with no level of its own (only targets, or a typo that
+/// reads as one: `garbage!!`) keeps warnings and errors on, and a target
+/// that is none of ours is pointed out: a filter must never silence the
+/// warnings without a word.
+pub fn init_logging(default: tracing::Level, verbose: u8, quiet: u8, always: &[&str]) {
     use tracing::Level;
     const LEVELS: [Level; 5] = [
         Level::ERROR,
@@ -44,14 +66,28 @@ pub fn init_logging(default: tracing::Level, verbose: u8, quiet: u8) {
     ];
     let base = LEVELS.iter().position(|l| *l == default).unwrap_or(2) as i32;
     let index = (base + i32::from(verbose) - i32::from(quiet)).clamp(0, 4) as usize;
-    let fallback = || EnvFilter::new(LEVELS[index].as_str().to_ascii_lowercase());
+    let with_always = |spec: String| {
+        always
+            .iter()
+            .fold(spec, |spec, directive| format!("{spec},{directive}"))
+    };
+    let fallback = || EnvFilter::new(with_always(LEVELS[index].as_str().to_ascii_lowercase()));
     let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
-            complain(format!(
-                "warning: ignoring RUST_LOG={spec:?} ({e}); logging at the default level"
-            ));
-            fallback()
-        }),
+        Ok(spec) if !spec.trim().is_empty() => {
+            let (floored, foreign) = floor_warnings(&spec);
+            for target in foreign {
+                complain(format!(
+                    "warning: RUST_LOG names {target:?}, which is none of this program's log targets ({}); warnings and errors are logged all the same",
+                    OUR_TARGETS.join(", ")
+                ));
+            }
+            EnvFilter::try_new(with_always(floored)).unwrap_or_else(|e| {
+                complain(format!(
+                    "warning: ignoring RUST_LOG={spec:?} ({e}); logging at the default level"
+                ));
+                fallback()
+            })
+        }
         _ => fallback(),
     };
     tracing_subscriber::fmt()
@@ -62,12 +98,40 @@ pub fn init_logging(default: tracing::Level, verbose: u8, quiet: u8) {
         .init();
 }
 
+/// `spec` with `warn` in front when it sets no level for every target,
+/// and the targets it names that are none of ours.
+fn floor_warnings(spec: &str) -> (String, Vec<String>) {
+    let mut global = false;
+    let mut foreign = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if part
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_ok()
+        {
+            global = true;
+            continue;
+        }
+        let target = part.split(['=', '[']).next().unwrap_or("").trim();
+        if !target.is_empty() && !OUR_TARGETS.iter().any(|ours| target.starts_with(ours)) {
+            foreign.push(target.to_owned());
+        }
+    }
+    let floored = if global {
+        spec.to_owned()
+    } else {
+        format!("warn,{spec}")
+    };
+    (floored, foreign)
+}
+
 /// Parses a server endpoint string for clap.
 ///
 /// # Errors
 /// The parser's message.
 pub fn server_endpoint(s: &str) -> Result<ServerEndpoint, String> {
-    s.parse::<ServerEndpoint>().map_err(|e| e.to_string())
+    s.trim()
+        .parse::<ServerEndpoint>()
+        .map_err(|e| e.to_string())
 }
 
 /// Parses a client endpoint string for clap.
@@ -91,27 +155,32 @@ pub fn stream_endpoint(s: &str) -> Result<ClientEndpoint, String> {
     }
 }
 
-/// Parses seconds (fractions allowed) for clap.
+/// Parses a yes/no value as container and systemd users write it, for
+/// every boolean flag's environment variable: `1`/`0`, `true`/`false`,
+/// `yes`/`no`, `on`/`off` (any case); empty is no.
 ///
 /// # Errors
-/// A message when `s` is not a non-negative finite number of seconds.
-pub fn seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
+/// A message when `s` is none of those.
+pub fn switch(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "y" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "n" | "off" => Ok(false),
+        _ => Err(format!(
+            "{s:?} is not yes or no (1/0, true/false, yes/no, on/off)"
+        )),
+    }
 }
 
-/// Parses a positive number of seconds (fractions allowed) for clap: for
-/// timeouts and durations, where 0 would mean "at once" and is a mistake.
+/// Parses `-v`/`-q` as their environment variables give them: a count
+/// (`2` is `-vv`), or yes/no as [`switch`] takes it (yes is one step).
 ///
 /// # Errors
-/// A message when `s` is not a finite number of seconds above 0.
-pub fn positive_seconds(s: &str) -> Result<Duration, String> {
-    match seconds(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!("{s:?} is not a number of seconds above 0")),
-    }
+/// A message when `s` is neither.
+pub fn level_count(s: &str) -> Result<u8, String> {
+    s.trim()
+        .parse::<u8>()
+        .or_else(|_| switch(s).map(u8::from))
+        .map_err(|_| format!("{s:?} is not a count (0, 1, 2) or yes/no"))
 }
 
 /// Parses a positive whole number for clap.
@@ -132,64 +201,73 @@ pub fn positive(s: &str) -> Result<usize, String> {
 /// A message when `s` is not a whole number in that range.
 pub fn datagram_size(s: &str) -> Result<usize, String> {
     use echo_core::{MAX_DATAGRAM, UDP_CLIENT_HEADER};
-    match s.parse::<usize>() {
-        Ok(n) if (UDP_CLIENT_HEADER..=MAX_DATAGRAM).contains(&n) => Ok(n),
+    match byte_count(s).map(usize::try_from) {
+        Ok(Ok(n)) if (UDP_CLIENT_HEADER..=MAX_DATAGRAM).contains(&n) => Ok(n),
         _ => Err(format!(
             "{s:?} is not a datagram size from {UDP_CLIENT_HEADER} to {MAX_DATAGRAM} bytes"
         )),
     }
 }
 
-/// Parses a duration with its unit for clap: `50ms`, `1.5s`, `250us`,
-/// `2m`; a bare number is seconds, as in the other flags.
+/// Parses a duration for clap, the same way for every flag of both
+/// binaries: a number with a unit (`500ms`, `1.5s`, `2m`, `1h30m`, `250us`;
+/// humantime's units), or a bare number of seconds (`30`, `0.5`).
 ///
 /// # Errors
-/// A message when `s` is not a non-negative number with one of those units.
+/// A message when `s` is neither.
 pub fn duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let (number, scale) = [
-        ("ms", 1e-3),
-        ("us", 1e-6),
-        ("µs", 1e-6),
-        ("s", 1.0),
-        ("m", 60.0),
-    ]
-    .iter()
-    .find_map(|(unit, scale)| t.strip_suffix(unit).map(|n| (n, *scale)))
-    .unwrap_or((t, 1.0));
-    number
-        .trim()
+    let bare = t
         .parse::<f64>()
         .ok()
-        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
-        .ok_or_else(|| format!("{s:?} is not a duration such as 50ms, 1.5s or 2m"))
+        .filter(|n| n.is_finite())
+        .and_then(|n| Duration::try_from_secs_f64(n).ok());
+    bare.or_else(|| humantime::parse_duration(t).ok())
+        .ok_or_else(|| {
+            format!("{s:?} is not a duration such as 500ms, 10s, 2m, 1h30m or 2.5 (seconds)")
+        })
 }
 
-/// Parses a byte count with an optional unit for clap: `1000`, `64KiB`,
-/// `1MB` (KB, MB, GB: powers of 1,000; KiB, MiB, GiB: of 1,024).
+/// Parses a [`duration`] above 0, for timeouts and periods, where 0 would
+/// mean "at once" and is a mistake.
 ///
 /// # Errors
-/// A message when `s` is not a whole number of bytes in range.
+/// A message when `s` is not a duration above 0.
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "{s:?} is not a duration above 0, such as 500ms, 10s, 2m, 1h30m or 2.5 (seconds)"
+        )),
+    }
+}
+
+/// Parses a byte count for clap, the same way for every size flag of both
+/// binaries: `1000`, `64KiB`, `1MB`, `1.5 MiB` (KB, MB, GB: powers of
+/// 1,000; KiB, MiB, GiB: of 1,024; the `bytesize` crate's units).
+///
+/// # Errors
+/// A message when `s` is not a byte count.
 pub fn byte_count(s: &str) -> Result<u64, String> {
-    const UNITS: [(&str, u64); 7] = [
-        ("KiB", 1 << 10),
-        ("MiB", 1 << 20),
-        ("GiB", 1 << 30),
-        ("KB", 1_000),
-        ("MB", 1_000_000),
-        ("GB", 1_000_000_000),
-        ("B", 1),
-    ];
-    let t = s.trim();
-    let (number, scale) = UNITS
-        .iter()
-        .find_map(|(unit, scale)| t.strip_suffix(unit).map(|n| (n.trim(), *scale)))
-        .unwrap_or((t, 1));
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("{s:?} is not a byte count such as 1000, 64KiB or 1MB"))
+    match s.trim().parse::<bytesize::ByteSize>() {
+        Ok(size) if size.as_u64() < u64::MAX => Ok(size.as_u64()),
+        _ => Err(format!(
+            "{s:?} is not a byte count such as 1000, 64KiB or 1MB"
+        )),
+    }
+}
+
+/// Parses a [`byte_count`] of at least 1 that fits in memory, for clap.
+///
+/// # Errors
+/// A message when `s` is not such a size.
+pub fn positive_size(s: &str) -> Result<usize, String> {
+    match byte_count(s).map(usize::try_from) {
+        Ok(Ok(n)) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a size of at least 1 byte, such as 1000, 64KiB or 1MB"
+        )),
+    }
 }
 
 /// Parses a rate in bytes per second for clap: a [`byte_count`], with or
@@ -220,10 +298,26 @@ pub fn ratio(s: &str) -> Result<u32, String> {
 }
 
 /// Writes shell completions for the command `C` to standard output.
+///
+/// For bash, the script is made for the name with `_` in place of `-`
+/// and registered for the real name: clap_complete's bash script names a
+/// subcommand's case `echo__subcmd__client__subcmd__bench` where it sets
+/// `cmd=echo__client__subcmd__bench` for a hyphenated name, so nothing
+/// after a subcommand would ever complete.
 pub fn print_completions<C: clap::CommandFactory>(shell: clap_complete::Shell) {
+    use std::io::Write;
     let mut command = C::command();
     let name = command.get_name().to_owned();
-    clap_complete::generate(shell, &mut command, name, &mut std::io::stdout());
+    if shell != clap_complete::Shell::Bash {
+        clap_complete::generate(shell, &mut command, name, &mut std::io::stdout());
+        return;
+    }
+    let alias = name.replace('-', "_");
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, alias.as_str(), &mut script);
+    let script =
+        String::from_utf8_lossy(&script).replace(&format!(" {alias}\n"), &format!(" {name}\n"));
+    let _ = std::io::stdout().lock().write_all(script.as_bytes());
 }
 
 /// Writes the command `C`'s man page (roff) to standard output.

@@ -233,13 +233,13 @@ fn flags_come_from_the_environment_too() {
     let mut command = Command::new(SERVER);
     command
         .args(["--listen", "tcp:0:interface=127.0.0.1"])
-        .env("ECHO_CLOSE_AFTER", "2");
+        .env("ECHO_SERVER_CLOSE_AFTER", "2");
     let server = Server::spawn(command);
     assert_eq!(probe(server.port, 12).0, 2);
     let help = Command::new(SERVER).arg("--help").output().unwrap();
-    assert!(text(&help.stdout).contains("[env: ECHO_MAX_CONNECTIONS=]"));
+    assert!(text(&help.stdout).contains("[env: ECHO_SERVER_MAX_CONNECTIONS=]"));
     let bad = Command::new(SERVER)
-        .env("ECHO_THROTTLE", "fast")
+        .env("ECHO_SERVER_THROTTLE", "fast")
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));

@@ -12,8 +12,9 @@ use echo_core::UDP_CLIENT_HEADER;
 use bytes::Bytes;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use echo_bin::{
-    EXIT_FAILURE, client_endpoint, complain, datagram_size, init_logging, positive,
-    positive_seconds, print_completions, print_man, say, seconds, stream_endpoint,
+    EXIT_FAILURE, client_endpoint, complain, datagram_size, duration, init_logging, level_count,
+    positive, positive_duration, positive_size, print_completions, print_man, say, stream_endpoint,
+    switch,
 };
 use echo_core::{
     ClientConfig, ClientEndpoint, EchoClient, UdpClientConfig, UdpClientEvent, UdpEchoClient,
@@ -42,21 +43,21 @@ struct Args {
     command: Option<Command>,
 
     /// Where to connect, as a Twisted endpoint string (tcp: or unix:)
-    #[arg(env = "ECHO_CONNECT", long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint_or_hint)]
+    #[arg(env = "ECHO_CLIENT_CONNECT", long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint_or_hint)]
     connect: ClientEndpoint,
 
     /// Connections, each sending the message and verifying its echo
-    #[arg(env = "ECHO_CONNECTIONS", short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = connection_count)]
+    #[arg(env = "ECHO_CLIENT_CONNECTIONS", short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = connection_count)]
     connections: usize,
 
     /// At most this many connections open at once; the rest wait their turn
     /// [default: N, at most 256]
-    #[arg(env = "ECHO_CONCURRENCY", long, value_name = "N", value_parser = positive)]
+    #[arg(env = "ECHO_CLIENT_CONCURRENCY", long, value_name = "N", value_parser = positive)]
     concurrency: Option<usize>,
 
     /// The message each connection sends
     #[arg(
-        env = "ECHO_MESSAGE",
+        env = "ECHO_CLIENT_MESSAGE",
         short,
         long,
         value_name = "TEXT",
@@ -66,11 +67,11 @@ struct Args {
 
     /// Send SIZE bytes of generated content instead of the message (each
     /// echo is then reported by its size)
-    #[arg(env = "ECHO_SIZE", short, long, value_name = "BYTES", conflicts_with = "message", value_parser = message_size)]
+    #[arg(env = "ECHO_CLIENT_SIZE", short, long, value_name = "BYTES", conflicts_with = "message", value_parser = message_size)]
     size: Option<usize>,
 
     /// Stream standard input over one connection instead of sending a message
-    #[arg(env = "ECHO_STDIN", long, conflicts_with_all = ["connections", "message", "size", "concurrency"])]
+    #[arg(value_parser = switch, env = "ECHO_CLIENT_STDIN", long, conflicts_with_all = ["connections", "message", "size", "concurrency"])]
     stdin: bool,
 
     /// Send FIN as soon as the input ends instead of after the whole echo came
@@ -78,15 +79,20 @@ struct Args {
     /// half-close: servers that take FIN as the end of the connection
     /// (Twisted's default Protocol, socat EXEC, ncat before 7.96 with --exec)
     /// then drop the echo they still owe, and the client says `truncated`
-    #[arg(env = "ECHO_HALF_CLOSE", long)]
+    #[arg(value_parser = switch, env = "ECHO_CLIENT_HALF_CLOSE", long)]
     half_close: bool,
 
     /// Fail when an echo is owed and nothing moves for this long
-    #[arg(env = "ECHO_TIMEOUT", long, value_name = "SECS", default_value = "30", value_parser = positive_seconds)]
+    #[arg(env = "ECHO_CLIENT_TIMEOUT", long, value_name = "DURATION", default_value = "30s", value_parser = positive_duration)]
     timeout: Duration,
 
     /// Retry a failed connect this many times, with back-off
-    #[arg(env = "ECHO_RETRIES", long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        env = "ECHO_CLIENT_RETRIES",
+        long,
+        value_name = "N",
+        default_value_t = 0
+    )]
     retries: u32,
 
     #[command(flatten)]
@@ -98,7 +104,7 @@ struct Args {
     /// The server starts each connection with a banner line naming its back
     /// end (echo-server --banner): read it, print it in place of "server",
     /// and verify the echo after it
-    #[arg(env = "ECHO_BANNER", long)]
+    #[arg(value_parser = switch, env = "ECHO_CLIENT_BANNER", long)]
     banner: bool,
 
     #[command(flatten)]
@@ -121,7 +127,7 @@ struct TlsArgs {
     /// tls: endpoints: accept any server certificate, unverified (for
     /// self-signed test servers; said on standard error). Prefer
     /// trustRoots=CA.pem, which echo-server --self-signed writes
-    #[arg(env = "ECHO_INSECURE", long)]
+    #[arg(value_parser = switch, env = "ECHO_CLIENT_INSECURE", long)]
     insecure: bool,
 }
 
@@ -158,14 +164,14 @@ impl TlsArgs {
 struct ProxyArgs {
     /// Start each connection with a PROXY header, version v1 (text) or v2
     /// (binary), declaring this connection's own address as the client's
-    #[arg(env = "ECHO_SEND_PROXY", long, value_name = "VERSION", value_parser = proxy_version)]
+    #[arg(env = "ECHO_CLIENT_SEND_PROXY", long, value_name = "VERSION", value_parser = proxy_version())]
     send_proxy: Option<u8>,
 
     /// Declare this client address in the PROXY header instead; when its
     /// family differs from the server's, both go out as TCP6 with the IPv4
     /// one IPv4-mapped (::ffff:a.b.c.d)
     #[arg(
-        env = "ECHO_PROXY_SOURCE",
+        env = "ECHO_CLIENT_PROXY_SOURCE",
         long,
         value_name = "IP:PORT",
         requires = "send_proxy"
@@ -191,22 +197,27 @@ fn request_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-fn proxy_version(s: &str) -> Result<u8, String> {
-    match s {
-        "v1" | "1" => Ok(1),
-        "v2" | "2" => Ok(2),
-        _ => Err(format!("{s:?} is not a PROXY protocol version (v1 or v2)")),
-    }
+/// `v1` or `v2` (also `1`, `2`): possible values, so that `--help` lists
+/// them and the shells complete them.
+fn proxy_version() -> impl clap::builder::TypedValueParser<Value = u8> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("v1").help("text"),
+        PossibleValue::new("v2").help("binary"),
+        PossibleValue::new("1").hide(true),
+        PossibleValue::new("2").hide(true),
+    ])
+    .map(|s| if s.ends_with('1') { 1 } else { 2 })
 }
 
 #[derive(Debug, clap::Args)]
 struct Verbosity {
     /// More log output (-v info: one line per finished echo; -vv debug); RUST_LOG overrides
-    #[arg(env = "ECHO_VERBOSE", short, long, action = ArgAction::Count, global = true)]
+    #[arg(env = "ECHO_CLIENT_VERBOSE", short, long, action = ArgAction::Count, value_parser = level_count, global = true)]
     verbose: u8,
 
     /// Less log output (-q errors only)
-    #[arg(env = "ECHO_QUIET", short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
+    #[arg(env = "ECHO_CLIENT_QUIET", short, long, action = ArgAction::Count, value_parser = level_count, global = true, conflicts_with = "verbose")]
     quiet: u8,
 }
 
@@ -234,12 +245,12 @@ struct MergeArgs {
     files: Vec<std::path::PathBuf>,
 
     /// Print one JSON object instead of text
-    #[arg(env = "ECHO_JSON", long)]
+    #[arg(value_parser = switch, env = "ECHO_MERGE_JSON", long)]
     json: bool,
 
     /// Also draw a percentile plot (SVG) with one line per file and one for
     /// the merged total
-    #[arg(env = "ECHO_PLOT", long, value_name = "FILE.svg")]
+    #[arg(env = "ECHO_MERGE_PLOT", long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
 }
 
@@ -374,31 +385,31 @@ fn run_plot(args: &PlotArgs) -> Result<(), String> {
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Where to connect
-    #[arg(env = "ECHO_CONNECT", long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint)]
+    #[arg(env = "ECHO_BENCH_CONNECT", long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint)]
     connect: ClientEndpoint,
 
     /// Concurrent connections
-    #[arg(env = "ECHO_CONNECTIONS", short, long, value_name = "N", default_value = "10", value_parser = positive)]
+    #[arg(env = "ECHO_BENCH_CONNECTIONS", short, long, value_name = "N", default_value = "10", value_parser = positive)]
     connections: usize,
 
     /// Message size in bytes (at most 16 MiB)
-    #[arg(env = "ECHO_SIZE", short, long, visible_alias = "len", value_name = "BYTES", default_value = "64", value_parser = bench_size)]
+    #[arg(env = "ECHO_BENCH_SIZE", short, long, visible_alias = "len", value_name = "BYTES", default_value = "64", value_parser = message_size)]
     size: usize,
 
     /// Measure for this long [default: 10 unless --requests]
-    #[arg(env = "ECHO_DURATION", short, long, value_name = "SECS", value_parser = positive_seconds, conflicts_with = "requests")]
+    #[arg(env = "ECHO_BENCH_DURATION", short, long, value_name = "DURATION", value_parser = positive_duration, conflicts_with = "requests")]
     duration: Option<Duration>,
 
     /// Measure exactly this many requests instead
-    #[arg(env = "ECHO_REQUESTS", short, long, value_name = "COUNT", value_parser = positive_u64)]
+    #[arg(env = "ECHO_BENCH_REQUESTS", short, long, value_name = "COUNT", value_parser = positive_u64)]
     requests: Option<u64>,
 
     /// Unmeasured warm-up first
-    #[arg(env = "ECHO_WARMUP", short, long, value_name = "SECS", default_value = "1", value_parser = seconds)]
+    #[arg(env = "ECHO_BENCH_WARMUP", short, long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
     warmup: Duration,
 
     /// A request whose echo makes no progress for this long fails
-    #[arg(env = "ECHO_TIMEOUT", long, value_name = "SECS", default_value = "5", value_parser = positive_seconds)]
+    #[arg(env = "ECHO_BENCH_TIMEOUT", long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
     timeout: Duration,
 
     #[command(flatten)]
@@ -410,67 +421,67 @@ struct BenchArgs {
     /// Each connection starts with the server's banner line naming its back
     /// end (echo-server --banner): report connections, requests, p50 and p99
     /// per back end
-    #[arg(env = "ECHO_BANNER", long)]
+    #[arg(value_parser = switch, env = "ECHO_BENCH_BANNER", long)]
     banner: bool,
 
     /// Threads for the load generator, each with its own share of the
     /// connections
-    #[arg(env = "ECHO_THREADS", long, value_name = "N", default_value = "1", value_parser = positive)]
+    #[arg(env = "ECHO_BENCH_THREADS", long, value_name = "N", default_value = "1", value_parser = positive)]
     threads: usize,
 
     /// Print one JSON object instead of text
-    #[arg(env = "ECHO_JSON", long)]
+    #[arg(value_parser = switch, env = "ECHO_BENCH_JSON", long)]
     json: bool,
 
     /// Also write the latency distribution (microseconds) in .hgrm format
     /// (the file is created before the run)
-    #[arg(env = "ECHO_HGRM", long, value_name = "FILE")]
+    #[arg(env = "ECHO_BENCH_HGRM", long, value_name = "FILE")]
     hgrm: Option<std::path::PathBuf>,
 
     /// While measuring, print one line (with --json: one JSON object) per
     /// interval: requests/s, errors, open connections, p50 and p99 of that
     /// interval (for watching a failover or a rolling restart)
-    #[arg(env = "ECHO_INTERVAL", long, value_name = "SECS", value_parser = positive_seconds)]
+    #[arg(env = "ECHO_BENCH_INTERVAL", long, value_name = "DURATION", value_parser = positive_duration)]
     interval: Option<Duration>,
 
     /// Open at most this many new connections per second while ramping up
     /// [default: as fast as possible]
-    #[arg(env = "ECHO_CONNECT_RATE", long, value_name = "CONN/S", value_parser = request_rate)]
+    #[arg(env = "ECHO_BENCH_CONNECT_RATE", long, value_name = "CONN/S", value_parser = request_rate)]
     connect_rate: Option<f64>,
 
     /// Close each connection after N messages and open a new one in its
     /// place (connection churn: connects per second, like TCP_CRR); the
     /// connect times get their own line
-    #[arg(env = "ECHO_RECONNECT_EVERY", long, value_name = "N", value_parser = positive_u64, conflicts_with = "rate")]
+    #[arg(env = "ECHO_BENCH_RECONNECT_EVERY", long, value_name = "N", value_parser = positive_u64, conflicts_with = "rate")]
     reconnect_every: Option<u64>,
 
     /// Open loop: send this many requests per second in all, spread evenly
     /// over the connections on a fixed schedule, pipelining when echoes are
     /// late; latency then counts from each request's intended send time
     /// (corrected for coordinated omission) as well as from its actual send
-    #[arg(env = "ECHO_RATE", long, value_name = "REQ/S", value_parser = request_rate, conflicts_with = "requests")]
+    #[arg(env = "ECHO_BENCH_RATE", long, value_name = "REQ/S", value_parser = request_rate, conflicts_with = "requests")]
     rate: Option<f64>,
 
     /// Open loop: the most requests a connection may have in flight; sends
     /// due beyond it are skipped and counted (the server cannot keep up)
-    #[arg(env = "ECHO_MAX_IN_FLIGHT", long, value_name = "N", default_value_t = echo_bin::bench::DEFAULT_MAX_IN_FLIGHT, value_parser = positive, requires = "rate")]
+    #[arg(env = "ECHO_BENCH_MAX_IN_FLIGHT", long, value_name = "N", default_value_t = echo_bin::bench::DEFAULT_MAX_IN_FLIGHT, value_parser = positive, requires = "rate")]
     max_in_flight: usize,
 
     /// Also write the histograms in HdrHistogram's interval-log format
     /// (compressed V2, as Java's HdrHistogram tools read it; values in
     /// nanoseconds), for `echo-client merge` across machines
-    #[arg(env = "ECHO_HLOG", long, value_name = "FILE")]
+    #[arg(env = "ECHO_BENCH_HLOG", long, value_name = "FILE")]
     hlog: Option<std::path::PathBuf>,
 
     /// Also draw the latency percentile plot (SVG) into this file (created
     /// before the run)
-    #[arg(env = "ECHO_PLOT", long, value_name = "FILE.svg")]
+    #[arg(env = "ECHO_BENCH_PLOT", long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
 
     /// With --interval: also draw requests/s and p99 per interval over time
     /// (SVG) into this file (created before the run)
     #[arg(
-        env = "ECHO_PLOT_SERIES",
+        env = "ECHO_BENCH_PLOT_SERIES",
         long,
         value_name = "FILE.svg",
         requires = "interval"
@@ -479,28 +490,28 @@ struct BenchArgs {
 
     /// Instead of load: open N idle connections (each proven live by one
     /// echoed byte) and hold them (for memory measurements)
-    #[arg(env = "ECHO_IDLE", long, value_name = "N", value_parser = connection_count,
+    #[arg(env = "ECHO_BENCH_IDLE", long, value_name = "N", value_parser = connection_count,
           conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "hlog", "plot", "plot_series", "rate", "interval", "connect_rate", "reconnect_every"])]
     idle: Option<usize>,
 
     /// How long --idle holds the connections
-    #[arg(env = "ECHO_HOLD", long, value_name = "SECS", default_value = "10", value_parser = seconds, requires = "idle")]
+    #[arg(env = "ECHO_BENCH_HOLD", long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration, requires = "idle")]
     hold: Duration,
 }
 
 #[derive(Debug, clap::Args)]
 struct UdpArgs {
     /// Where to send, as a Twisted endpoint string
-    #[arg(env = "ECHO_CONNECT", long, value_name = "DESC", default_value = "udp:localhost:8888", value_parser = udp_endpoint)]
+    #[arg(env = "ECHO_UDP_CONNECT", long, value_name = "DESC", default_value = "udp:localhost:8888", value_parser = udp_endpoint)]
     connect: ClientEndpoint,
 
     /// Datagrams to send
-    #[arg(env = "ECHO_COUNT", short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = datagram_count)]
+    #[arg(env = "ECHO_UDP_COUNT", short = 'c', long, visible_short_alias = 'n', value_name = "N", default_value = "10", value_parser = datagram_count)]
     count: u64,
 
     /// The text each datagram carries (after the client's 16-byte header)
     #[arg(
-        env = "ECHO_MESSAGE",
+        env = "ECHO_UDP_MESSAGE",
         short,
         long,
         value_name = "TEXT",
@@ -510,16 +521,16 @@ struct UdpArgs {
 
     /// Send SIZE-byte datagrams (16 to 65507) of generated content instead
     /// of the message
-    #[arg(env = "ECHO_SIZE", short, long, value_name = "BYTES", conflicts_with = "message", value_parser = datagram_size)]
+    #[arg(env = "ECHO_UDP_SIZE", short, long, value_name = "BYTES", conflicts_with = "message", value_parser = datagram_size)]
     size: Option<usize>,
 
     /// Pause between datagrams
-    #[arg(env = "ECHO_INTERVAL", long, value_name = "SECS", default_value = "0.01", value_parser = seconds)]
+    #[arg(env = "ECHO_UDP_INTERVAL", long, value_name = "DURATION", default_value = "10ms", value_parser = duration)]
     interval: Duration,
 
     /// After the last datagram, wait this long for replies before counting
     /// the missing ones lost
-    #[arg(env = "ECHO_WAIT", long, value_name = "SECS", default_value = "2", value_parser = seconds)]
+    #[arg(env = "ECHO_UDP_WAIT", long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
     wait: Duration,
 }
 
@@ -556,17 +567,13 @@ fn datagram_count(s: &str) -> Result<u64, String> {
 }
 
 fn message_size(s: &str) -> Result<usize, String> {
-    match positive(s)? {
+    match positive_size(s)? {
         n if n <= echo_bin::bench::MAX_LEN => Ok(n),
         _ => Err(format!(
             "{s} bytes is larger than {} (16 MiB)",
             echo_bin::bench::MAX_LEN
         )),
     }
-}
-
-fn bench_size(s: &str) -> Result<usize, String> {
-    message_size(s)
 }
 
 fn positive_u64(s: &str) -> Result<u64, String> {
@@ -608,6 +615,7 @@ fn main() -> ExitCode {
         tracing::Level::WARN,
         args.verbosity.verbose,
         args.verbosity.quiet,
+        &[],
     );
     match args.command {
         Some(Command::Bench(bench)) => return run_bench(*bench),

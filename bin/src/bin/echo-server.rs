@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgAction, CommandFactory, Parser};
 use echo_bin::{
-    EXIT_FAILURE, byte_count, byte_rate, complain, duration, init_logging, positive,
-    positive_seconds, print_completions, print_man, ratio, say, seconds, server_endpoint,
+    EXIT_FAILURE, byte_count, byte_rate, complain, duration, init_logging, level_count, positive,
+    positive_duration, positive_size, print_completions, print_man, ratio, say, server_endpoint,
+    switch,
 };
 use echo_core::{
     Cutoff, FaultConfig, ServerConfig, ServerEndpoint, ServerTls, UdpConfig, UdpStats, WaterMarks,
@@ -35,44 +36,46 @@ use tokio::signal::unix::{SignalKind, signal};
 #[derive(Debug, Parser)]
 #[command(name = "echo-server", version, after_help = ENDPOINT_HELP)]
 struct Args {
-    /// Where to listen, as a Twisted endpoint string (repeat for several)
-    #[arg(env = "ECHO_LISTEN", 
+    /// Where to listen, as a Twisted endpoint string (repeat for several,
+    /// or separate them with commas)
+    #[arg(env = "ECHO_SERVER_LISTEN", 
         short,
         long = "listen",
         value_name = "DESC",
         default_value = "tcp:8888:interface=127.0.0.1",
-        value_parser = server_endpoint
+        value_parser = server_endpoint,
+        value_delimiter = ','
     )]
     listen: Vec<ServerEndpoint>,
 
     /// Refuse new connections while this many are open
-    #[arg(env = "ECHO_MAX_CONNECTIONS", long, value_name = "N", value_parser = positive)]
+    #[arg(env = "ECHO_SERVER_MAX_CONNECTIONS", long, value_name = "N", value_parser = positive)]
     max_connections: Option<usize>,
 
     /// Close connections with no traffic for this long [default: never]
-    #[arg(env = "ECHO_IDLE_TIMEOUT", long, value_name = "SECS", value_parser = positive_seconds)]
+    #[arg(env = "ECHO_SERVER_IDLE_TIMEOUT", long, value_name = "DURATION", value_parser = positive_duration)]
     idle_timeout: Option<Duration>,
 
     /// On shutdown, wait this long for open connections to finish
-    #[arg(env = "ECHO_GRACE", long, value_name = "SECS", default_value = "30", value_parser = seconds)]
+    #[arg(env = "ECHO_SERVER_GRACE", long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     grace: Duration,
 
     /// Pause reading a connection while more than this many bytes wait to be echoed
-    #[arg(env = "ECHO_HIGH_WATER", long, value_name = "BYTES", default_value_t = WaterMarks::DEFAULT_HIGH, value_parser = positive)]
+    #[arg(env = "ECHO_SERVER_HIGH_WATER", long, value_name = "BYTES", default_value_t = WaterMarks::DEFAULT_HIGH, value_parser = positive_size)]
     high_water: usize,
 
     /// UDP: datagrams per second each source address may have echoed (in
     /// bursts of one second's worth); 0 for no limit. UDP echo answers
     /// whatever address a datagram claims to come from, so without a limit
     /// anyone could aim it at a third party
-    #[arg(env = "ECHO_UDP_RATE", long, value_name = "N", default_value_t = UdpConfig::DEFAULT_RATE, value_parser = udp_rate)]
+    #[arg(env = "ECHO_SERVER_UDP_RATE", long, value_name = "N", default_value_t = UdpConfig::DEFAULT_RATE, value_parser = udp_rate)]
     udp_rate: u32,
 
     /// Serve TCP on N single-threaded workers, a thread each with its own
     /// listener on the same port (SO_REUSEPORT: the kernel spreads new
     /// connections among them), with no work stealing. 0: one
     /// multi-threaded runtime for everything
-    #[arg(env = "ECHO_WORKERS", long, value_name = "N", default_value_t = 0, value_parser = worker_count)]
+    #[arg(env = "ECHO_SERVER_WORKERS", long, value_name = "N", default_value_t = 0, value_parser = worker_count)]
     workers: usize,
 
     /// Serve only peers in this CIDR block (repeatable; e.g. 10.0.0.0/8,
@@ -80,11 +83,11 @@ struct Args {
     /// behind a haproxy: endpoint the client its PROXY header declared,
     /// otherwise the socket's peer. Others are closed at once, before any
     /// echo, and counted with the refusals
-    #[arg(env = "ECHO_ALLOW", long, value_name = "CIDR", value_parser = cidr, value_delimiter = ',')]
+    #[arg(env = "ECHO_SERVER_ALLOW", long, value_name = "CIDR", value_parser = cidr, value_delimiter = ',')]
     allow: Vec<IpNet>,
 
     /// Never serve peers in this CIDR block (repeatable; wins over --allow)
-    #[arg(env = "ECHO_DENY", long, value_name = "CIDR", value_parser = cidr, value_delimiter = ',')]
+    #[arg(env = "ECHO_SERVER_DENY", long, value_name = "CIDR", value_parser = cidr, value_delimiter = ',')]
     deny: Vec<IpNet>,
 
     /// Send this line at the start of every connection, before echoing:
@@ -92,7 +95,7 @@ struct Args {
     /// --banner). {hostname}, {pid} and {listen} (the first --listen as
     /// given, without TLS file names) are filled in; at most 256 bytes once
     /// filled. Off by default (plain RFC 862)
-    #[arg(env = "ECHO_BANNER", long, value_name = "TEXT", value_parser = banner_text)]
+    #[arg(env = "ECHO_SERVER_BANNER", long, value_name = "TEXT", value_parser = banner_text)]
     banner: Option<String>,
 
     /// For ssl: endpoints: make a throw-away CA and a certificate for
@@ -102,62 +105,62 @@ struct Args {
     /// directory (removed at a clean shutdown) and print the client command
     /// that trusts it (no files needed; the endpoints must not name
     /// privateKey or certKey)
-    #[arg(env = "ECHO_SELF_SIGNED", long, help_heading = TLS)]
+    #[arg(value_parser = switch, env = "ECHO_SERVER_SELF_SIGNED", long, help_heading = TLS)]
     self_signed: bool,
 
     /// ssl: endpoints: close a connection whose TLS handshake has not
     /// finished after this long (counted as a failed handshake)
-    #[arg(env = "ECHO_HANDSHAKE_TIMEOUT", long, value_name = "SECS", default_value = "10", value_parser = positive_seconds, help_heading = TLS)]
+    #[arg(env = "ECHO_SERVER_HANDSHAKE_TIMEOUT", long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration, help_heading = TLS)]
     handshake_timeout: Duration,
 
     /// Log a line with open connections, accepted, refused, bytes in and
     /// out, and connections lost by reason since the last line, this often
     /// (e.g. 10s); nothing when nothing happened
-    #[arg(env = "ECHO_STATS_INTERVAL", long, value_name = "DURATION", value_parser = positive_duration)]
+    #[arg(env = "ECHO_SERVER_STATS_INTERVAL", long, value_name = "DURATION", value_parser = positive_duration)]
     stats_interval: Option<Duration>,
 
     /// Echo every received chunk this long after it arrived (e.g. 50ms);
     /// delayed bytes count against --high-water
-    #[arg(env = "ECHO_DELAY", long, value_name = "DURATION", value_parser = duration, help_heading = MISBEHAVE)]
+    #[arg(env = "ECHO_SERVER_DELAY", long, value_name = "DURATION", value_parser = duration, help_heading = MISBEHAVE)]
     delay: Option<Duration>,
 
     /// Add a random extra delay of up to this much per chunk (order kept)
-    #[arg(env = "ECHO_JITTER", long, value_name = "DURATION", value_parser = duration, help_heading = MISBEHAVE)]
+    #[arg(env = "ECHO_SERVER_JITTER", long, value_name = "DURATION", value_parser = duration, help_heading = MISBEHAVE)]
     jitter: Option<Duration>,
 
     /// Echo at most this many bytes per second per connection (e.g. 1MB/s,
     /// 64KiB/s)
-    #[arg(env = "ECHO_THROTTLE", long, value_name = "RATE", value_parser = byte_rate, help_heading = MISBEHAVE)]
+    #[arg(env = "ECHO_SERVER_THROTTLE", long, value_name = "RATE", value_parser = byte_rate, help_heading = MISBEHAVE)]
     throttle: Option<u64>,
 
     /// Echo this many bytes (e.g. 1000, 64KiB), then close cleanly
-    #[arg(env = "ECHO_CLOSE_AFTER", long, value_name = "BYTES", value_parser = byte_count, group = "cutoff", help_heading = MISBEHAVE)]
+    #[arg(env = "ECHO_SERVER_CLOSE_AFTER", long, value_name = "BYTES", value_parser = byte_count, group = "cutoff", help_heading = MISBEHAVE)]
     close_after: Option<u64>,
 
     /// Echo this many bytes, then reset the connection (RST)
-    #[arg(env = "ECHO_RESET_AFTER", long, value_name = "BYTES", value_parser = byte_count, group = "cutoff", help_heading = MISBEHAVE)]
+    #[arg(env = "ECHO_SERVER_RESET_AFTER", long, value_name = "BYTES", value_parser = byte_count, group = "cutoff", help_heading = MISBEHAVE)]
     reset_after: Option<u64>,
 
     /// Echo this many bytes, then stop reading and echoing but keep the
     /// connection open (a black hole) until --idle-timeout, if any
-    #[arg(env = "ECHO_STALL_AFTER", long, value_name = "BYTES", value_parser = byte_count, group = "cutoff", help_heading = MISBEHAVE)]
+    #[arg(env = "ECHO_SERVER_STALL_AFTER", long, value_name = "BYTES", value_parser = byte_count, group = "cutoff", help_heading = MISBEHAVE)]
     stall_after: Option<u64>,
 
     /// Apply the cut-off above to this share of connections only (0 to 1),
     /// chosen reproducibly by --seed
-    #[arg(env = "ECHO_FAULT_RATIO", long, value_name = "P", default_value = "1", value_parser = ratio, requires = "cutoff", help_heading = MISBEHAVE)]
+    #[arg(env = "ECHO_SERVER_FAULT_RATIO", long, value_name = "P", default_value = "1", value_parser = ratio, requires = "cutoff", help_heading = MISBEHAVE)]
     fault_ratio: u32,
 
     /// Seed for --fault-ratio's choice of connections and for --jitter
-    #[arg(env = "ECHO_SEED", long, value_name = "N", default_value_t = 0, help_heading = MISBEHAVE)]
+    #[arg(env = "ECHO_SERVER_SEED", long, value_name = "N", default_value_t = 0, help_heading = MISBEHAVE)]
     seed: u64,
 
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
-    #[arg(env = "ECHO_VERBOSE", short, long, action = ArgAction::Count)]
+    #[arg(env = "ECHO_SERVER_VERBOSE", short, long, action = ArgAction::Count, value_parser = level_count)]
     verbose: u8,
 
     /// Less log output (-q warnings only, -qq errors only)
-    #[arg(env = "ECHO_QUIET", short, long, action = ArgAction::Count, conflicts_with = "verbose")]
+    #[arg(env = "ECHO_SERVER_QUIET", short, long, action = ArgAction::Count, value_parser = level_count, conflicts_with = "verbose")]
     quiet: u8,
 
     /// Print shell completions for SHELL (bash, zsh, fish, elvish,
@@ -277,19 +280,11 @@ fn ssl_of(endpoint: &ServerEndpoint) -> Option<&ServerTls> {
 }
 
 fn cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
         .map(|net| net.trunc())
         .map_err(|_| format!("{s:?} is not an IP address or CIDR block such as 10.0.0.0/8"))
-}
-
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    match duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!(
-            "{s:?} is not a duration above 0, such as 10s or 500ms"
-        )),
-    }
 }
 
 impl Args {
@@ -369,7 +364,13 @@ fn main() -> ExitCode {
             .error(clap::error::ErrorKind::ArgumentConflict, message)
             .exit();
     }
-    init_logging(tracing::Level::INFO, args.verbose, args.quiet);
+    // The stats lines --stats-interval asks for are written under -q too.
+    let stats: &[&str] = if args.stats_interval.is_some() {
+        &[echo_bin::STATS_DIRECTIVE]
+    } else {
+        &[]
+    };
+    init_logging(tracing::Level::INFO, args.verbose, args.quiet, stats);
     let runtime = match echo_bin::runtime::server_runtime() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -754,7 +755,7 @@ async fn log_stats(server: EchoServer, every: Duration) {
         let now = server.traffic();
         let delta = now.since(&last);
         if !delta.is_quiet() {
-            tracing::info!("stats {delta}");
+            tracing::info!(target: echo_bin::STATS_TARGET, "stats {delta}");
         }
         last = now;
     }
