@@ -211,8 +211,12 @@ impl Failure {
         Self::Tls,
     ];
 
-    /// The kind of a socket error: a reset, or broken otherwise.
+    /// The kind of a socket error: TLS's (an alert from the server, say
+    /// `certificate_required` under mutual TLS), a reset, or broken.
     fn of_io(error: &std::io::Error) -> Self {
+        if echo_net::tls_reason(error).is_some() {
+            return Self::Tls;
+        }
         match error.kind() {
             std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::ConnectionAborted
@@ -260,7 +264,7 @@ impl Failure {
             Self::Unfinished => "no echo by the end of the run",
             Self::Refused => "reconnect refused",
             Self::NameResolution => "reconnect could not resolve the host",
-            Self::Tls => "reconnect's TLS handshake failed",
+            Self::Tls => "TLS failure (handshake or alert)",
         }
     }
 }
@@ -296,6 +300,8 @@ pub struct BenchReport {
     pub reconnects: u64,
     /// With `banner`: per back end, by name.
     pub backends: Vec<Backend>,
+    /// The first TLS failure's reason, when any request failed so.
+    pub tls_reason: Option<String>,
 }
 
 /// What one back end (named by its banner) served.
@@ -390,6 +396,9 @@ impl BenchReport {
                 self.handshakes.len()
             );
         }
+        if let Some(reason) = &self.tls_reason {
+            let _ = write!(out, "\nfirst TLS failure: {reason}");
+        }
         for b in &self.backends {
             let [p50, _, p99, _, _] = percentiles(&b.latency);
             let _ = write!(
@@ -474,6 +483,9 @@ impl BenchReport {
             }),
         );
         let [c50, c90, c99, _, cmax] = percentiles(&self.connects);
+        let tls = self.tls_reason.as_deref().map_or_else(String::new, |r| {
+            format!(",\"tls_reason\":{}", json_string(r))
+        });
         let mut connects = format!(
             ",\"connects\":{},\"reconnects\":{},\"connect_us\":{{\"p50\":{c50:.1},\"p90\":{c90:.1},\"p99\":{c99:.1},\"max\":{cmax:.1}}}",
             self.connects.len(),
@@ -488,7 +500,7 @@ impl BenchReport {
             );
         }
         format!(
-            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"failures\":{{{failures}}},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}{open}{connects}{backends}}}",
+            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"failures\":{{{failures}}},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}{open}{connects}{tls}{backends}}}",
             self.connections,
             self.len,
             self.requests,
@@ -640,6 +652,8 @@ struct Shared {
     connector: Option<Connector>,
     /// Per back end (with banners): connections, requests, latencies.
     backends: std::sync::Mutex<std::collections::BTreeMap<String, BackendBook>>,
+    /// The first TLS failure's reason, in words.
+    tls_reason: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -688,6 +702,26 @@ impl Shared {
         if let Some(handshake) = handshake {
             record(&self.handshake_times, handshake);
         }
+    }
+
+    /// The kind of a socket error, its reason kept when it is TLS's.
+    fn io_failure(&self, error: &std::io::Error) -> Failure {
+        if let Some(reason) = echo_net::tls_reason(error)
+            && let Ok(mut first) = self.tls_reason.lock()
+        {
+            first.get_or_insert(reason);
+        }
+        Failure::of_io(error)
+    }
+
+    /// The kind of a failed reconnect, its reason kept when it is TLS's.
+    fn connect_failure(&self, error: &echo_net::ClientError) -> Failure {
+        if let echo_net::ClientError::Tls { reason, .. } = error
+            && let Ok(mut first) = self.tls_reason.lock()
+        {
+            first.get_or_insert(reason.clone());
+        }
+        Failure::of_connect(error)
     }
 
     fn fail(&self, failure: Failure) {
@@ -952,6 +986,7 @@ pub fn run(
             .and_then(|mut h| h.take())
             .unwrap_or_else(new_histogram),
         reconnects: shared.reconnects.load(Ordering::Relaxed),
+        tls_reason: shared.tls_reason.lock().ok().and_then(|mut r| r.take()),
         open_loop: config.rate.map(|rate| OpenLoop {
             rate,
             raw,
@@ -1115,7 +1150,7 @@ async fn ping_pong(
             (stream, job.backend) = match open_stream(&churn.config, &shared, true).await {
                 Ok(fresh) => fresh,
                 Err(e) => {
-                    shared.fail(Failure::of_connect(&e));
+                    shared.fail(shared.connect_failure(&e));
                     break;
                 }
             };
@@ -1123,7 +1158,15 @@ async fn ping_pong(
         fill(&mut msg, job.conn, seq);
         seq += 1;
         let start = Instant::now();
-        let result = exchange(&mut stream, &msg, &mut back, job.timeout, &mut timer).await;
+        let result = exchange(
+            &shared,
+            &mut stream,
+            &msg,
+            &mut back,
+            job.timeout,
+            &mut timer,
+        )
+        .await;
         let took = start.elapsed();
         let failure = match result {
             Ok(()) if back == msg => None,
@@ -1226,7 +1269,7 @@ async fn open_loop(
                 Ok::<(), std::io::Error>(())
             };
             if let Err(e) = wrote.await {
-                fail(Failure::of_io(&e));
+                fail(shared.io_failure(&e));
                 break;
             }
         }
@@ -1251,7 +1294,7 @@ async fn open_loop(
                     break;
                 }
                 Ok(Err(e)) => {
-                    fail(Failure::of_io(&e));
+                    fail(shared.io_failure(&e));
                     break;
                 }
                 Err(_) => {
@@ -1326,6 +1369,7 @@ async fn wait_until(at: tokio::time::Instant, shared: &Shared) -> bool {
 /// when nothing moves for `timeout` ("fire on the clock": the timer is
 /// re-armed only when it fires early).
 async fn exchange(
+    shared: &Shared,
     stream: &mut AnyStream,
     msg: &[u8],
     back: &mut [u8],
@@ -1341,7 +1385,7 @@ async fn exchange(
         while written < msg.len() {
             match Pin::new(&mut *stream).poll_write(cx, &msg[written..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(Failure::Broken)),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::of_io(&e))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(shared.io_failure(&e))),
                 Poll::Ready(Ok(n)) => {
                     written += n;
                     moved = true;
@@ -1355,7 +1399,7 @@ async fn exchange(
         if written == msg.len() && !flushed {
             match Pin::new(&mut *stream).poll_flush(cx) {
                 Poll::Ready(Ok(())) => flushed = true,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::of_io(&e))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(shared.io_failure(&e))),
                 Poll::Pending => {}
             }
         }
@@ -1369,7 +1413,7 @@ async fn exchange(
                     read += buf.filled().len();
                     moved = true;
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Failure::of_io(&e))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(shared.io_failure(&e))),
                 Poll::Pending => break,
             }
         }
@@ -1515,6 +1559,7 @@ mod tests {
             handshakes: new_histogram(),
             reconnects: 0,
             backends: Vec::new(),
+            tls_reason: None,
         };
         let hgrm = report.hgrm();
         let counts: Vec<u64> = hgrm

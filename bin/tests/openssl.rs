@@ -287,7 +287,132 @@ fn mutual_tls_admits_openssls_client_certificate_and_logs_its_subject() {
     let log = server.log();
     assert!(log.contains("the client sent no certificate"), "{log}");
     assert!(log.contains("UnknownIssuer"), "{log}");
+    // The server's hint names the server's knob, not the client's.
+    assert!(log.contains("caCerts="), "{log}");
+    assert!(
+        !log.contains("trustRoots") && !log.contains("--insecure"),
+        "{log}"
+    );
     assert_eq!(log.matches("connection made").count(), 1, "{log}");
+}
+
+/// `bench` against a server that wants a client certificate, with none:
+/// each request fails under `tls_handshake` with the server's reason, not
+/// as a broken connection.
+#[test]
+fn bench_without_the_client_certificate_a_server_requires_says_so() {
+    let Some(pki) = pki() else { return };
+    let server = ssl_server(pki, &format!(":caCerts={}", pki.path("ca.pem")), &[]);
+    let connect = format!(
+        "tls:localhost:{}:trustRoots={}",
+        server.port,
+        pki.path("ca.pem")
+    );
+    let out = client(&[
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "2",
+        "-d",
+        "1",
+        "-w",
+        "0",
+    ]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("2 TLS failure"), "{said}");
+    assert!(!said.contains("broken"), "{said}");
+    assert!(
+        said.contains("first TLS failure:") && said.contains("client certificate"),
+        "{said}"
+    );
+    let json = client(&[
+        "bench",
+        "--connect",
+        &connect,
+        "-c",
+        "2",
+        "-d",
+        "1",
+        "-w",
+        "0",
+        "--json",
+    ]);
+    assert!(
+        text(&json.stdout).contains("\"tls_handshake\":2"),
+        "{}",
+        text(&json.stdout)
+    );
+}
+
+/// A certificate OpenSSL makes by `x509 -req` without `-extfile` is X.509
+/// v1, which rustls refuses: said once, with how to make a v3 one; and a
+/// key that is not the certificate's is said so in words.
+#[test]
+fn a_version_1_certificate_or_a_foreign_key_is_refused_in_words() {
+    let Some(pki) = pki() else { return };
+    let dir = &pki.dir;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-keyout",
+            "v1.key",
+            "-out",
+            "v1.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509", "-req", "-in", "v1.csr", "-signkey", "v1.key", "-out", "v1.pem", "-days", "2",
+        ],
+    );
+    for (cert, key, says) in [
+        ("v1.pem", "v1.key", "X.509 version 1"),
+        (
+            "server.pem",
+            "alice.key",
+            "the private key is not the certificate's",
+        ),
+    ] {
+        let listen = format!(
+            "ssl:0:interface=127.0.0.1:privateKey={}:certKey={}",
+            pki.path(key),
+            pki.path(cert)
+        );
+        let out = Command::new(SERVER)
+            .args(["--listen", &listen])
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.matches(says).count(), 1, "{err}");
+        assert!(
+            !err.contains("peer"),
+            "our own certificate is no peer's: {err}"
+        );
+    }
+    let connect = format!(
+        "tls:localhost:1:certificate={}:privateKey={}",
+        pki.path("v1.pem"),
+        pki.path("v1.key")
+    );
+    let out = client(&["--connect", &connect]);
+    assert!(
+        text(&out.stderr).contains("X.509 version 1"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// `socat OPENSSL-LISTEN ... PIPE`: an OpenSSL echo server on a free port.

@@ -55,7 +55,7 @@ pub use spawn::{Spawner, TokioSpawner};
 pub use stream::{AnyStream, Prefixed, Stream};
 pub use tls::{
     DEFAULT_HANDSHAKE_TIMEOUT, Issued, KeyKind, ThrowawayCa, TlsClient, TlsError, TlsServer,
-    client_subject, describe as describe_tls_error,
+    client_subject, describe as describe_tls_error, tls_reason,
 };
 pub use traffic::{Losses, Traffic};
 pub use udp::{Datagrams, bind_udp, connect_udp, udp_echo};

@@ -21,7 +21,7 @@ use crate::listener::{Accepted, Listener};
 use crate::signal::CloseSignal;
 use crate::spawn::Spawner;
 use crate::stream::{Prefixed, Stream};
-use crate::tls::{TlsServer, client_subject, describe};
+use crate::tls::{TlsServer, client_subject, describe_on_server};
 use crate::traffic::{Counters, Metered, Traffic};
 use crate::warnings::{Throttle, Warning};
 
@@ -642,7 +642,7 @@ async fn tls_connection<S: Stream>(
             }
             return;
         }
-        Ok(Err(error)) => describe(&error),
+        Ok(Err(error)) => describe_on_server(&error),
         Err(_) => format!("no TLS handshake within {timeout:?}"),
     };
     inner.counters.tls_failure();

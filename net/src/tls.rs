@@ -57,13 +57,15 @@ pub enum TlsError {
         /// The parser's complaint.
         detail: String,
     },
-    /// A certificate, key or trust store was refused by rustls.
-    #[error("{what}: {source}")]
+    /// A certificate, key or trust store was refused by rustls. (Its
+    /// reason is in the message, not a `source` too: it would be printed
+    /// twice.)
+    #[error("{what}: {}", refusal(cause))]
     Rustls {
         /// What was being set up.
         what: String,
         /// rustls' reason.
-        source: rustls::Error,
+        cause: rustls::Error,
     },
     /// The client-certificate CA file gave no usable trust anchor.
     #[error("{path}: no usable CA certificate for checking client certificates ({detail})")]
@@ -169,9 +171,9 @@ impl TlsServer {
         let provider = provider();
         let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(versions(method))
-            .map_err(|source| TlsError::Rustls {
+            .map_err(|cause| TlsError::Rustls {
                 what: "protocol versions".into(),
-                source,
+                cause,
             })?;
         let mutual = client_ca.is_some();
         let builder = match client_ca {
@@ -191,13 +193,13 @@ impl TlsServer {
         let mut config =
             builder
                 .with_single_cert(chain, key)
-                .map_err(|source| TlsError::Rustls {
+                .map_err(|cause| TlsError::Rustls {
                     what: format!(
                         "certificate {} with key {}",
                         chain_path.display(),
                         key_path.display()
                     ),
-                    source,
+                    cause,
                 })?;
         // No TLS 1.3 session tickets: they are the only bytes a TLS 1.3
         // server sends unasked, and a client that closes without reading
@@ -308,9 +310,9 @@ impl TlsClient {
         let provider = provider();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(rustls::ALL_VERSIONS)
-            .map_err(|source| TlsError::Rustls {
+            .map_err(|cause| TlsError::Rustls {
                 what: "protocol versions".into(),
-                source,
+                cause,
             })?;
         let builder = match roots {
             Some(roots) => builder.with_root_certificates(roots),
@@ -320,12 +322,14 @@ impl TlsClient {
         };
         let config = match identity {
             None => builder.with_no_client_auth(),
-            Some((chain, key)) => builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|source| TlsError::Rustls {
-                    what: "client certificate".into(),
-                    source,
-                })?,
+            Some((chain, key)) => {
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|cause| TlsError::Rustls {
+                        what: "client certificate".into(),
+                        cause,
+                    })?
+            }
         };
         Ok(Self {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
@@ -351,6 +355,26 @@ impl TlsClient {
             )
         })?;
         self.connector.connect(name, stream).await
+    }
+}
+
+/// Why rustls refused one of our own certificates or keys, in words that
+/// say what to do: its own text calls our certificate the peer's, and an
+/// X.509 v1 certificate (what `openssl x509 -req` makes without
+/// `-extfile`) only shows as `Other(UnsupportedCertVersion)`.
+fn refusal(error: &rustls::Error) -> String {
+    use rustls::{CertificateError as Cert, Error as E, InconsistentKeys};
+    match error {
+        E::InvalidCertificate(Cert::Other(other))
+            if format!("{other:?}").contains("UnsupportedCertVersion") =>
+        {
+            "the certificate is X.509 version 1, and rustls needs version 3: make it with `openssl req -x509 ...`, or give `openssl x509 -req` an `-extfile` (with a subjectAltName)".into()
+        }
+        E::InvalidCertificate(cert) => format!("the certificate is not usable: {cert:?}"),
+        E::InconsistentKeys(InconsistentKeys::KeyMismatch) => {
+            "the private key is not the certificate's (they are from different pairs)".into()
+        }
+        other => other.to_string(),
     }
 }
 
@@ -384,13 +408,49 @@ pub fn describe(error: &io::Error) -> String {
         E::AlertReceived(Alert::UnknownCA | Alert::BadCertificate) => {
             " (the peer did not accept our certificate: it is not signed by a CA it trusts)"
         }
-        E::AlertReceived(Alert::ProtocolVersion) | E::PeerIncompatible(_) => {
-            " (no TLS version or cipher suite in common)"
+        E::AlertReceived(Alert::ProtocolVersion) => " (no TLS version or cipher suite in common)",
+        E::PeerIncompatible(why) => {
+            // rustls' names (`Tls12NotOfferedOrEnabled`) read backwards
+            // to a user: say what they mean first.
+            return format!("no TLS version or cipher suite in common (rustls: {why:?})");
         }
         E::InvalidMessage(_) => " (that is not TLS: a plain-text client, or garbage bytes)",
         _ => "",
     };
     format!("{tls}{hint}")
+}
+
+/// [`describe`]'s words when `error` is TLS's (rustls' own, or an alert
+/// the peer sent), `None` for any other socket error.
+#[must_use]
+pub fn tls_reason(error: &io::Error) -> Option<String> {
+    error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .map(|_| describe(error))
+}
+
+/// [`describe`] for the server's log: where the cause is the client's
+/// certificate, the hint names the server's knob (`caCerts=`), not the
+/// client's.
+#[must_use]
+pub(crate) fn describe_on_server(error: &io::Error) -> String {
+    use rustls::{CertificateError as Cert, Error as E};
+    let hint = match error.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+        Some(E::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature)) => {
+            "the client's certificate is not signed by a CA in this endpoint's caCerts="
+        }
+        Some(E::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. })) => {
+            "the client's certificate has expired"
+        }
+        Some(E::InvalidCertificate(Cert::NotValidYet | Cert::NotValidYetContext { .. })) => {
+            "the client's certificate is not valid yet (or this machine's clock is behind)"
+        }
+        Some(tls @ E::InvalidCertificate(_)) => return format!("{tls} (the client's certificate)"),
+        _ => return describe(error),
+    };
+    let tls = error.get_ref().map(ToString::to_string).unwrap_or_default();
+    format!("{tls} ({hint})")
 }
 
 /// `--insecure`: any certificate is accepted, its signatures are still
@@ -481,9 +541,9 @@ fn private_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, TlsErr
 fn root_store(certs: &[CertificateDer<'static>], path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certs {
-        roots.add(cert.clone()).map_err(|source| TlsError::Rustls {
+        roots.add(cert.clone()).map_err(|cause| TlsError::Rustls {
             what: format!("CA certificate in {}", path.display()),
-            source,
+            cause,
         })?;
     }
     Ok(roots)
