@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::interval_log::{
-    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag,
+    IntervalLogIterator, LogIteratorError, IntervalLogWriterBuilder, LogEntry, Tag,
 };
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 
@@ -55,7 +55,11 @@ pub fn read(bytes: &[u8]) -> Result<BTreeMap<String, Histogram<u64>>, String> {
     let mut sums: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let mut deserializer = Deserializer::new();
     for entry in IntervalLogIterator::new(bytes) {
-        let entry = entry.map_err(|e| format!("not an interval log: {e:?}"))?;
+        let entry = entry.map_err(|e| match e {
+            LogIteratorError::ParseError { offset } => format!(
+                "not an HdrHistogram interval log (.hlog, as bench --hlog writes): unreadable at byte {offset}"
+            ),
+        })?;
         let LogEntry::Interval(interval) = entry else {
             continue;
         };

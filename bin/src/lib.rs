@@ -149,7 +149,7 @@ pub fn client_endpoint(s: &str) -> Result<ClientEndpoint, String> {
 pub fn stream_endpoint(s: &str) -> Result<ClientEndpoint, String> {
     match client_endpoint(s)? {
         ClientEndpoint::Udp { .. } => {
-            Err("this mode measures stream echo; use tcp: or unix:".into())
+            Err("this mode measures stream echo; use tcp:, unix: or tls:".into())
         }
         endpoint => Ok(endpoint),
     }
@@ -320,10 +320,16 @@ pub fn print_completions<C: clap::CommandFactory>(shell: clap_complete::Shell) {
     let _ = std::io::stdout().lock().write_all(script.as_bytes());
 }
 
-/// Writes the command `C`'s man page (roff) to standard output.
+/// Writes the command `C`'s man page (roff) to standard output, or with
+/// `dir` its page and one per subcommand (which the main page names, as
+/// `echo-client-bench(1)`) into `dir`.
 #[must_use]
-pub fn print_man<C: clap::CommandFactory>() -> std::process::ExitCode {
-    match clap_mangen::Man::new(C::command()).render(&mut std::io::stdout()) {
+pub fn print_man<C: clap::CommandFactory>(dir: Option<&std::path::Path>) -> std::process::ExitCode {
+    let written = match dir {
+        None => clap_mangen::Man::new(C::command()).render(&mut std::io::stdout()),
+        Some(dir) => clap_mangen::generate_to(C::command(), dir),
+    };
+    match written {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             complain(format!("cannot write the man page: {e}"));

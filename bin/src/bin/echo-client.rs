@@ -42,7 +42,7 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// Where to connect, as a Twisted endpoint string (tcp: or unix:)
+    /// Where to connect, as a Twisted endpoint string (tcp:, unix: or tls:)
     #[arg(env = "ECHO_CLIENT_CONNECT", long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint_or_hint)]
     connect: ClientEndpoint,
 
@@ -112,12 +112,13 @@ struct Args {
 
     /// Print shell completions for SHELL (bash, zsh, fish, elvish,
     /// powershell) and exit
-    #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
+    #[arg(long, value_name = "SHELL", exclusive = true)]
     completions: Option<clap_complete::Shell>,
 
-    /// Print the man page (roff) and exit
-    #[arg(long, hide = true, exclusive = true)]
-    man: bool,
+    /// Print the man page (roff) and exit; with DIR, write it and one page
+    /// per subcommand into DIR instead
+    #[arg(long, value_name = "DIR", num_args = 0..=1, exclusive = true)]
+    man: Option<Option<std::path::PathBuf>>,
 }
 
 /// -v and -q, accepted before or after a subcommand.
@@ -141,17 +142,11 @@ impl TlsArgs {
     ) -> Result<Connector, ClientError> {
         if self.insecure {
             if !matches!(endpoint, ClientEndpoint::Tls { .. }) {
-                let mut command = Args::command();
-                let command = match subcommand {
-                    Some(name) => command.find_subcommand_mut(name).expect("subcommand"),
-                    None => &mut command,
-                };
-                command
-                    .error(
-                        clap::error::ErrorKind::ArgumentConflict,
-                        format!("--insecure is for tls: endpoints, and {endpoint} is not one"),
-                    )
-                    .exit();
+                usage_error(
+                    subcommand,
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("--insecure is for tls: endpoints, and {endpoint} is not one"),
+                );
             }
             complain("echo-client: warning: --insecure: the server's certificate is not verified");
         }
@@ -199,6 +194,28 @@ fn request_rate(s: &str) -> Result<f64, String> {
 
 /// `v1` or `v2` (also `1`, `2`): possible values, so that `--help` lists
 /// them and the shells complete them.
+/// Exits 2 with `message` as clap says a usage error, under the usage of
+/// `subcommand` (built, so that it reads `echo-client bench [OPTIONS]`).
+fn usage_error(
+    subcommand: Option<&str>,
+    kind: clap::error::ErrorKind,
+    message: impl std::fmt::Display,
+) -> ! {
+    let mut command = Args::command();
+    command.build();
+    let command = match subcommand.and_then(|name| command.find_subcommand_mut(name)) {
+        Some(sub) => sub,
+        None => &mut command,
+    };
+    command.error(kind, message).exit()
+}
+
+fn connect_rate(s: &str) -> Result<f64, String> {
+    request_rate(s).map_err(|_| {
+        format!("{s:?} is not a rate in connections per second (from 0.001 to 100000000)")
+    })
+}
+
 fn proxy_version() -> impl clap::builder::TypedValueParser<Value = u8> {
     use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
     PossibleValuesParser::new([
@@ -260,10 +277,13 @@ fn run_merge(args: &MergeArgs) -> Result<(), String> {
     let mut total: std::collections::BTreeMap<String, hdrhistogram::Histogram<u64>> =
         std::collections::BTreeMap::new();
     let mut series = Vec::new();
+    // Files with raw latencies: only open-loop (--rate) runs record them.
+    let mut raw_files = 0;
     for path in &args.files {
         let bytes =
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let logs = echo_bin::hlog::read(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        raw_files += usize::from(logs.contains_key(TAG_RAW));
         for (tag, h) in logs {
             if tag == TAG_LATENCY {
                 let label = path.file_stem().map_or_else(
@@ -310,7 +330,12 @@ fn run_merge(args: &MergeArgs) -> Result<(), String> {
     };
     let raw = total.get(TAG_RAW);
     let out = if args.json {
-        let raw = raw.map_or_else(String::new, |h| format!(",\"latency_raw_us\":{}", json(h)));
+        let raw = raw.map_or_else(String::new, |h| {
+            format!(
+                ",\"latency_raw_us\":{},\"raw_files\":{raw_files}",
+                json(h)
+            )
+        });
         format!(
             "{{\"files\":{},\"requests\":{},\"latency_us\":{}{raw}}}",
             args.files.len(),
@@ -325,7 +350,11 @@ fn run_merge(args: &MergeArgs) -> Result<(), String> {
             line(latency)
         );
         if let Some(h) = raw {
-            text.push_str(&format!("\nlatency us (raw): {}", line(h)));
+            text.push_str(&format!(
+                "\nlatency us (raw, from the actual send; in the {raw_files} of {} files from --rate runs): {}",
+                args.files.len(),
+                line(h)
+            ));
         }
         text
     };
@@ -446,7 +475,7 @@ struct BenchArgs {
 
     /// Open at most this many new connections per second while ramping up
     /// [default: as fast as possible]
-    #[arg(env = "ECHO_BENCH_CONNECT_RATE", long, value_name = "CONN/S", value_parser = request_rate)]
+    #[arg(env = "ECHO_BENCH_CONNECT_RATE", long, value_name = "CONN/S", value_parser = connect_rate)]
     connect_rate: Option<f64>,
 
     /// Close each connection after N messages and open a new one in its
@@ -541,6 +570,13 @@ Endpoint strings (Twisted's grammar):
   tcp:example.com:7:bindAddress=10.0.0.1      connect from a given address
   unix:/tmp/echo.sock                         a Unix-domain socket
   udp:localhost:8888                          UDP datagrams (echo-client udp)
+  tls:localhost:8443                          TLS, the server's certificate checked
+                                              against Mozilla's roots for that name
+  tls:localhost:8443:trustRoots=ca.pem        ... against a CA of ours (a PEM file, or a
+                                              directory of them; --insecure: none)
+  tls:h:8443:certificate=c.pem:privateKey=k.pem
+                                              with a client certificate (mutual TLS);
+                                              also timeout=, bindAddress= as tcp:
 
 Exit codes: 0 when every echo came back exactly; 1 when any failed (refused,
 reset, timed out, truncated, mismatch; for UDP: any datagram lost or
@@ -608,8 +644,8 @@ fn main() -> ExitCode {
         print_completions::<Args>(shell);
         return ExitCode::SUCCESS;
     }
-    if args.man {
-        return print_man::<Args>();
+    if let Some(dir) = &args.man {
+        return print_man::<Args>(dir.as_deref());
     }
     init_logging(
         tracing::Level::WARN,
@@ -827,9 +863,7 @@ async fn run_udp(args: &UdpArgs) -> Result<bool, String> {
         Ok(client) => client,
         // A message that cannot fit a datagram is a usage error.
         Err(e) => {
-            let mut command = Args::command();
-            let udp = command.find_subcommand_mut("udp").expect("udp subcommand");
-            udp.error(clap::error::ErrorKind::ValueValidation, e).exit();
+            usage_error(Some("udp"), clap::error::ErrorKind::ValueValidation, e);
         }
     };
     let (socket, server) = connect_udp(&args.connect)
@@ -1006,13 +1040,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         banner: args.banner,
     };
     if let Err(e) = config.check() {
-        let mut command = Args::command();
-        let bench = command
-            .find_subcommand_mut("bench")
-            .expect("bench subcommand");
-        bench
-            .error(clap::error::ErrorKind::ValueValidation, e)
-            .exit();
+        usage_error(Some("bench"), clap::error::ErrorKind::ValueValidation, e);
     }
     // Open the output files first: a bad path must not cost a whole run.
     let outputs = (|| {

@@ -165,12 +165,13 @@ struct Args {
 
     /// Print shell completions for SHELL (bash, zsh, fish, elvish,
     /// powershell) and exit
-    #[arg(long, value_name = "SHELL", hide = true, exclusive = true)]
+    #[arg(long, value_name = "SHELL", exclusive = true)]
     completions: Option<clap_complete::Shell>,
 
-    /// Print the man page (roff) and exit
-    #[arg(long, hide = true, exclusive = true)]
-    man: bool,
+    /// Print the man page (roff) and exit; with DIR, write it and one page
+    /// per subcommand into DIR instead
+    #[arg(long, value_name = "DIR", num_args = 0..=1, exclusive = true)]
+    man: Option<Option<std::path::PathBuf>>,
 }
 
 /// The help heading of the TLS options.
@@ -356,8 +357,8 @@ fn main() -> ExitCode {
         print_completions::<Args>(shell);
         return ExitCode::SUCCESS;
     }
-    if args.man {
-        return print_man::<Args>();
+    if let Some(dir) = &args.man {
+        return print_man::<Args>(dir.as_deref());
     }
     if let Err(message) = check_usage(&args) {
         Args::command()
@@ -507,7 +508,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let faults = args.faults();
     if !faults.is_off() {
-        tracing::warn!(?faults, "misbehaving on purpose");
+        tracing::warn!(%faults, "misbehaving on purpose");
     }
     let first = tokio::select! {
         _ = sigint.recv() => "SIGINT",

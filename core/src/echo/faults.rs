@@ -84,6 +84,34 @@ impl FaultConfig {
     }
 }
 
+impl fmt::Display for FaultConfig {
+    /// The knobs that are set, in words: `delay 50ms, throttle 1000 B/s,
+    /// close after 10 bytes on 50% of connections (seed 7)`; `none` when
+    /// none is.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_off() {
+            return f.write_str("none");
+        }
+        let mut parts: alloc::vec::Vec<alloc::string::String> = alloc::vec::Vec::new();
+        if !self.delay.is_zero() {
+            parts.push(alloc::format!("delay {:?}", self.delay));
+        }
+        if !self.jitter.is_zero() {
+            parts.push(alloc::format!("jitter up to {:?}", self.jitter));
+        }
+        if let Some(rate) = self.throttle {
+            parts.push(alloc::format!("throttle {rate} B/s"));
+        }
+        if let Some(cutoff) = self.cutoff
+            && self.cutoff_per_million > 0
+        {
+            let share = f64::from(self.cutoff_per_million) / 1e4;
+            parts.push(alloc::format!("{cutoff} on {share}% of connections"));
+        }
+        write!(f, "{} (seed {})", parts.join(", "), self.seed)
+    }
+}
+
 /// splitmix64: a well-mixed 64-bit value from any input.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
