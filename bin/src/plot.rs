@@ -154,6 +154,8 @@ pub fn percentile_plot(title: &str, series: &[Series]) -> Result<String, PlotErr
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
+            // Room for the last x label (99.9999%), centred on the right edge.
+            .margin_right(40)
             .x_label_area_size(46)
             .y_label_area_size(70)
             .build_cartesian_2d((1f64..X_MAX).log_scale(), (y_lo..y_hi).log_scale())
@@ -300,6 +302,33 @@ mod tests {
         assert_eq!(percentile_label(2.0), "50%");
         assert!((x_of(0.99) - 100.0).abs() < 1e-9);
         assert_eq!(x_of(1.0), X_MAX);
+    }
+
+    /// The x axis's last label (99.9999%) is centred on the plot's right
+    /// edge: it must fit inside the 900-pixel picture, not be clipped.
+    #[test]
+    fn the_last_percentile_label_fits_in_the_picture() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        for us in 1..=1_000u64 {
+            h.record(us * 1_000).unwrap();
+        }
+        let svg = percentile_plot("t", &[from_histogram("s", &h).unwrap()]).unwrap();
+        let last = svg
+            .split("<text")
+            .filter(|t| t.contains("\n99.9999%\n"))
+            .find(|t| t.contains("text-anchor=\"middle\""))
+            .unwrap_or_else(|| panic!("no centred 99.9999% label in {svg}"));
+        let x: f64 = last
+            .split("x=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|x| x.parse().ok())
+            .unwrap();
+        // About 6 pixels a character at this size; half of it right of x.
+        assert!(
+            x + 6.0 * 8.0 / 2.0 <= 900.0,
+            "the label ends past 900 px at x={x}"
+        );
     }
 
     #[test]

@@ -553,3 +553,93 @@ fn a_connect_and_close_on_haproxy_or_ssl_is_no_warning() {
         );
     }
 }
+
+#[test]
+fn a_mismatch_at_the_first_byte_says_its_likely_cause() {
+    if !have("python3") {
+        return;
+    }
+    let (_peer, port) = asyncio_server();
+    let plain = format!("tcp:127.0.0.1:{port}");
+    let out = client(&["--connect", &plain, "-c", "1", "--send-proxy", "v1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("an echoed PROXY header?"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = client(&[
+        "--connect",
+        &format!("tls:localhost:{port}"),
+        "--insecure",
+        "-c",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the server echoed our TLS ClientHello"),
+        "{}",
+        text(&out.stderr)
+    );
+    let tls = Server::start_listening(
+        &["--listen", "ssl:0:interface=127.0.0.1", "--self-signed"],
+        &[],
+    );
+    let out = client(&["--connect", &tls.connect_arg(), "-c", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the server speaks TLS"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn start_up_lines_and_usage_errors_read_as_words() {
+    let server = Server::start(&[
+        "--delay",
+        "50ms",
+        "--close-after",
+        "10",
+        "--fault-ratio",
+        "0.5",
+    ]);
+    server.wait_log("misbehaving on purpose", 1, LONG);
+    let log = server.log();
+    assert!(
+        log.contains("faults=delay 50ms, close after 10 bytes on 50% of connections (seed 0)"),
+        "{log}"
+    );
+    assert!(!log.contains("FaultConfig"), "{log}");
+    let out = client(&[
+        "bench",
+        "-c",
+        "100000",
+        "-s",
+        "16MiB",
+        "--connect",
+        "tcp:127.0.0.1:1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("Usage: echo-client bench"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = client(&["bench", "--connect-rate", "0"]);
+    assert!(
+        text(&out.stderr).contains("connections per second"),
+        "{}",
+        text(&out.stderr)
+    );
+    let bogus = std::env::temp_dir().join(format!("echo-not-hlog-{}", std::process::id()));
+    std::fs::write(&bogus, "this is no interval log\n").unwrap();
+    let out = client(&["merge", bogus.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&bogus);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        !text(&out.stderr).contains("ParseError"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -415,6 +415,10 @@ pub fn describe(error: &io::Error) -> String {
             return format!("no TLS version or cipher suite in common (rustls: {why:?})");
         }
         E::InvalidMessage(_) => " (that is not TLS: a plain-text client, or garbage bytes)",
+        E::InappropriateHandshakeMessage {
+            got_type: rustls::HandshakeType::ClientHello,
+            ..
+        } => " (the server echoed our TLS ClientHello: it does not speak TLS; connect with tcp:)",
         _ => "",
     };
     format!("{tls}{hint}")

@@ -331,10 +331,7 @@ fn run_merge(args: &MergeArgs) -> Result<(), String> {
     let raw = total.get(TAG_RAW);
     let out = if args.json {
         let raw = raw.map_or_else(String::new, |h| {
-            format!(
-                ",\"latency_raw_us\":{},\"raw_files\":{raw_files}",
-                json(h)
-            )
+            format!(",\"latency_raw_us\":{},\"raw_files\":{raw_files}", json(h))
         });
         format!(
             "{{\"files\":{},\"requests\":{},\"latency_us\":{}{raw}}}",

@@ -58,7 +58,10 @@ impl Default for ClientConfig {
 #[non_exhaustive]
 pub enum EchoError {
     /// A byte came back different from the one sent.
-    #[error("echo mismatch at byte offset {offset}: sent {expected:#04x}, received {found:#04x}")]
+    #[error(
+        "echo mismatch at byte offset {offset}: sent {expected:#04x}, received {found:#04x}{}",
+        mismatch_hint(*offset, *found)
+    )]
     Mismatch {
         /// Offset of the first differing byte in the stream.
         offset: u64,
@@ -105,6 +108,19 @@ pub enum EchoError {
         /// Bytes that came back.
         received: u64,
     },
+}
+
+/// The likely cause of a mismatch at the very first byte, where a few
+/// bytes give it away; empty otherwise.
+fn mismatch_hint(offset: u64, found: u8) -> &'static str {
+    match (offset, found) {
+        (0, 0x15) => " (0x15 starts a TLS alert: the server speaks TLS; connect with tls:)",
+        (0, 0x16) => " (0x16 starts a TLS handshake: the server speaks TLS; connect with tls:)",
+        (0, b'P' | 0x0d) => {
+            " (an echoed PROXY header? the server expects none: leave out --send-proxy)"
+        }
+        _ => "",
+    }
 }
 
 /// The application tried to send when it cannot.
