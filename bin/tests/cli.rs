@@ -310,7 +310,7 @@ fn bad_endpoints_and_flags_are_usage_errors() {
             "unknown client endpoint type",
         ),
         (CLIENT, &["-n", "0"], "is not a whole number of at least 1"),
-        (CLIENT, &["--timeout", "soon"], "is not a number of seconds"),
+        (CLIENT, &["--timeout", "soon"], "is not a duration"),
         (CLIENT, &["--stdin", "-m", "x"], "cannot be used with"),
         (
             SERVER,

@@ -246,8 +246,8 @@ fn interval_lines_follow_the_run() {
             .lines()
             .filter(|l| l.contains(" req/s  errors 0  conns 1  p50 "))
             .count(),
-        2,
-        "{stdout}"
+        3,
+        "two whole intervals and the last 0.2 s: {stdout}"
     );
 }
 

@@ -203,7 +203,7 @@ fn udp_is_off_unless_listed_and_a_refusal_is_reported() {
 fn the_benchmark_refuses_udp() {
     let out = client(&["bench", "--connect", "udp:127.0.0.1:9"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("this mode measures stream echo; use tcp: or unix:"));
+    assert!(text(&out.stderr).contains("this mode measures stream echo; use tcp:, unix: or tls:"));
 }
 
 #[test]

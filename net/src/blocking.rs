@@ -147,7 +147,9 @@ fn lose<P: Protocol>(conn: &mut Connection<P>, kind: ErrorKind) {
 }
 
 /// Serves echo on `listener`, a thread per admitted connection, counting
-/// them in `factory` exactly as the tokio server does. Returns when
+/// them in `factory` exactly as the tokio server does, and draining its
+/// events after each call (logged at debug), as the tokio server does: the
+/// factory queues two per connection until they are polled. Returns when
 /// accepting fails.
 ///
 /// # Errors
@@ -161,10 +163,7 @@ pub fn serve(
         let (mut stream, peer) = listener.accept()?;
         let host = stream.local_addr()?;
         let _ = stream.set_nodelay(true);
-        let admitted = factory
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .build_protocol(&peer.into(), &host.into());
+        let admitted = with_factory(factory, |f| f.build_protocol(&peer.into(), &host.into()));
         let Some(echo) = admitted else {
             continue; // refused: the stream drops, closing it at once
         };
@@ -174,10 +173,17 @@ pub fn serve(
             if drive(&mut stream, &mut conn, |never| match never {}).is_err() {
                 lose(&mut conn, ErrorKind::Other);
             }
-            factory
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .connection_ended(&conn);
+            with_factory(&factory, |f| f.connection_ended(&conn));
         });
     }
+}
+
+/// Runs `f` on the factory, then drains (and logs) the events it made.
+fn with_factory<R>(factory: &Mutex<EchoFactory>, f: impl FnOnce(&mut EchoFactory) -> R) -> R {
+    let mut factory = factory.lock().unwrap_or_else(PoisonError::into_inner);
+    let result = f(&mut factory);
+    while let Some(event) = factory.poll_event() {
+        tracing::debug!(?event, "server event");
+    }
+    result
 }

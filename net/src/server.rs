@@ -167,6 +167,7 @@ fn log_event(event: &ServerEvent, warnings: &Throttle) {
             tracing::info!(%id, %peer, via, %host, subject, open, "connection made");
         }
         ServerEvent::ConnectionRefused { peer, open, limit } => {
+            tracing::debug!(%peer, open, limit, "connection refused at the limit");
             if warnings.allow(Warning::LimitReached, peer, "limit reached") {
                 tracing::warn!(%peer, open, limit, "connection refused: limit reached");
             }

@@ -211,3 +211,34 @@ fn an_abort_resets_the_connection() {
         "RST, not FIN"
     );
 }
+
+/// The blocking adapter drains the factory's events as the tokio server
+/// does: 100,000 connections leave no event queued (it grew by two per
+/// connection, forever, before).
+#[test]
+fn a_long_running_blocking_server_keeps_no_events_queued() {
+    let (addr, factory) = blocking_server();
+    let mut most = 0;
+    for i in 0..100_000u32 {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        // A reset, not a FIN: no TIME_WAIT left per connection, so the
+        // ephemeral ports last for all of them.
+        socket2::SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(stream);
+        // Paced to the accept loop: past the listen backlog the kernel
+        // drops SYNs, and each retry costs a second.
+        while factory.lock().unwrap().accepted() + 64 < u64::from(i) {
+            std::thread::yield_now();
+        }
+        if i % 1_000 == 999 {
+            most = most.max(factory.lock().unwrap().queued_events());
+        }
+    }
+    wait_idle(&factory);
+    let factory = factory.lock().unwrap();
+    assert_eq!(factory.accepted(), 100_000);
+    assert_eq!(factory.queued_events(), 0);
+    assert!(most < 2_000, "{most} events were queued at once");
+}

@@ -73,9 +73,6 @@ pub(crate) struct World {
     pub(crate) shutdown_took: Rc<RefCell<Option<Duration>>>,
     /// The address of the client host the access list turns away.
     pub(crate) denied: Rc<RefCell<Option<IpAddr>>>,
-    /// When each denial happened (simulated time), by server instance: the
-    /// log's rate-limited warning follows from these.
-    pub(crate) denial_times: Arc<Mutex<Vec<(usize, std::time::Instant)>>>,
     /// Connections open as the graceful shutdown began.
     pub(crate) open_at_shutdown: Rc<RefCell<Option<usize>>>,
 }
@@ -94,18 +91,13 @@ pub fn run_case(case: &Case) -> Report {
         shutdown: Rc::default(),
         shutdown_took: Rc::default(),
         denied: Rc::default(),
-        denial_times: Arc::default(),
         open_at_shutdown: Rc::default(),
     };
     let (result, log) = crate::logs::capture(|| simulate(case, &world));
     let result = result.and_then(|()| {
         let events = world.events.lock().unwrap_or_else(PoisonError::into_inner);
         crate::logs::check_log(events.iter().map(|(_, event, _)| event), &log)?;
-        let denials = world
-            .denial_times
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        crate::logs::check_denial_warnings(&denials, &log)?;
+        crate::logs::check_throttled_warnings(events.iter().map(|(_, event, _)| event), &log)?;
         crate::logs::check_shutdown_line(*world.open_at_shutdown.borrow(), &log)
     });
     world.shared.report(result)
@@ -219,16 +211,9 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                 servers.len() - 1
             };
             let (events, stopping) = (Arc::clone(&world.events), Arc::clone(&world.stopping));
-            let denial_times = Arc::clone(&world.denial_times);
             server.observe(move |e| {
                 let mut events = events.lock().unwrap_or_else(PoisonError::into_inner);
                 events.push((instance, e.clone(), stopping.load(Ordering::Relaxed)));
-                if matches!(e, ServerEvent::ConnectionDenied { .. }) {
-                    denial_times
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push((instance, echo_net::now()));
-                }
             });
             let spawner = LocalSpawner {
                 panics: Rc::clone(&world.shared.panics),

@@ -306,6 +306,11 @@ pub enum ServerEvent {
 /// Owned by the accept loop. Each admitted connection must be reported back
 /// exactly once through [`EchoFactory::handle_connection_lost`]; the count
 /// keys on connection ids, so a duplicate or unknown report never skews it.
+///
+/// Its events must be drained with [`poll_event`](Self::poll_event) after
+/// each call that can make one: it queues two per connection (made, lost)
+/// and keeps them until they are polled, so an adapter that never polls
+/// grows the queue for as long as it serves.
 #[derive(Debug, Default)]
 pub struct EchoFactory {
     /// Limits and timeouts.
@@ -456,6 +461,13 @@ impl EchoFactory {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
+    }
+
+    /// Events queued and not yet polled: what an adapter that forgets to
+    /// drain them lets grow.
+    #[must_use]
+    pub fn queued_events(&self) -> usize {
+        self.events.len()
     }
 }
 
