@@ -51,11 +51,12 @@ fn a_second_server_on_a_workers_port_fails_to_start_as_without_workers() {
     let first = Server::start(&["--workers", "2"]);
     let listen = format!("tcp:{}:interface=127.0.0.1", first.port);
     for workers in ["2", "0"] {
-        let second = Command::new(SERVER)
-            .args(["--listen", &listen, "--workers", workers])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let second = output_within(
+            Command::new(SERVER)
+                .args(["--listen", &listen, "--workers", workers])
+                .stdin(Stdio::null()),
+            EXIT_LIMIT,
+        );
         assert_eq!(second.status.code(), Some(1), "--workers {workers}");
         assert!(
             text(&second.stderr).contains("in use"),
@@ -65,12 +66,13 @@ fn a_second_server_on_a_workers_port_fails_to_start_as_without_workers() {
     }
     // Nor can it join another program's SO_REUSEPORT group.
     let (_other, port) = reuseport_listener();
-    let joined = Command::new(SERVER)
-        .args(["--listen", &format!("tcp:{port}:interface=127.0.0.1")])
-        .args(["--workers", "2"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let joined = output_within(
+        Command::new(SERVER)
+            .args(["--listen", &format!("tcp:{port}:interface=127.0.0.1")])
+            .args(["--workers", "2"])
+            .stdin(Stdio::null()),
+        EXIT_LIMIT,
+    );
     assert_eq!(joined.status.code(), Some(1));
     assert!(text(&joined.stderr).contains("already in use"));
     // The workers of one server still share their port: every echo comes
@@ -98,16 +100,18 @@ while b"\r\n" not in data and len(data) < 52:
 sys.stdout.buffer.write(data)
 sys.stdout.flush()
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut child = Peer(
+        Command::new("python3")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     let port = line.trim().strip_prefix("PORT ").unwrap().to_owned();
-    let mut peer = Peer(child);
+    let mut peer = child;
     let mut all = vec!["--connect".to_owned(), format!("tcp:127.0.0.1:{port}")];
     all.extend(args.iter().map(|a| (*a).to_owned()));
     all.extend(["-c", "1", "--timeout", "1"].map(str::to_owned));
@@ -341,14 +345,15 @@ fn the_last_interval_is_reported_and_no_failed_run_leaves_an_empty_file() {
 
 #[test]
 fn a_banner_is_limited_once_filled_in_and_listen_names_no_file() {
-    let out = Command::new(SERVER)
-        .args(["--listen", "tcp:0:interface=127.0.0.1"])
-        .args([
-            "--banner",
-            "{listen} {listen} {listen} {listen} {listen} {listen} {listen}",
-        ])
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(SERVER)
+            .args(["--listen", "tcp:0:interface=127.0.0.1"])
+            .args([
+                "--banner",
+                "{listen} {listen} {listen} {listen} {listen} {listen} {listen}",
+            ]),
+        EXIT_LIMIT,
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("once its placeholders are filled in"));
     if !have("openssl") {
@@ -358,22 +363,23 @@ fn a_banner_is_limited_once_filled_in_and_listen_names_no_file() {
     let dir = std::env::temp_dir().join(format!("echo-banner-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("secret-cert.pem"), dir.join("secret-key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-subj", "/CN=localhost", "-days", "1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
+    let made = output_within(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
+            .args(["-subj", "/CN=localhost", "-days", "1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        EXIT_LIMIT,
+    );
     assert!(made.status.success(), "{}", text(&made.stderr));
     let listen = format!(
         "ssl:0:interface=127.0.0.1:privateKey={}:certKey={}",
@@ -401,19 +407,21 @@ fn a_banner_is_limited_once_filled_in_and_listen_names_no_file() {
 
 #[test]
 fn self_signed_on_another_loopback_address_prints_a_command_that_works() {
-    let mut child = Command::new(SERVER)
-        .args(["--listen", "ssl:0:interface=127.0.0.2", "--self-signed"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+    let mut child = Peer(
+        Command::new(SERVER)
+            .args(["--listen", "ssl:0:interface=127.0.0.2", "--self-signed"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines: Vec<String> = BufReader::new(child.0.stdout.take().unwrap())
         .lines()
         .take(4)
         .map(Result::unwrap)
         .collect();
-    let _guard = Peer(child);
+    let _guard = child;
     assert!(lines[1].contains("127.0.0.2"), "{lines:?}");
     let command = lines[3]
         .strip_prefix("try: echo-client ")
@@ -430,7 +438,7 @@ fn self_signed_misuse_is_a_usage_error_and_leaves_no_ca_file() {
         &["--listen", "ssl:0:privateKey=key.pem", "--self-signed"],
         &["--listen", "ssl:0:caCerts="],
     ] {
-        let out = Command::new(SERVER).args(args).output().unwrap();
+        let out = output_within(Command::new(SERVER).args(args), EXIT_LIMIT);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -443,19 +451,20 @@ fn self_signed_misuse_is_a_usage_error_and_leaves_no_ca_file() {
     // A start-up that fails (its port taken) removes the CA file it wrote.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let child = Command::new(SERVER)
-        .args([
-            "--listen",
-            &format!("ssl:{port}:interface=127.0.0.1"),
-            "--self-signed",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let mut child = Peer(
+        Command::new(SERVER)
+            .args([
+                "--listen",
+                &format!("ssl:{port}:interface=127.0.0.1"),
+                "--self-signed",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    assert_eq!(wait_within(&mut child.0, EXIT_LIMIT).code(), Some(1));
     let ca = std::env::temp_dir().join(format!("echo-server-{pid}-ca.pem"));
     assert!(!ca.exists(), "left behind: {}", ca.display());
     drop(taken);

@@ -587,17 +587,20 @@ fn a_closed_standard_output_is_an_error_not_a_panic() {
             "0".into(),
         ],
     ] {
-        let mut child = Command::new(CLIENT)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        drop(child.stdout.take()); // close the read end at once
-        let out = child.wait_with_output().unwrap();
-        let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let mut child = Peer(
+            Command::new(CLIENT)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        drop(child.0.stdout.take()); // close the read end at once
+        let status = wait_within(&mut child.0, EXIT_LIMIT);
+        let mut stderr = String::new();
+        let _ = std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr);
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert!(stderr.contains("cannot write"), "{args:?}: {stderr}");
     }

@@ -31,12 +31,10 @@ const COMMANDS: [(&str, &str, &[&str]); 6] = [
 fn variables_in_help() -> Vec<(String, String, String)> {
     let mut rows = Vec::new();
     for (name, binary, sub) in COMMANDS {
-        let out = Command::new(binary)
-            .args(sub)
-            .arg("--help")
-            .env_clear()
-            .output()
-            .unwrap();
+        let out = output_within(
+            Command::new(binary).args(sub).arg("--help").env_clear(),
+            EXIT_LIMIT,
+        );
         let mut flag = String::new();
         for line in text(&out.stdout).lines() {
             // An option's first line: `  -l, --listen <DESC>` or
@@ -108,12 +106,13 @@ fn every_variable_has_one_meaning_and_the_readme_table_matches_help() {
 fn yes_and_no_are_read_as_containers_and_systemd_write_them() {
     let server = Server::start(&[]);
     let bench_json = |value: &str| {
-        let out = Command::new(CLIENT)
-            .args(["bench", "--connect", &server.connect_arg()])
-            .args(["-d", "100ms", "-w", "0", "-c", "1"])
-            .env("ECHO_BENCH_JSON", value)
-            .output()
-            .unwrap();
+        let out = output_within(
+            Command::new(CLIENT)
+                .args(["bench", "--connect", &server.connect_arg()])
+                .args(["-d", "100ms", "-w", "0", "-c", "1"])
+                .env("ECHO_BENCH_JSON", value),
+            EXIT_LIMIT,
+        );
         assert!(out.status.success(), "{value}: {}", text(&out.stderr));
         text(&out.stdout).starts_with('{')
     };
@@ -137,19 +136,19 @@ fn yes_and_no_are_read_as_containers_and_systemd_write_them() {
         std::thread::sleep(Duration::from_millis(300));
         assert!(peer.0.try_wait().unwrap().is_none(), "{no:?} read as yes");
     }
-    let yes = Command::new(SERVER)
-        .env("ECHO_SERVER_SELF_SIGNED", "1")
-        .output()
-        .unwrap();
+    let yes = output_within(
+        Command::new(SERVER).env("ECHO_SERVER_SELF_SIGNED", "1"),
+        EXIT_LIMIT,
+    );
     assert_eq!(
         yes.status.code(),
         Some(2),
         "1 read as yes: --self-signed wants ssl:"
     );
-    let bad = Command::new(CLIENT)
-        .env("ECHO_CLIENT_HALF_CLOSE", "maybe")
-        .output()
-        .unwrap();
+    let bad = output_within(
+        Command::new(CLIENT).env("ECHO_CLIENT_HALF_CLOSE", "maybe"),
+        EXIT_LIMIT,
+    );
     assert_eq!(bad.status.code(), Some(2));
     assert!(
         text(&bad.stderr).contains("not yes or no"),
@@ -157,11 +156,12 @@ fn yes_and_no_are_read_as_containers_and_systemd_write_them() {
         text(&bad.stderr)
     );
     // A count of -v from the environment: a number, or yes.
-    let out = Command::new(CLIENT)
-        .args(["--connect", &server.connect_arg(), "-c", "1"])
-        .env("ECHO_CLIENT_VERBOSE", "true")
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(CLIENT)
+            .args(["--connect", &server.connect_arg(), "-c", "1"])
+            .env("ECHO_CLIENT_VERBOSE", "true"),
+        EXIT_LIMIT,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("echo complete"),
@@ -172,32 +172,36 @@ fn yes_and_no_are_read_as_containers_and_systemd_write_them() {
 #[test]
 fn a_banner_in_the_servers_environment_does_not_reach_the_client() {
     let server = Server::start(&[]);
-    let out = Command::new(CLIENT)
-        .args(["--connect", &server.connect_arg(), "-c", "1"])
-        .env("ECHO_SERVER_BANNER", "{hostname}")
-        .env("ECHO_UDP_CONNECT", "udp:localhost:9")
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(CLIENT)
+            .args(["--connect", &server.connect_arg(), "-c", "1"])
+            .env("ECHO_SERVER_BANNER", "{hostname}")
+            .env("ECHO_UDP_CONNECT", "udp:localhost:9"),
+        EXIT_LIMIT,
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 #[test]
 fn lists_come_from_the_environment_comma_separated_with_spaces() {
-    let mut child = Command::new(SERVER)
-        .env(
-            "ECHO_SERVER_LISTEN",
-            "tcp:0:interface=127.0.0.1, udp:0:interface=127.0.0.1",
-        )
-        .env("ECHO_SERVER_ALLOW", "10.0.0.0/8, 127.0.0.1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut child = Peer(
+        Command::new(SERVER)
+            .env(
+                "ECHO_SERVER_LISTEN",
+                "tcp:0:interface=127.0.0.1, udp:0:interface=127.0.0.1",
+            )
+            .env("ECHO_SERVER_ALLOW", "10.0.0.0/8, 127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(child.0.stdout.take().unwrap()));
     let tcp = lines.next().unwrap().unwrap();
     let udp = lines.next().unwrap().unwrap();
-    let _guard = Peer(child);
+    let _guard = child;
     assert!(tcp.starts_with("listening on tcp:"), "{tcp}");
     assert!(udp.starts_with("listening on udp:"), "{udp}");
     let port = tcp
@@ -336,7 +340,7 @@ fn bash_completes(words: &[&str]) -> Vec<String> {
         quoted.join(" "),
         words.len() - 1
     );
-    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let out = output_within(Command::new("bash").args(["-c", &script]), EXIT_LIMIT);
     assert!(out.status.success(), "{}", text(&out.stderr));
     text(&out.stdout).lines().map(str::to_owned).collect()
 }
@@ -357,13 +361,13 @@ fn bash_completes_after_a_subcommand_and_offers_proxy_versions() {
         bash_completes(&["echo-client", "--send-proxy", ""]),
         ["v1", "v2"]
     );
-    let registered = Command::new("bash")
-        .args([
+    let registered = output_within(
+        Command::new("bash").args([
             "-c",
             &format!("source <('{CLIENT}' --completions bash) && complete -p echo-client"),
-        ])
-        .output()
-        .unwrap();
+        ]),
+        EXIT_LIMIT,
+    );
     assert!(
         text(&registered.stdout).contains("echo-client"),
         "{}",

@@ -64,21 +64,23 @@ impl Haproxy {
             .stderr(Stdio::null())
             .spawn()
             .expect("start haproxy");
-        // Not a probe connection: HAProxy would pass it to the back end,
-        // whose log the test then reads.
-        wait_listening(port, LONG);
-        Self {
+        // Owned (and ended on drop) before the wait, which may fail.
+        let haproxy = Self {
             child,
             port,
             _dir: dir,
-        }
+        };
+        // Not a probe connection: HAProxy would pass it to the back end,
+        // whose log the test then reads.
+        wait_listening(port, LONG);
+        haproxy
     }
 }
 
 impl Drop for Haproxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
+        let _ = std::fs::remove_dir_all(&self._dir);
     }
 }
 

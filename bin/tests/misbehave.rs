@@ -107,18 +107,20 @@ fn a_delay_holds_every_echo_back_that_long() {
 #[test]
 fn a_graceful_shutdown_sends_the_echo_a_delay_still_holds() {
     let mut server = Server::start(&["--delay", "60s", "--grace", "0"]);
-    let mut peer = Command::new("python3")
-        .args([
-            "-c",
-            HALF_CLOSE_PROBE,
-            &server.port.to_string(),
-            "1000",
-            "then-wait",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    let mut lines = BufReader::new(peer.stdout.take().unwrap()).lines();
+    let mut peer = Peer(
+        Command::new("python3")
+            .args([
+                "-c",
+                HALF_CLOSE_PROBE,
+                &server.port.to_string(),
+                "1000",
+                "then-wait",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python3"),
+    );
+    let mut lines = BufReader::new(peer.0.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "sent");
     server.signal("TERM");
     assert!(server.wait_exit(LONG).success(), "{}", server.log());
@@ -129,7 +131,7 @@ fn a_graceful_shutdown_sends_the_echo_a_delay_still_holds() {
         "{said}\n{}",
         server.log()
     );
-    assert!(peer.wait().unwrap().success());
+    assert!(peer.0.wait().unwrap().success());
 }
 
 #[test]

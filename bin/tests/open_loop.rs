@@ -38,24 +38,25 @@ struct Python(Child, u16);
 
 impl Python {
     fn start(script: &str) -> Self {
-        let mut child = Command::new("python3")
-            .args(["-c", script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Starting::new(
+            Command::new("python3")
+                .args(["-c", script])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
+        BufReader::new(child.child().stdout.as_mut().unwrap())
             .read_line(&mut line)
             .unwrap();
         let port = line.trim().parse().unwrap();
-        Self(child, port)
+        Self(child.take(), port)
     }
 }
 
 impl Drop for Python {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        stop(&mut self.0);
     }
 }
 

@@ -10,7 +10,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -166,27 +166,29 @@ fn ssl_server(pki: &Pki, extra: &str, args: &[&str]) -> Server {
 /// standard input stays open; returns what came back once `input.len()`
 /// bytes did (or what did by the deadline), and its standard error.
 fn s_client(port: u16, args: &[&str], input: &[u8]) -> (Vec<u8>, String) {
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-quiet",
-        ])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run openssl s_client");
-    let mut stdin = child.stdin.take().unwrap();
+    let mut child = Peer(
+        Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-quiet",
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run openssl s_client"),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
     let want = input.len();
     let input = input.to_vec();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
         stdin // kept open: -quiet ignores EOF, and the echo must come first
     });
-    let mut stdout = child.stdout.take().unwrap();
+    let mut stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut back = Vec::new();
@@ -200,11 +202,12 @@ fn s_client(port: u16, args: &[&str], input: &[u8]) -> (Vec<u8>, String) {
         let _ = tx.send(back);
     });
     let back = rx.recv_timeout(LONG).unwrap_or_default();
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = child.0.kill();
+    let _ = child.0.wait();
     drop(writer.join());
     let mut err = String::new();
     child
+        .0
         .stderr
         .take()
         .unwrap()
@@ -417,7 +420,7 @@ fn a_version_1_certificate_or_a_foreign_key_is_refused_in_words() {
 
 /// `socat OPENSSL-LISTEN ... PIPE`: an OpenSSL echo server on a free port.
 struct Socat {
-    child: Child,
+    _child: Peer,
     port: u16,
 }
 
@@ -429,22 +432,22 @@ impl Socat {
             pki.path(&format!("{cert}.pem")),
             pki.path(&format!("{cert}.key"))
         );
-        let child = Command::new("socat")
-            .args([address.as_str(), "PIPE"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run socat");
+        let child = Peer(
+            Command::new("socat")
+                .args([address.as_str(), "PIPE"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("run socat"),
+        );
+        // Owned (and ended on drop) before the wait, which may fail.
+        let socat = Self {
+            _child: child,
+            port,
+        };
         wait_listening(port, LONG);
-        Self { child, port }
-    }
-}
-
-impl Drop for Socat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        socat
     }
 }
 
@@ -573,20 +576,22 @@ fn our_tls_client_refuses_a_wrong_name_an_unknown_ca_and_says_why() {
 fn our_tls_client_tells_an_openssl_server_why_it_rejects_its_certificate() {
     let Some(pki) = pki() else { return };
     let port = free_port();
-    let child = Command::new("openssl")
-        .args(["s_server", "-accept", &port.to_string(), "-naccept", "1"])
-        .args([
-            "-cert",
-            &pki.path("server.pem"),
-            "-key",
-            &pki.path("server.key"),
-        ])
-        .stdin(Stdio::piped()) // kept open: at its end s_server closes
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut s_server = Peer(child);
+    let child = Peer(
+        Command::new("openssl")
+            .args(["s_server", "-accept", &port.to_string(), "-naccept", "1"])
+            .args([
+                "-cert",
+                &pki.path("server.pem"),
+                "-key",
+                &pki.path("server.key"),
+            ])
+            .stdin(Stdio::piped()) // kept open: at its end s_server closes
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut s_server = child;
     wait_listening(port, LONG);
     let connect = format!(
         "tls:localhost:{port}:trustRoots={}",
@@ -712,17 +717,19 @@ fn self_signed_quick_start_prints_a_fingerprint_openssl_agrees_with_and_a_workin
     if !have("openssl") {
         return;
     }
-    let mut child = Command::new(SERVER)
-        .args(["--listen", "ssl:0:interface=127.0.0.1", "--self-signed"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = Peer(
+        Command::new(SERVER)
+            .args(["--listen", "ssl:0:interface=127.0.0.1", "--self-signed"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let mut next = || lines.next().unwrap().unwrap();
     let (listening, fingerprint, ca, hint) = (next(), next(), next(), next());
-    let _guard = Peer(child);
+    let _guard = child;
     assert!(
         listening.starts_with("listening on ssl:port="),
         "{listening}"
@@ -771,21 +778,23 @@ fn self_signed_quick_start_prints_a_fingerprint_openssl_agrees_with_and_a_workin
 
 #[test]
 fn self_signed_names_the_ssl_port_whatever_endpoints_come_first() {
-    let mut child = Command::new(SERVER)
-        .args(["--listen", "udp:0:interface=127.0.0.1"])
-        .args(["--listen", "haproxy:ssl:0:interface=127.0.0.1"])
-        .args(["--listen", "ssl:0:interface=127.0.0.1", "--self-signed"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+    let mut child = Peer(
+        Command::new(SERVER)
+            .args(["--listen", "udp:0:interface=127.0.0.1"])
+            .args(["--listen", "haproxy:ssl:0:interface=127.0.0.1"])
+            .args(["--listen", "ssl:0:interface=127.0.0.1", "--self-signed"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines: Vec<String> = BufReader::new(child.0.stdout.take().unwrap())
         .lines()
         .take(6)
         .map(Result::unwrap)
         .collect();
-    let _guard = Peer(child);
+    let _guard = child;
     let ssl_port = lines[2]
         .strip_prefix("listening on ssl:port=")
         .and_then(|rest| rest.split(':').next())

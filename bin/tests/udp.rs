@@ -217,15 +217,17 @@ fn our_client_verifies_socat_as_a_udp_echo_server() {
     // 65,507-byte one came back as 36,544 and 28,963 once in a loaded run).
     let run = |buffer: &str, size: &str| {
         let port = free_port();
-        let mut socat = Command::new("socat")
-            .args([
-                "-b",
-                buffer,
-                &format!("UDP4-RECVFROM:{port},bind=127.0.0.1,fork"),
-                "PIPE",
-            ])
-            .spawn()
-            .unwrap();
+        let mut socat = Peer(
+            Command::new("socat")
+                .args([
+                    "-b",
+                    buffer,
+                    &format!("UDP4-RECVFROM:{port},bind=127.0.0.1,fork"),
+                    "PIPE",
+                ])
+                .spawn()
+                .unwrap(),
+        );
         std::thread::sleep(Duration::from_millis(300));
         let out = client(&[
             "udp",
@@ -236,8 +238,8 @@ fn our_client_verifies_socat_as_a_udp_echo_server() {
             "--size",
             size,
         ]);
-        let _ = socat.kill();
-        let _ = socat.wait();
+        let _ = socat.0.kill();
+        let _ = socat.0.wait();
         out
     };
     let whole = run("65536", "65507");

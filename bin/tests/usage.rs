@@ -65,17 +65,19 @@ fn many_connections_run_a_bounded_number_at_a_time() {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    let mut waiting = Command::new(CLIENT)
-        .args(["--connect", &format!("tcp:127.0.0.1:{port}")])
-        .args(["-c", "2000", "--concurrency", "50", "--timeout", "10"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut waiting = Peer(
+        Command::new(CLIENT)
+            .args(["--connect", &format!("tcp:127.0.0.1:{port}")])
+            .args(["-c", "2000", "--concurrency", "50", "--timeout", "10"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(1_000));
     let open = accepted.load(std::sync::atomic::Ordering::SeqCst);
-    let _ = waiting.kill();
-    let _ = waiting.wait();
+    let _ = waiting.0.kill();
+    let _ = waiting.0.wait();
     assert_eq!(open, 50, "connections open at once");
     for too_many in ["10000001", "1000000000000"] {
         let out = client(&["-c", too_many]);

@@ -33,15 +33,19 @@ impl Server {
     /// Runs `command` (which must exec an `echo-server`), collects its
     /// standard error and reads the port from its first line.
     pub fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start echo-server");
+        // Owned by a guard from the start: a failure below (no listening
+        // line) must not leave the server running after the test.
+        let mut child = Starting::new(
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start echo-server"),
+        );
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
-        let mut err = child.stderr.take().unwrap();
+        let mut err = child.child().stderr.take().unwrap();
         thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = err.read(&mut buf) {
@@ -54,13 +58,17 @@ impl Server {
             }
         });
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
+        BufReader::new(child.child().stdout.take().unwrap())
             .read_line(&mut line)
             .expect("read the listening line");
-        assert!(
-            line.starts_with("listening on "),
-            "unexpected first line {line:?}"
-        );
+        if !line.starts_with("listening on ") {
+            let _ = child.child().wait();
+            thread::sleep(Duration::from_millis(50));
+            panic!(
+                "unexpected first line {line:?}; standard error:\n{}",
+                stderr.lock().unwrap()
+            );
+        }
         let port = line
             .split(":port=")
             .nth(1)
@@ -68,7 +76,7 @@ impl Server {
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
         Self {
-            child,
+            child: child.take(),
             port,
             stderr,
         }
@@ -126,42 +134,128 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
-/// Runs `echo-client` with `args` to completion.
-pub fn client(args: &[&str]) -> Output {
-    Command::new(CLIENT)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run echo-client")
+/// Ends a child a test started: SIGTERM first (a server then cleans up,
+/// e.g. its throw-away CA file), SIGKILL if it has not exited within half
+/// a second; reaped either way.
+pub fn stop(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let start = Instant::now();
+        while matches!(child.try_wait(), Ok(None)) && start.elapsed() < Duration::from_millis(500) {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
-/// Runs `echo-client` feeding `input` on standard input.
+/// How long a command a test expects to end may run: past it the test
+/// fails (and the command is ended), rather than hang the suite.
+pub const EXIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs `command` to its end (standard input empty), failing the test if
+/// it runs past `limit`; its output, as `Command::output` gives it.
+pub fn output_within(command: &mut Command, limit: Duration) -> Output {
+    output_fed(command, None, limit)
+}
+
+/// [`output_within`], with `input` on standard input (written on a thread
+/// of its own, and closed after it).
+pub fn output_fed(command: &mut Command, input: Option<Vec<u8>>, limit: Duration) -> Output {
+    let stdin = if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let mut child = Peer(
+        command
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the command"),
+    );
+    if let (Some(input), Some(mut pipe)) = (input, child.0.stdin.take()) {
+        thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .0
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .0
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait for the command") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{command:?} still running after {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// Waits for `child` to exit, failing the test past `limit`.
+pub fn wait_within(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "still running after {limit:?}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `echo-client` with `args` to completion (at most [`EXIT_LIMIT`]).
+pub fn client(args: &[&str]) -> Output {
+    output_within(Command::new(CLIENT).args(args), EXIT_LIMIT)
+}
+
+/// Runs `echo-client` feeding `input` on standard input (at most
+/// [`EXIT_LIMIT`]).
 pub fn client_with_stdin(args: &[&str], input: Vec<u8>) -> Output {
-    let mut child = Command::new(CLIENT)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run echo-client");
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    output
+    output_fed(Command::new(CLIENT).args(args), Some(input), EXIT_LIMIT)
 }
 
 /// A `echo-client --stdin` whose standard output and error are read on
 /// threads (so a full pipe never stalls it) while the test feeds its input.
 pub struct StdinClient {
-    pub child: Child,
+    /// Ended when the test ends without `finish` (a failed assertion).
+    child: Starting,
     pub stdin: Option<std::process::ChildStdin>,
     /// While set, standard output is not read (the client then stops
     /// reading its socket too, once its own buffers fill).
@@ -204,7 +298,7 @@ impl StdinClient {
             v
         });
         Self {
-            child,
+            child: Starting::new(child),
             stdin,
             stall,
             stdout,
@@ -224,7 +318,7 @@ impl StdinClient {
 
     /// Waits for exit; returns (exit code, stdout, stderr).
     pub fn finish(mut self) -> (Option<i32>, Vec<u8>, String) {
-        let status = self.child.wait().unwrap();
+        let status = self.child.child().wait().unwrap();
         drop(self.stdin.take());
         let stdout = self.stdout.join().unwrap();
         let stderr = self.stderr.join().unwrap();
@@ -314,7 +408,7 @@ pub fn python(script: &str, port: u16) -> (String, String) {
 /// Each argument list makes `binary` exit 2 (a usage error).
 pub fn assert_usage_errors(binary: &str, cases: &[&[&str]]) {
     for args in cases {
-        let out = Command::new(binary).args(*args).output().unwrap();
+        let out = output_within(Command::new(binary).args(*args), EXIT_LIMIT);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -330,8 +424,33 @@ pub struct Peer(pub Child);
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        stop(&mut self.0);
+    }
+}
+
+/// A child owned until [`take`](Self::take)n, and ended on drop before
+/// that: a test that fails while starting one leaves nothing running.
+pub struct Starting(Option<Child>);
+
+impl Starting {
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("not taken")
+    }
+
+    pub fn take(mut self) -> Child {
+        self.0.take().expect("not taken")
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            stop(child);
+        }
     }
 }
 
@@ -346,18 +465,20 @@ pub fn peer_script(name: &str) -> String {
 
 /// Starts a peer server that prints `PORT <n>` when it listens.
 pub fn announced(mut command: Command) -> (Peer, u16) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the peer server");
+    let mut child = Peer(
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the peer server"),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let port = line
         .strip_prefix("PORT ")
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or_else(|| panic!("the peer said {line:?}, not PORT <n>"));
-    (Peer(child), port)
+    (child, port)
 }
