@@ -4,6 +4,10 @@
   scripts/abuse.py slow-readers [N]        N connections that send until blocked and never read
   scripts/abuse.py flood [LIMIT] [TRIES]   TRIES simultaneous connects against --max-connections LIMIT
   scripts/abuse.py stdin-memory [GIB]      stream GIB GiB through `echo-client --stdin`; peak client RSS
+  scripts/abuse.py stalls [N]              N hostile connections of each kind that stall (3 bytes of
+                                           a TLS record; `PROXY`) or fail (plain text to ssl:, a bad
+                                           PROXY header): KiB per stalled connection beside an idle
+                                           one's (same run), log lines written, clients served meanwhile
 
 Builds nothing: run `cargo build --release` first. Prints the figures; exits 1
 if a bound is broken. Only loopback is used; every loop is bounded.
@@ -11,8 +15,10 @@ if a bound is broken. Only loopback is used; every loop is bounded.
 import os, resource, socket, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVER = os.path.join(ROOT, "target", "release", "echo-server")
-CLIENT = os.path.join(ROOT, "target", "release", "echo-client")
+# ECHO_BIN_DIR=target/debug measures a debug build instead.
+BIN = os.path.join(ROOT, os.environ.get("ECHO_BIN_DIR", os.path.join("target", "release")))
+SERVER = os.path.join(BIN, "echo-server")
+CLIENT = os.path.join(BIN, "echo-client")
 HIGH, READ = 64 * 1024, 16 * 1024
 
 
@@ -105,6 +111,83 @@ def flood(limit, tries):
         server.kill()
 
 
+def start_logged(listen, *args):
+    """A server at the default log level, its log lines counted."""
+    log = open(os.devnull, "w")
+    p = subprocess.Popen([SERVER, "--listen", listen, *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    port = int(line.split(":port=")[1].split(":")[0])
+    return p, port
+
+
+def served_ms(port):
+    t = time.time()
+    ok = echo_ok(port)
+    return (time.time() - t) * 1000 if ok else None
+
+
+def stalls(n):
+    """KiB per stalled connection and log lines per kind, each beside idle connections
+    measured in the same run (RSS growth per connection)."""
+    ok = True
+    rows = []
+    kinds = [
+        # (name, listen, extra args, what each connection sends, held open)
+        ("idle (proven live)", "tcp:0:interface=127.0.0.1", [], b"i", True),
+        ("TLS stall: 3 bytes of a record", "ssl:0:interface=127.0.0.1", ["--self-signed", "--handshake-timeout", "3"], b"\x16\x03\x01", True),
+        ("PROXY stall: 'PROXY'", "haproxy:tcp:0:interface=127.0.0.1", [], b"PROXY", True),
+        ("plain text to ssl:", "ssl:0:interface=127.0.0.1", ["--self-signed"], b"hello server\r\n", False),
+        ("bad PROXY header", "haproxy:tcp:0:interface=127.0.0.1", [], b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n", False),
+    ]
+    for name, listen, args, send, held in kinds:
+        server, port = start_logged(listen, *args)
+        lines = []
+        import threading
+        reader = threading.Thread(target=lambda: lines.extend(server.stderr), daemon=True)
+        reader.start()
+        try:
+            time.sleep(0.3)
+            before = rss_kib(server.pid)
+            socks = []
+            for _ in range(n):
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(send)
+                if send == b"i":
+                    s.recv(1)
+                socks.append(s)
+            time.sleep(1.0)
+            grown = rss_kib(server.pid) - before
+            if listen.startswith("tcp:"):
+                meanwhile = served_ms(port)
+            else:
+                helper, hport = start("-q")  # a plain server: served while the stalls are held
+                meanwhile = None
+                helper.kill()
+            if not held:
+                for s in socks:
+                    s.close()
+                socks = []
+            # The throttle's summary comes 5 s after the first warning it held.
+            time.sleep(6.0)
+            for s in socks:
+                s.close()
+            time.sleep(0.5)
+            per = grown / n
+            count = len(lines)
+            rows.append((name, n, per, count))
+            served = "" if meanwhile is None else f", an echo meanwhile in {meanwhile:.1f} ms"
+            print(f"{name:34} {n} connections: {per:6.2f} KiB per connection, {count} log lines{served}")
+            if count > 30:
+                ok = False
+            if name.startswith("TLS stall") and per > 8:
+                ok = False
+        finally:
+            server.kill()
+            server.wait()
+    return ok
+
+
 def stdin_memory(gib):
     server, port = start()
     try:
@@ -131,6 +214,8 @@ if __name__ == "__main__":
         ok = slow_readers(int(sys.argv[2]) if len(sys.argv) > 2 else 1000)
     elif what == "stdin-memory":
         ok = stdin_memory(int(sys.argv[2]) if len(sys.argv) > 2 else 4)
+    elif what == "stalls":
+        ok = stalls(int(sys.argv[2]) if len(sys.argv) > 2 else 1000)
     elif what == "flood":
         ok = flood(int(sys.argv[2]) if len(sys.argv) > 2 else 500, int(sys.argv[3]) if len(sys.argv) > 3 else 5000)
     else:

@@ -184,3 +184,80 @@ fn running_out_of_file_descriptors_is_survived() {
         server.log()
     );
 }
+
+/// Under a real descriptor limit (`ulimit -n 256`), 1,000 connection
+/// attempts at once exhaust the server's descriptors: it keeps serving the
+/// connections it has, loses none of their bytes, warns about the failed
+/// accepts a few times only (the rest counted into one summary), and
+/// serves new clients once descriptors free up.
+#[test]
+fn out_of_descriptors_the_server_serves_what_it_has_and_recovers() {
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        "ulimit -n 256 && exec \"$0\" \"$@\"",
+        SERVER,
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--stats-interval",
+        "1s",
+    ]);
+    let mut server = Server::spawn(command);
+    let mut kept: Vec<TcpStream> = (0..10)
+        .map(|_| TcpStream::connect(server.addr()).unwrap())
+        .collect();
+    for s in &mut kept {
+        s.set_read_timeout(Some(LONG)).unwrap();
+        s.write_all(b"k").unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+    }
+    let flood: Vec<TcpStream> = (0..1_000)
+        .filter_map(|_| TcpStream::connect(server.addr()).ok())
+        .collect();
+    server.wait_log("accept failed", 1, LONG);
+    // The connections it has go on, every byte back.
+    let message = random_bytes(100_000, 9);
+    for s in &mut kept {
+        let writer = {
+            let mut w = s.try_clone().unwrap();
+            let m = message.clone();
+            thread::spawn(move || w.write_all(&m).unwrap())
+        };
+        let mut back = vec![0u8; message.len()];
+        s.read_exact(&mut back).unwrap();
+        writer.join().unwrap();
+        assert!(
+            back == message,
+            "an echo changed under descriptor exhaustion"
+        );
+    }
+    drop(flood);
+    // Served again once descriptors are free.
+    let start = std::time::Instant::now();
+    loop {
+        let out = client(&[
+            "--connect",
+            &server.connect_arg(),
+            "-c",
+            "1",
+            "--timeout",
+            "5s",
+        ]);
+        if out.status.success() {
+            break;
+        }
+        assert!(start.elapsed() < LONG, "{}", server.log());
+        thread::sleep(Duration::from_millis(100));
+    }
+    let log = server.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("accept failed; backing off"))
+        .count();
+    assert!(warned <= 5, "{warned} accept warnings:\n{log}");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server lives"
+    );
+}

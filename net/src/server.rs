@@ -595,26 +595,25 @@ async fn tls_connection<S: Stream>(
         deadline = tokio::time::Instant::now() + timeout; // the handshake's time starts after the header
         arrived
     } else {
-        // The first bytes read here, not by the handshake: a peer that
-        // connects and closes without a byte (a TCP health check, a port
-        // scan) is no failed handshake.
+        // The first record read here, before any TLS state exists: a peer
+        // that connects and closes without a byte (a TCP health check, a
+        // port scan) is no failed handshake, and one that stalls inside
+        // its ClientHello holds a few bytes, not rustls' buffers.
         let Accepted {
             mut stream,
             peer,
             host,
         } = accepted;
-        let mut buf = [0u8; 512];
-        let first = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0)) => {
+        let first = match first_record(&mut stream, deadline).await {
+            Ok(None) => {
                 tracing::debug!(%peer, "closed before sending a TLS ClientHello");
                 return;
             }
-            Ok(Ok(n)) => buf[..n].to_vec(),
-            Ok(Err(error)) => {
+            Ok(Some(first)) => first,
+            Err(error) => {
                 tracing::debug!(%peer, %error, "socket error before a TLS ClientHello");
                 return;
             }
-            Err(_) => Vec::new(), // the handshake below times out at once
         };
         Arrived {
             stream,
@@ -631,7 +630,11 @@ async fn tls_connection<S: Stream>(
         mut arrival,
         first,
     } = arrived;
-    let handshake = tls.accept(Prefixed::new(first, stream));
+    // Boxed, the handshake's state (rustls' connection and buffers) and
+    // then the echo's are allocated as each begins: a task's future holds
+    // room for its largest stage from the start, and a peer stalled before
+    // its first record must cost a few bytes, not that.
+    let handshake = Box::pin(tls.accept(Prefixed::new(first, stream)));
     let reason = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(stream)) => {
             if !*inner.accepting.borrow() {
@@ -639,7 +642,7 @@ async fn tls_connection<S: Stream>(
             }
             arrival.client_subject = client_subject(&stream);
             if let Some((served, span)) = start(&inner, stream, peer, host, arrival, &[]) {
-                served.run().instrument(span).await;
+                Box::pin(served.run().instrument(span)).await;
             }
             return;
         }
@@ -650,6 +653,45 @@ async fn tls_connection<S: Stream>(
     if inner.warnings.allow(Warning::TlsHandshake, &peer, &reason) {
         let via = arrival.via.as_ref().map(tracing::field::display);
         tracing::warn!(%peer, via, %reason, "TLS handshake failed");
+    }
+}
+
+/// The largest TLS record a ClientHello may come in (2^14 bytes of
+/// payload and the 5-byte header).
+const MAX_RECORD: usize = (1 << 14) + 5;
+
+/// Reads a TLS connection's first record (its ClientHello, or what a peer
+/// that does not speak TLS sent first), as far as it comes by `deadline`
+/// (then the handshake times out at once); `None` when the peer closed
+/// before a byte. Bytes that do not start a
+/// handshake record are handed over as they came, for the handshake to
+/// refuse.
+async fn first_record<S: Stream>(
+    stream: &mut S,
+    deadline: tokio::time::Instant,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut first = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let want = match first.as_slice() {
+            [] => 5,
+            [0x16, _, _, hi, lo, ..] => {
+                (5 + usize::from(u16::from_be_bytes([*hi, *lo]))).min(MAX_RECORD)
+            }
+            [0x16, ..] => 5,
+            _ => return Ok(Some(first)), // not a handshake record
+        };
+        if first.len() >= want {
+            return Ok(Some(first));
+        }
+        let room = (want - first.len()).min(buf.len());
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf[..room])).await {
+            Ok(Ok(0)) if first.is_empty() => return Ok(None),
+            Ok(Err(error)) if first.is_empty() => return Err(error),
+            Ok(Ok(n)) if n > 0 => first.extend_from_slice(&buf[..n]),
+            // The handshake says why: a late, cut or broken ClientHello.
+            _ => return Ok(Some(first)),
+        }
     }
 }
 
