@@ -652,3 +652,55 @@ fn start_up_lines_and_usage_errors_read_as_words() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_second_signal_exits_at_once_and_still_removes_the_throw_away_ca() {
+    // The first line (and so the port) is the plain endpoint's.
+    let server = Server::start_listening(
+        &["--listen", "tcp:0:interface=127.0.0.1"],
+        &["--listen", "ssl:0:interface=127.0.0.1", "--self-signed"],
+    );
+    let ca = std::env::temp_dir().join(format!("echo-server-{}-ca.pem", server.child.id()));
+    assert!(ca.exists(), "{}", ca.display());
+    // An open connection keeps the first signal's shutdown waiting.
+    let _open = TcpStream::connect(server.addr()).unwrap();
+    server.wait_log("connection made", 1, LONG);
+    server.signal("TERM");
+    server.wait_log("shutting down", 1, LONG);
+    server.signal("TERM");
+    let mut server = server;
+    let status = server.wait_exit(LONG);
+    assert_eq!(status.code(), Some(143), "{}", server.log());
+    assert!(!ca.exists(), "left behind: {}", ca.display());
+}
+
+#[test]
+fn help_names_tls_and_completions_and_man_writes_every_page_it_names() {
+    let help = client(&["--help"]);
+    let help = text(&help.stdout);
+    assert!(help.contains("tcp:, unix: or tls:"), "{help}");
+    assert!(
+        help.contains("trustRoots=") && help.contains("certificate="),
+        "{help}"
+    );
+    assert!(
+        help.contains("--completions") && help.contains("--man"),
+        "{help}"
+    );
+    let dir = std::env::temp_dir().join(format!("echo-man-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = client(&["--man", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let main = std::fs::read_to_string(dir.join("echo-client.1")).unwrap();
+    for sub in ["bench", "udp", "merge", "plot"] {
+        assert!(
+            main.contains(&format!("echo\\-client\\-{sub}")),
+            "{sub} named"
+        );
+        assert!(
+            dir.join(format!("echo-client-{sub}.1")).exists(),
+            "{sub} written"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -10,7 +10,6 @@ mod common;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -52,15 +51,46 @@ fn flags(binary: &str, sub: Option<&str>) -> Vec<Flag> {
         .collect()
 }
 
-/// One loopback echo server for every client run.
+/// One loopback echo server for the client runs of every test that holds
+/// a [`UsesServer`]; ended when the last lets go (a static is never
+/// dropped, so a server kept in one outlived the test binary).
+static SHARED_SERVER: std::sync::Mutex<(usize, Option<Server>)> = std::sync::Mutex::new((0, None));
+
+struct UsesServer;
+
+impl UsesServer {
+    fn new() -> Self {
+        let mut shared = SHARED_SERVER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        shared.0 += 1;
+        if shared.1.is_none() {
+            shared.1 = Some(Server::start(&[]));
+        }
+        Self
+    }
+}
+
+impl Drop for UsesServer {
+    fn drop(&mut self) {
+        let mut shared = SHARED_SERVER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        shared.0 -= 1;
+        if shared.0 == 0 {
+            shared.1 = None;
+        }
+    }
+}
+
 fn server_port() -> u16 {
-    static SERVER: OnceLock<(u16, std::sync::Mutex<Server>)> = OnceLock::new();
-    SERVER
-        .get_or_init(|| {
-            let server = Server::start(&[]);
-            (server.port, std::sync::Mutex::new(server))
-        })
-        .0
+    SHARED_SERVER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .1
+        .as_ref()
+        .expect("a UsesServer is held")
+        .port
 }
 
 fn values(kind: &str, role: &str) -> Vec<OsString> {
@@ -252,6 +282,7 @@ fn check_exit(code: i32, stderr: &str, server_stopped: bool) -> Result<(), Strin
 }
 
 fn run_mode(binary: &'static str, sub: Option<&'static str>) {
+    let _server = UsesServer::new();
     let cases = std::env::var("CLI_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
