@@ -29,37 +29,11 @@ fn hostile(server: &Server, first: &[u8]) -> Vec<TcpStream> {
         .collect()
 }
 
-/// The sum of `field=N` over the server's stats lines.
-fn counted(server: &Server, field: &str) -> usize {
-    server
-        .log()
-        .lines()
-        .filter(|l| l.contains(" stats "))
-        .filter_map(|l| {
-            l.split(&format!(" {field}="))
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
-        .sum()
-}
-
 /// Waits until the stats lines count all `HOSTILE` under `field` and the
 /// throttle's summary (`N more ...`) is written; then no more than
 /// [`MOST_LINES`] lines were.
 fn thinned(server: &Server, field: &str, summary: &str) {
-    let start = std::time::Instant::now();
-    while counted(server, field) < HOSTILE {
-        assert!(
-            start.elapsed() < LONG,
-            "{field} never reached {HOSTILE}:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(counted(server, field), HOSTILE, "counted exactly");
+    server.wait_counted(field, HOSTILE, LONG);
     server.wait_log(summary, 1, LONG);
     let log = server.log();
     let lines = log.lines().count();

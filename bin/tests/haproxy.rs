@@ -188,7 +188,7 @@ fn a_bad_or_missing_header_is_closed_logged_and_counted() {
     let _ = BufReader::new(&garbage).read_line(&mut line);
     assert_eq!(line, "", "closed, nothing echoed");
     server.wait_log("bad port", 1, LONG);
-    server.wait_log("bad_proxy_headers=2", 1, LONG);
+    server.wait_counted("bad_proxy_headers", 2, LONG);
 }
 
 #[test]

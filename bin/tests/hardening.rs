@@ -112,27 +112,7 @@ fn a_connection_flood_is_refused_beyond_the_limit_and_the_server_recovers() {
     assert_eq!(admitted.len(), LIMIT, "exactly the limit is served at once");
     // Every excess attempt was refused at once: counted exactly, though
     // warned about in full only five times (the rest in one summary).
-    let refused_so_far = || -> usize {
-        server
-            .log()
-            .lines()
-            .filter(|l| l.contains("stats open="))
-            .filter_map(|l| {
-                l.split(" refused=")
-                    .nth(1)?
-                    .split(' ')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
-            .sum()
-    };
-    let start = std::time::Instant::now();
-    while refused_so_far() < ATTEMPTS - LIMIT {
-        assert!(start.elapsed() < LONG, "{}", server.log());
-        thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(refused_so_far(), ATTEMPTS - LIMIT);
+    server.wait_counted("refused", ATTEMPTS - LIMIT, LONG);
     let log = server.log();
     let warned = log.matches("connection refused: limit reached").count();
     assert!(warned <= 5, "{warned} warnings:\n{log}");

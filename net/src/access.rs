@@ -104,9 +104,8 @@ mod tests {
         /// Addresses close together, so that blocks and peers meet often:
         /// IPv4, IPv6 and IPv4-mapped IPv6 over a few shared prefixes.
         fn address() -> impl Strategy<Value = IpAddr> {
-            let v4 = (0u32..4, any::<u8>()).prop_map(|(net, host)| {
-                Ipv4Addr::from(0x0a00_0000 | (net << 8) | u32::from(host))
-            });
+            let v4 = (0u32..4, any::<u8>())
+                .prop_map(|(net, host)| Ipv4Addr::from(0x0a00_0000 | (net << 8) | u32::from(host)));
             prop_oneof![
                 v4.clone().prop_map(IpAddr::V4),
                 v4.prop_map(|a| IpAddr::V6(a.to_ipv6_mapped())),

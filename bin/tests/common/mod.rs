@@ -342,6 +342,38 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The sum of `field=N` over the `--stats-interval` lines of `log`: each
+/// line counts since the one before, so a burst may straddle two.
+pub fn stats_sum(log: &str, field: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(" stats open="))
+        .filter_map(|l| {
+            l.split(&format!(" {field}="))
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum()
+}
+
+impl Server {
+    /// Waits until the stats lines have counted `n` under `field`.
+    pub fn wait_counted(&self, field: &str, n: usize, limit: Duration) {
+        let start = Instant::now();
+        while stats_sum(&self.log(), field) < n {
+            assert!(
+                start.elapsed() < limit,
+                "the stats lines never counted {n} {field}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(stats_sum(&self.log(), field), n, "counted exactly once");
+    }
+}
+
 /// Whether something listens on TCP `port` (any address), read from the
 /// kernel's socket table: a readiness check that opens no connection, so
 /// nothing behind a proxy being waited for sees a probe.
