@@ -332,7 +332,8 @@ pub fn print_man<C: clap::CommandFactory>(dir: Option<&std::path::Path>) -> std:
     match written {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            complain(format!("cannot write the man page: {e}"));
+            let into = dir.map_or_else(String::new, |d| format!(" into {}", d.display()));
+            complain(format!("cannot write the man page{into}: {e}"));
             std::process::ExitCode::from(EXIT_FAILURE)
         }
     }
