@@ -84,8 +84,8 @@ pub(crate) struct Throttle {
 impl Throttle {
     /// Books a warning of `kind` about `peer` for `reason`: `true` when it
     /// is to be logged in full by the caller; otherwise it is counted into
-    /// the next summary, whose timer this arms (so it must run inside a
-    /// tokio runtime, as every caller does).
+    /// the next summary, whose timer this arms on the current tokio
+    /// runtime.
     pub(crate) fn allow(&self, kind: Warning, peer: &dyn fmt::Display, reason: &str) -> bool {
         // tokio's clock: a paused or simulated one governs the rate too.
         let at = Instant::now();
@@ -104,10 +104,14 @@ impl Throttle {
         }
         b.held += 1;
         b.last = Some((peer.to_string(), reason.to_owned()));
-        if !b.due {
+        // Outside a runtime (no caller does that today) the summary waits
+        // for the next flush instead of panicking.
+        if !b.due
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
             b.due = true;
             let this = self.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 tokio::time::sleep(SUMMARY_EVERY).await;
                 this.summarise(kind);
             });
