@@ -82,7 +82,8 @@ struct Args {
     /// 2001:db8::/32, 127.0.0.1). Decided on the peer the server reports:
     /// behind a haproxy: endpoint the client its PROXY header declared,
     /// otherwise the socket's peer. Others are closed at once, before any
-    /// echo, and counted with the refusals
+    /// echo, and counted as denied (apart from the limit's refusals); a
+    /// balancer's health checks (PROXY LOCAL/UNKNOWN) are not judged
     #[arg(env = "ECHO_SERVER_ALLOW", long, value_name = "CIDR", value_parser = cidr, value_delimiter = ',')]
     allow: Vec<IpNet>,
 
