@@ -38,6 +38,12 @@ pub enum Action {
     Abort,
 }
 
+/// The target of the trace events that name every arc of the state table
+/// taken and every action handed out: a simulation counts them to show
+/// that its cases reach each one. `trace` level, so that nobody listening
+/// costs one level check.
+pub const TABLE: &str = "echo_core::table";
+
 /// Where a connection is in its life (see the table on [`Connection`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -331,14 +337,16 @@ impl<P: Protocol> Connection<P> {
     /// more is returned.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        if let Some(terminal) = self.terminal_owed.take() {
+        let action = if let Some(terminal) = self.terminal_owed.take() {
             self.shutdown_owed = false;
-            return Some(terminal);
-        }
-        if core::mem::take(&mut self.shutdown_owed) {
-            return Some(Action::ShutdownWrite);
-        }
-        None
+            terminal
+        } else if core::mem::take(&mut self.shutdown_owed) {
+            Action::ShutdownWrite
+        } else {
+            return None;
+        };
+        tracing::trace!(target: TABLE, ?action);
+        Some(action)
     }
 
     /// Whether [`poll_action`](Self::poll_action) has something to return
@@ -489,6 +497,7 @@ impl<P: Protocol> Connection<P> {
                     self.lose(CloseReason::Lost(reason), Some(Action::Abort), now);
                 }
                 (State::Open, CloseRequest::Flush(reason)) => {
+                    tracing::trace!(target: TABLE, arc = "Open -> Closing");
                     self.state = State::Closing {
                         reason: reason.map_or(CloseReason::Done, CloseReason::Lost),
                         flush_deadline: None,
@@ -514,6 +523,14 @@ impl<P: Protocol> Connection<P> {
     /// Enters `Closed`, owing the adapter `action` if it must still act on
     /// the socket, and tells the protocol (exactly once).
     fn lose(&mut self, reason: CloseReason, action: Option<Action>, now: Instant) {
+        tracing::trace!(
+            target: TABLE,
+            arc = match self.state {
+                State::Open => "Open -> Closed",
+                _ => "Closing -> Closed",
+            },
+            reason = reason.label(),
+        );
         self.state = State::Closed(reason);
         self.terminal_owed = action;
         self.protocol.connection_lost(&reason, now);

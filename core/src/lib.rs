@@ -111,7 +111,7 @@ mod transport;
 mod tests;
 
 pub use address::Address;
-pub use connection::{Action, Connection, State};
+pub use connection::{Action, Connection, State, TABLE};
 pub use datagram::MAX_DATAGRAM;
 pub use datagram::client::{
     UDP_CLIENT_HEADER, UDP_MAX_COUNT, UdpClientConfig, UdpClientError, UdpClientEvent,

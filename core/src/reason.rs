@@ -22,6 +22,24 @@ impl CloseReason {
     }
 }
 
+impl CloseReason {
+    /// A short fixed name for the kind of end (`done`, `reset`, `timed
+    /// out`...), without the details: for counting ends by kind.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Lost(LostReason::Reset) => "reset",
+            Self::Lost(LostReason::Aborted) => "aborted",
+            Self::Lost(LostReason::TimedOut) => "timed out",
+            Self::Lost(LostReason::ShutDown) => "shut down",
+            Self::Lost(LostReason::Io(_)) => "io error",
+            Self::Lost(LostReason::TlsAlert(_)) => "tls alert",
+            Self::Lost(LostReason::Tls) => "tls",
+        }
+    }
+}
+
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

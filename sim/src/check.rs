@@ -12,6 +12,7 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 use crate::case::Case;
+use crate::coverage::Coverage;
 use crate::run::run_case;
 use crate::world::{Report, Stats};
 
@@ -91,7 +92,7 @@ const DOUBLE_RUN_EVERY: u64 = 8;
 const MAX_SHRINK_RUNS: u32 = 300;
 
 /// Totals over a property run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Summary {
     /// Cases run (double runs counted once).
     pub cases: u64,
@@ -99,6 +100,13 @@ pub struct Summary {
     pub sims: u64,
     /// Summed coverage counters.
     pub stats: Stats,
+    /// What the cases reached, summed.
+    pub coverage: Coverage,
+    /// The property's name.
+    pub name: String,
+    /// Whether this was a full run (the default cases or more, not a
+    /// replay): only then must it reach everything.
+    pub full_run: bool,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -157,6 +165,8 @@ fn regression_seeds(name: &str) -> Vec<u64> {
 pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_cases: u64) -> Summary {
     let started = Instant::now();
     let print_trace = std::env::var_os("SIM_TRACE").is_some_and(|v| v != "0");
+    let replay = env_u64("SIM_SEED").is_some();
+    let full_run = !replay && env_u64("SIM_CASES").is_none_or(|n| n >= default_cases);
     let seeds: Vec<u64> = match env_u64("SIM_SEED") {
         Some(seed) => vec![seed],
         None => {
@@ -177,6 +187,7 @@ pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_case
         summary.cases += 1;
         summary.sims += 1;
         summary.stats.add(&report.stats);
+        summary.coverage.add(&report.coverage);
         if print_trace {
             eprintln!(
                 "--- seed {seed} ---\n{case:#?}\n{}\n=> {:?}",
@@ -229,7 +240,36 @@ pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_case
         summary.stats.cut,
         summary.stats.spared,
     );
+    if std::env::var_os("SIM_COVERAGE").is_some_and(|v| v != "0") {
+        eprintln!(
+            "{name}: reached over {} cases:\n{}",
+            summary.cases,
+            summary.coverage.table(&[])
+        );
+    }
+    summary.name = name.to_owned();
+    summary.full_run = full_run;
     summary
+}
+
+impl Summary {
+    /// The coverage gate: every label in `required` was reached at least
+    /// once over a full run. (`SIM_COVERAGE=1` prints every property's
+    /// table.)
+    ///
+    /// # Panics
+    /// On a full run that missed any of them.
+    pub fn must_have_reached(&self, required: &[&str]) {
+        let missing = self.coverage.missing(required);
+        assert!(
+            !self.full_run || missing.is_empty(),
+            "coverage gate: property {} never reached {missing:?} in {} cases; its cases no \
+             longer exercise them. What they reached (* = required):\n{}",
+            self.name,
+            self.cases,
+            self.coverage.table(required)
+        );
+    }
 }
 
 fn fail<S: Strategy<Value: Scenario>>(

@@ -285,6 +285,7 @@ pub(crate) async fn connection(
             None => Some(echo.await),
         };
         let took = began.elapsed();
+        world.shared.hit(crate::coverage::verdict(result.as_ref()));
         let got = pipe.into_output().bytes;
         // The client's memory bound: it reads only while fewer than
         // `max_undelivered` verified bytes wait for the application, so it

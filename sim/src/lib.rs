@@ -39,6 +39,8 @@ mod books;
 pub mod case;
 pub mod check;
 mod client;
+pub mod coverage;
+pub mod hostile;
 pub mod io;
 mod knobs;
 mod logs;
@@ -54,7 +56,8 @@ pub use case::{
     shutdown_fault_case, tls_case, tls_fault_case, tls_shutdown_case,
 };
 pub use check::{Scenario, Summary, case_for, check};
+pub use hostile::{Attack, HostileCase, hostile_case};
 pub use run::{LIVENESS_BOUND, run_case};
 pub use udp::{UdpCase, UdpPlan, udp_case};
 pub use world::{Report, Stats, Trace};
-pub use zoo::{Peer, ZooCase, zoo_case};
+pub use zoo::{Peer, Seam, ZooCase, zoo_case};

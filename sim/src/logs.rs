@@ -8,6 +8,8 @@ use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use echo_core::ServerEvent;
+
+use crate::coverage::{Coverage, TableLayer};
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Where a case's log lines go.
@@ -37,21 +39,29 @@ impl MakeWriter<'_> for Sink {
 }
 
 /// Runs `f` with the server's connection log (`echo_net::server`, debug
-/// and up) captured on this thread, where turmoil polls every host.
-/// Returns its result and the log.
-pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
+/// and up) captured on this thread, where turmoil polls every host, and
+/// the core's state-table events counted. Returns its result, the log and
+/// the counts.
+pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String, Coverage) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::{Layer as _, filter};
+
     let sink = Sink::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            "echo_net::server=debug,echo_net::warnings=debug",
-        ))
+    let table = Arc::new(Mutex::new(Coverage::default()));
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(sink.clone())
         .with_ansi(false)
         .without_time()
-        .finish();
+        .with_filter(tracing_subscriber::EnvFilter::new(
+            "echo_net::server=debug,echo_net::warnings=debug",
+        ));
+    let counted = TableLayer(Arc::clone(&table))
+        .with_filter(filter::Targets::new().with_target(echo_core::TABLE, tracing::Level::TRACE));
+    let subscriber = tracing_subscriber::registry().with(log).with(counted);
     let result = tracing::subscriber::with_default(subscriber, f);
     let log = sink.0.lock().unwrap_or_else(PoisonError::into_inner);
-    (result, String::from_utf8_lossy(&log).into_owned())
+    let table = table.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    (result, String::from_utf8_lossy(&log).into_owned(), table)
 }
 
 /// One log line per connection the server made (health checks aside),

@@ -93,7 +93,8 @@ pub fn run_case(case: &Case) -> Report {
         denied: Rc::default(),
         open_at_shutdown: Rc::default(),
     };
-    let (result, log) = crate::logs::capture(|| simulate(case, &world));
+    let (result, log, table) = crate::logs::capture(|| simulate(case, &world));
+    world.shared.coverage.borrow_mut().add(&table);
     let result = result.and_then(|()| {
         let events = world.events.lock().unwrap_or_else(PoisonError::into_inner);
         crate::logs::check_log(events.iter().map(|(_, event, _)| event), &log)?;
@@ -324,6 +325,9 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                 .trace
                 .borrow_mut()
                 .push(format!("{:>7}ms fault {fault:?}", elapsed.as_millis()));
+            world
+                .shared
+                .hit(format!("fault {}", crate::coverage::variant(&fault)));
             if *world.running.borrow() > 0 {
                 world.shared.stats.borrow_mut().faults_mid_traffic += 1;
             }

@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use std::future::Future;
 
+use crate::coverage::Coverage;
 use crate::io::{CatchPanic, Panics};
 
 /// The events of a run, each stamped with simulated time.
@@ -79,6 +80,8 @@ pub struct Report {
     pub trace: Vec<String>,
     /// Coverage counters.
     pub stats: Stats,
+    /// What the run reached (see [`crate::coverage`]).
+    pub coverage: Coverage,
 }
 
 /// Appends `text` to the trace, stamped with the simulated time.
@@ -98,9 +101,16 @@ pub(crate) struct Shared {
     pub(crate) panics: Panics,
     /// Coverage counters.
     pub(crate) stats: Rc<RefCell<Stats>>,
+    /// What the run reached.
+    pub(crate) coverage: Rc<RefCell<Coverage>>,
 }
 
 impl Shared {
+    /// Counts one more `label` reached.
+    pub(crate) fn hit(&self, label: impl Into<String>) {
+        self.coverage.borrow_mut().hit(label);
+    }
+
     /// Appends `text` to the trace, stamped with the simulated time.
     pub(crate) fn event(&self, text: String) {
         event(&self.trace, text);
@@ -124,6 +134,7 @@ impl Shared {
             result,
             trace: self.trace.borrow().clone(),
             stats: *self.stats.borrow(),
+            coverage: self.coverage.borrow().clone(),
         }
     }
 }

@@ -29,6 +29,10 @@ use crate::world::{Report, Shared, Stats, event};
 const PEER: &str = "peer";
 const ECHO: &str = "echo";
 const PORT: u16 = 7;
+/// How long a corrupting peer waits between the two writes around a seam:
+/// longer than the most latency a zoo case draws, so the client has read
+/// the first before the second arrives (when its window is open).
+const SEAM_PAUSE_MS: u64 = 60;
 
 /// A server that is not ours, or a relay in front of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +57,8 @@ pub enum Peer {
     WrongByte {
         /// Offset of the corrupted byte in the stream.
         offset: usize,
+        /// Where the bad byte falls among the client's reads.
+        seam: Seam,
     },
     /// Echoes everything, then sends `extra` bytes nobody sent.
     ExtraBytes {
@@ -98,6 +104,22 @@ pub enum Peer {
         /// Pause before each piece.
         delay_ms: u64,
     },
+}
+
+/// Where a corrupting peer puts its bad byte among the client's reads: a
+/// verifier that skips or checks twice the first or the last byte of a
+/// read is wrong only there, and a byte placed by message offset alone
+/// almost never lands on a seam.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seam {
+    /// Wherever the echo's writes put it.
+    Anywhere,
+    /// It starts a write of its own, a moment after the bytes before it:
+    /// the first byte of a read.
+    Starts,
+    /// It ends a write, the bytes after it a moment later: the last byte
+    /// of a read.
+    Ends,
 }
 
 /// One client against one peer.
@@ -150,7 +172,10 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
         (0u64..5).prop_map(|delay_ms| Peer::Trickle { delay_ms }),
         // Offsets as per mille of the message (fixed up below): mostly
         // inside it, sometimes just past its end.
-        (0usize..1_100).prop_map(|offset| Peer::WrongByte { offset }),
+        (0usize..1_100).prop_map(|offset| Peer::WrongByte {
+            offset,
+            seam: Seam::Anywhere
+        }),
         (1usize..100).prop_map(|extra| Peer::ExtraBytes { extra }),
         (0usize..1_100).prop_map(|keep| Peer::ShortThenClose { keep }),
         (0usize..1_000).prop_map(|keep| Peer::ResetMidEcho { keep }),
@@ -201,6 +226,8 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                 1 => echo_core::MAX_BANNER + 2..=400,
             ],
         ),
+        // Drawn last too: where a corrupted byte goes (see `Seam`).
+        (0u8..8, 1usize..64),
     )
         .prop_map(
             |(
@@ -213,6 +240,7 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                 deny,
                 after_eof,
                 banner,
+                (seam, multiple),
             )| {
                 let peer = match peer {
                     Peer::CloseOnEof if after_eof => Peer::AfterEof,
@@ -248,7 +276,23 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                 };
                 let at = |per_mille: usize| len * per_mille / 1_000;
                 let peer = match peer {
-                    Peer::WrongByte { offset } => Peer::WrongByte { offset: at(offset) },
+                    // On the seams in a share of cases: the first byte, the
+                    // last, a multiple of the client's read size (what a
+                    // one-read-size-at-a-time client reads up to), or the
+                    // first or last byte of one of the peer's writes.
+                    Peer::WrongByte { offset, .. } => {
+                        let read_size = client_io.max_read.min(echo_net::DEFAULT_READ_CHUNK);
+                        let last = len.saturating_sub(1);
+                        let (offset, seam) = match seam {
+                            0 => (0, Seam::Starts),
+                            1 => (last, Seam::Ends),
+                            2 => ((multiple * read_size).min(last), Seam::Anywhere),
+                            3 => (at(offset).min(last), Seam::Starts),
+                            4 => (at(offset).min(last), Seam::Ends),
+                            _ => (at(offset), Seam::Anywhere),
+                        };
+                        Peer::WrongByte { offset, seam }
+                    }
                     Peer::ShortThenClose { keep } => Peer::ShortThenClose { keep: at(keep) },
                     Peer::ResetMidEcho { keep } => Peer::ResetMidEcho { keep: at(keep) },
                     Peer::Faulty { mut faults } => {
@@ -551,6 +595,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         ..ClientOptions::default()
     };
     let (slot, client_trace) = (Rc::clone(&verdict), Rc::clone(&trace));
+    let client_coverage = Rc::clone(&shared.coverage);
     let client_addr: Rc<RefCell<Option<std::net::SocketAddr>>> = Rc::default();
     let addr_slot = Rc::clone(&client_addr);
     let named: Rc<RefCell<Option<Vec<u8>>>> = Rc::default();
@@ -576,6 +621,9 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         .await;
         let at = turmoil::sim_elapsed().unwrap_or_default();
         event(&client_trace, format!("verdict {result:?}"));
+        client_coverage
+            .borrow_mut()
+            .hit(crate::coverage::verdict(Some(&result)));
         if let Some(name) = pipe.banner() {
             event(
                 &client_trace,
@@ -758,7 +806,7 @@ fn judge(
             })) if *received <= keep as u64
         ),
         Peer::Faulty { faults } => judge_knob(case, &faults, verdict, at),
-        Peer::WrongByte { offset } if offset < len => matches!(
+        Peer::WrongByte { offset, .. } if offset < len => matches!(
             verdict,
             Err(ClientError::Echo(EchoError::Mismatch { offset: o, expected, found }))
                 if *o == offset as u64 && *expected == sent[offset] && *found == !sent[offset]
@@ -917,8 +965,25 @@ async fn serve_peer(
             let mut data = buf[..n].to_vec();
             match peer {
                 Peer::Silent => continue,
-                Peer::WrongByte { offset: at } if (offset..offset + n).contains(&at) => {
-                    data[at - offset] = !data[at - offset];
+                Peer::WrongByte { offset: at, seam } if (offset..offset + n).contains(&at) => {
+                    let i = at - offset;
+                    data[i] = !data[i];
+                    // The seam: the bytes before the split go now, the
+                    // rest a moment later, so that the client reads them
+                    // apart.
+                    let split = match seam {
+                        Seam::Anywhere => 0,
+                        Seam::Starts => i,
+                        Seam::Ends => i + 1,
+                    };
+                    if split > 0 && split < data.len() {
+                        if stream.write_all(&data[..split]).await.is_err() {
+                            return;
+                        }
+                        wrote(&data[..split]);
+                        tokio::time::sleep(Duration::from_millis(SEAM_PAUSE_MS)).await;
+                        data.drain(..split);
+                    }
                 }
                 Peer::ShortThenClose { keep } => data.truncate(keep.saturating_sub(offset)),
                 _ => {}

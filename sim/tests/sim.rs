@@ -2,6 +2,28 @@
 //! sets the case count (a soak: `SIM_CASES=100000`), `SIM_SEED=S` replays one
 //! case, `SIM_TRACE=1` prints each case's event trace.
 
+/// What the attacks must reach: every refusal reason of the PROXY decoder
+/// and of a TLS handshake, both timers, admissions and denials.
+const HOSTILE: &[&str] = &[
+    "hostile admitted",
+    "hostile denied",
+    "hostile left before a byte",
+    "hostile stall freed by the PROXY header timeout",
+    "hostile stall freed by the handshake timeout",
+    "proxy refused: PROXY address block too short for its family",
+    "proxy refused: PROXY header declares bytes",
+    "proxy refused: PROXY header with unknown command",
+    "proxy refused: PROXY header with unknown family byte",
+    "proxy refused: PROXY header with version",
+    "proxy refused: PROXY line without CRLF in bytes",
+    "proxy refused: malformed PROXY line",
+    "proxy refused: no PROXY header",
+    "proxy refused: no PROXY header within",
+    "tls refused: no TLS handshake within",
+    "tls refused: received corrupt message of type InvalidContentType",
+    "tls refused: the peer closed the connection during the handshake",
+];
+
 use sim::{
     access_case, broken_app_case, check, fault_case, held_back_case, misbehaving_case,
     no_fault_case, shutdown_case, shutdown_fault_case, tls_case, tls_fault_case, tls_shutdown_case,
@@ -348,4 +370,24 @@ fn a_case_that_never_yields_is_stopped_when_no_one_listens() {
     let mut child = spinner(std::process::Stdio::piped());
     drop(child.stderr.take());
     assert_eq!(stopped(&mut child).code(), Some(101));
+}
+
+/// Peers that attack the front door: PROXY headers built from the spec's
+/// byte layout (malformed, overlong, of the wrong version, command or
+/// family, declaring too much, stalled part way, split anywhere and
+/// trickled), TLS garbage, truncated records and handshakes that stop half
+/// way, and valid headers declaring IPv4, IPv6 and IPv4-mapped clients
+/// behind deny blocks that cover them or miss by one bit. The server
+/// refuses each bad one once (counted, one warning saying why, nothing
+/// echoed, never admitted) and frees it at once; frees a stalled one at
+/// its timeout, not before and not a round trip after; admits a valid one
+/// as the client it declares, unless its access list covers that client.
+#[test]
+fn hostile_headers_are_refused_counted_and_freed_in_time() {
+    let summary = check(
+        "hostile_headers_are_refused_counted_and_freed_in_time",
+        sim::hostile_case(),
+        400,
+    );
+    summary.must_have_reached(HOSTILE);
 }
