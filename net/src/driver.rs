@@ -162,6 +162,10 @@ where
         tokio::pin!(close_requested);
         let mut close_armed = true;
         let mut shutdown_owed = false;
+        // What is left of this turn's read budget: kept across the loop's
+        // passes, so a turn that stops for an action or an earlier deadline
+        // does not start a fresh budget within the same poll.
+        let mut budget = config.read_budget;
         loop {
             // Actions, in order. Close and Abort complete themselves in the
             // core (the connection is already closed); the socket follows.
@@ -181,6 +185,7 @@ where
                             conn.is_read_open(),
                             config.linger,
                             clean,
+                            config.read_budget,
                         ))
                         .await;
                     }
@@ -216,6 +221,7 @@ where
                 if let Poll::Ready(result) = with_scratch(read_chunk, |scratch| {
                     let io = Io {
                         scratch,
+                        budget: &mut budget,
                         read_budget: config.read_budget,
                         armed,
                     };
@@ -273,7 +279,9 @@ impl PassClock {
 struct Io<'a> {
     /// The worker's read buffer (see `with_scratch`).
     scratch: &'a mut [u8],
-    /// Bytes it may read before yielding ([`DriveConfig::read_budget`]).
+    /// Bytes it may still read before yielding in this turn.
+    budget: &'a mut usize,
+    /// A whole turn's budget ([`DriveConfig::read_budget`]).
     read_budget: usize,
     /// The deadline the caller's timer is armed for.
     armed: Option<Instant>,
@@ -299,7 +307,14 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     io: Io<'_>,
     shutdown_owed: &mut bool,
 ) -> Poll<io::Result<()>> {
-    let mut budget = io.read_budget;
+    let budget = io.budget;
+    if *budget == 0 {
+        // The turn's budget went on reads before an action: the others'
+        // turn first.
+        *budget = io.read_budget;
+        cx.waker().wake_by_ref();
+        return Poll::Pending;
+    }
     loop {
         let mut now = PassClock(None);
         let mut progressed = flush_output(cx, stream, conn, &mut now)?;
@@ -317,14 +332,16 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
         if conn.wants_read()
             && let Poll::Ready(read) = poll_read_chunk(cx, stream, conn, io.scratch, &mut now)
         {
-            budget = budget.saturating_sub(read?);
+            *budget = budget.saturating_sub(read?);
             // Echo what was just read in the same pass.
             flush_output(cx, stream, conn, &mut now)?;
             progressed = true;
         }
         progressed |= app.poll_app(cx, conn).is_ready();
         if !progressed {
-            // Nothing moved: every waker this pass met is registered.
+            // Nothing moved: every waker this pass met is registered, and
+            // the next wake starts a new turn.
+            *budget = io.read_budget;
             return Poll::Pending;
         }
         let rearm = conn
@@ -333,8 +350,9 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
         if conn.has_action() || conn.is_closed() || rearm {
             return Poll::Ready(Ok(()));
         }
-        if budget == 0 {
+        if *budget == 0 {
             // The socket may still hold more: the others' turn first.
+            *budget = io.read_budget;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -361,6 +379,14 @@ fn flush_output<S: Stream, P: Protocol>(
                 let at = now.get(conn);
                 conn.handle_written(n, at).map_err(io::Error::other)?;
                 wrote = true;
+            }
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A stream that would block without registering a waker (a
+            // nonblocking socket adapted by hand): try again on the next
+            // pass, not never.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                cx.waker().wake_by_ref();
+                return Ok(wrote);
             }
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Pending => return Ok(wrote),
@@ -392,7 +418,19 @@ fn poll_read_chunk<S: Stream, P: Protocol>(
     now: &mut PassClock,
 ) -> Poll<io::Result<usize>> {
     let mut buf = ReadBuf::new(scratch);
-    match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+    let read = loop {
+        match Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+            // A signal: the read did nothing; again.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            // No data and no waker registered: the next pass tries again.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            other => break other,
+        }
+    };
+    match read {
         Poll::Ready(Ok(())) => {
             let data = buf.filled();
             if data.is_empty() {
@@ -438,6 +476,7 @@ async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
     read_open: bool,
     linger: Duration,
     clean: bool,
+    read_budget: usize,
 ) {
     let started = tokio::time::Instant::now();
     let shutdown_for = if clean {
@@ -453,9 +492,25 @@ async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
         // On the heap, and only now: an array here would sit inline in every
         // connection's future for its whole life (4 KiB per idle connection).
         let mut sink = vec![0u8; 4096];
-        while let Ok(n) = stream.read(&mut sink).await {
-            if n == 0 {
-                break;
+        let mut this_turn = 0;
+        loop {
+            let n = match stream.read(&mut sink).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                // Hiccups, as in `poll_io`: not the end of the drain.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Err(_) => break,
+            };
+            // A peer that keeps sending must not keep this task from
+            // yielding: the others' turn after each read budget.
+            this_turn += n;
+            if this_turn >= read_budget {
+                this_turn = 0;
+                tokio::task::yield_now().await;
             }
         }
     };

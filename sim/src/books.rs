@@ -154,10 +154,16 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
                     // Without faults a connection ends cleanly, or (once a
                     // shutdown began, and only then) as shut down; the idle
                     // timeout may end it only where some client's output
-                    // stalls for longer than it.
+                    // stalls for about as long as it (pauses under half
+                    // of it never leave it idle: it keeps writing).
                     let timed_out = CloseReason::Lost(LostReason::TimedOut);
                     let shut_down = CloseReason::Lost(LostReason::ShutDown);
-                    let stalls = case.hosts.iter().flatten().any(|p| p.stall.is_some());
+                    let idle = case.server_idle_ms.unwrap_or(u64::MAX);
+                    let stalls = case
+                        .hosts
+                        .iter()
+                        .flatten()
+                        .any(|p| p.stall.is_some_and(|s| s.ms >= idle / 2));
                     // (A crash cancels the server's tasks, which also reads
                     // as shut down: only fault-free cases can tell.)
                     if exact && reason == shut_down && !*stopping {

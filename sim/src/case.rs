@@ -59,13 +59,16 @@ pub enum Break {
     Input(usize),
 }
 
-/// A blocked standard output: after `after` bytes, no write for `ms`.
+/// A blocked standard output: after `after` bytes, no write for `ms`;
+/// with `every`, again after each `every` bytes more (a slow reader).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stall {
     /// Echoed bytes written before it blocks.
     pub after: usize,
     /// How long it blocks.
     pub ms: u64,
+    /// Blocks again after this many bytes more, each time.
+    pub every: Option<usize>,
 }
 
 /// A fault, applied between simulation steps. Host indices are taken modulo
@@ -213,7 +216,7 @@ fn io_knobs() -> impl Strategy<Value = IoKnobs> {
             any::<bool>(),
             prop_oneof![1usize..=8, 9usize..=4096, Just(usize::MAX)],
         )
-            .prop_map(|(max_read, coalesce, max_write)| IoKnobs { max_read, coalesce, max_write }),
+            .prop_map(|(max_read, coalesce, max_write)| IoKnobs { max_read, coalesce, max_write, ..IoKnobs::PLAIN }),
     ]
 }
 
@@ -419,6 +422,7 @@ pub fn shutdown_case() -> impl Strategy<Value = Case> {
                         plan.stall = stall.map(|(per_mille, ms)| Stall {
                             after: plan.message.len * usize::from(per_mille) / 1_000,
                             ms,
+                            every: None,
                         });
                     }
                 }
@@ -478,8 +482,59 @@ pub fn held_back_case() -> impl Strategy<Value = Case> {
                 plan.stall = stall.map(|(per_mille, ms)| Stall {
                     after: plan.message.len * usize::from(per_mille) / 1_000,
                     ms,
+                    every: None,
                 });
             }
+            case
+        })
+}
+
+/// Clients that read their echo slowly but steadily, having sent it all
+/// (and half-closed): the application takes a piece, then blocks for a
+/// third to a half of the server's idle timeout, over and over, for several
+/// idle timeouts in all, through a small allowance; the server's socket
+/// holds a few small segments, so it writes only as the client reads. The
+/// server has nothing to read for most of the echo and keeps writing: its
+/// idle timer must not fire (writes are traffic), and every echo completes.
+pub fn slow_reader_case() -> impl Strategy<Value = Case> {
+    (
+        no_fault_case(),
+        200u64..1_000,
+        (1usize..=4, 16usize..=512),
+        prop::collection::vec((4_000usize..40_000, 3usize..=8, 25u16..=45), 12),
+        1usize..=1_024,
+    )
+        .prop_map(|(mut case, idle, (capacity, write), plans, allowance)| {
+            case.server_idle_ms = Some(idle);
+            // (turmoil's SYN backlog is the same number: one per client.)
+            case.tcp_capacity = capacity.max(case.connections());
+            case.server_io.max_write = write;
+            case.client_half_close = true;
+            case.client_max_undelivered = allowance;
+            let mut longest = 0;
+            for (plan, (len, pieces, per_cent)) in case.hosts.iter_mut().flatten().zip(plans) {
+                plan.message.len = len;
+                plan.give_up_ms = None;
+                let every = len.div_ceil(pieces);
+                plan.stall = Some(Stall {
+                    after: every,
+                    ms: idle * u64::from(per_cent) / 100,
+                    every: Some(every),
+                });
+                longest = longest.max(len);
+            }
+            // The server and the client take the whole message at once:
+            // the server has all of its input early, and nothing to read
+            // after it.
+            case.server_high = case.server_high.max(longest + case.server_read_chunk);
+            case.server_low = case.server_low.min(case.server_high / 2);
+            case.client_high = case.client_high.max(longest);
+            // Short hops: the pauses, not the network, pace the echo, and
+            // its small segments (a few in flight per round trip) take
+            // at most about 20 s.
+            let segments = (longest / (write * case.tcp_capacity)).max(1) as u64;
+            case.max_latency_ms = case.max_latency_ms.min(idle / 10).min(10_000 / segments);
+            case.min_latency_ms = case.min_latency_ms.min(case.max_latency_ms);
             case
         })
 }

@@ -116,7 +116,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 /// SplitMix64: spreads consecutive indices into unrelated seeds.
-fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -196,7 +196,7 @@ pub fn check<S: Strategy<Value: Scenario>>(name: &str, strategy: S, default_case
             );
         }
         if let Err(violation) = &report.result {
-            fail(name, &strategy, seed, &case, violation, &report);
+            fail(name, &strategy, (i, seed), &case, violation, &report);
         }
         if (i as u64).is_multiple_of(DOUBLE_RUN_EVERY) {
             let again = case.run();
@@ -275,7 +275,7 @@ impl Summary {
 fn fail<S: Strategy<Value: Scenario>>(
     name: &str,
     strategy: &S,
-    seed: u64,
+    (index, seed): (usize, u64),
     case: &S::Value,
     violation: &str,
     report: &Report,
@@ -288,8 +288,9 @@ fn fail<S: Strategy<Value: Scenario>>(
         // of `eprintln!` would die with the process unprinted.
         let _ = writeln!(
             std::io::stderr(),
-            "property {name} failed for seed {seed}: {violation}\n\
-             replay: SIM_SEED={seed} SIM_TRACE=1 cargo test -p sim {name}"
+            "property {name} failed for seed {seed} (case {}): {violation}\n\
+             replay: SIM_SEED={seed} SIM_TRACE=1 cargo test -p sim {name}",
+            index + 1
         );
         std::process::exit(101);
     }
@@ -327,10 +328,11 @@ fn fail<S: Strategy<Value: Scenario>>(
         .rev()
         .collect();
     panic!(
-        "property {name} failed for seed {seed}: {violation}\n\
+        "property {name} failed for seed {seed} (case {}): {violation}\n\
          replay: SIM_SEED={seed} SIM_TRACE=1 cargo test -p sim {name}\n\
          (add the seed to sim/regressions/{name}.seeds to keep it)\n\
          shrunk in {runs} runs to: {small_violation}\n{small:#?}\nlast trace lines:\n{}",
+        index + 1,
         tail.iter()
             .map(|s| s.as_str())
             .collect::<Vec<_>>()

@@ -63,7 +63,10 @@ impl AsyncWrite for TraceSink {
                     return Poll::Pending;
                 }
                 event(&self.trace, format!("{} output unblocks", self.label));
-                self.stall = None;
+                self.stall = stall.every.map(|every| Stall {
+                    after: self.bytes.len() + every,
+                    ..stall
+                });
                 self.blocked = None;
             } else {
                 n = n.min(stall.after - self.bytes.len());

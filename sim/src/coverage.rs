@@ -33,6 +33,15 @@ impl Coverage {
         }
     }
 
+    /// Every label reached counted once.
+    #[must_use]
+    pub fn once_each(mut self) -> Self {
+        for n in self.0.values_mut() {
+            *n = 1;
+        }
+        self
+    }
+
     /// How often `label` was reached.
     #[must_use]
     pub fn count(&self, label: &str) -> u64 {

@@ -609,7 +609,10 @@ fn attack_and_judge(case: &HostileCase, shared: &Shared) -> Result<Oracle, Strin
                 });
                 *slot.borrow_mut() = Some(server.clone());
                 let listener = SimListener::new(listener, crate::io::IoKnobs::PLAIN, 1);
-                let spawner = LocalSpawner { panics };
+                let spawner = LocalSpawner {
+                    panics,
+                    quantum: None,
+                };
                 if tls {
                     server.serve_tls(listener, spawner, tls_server, false).await;
                 } else {

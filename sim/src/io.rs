@@ -24,6 +24,58 @@ pub struct IoKnobs {
     pub coalesce: bool,
     /// Each write takes at most a random 1..=`max_write` bytes.
     pub max_write: usize,
+    /// Per mille of reads and writes that hiccup instead (see [`Hiccup`]).
+    pub hiccups: u16,
+    /// Hiccups may be `Interrupted` and `WouldBlock` errors (not under
+    /// TLS, whose layer passes them on as failures).
+    pub hiccup_errors: bool,
+}
+
+/// What a socket may do instead of a read or a write, as real ones do now
+/// and then: the driver must carry on as if nothing happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hiccup {
+    /// `Interrupted` (a signal): try again.
+    Interrupted,
+    /// `WouldBlock` with no waker registered: try again later.
+    WouldBlock,
+    /// `Pending` with the task woken at once: a spurious wake-up.
+    SpuriousWake,
+    /// A write that takes one byte.
+    OneByte,
+}
+
+thread_local! {
+    /// Bytes read and written by simulated sockets on this thread (turmoil
+    /// polls every host on one): a task's progress in one poll is the
+    /// change across it.
+    static MOVED: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    /// The hiccups and other fault points that fired in the current case.
+    static FIRED: RefCell<crate::coverage::Coverage> = RefCell::new(crate::coverage::Coverage::default());
+}
+
+/// (bytes read, bytes written) on this thread so far.
+pub(crate) fn moved() -> (u64, u64) {
+    MOVED.with(std::cell::Cell::get)
+}
+
+fn count_moved(read: usize, written: usize) {
+    MOVED.with(|m| {
+        let (r, w) = m.get();
+        m.set((r + read as u64, w + written as u64));
+    });
+}
+
+/// Counts a fault point that fired.
+pub(crate) fn fired(label: &str) {
+    FIRED.with(|f| f.borrow_mut().hit(label));
+}
+
+/// The fault points that fired since the last call, each counted once
+/// (a case that hit one at all).
+pub(crate) fn take_fired() -> crate::coverage::Coverage {
+    let all = FIRED.with(|f| std::mem::take(&mut *f.borrow_mut()));
+    all.once_each()
 }
 
 impl IoKnobs {
@@ -32,6 +84,8 @@ impl IoKnobs {
         max_read: usize::MAX,
         coalesce: false,
         max_write: usize::MAX,
+        hiccups: 0,
+        hiccup_errors: false,
     };
 }
 
@@ -148,6 +202,52 @@ impl SimStream {
     }
 }
 
+impl SimStream {
+    /// Whether this read or write hiccups, and how.
+    fn hiccup(&mut self, write: bool) -> Option<Hiccup> {
+        if self.knobs.hiccups == 0 || self.rng.next() % 1_000 >= u64::from(self.knobs.hiccups) {
+            return None;
+        }
+        let kinds: &[Hiccup] = match (self.knobs.hiccup_errors, write) {
+            (true, true) => &[
+                Hiccup::Interrupted,
+                Hiccup::WouldBlock,
+                Hiccup::SpuriousWake,
+                Hiccup::OneByte,
+            ],
+            (true, false) => &[
+                Hiccup::Interrupted,
+                Hiccup::WouldBlock,
+                Hiccup::SpuriousWake,
+            ],
+            (false, true) => &[Hiccup::SpuriousWake, Hiccup::OneByte],
+            (false, false) => &[Hiccup::SpuriousWake],
+        };
+        Some(kinds[(self.rng.next() % kinds.len() as u64) as usize])
+    }
+}
+
+impl Hiccup {
+    /// What the socket returns instead of doing `what`.
+    fn on<T>(self, cx: &mut Context<'_>, what: &str) -> Poll<io::Result<T>> {
+        match self {
+            Self::Interrupted => {
+                fired(&format!("io hiccup: {what} Interrupted"));
+                Poll::Ready(Err(io::ErrorKind::Interrupted.into()))
+            }
+            Self::WouldBlock => {
+                fired(&format!("io hiccup: {what} WouldBlock"));
+                Poll::Ready(Err(io::ErrorKind::WouldBlock.into()))
+            }
+            Self::SpuriousWake | Self::OneByte => {
+                fired(&format!("io hiccup: {what} spurious wake-up"));
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+}
+
 /// A simulated socket's flush does nothing, as a real one's: the driver
 /// skips it here as it does on real sockets.
 impl Stream for SimStream {
@@ -165,6 +265,9 @@ impl AsyncRead for SimStream {
         let this = &mut *self;
         if let Some(deferred) = this.deferred.take() {
             return Poll::Ready(deferred);
+        }
+        if let Some(hiccup) = this.hiccup(false) {
+            return hiccup.on::<()>(cx, "read");
         }
         let cap = this.rng.upto(this.knobs.max_read).min(buf.remaining());
         let mut tmp = vec![0u8; cap];
@@ -194,6 +297,7 @@ impl AsyncRead for SimStream {
             }
         }
         buf.put_slice(&tmp[..filled]);
+        count_moved(filled, 0);
         if let Some(largest) = this.largest_read.as_ref().filter(|_| !this.shut) {
             largest.fetch_max(filled, Ordering::Relaxed);
         }
@@ -211,8 +315,20 @@ impl AsyncWrite for SimStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let n = this.rng.upto(this.knobs.max_write).min(buf.len());
-        Pin::new(&mut this.inner).poll_write(cx, &buf[..n])
+        let mut n = this.rng.upto(this.knobs.max_write).min(buf.len());
+        match this.hiccup(true) {
+            Some(Hiccup::OneByte) => {
+                fired("io hiccup: one-byte write");
+                n = n.min(1);
+            }
+            Some(hiccup) => return hiccup.on(cx, "write"),
+            None => {}
+        }
+        let wrote = Pin::new(&mut this.inner).poll_write(cx, &buf[..n]);
+        if let Poll::Ready(Ok(n)) = wrote {
+            count_moved(0, n);
+        }
+        wrote
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -282,6 +398,14 @@ impl Listener for SimListener {
     type Stream = SimStream;
 
     async fn accept(&self) -> io::Result<Accepted<SimStream>> {
+        // Now and then the accept loop is sent away once before a
+        // connection that is already waiting.
+        let early = self.knobs.hiccups > 0
+            && self.rng.borrow_mut().next() % 1_000 < 10 * u64::from(self.knobs.hiccups);
+        if early {
+            fired("accept: early Pending");
+            tokio::task::yield_now().await;
+        }
         let (stream, peer) = self.inner.accept().await?;
         let host = stream.local_addr()?;
         let seed = self.rng.borrow_mut().next();
@@ -300,11 +424,16 @@ pub type Panics = Rc<RefCell<Vec<String>>>;
 
 /// Spawns with `spawn_local` (torn down in a deterministic order on crash,
 /// unlike `tokio::spawn`), and records panics instead of letting turmoil
-/// swallow them, so any panic fails the case.
+/// swallow them, so any panic fails the case. With `quantum`, a connection
+/// task that reads more than that many bytes in one poll fails the case
+/// too: its read budget is what lets the other connections have their
+/// turn while one peer keeps its socket full.
 #[derive(Debug, Clone, Default)]
 pub struct LocalSpawner {
     /// Where panics go.
     pub panics: Panics,
+    /// The most bytes a task may read in one poll, if bounded.
+    pub quantum: Option<u64>,
 }
 
 impl Spawner for LocalSpawner {
@@ -312,14 +441,31 @@ impl Spawner for LocalSpawner {
         tokio::task::spawn_local(CatchPanic {
             inner: Box::pin(task),
             panics: Rc::clone(&self.panics),
+            quantum: self.quantum,
+            idle_polls: 0,
+            idle_since: None,
         });
     }
 }
 
-/// Polls `inner`, turning a panic into a recorded message.
+/// Polls in a row at one simulated instant that move no byte after which
+/// a task is taken for a busy loop: a task woken over and over with nothing
+/// to do spins a core in a real server (and here stops simulated time,
+/// which advances only when every task waits). Legitimate wake-ups without
+/// I/O (a timer, the close signal, the spurious wake-ups the sockets
+/// inject) come nowhere near it at one instant.
+pub(crate) const BUSY_POLLS: u32 = 2_000;
+
+/// Polls `inner`, turning a panic into a recorded message, and stops it
+/// with a recorded message when it reads more than `quantum` bytes in one
+/// poll or spins ([`BUSY_POLLS`]).
 pub(crate) struct CatchPanic<F> {
     pub(crate) inner: Pin<Box<F>>,
     pub(crate) panics: Panics,
+    pub(crate) quantum: Option<u64>,
+    /// Polls without progress at the instant `idle_since`.
+    pub(crate) idle_polls: u32,
+    pub(crate) idle_since: Option<tokio::time::Instant>,
 }
 
 impl<F: Future<Output = ()>> Future for CatchPanic<F> {
@@ -327,7 +473,8 @@ impl<F: Future<Output = ()>> Future for CatchPanic<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        match catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx))) {
+        let before = moved();
+        let poll = match catch_unwind(AssertUnwindSafe(|| this.inner.as_mut().poll(cx))) {
             Ok(poll) => poll,
             Err(payload) => {
                 let message = payload
@@ -336,9 +483,35 @@ impl<F: Future<Output = ()>> Future for CatchPanic<F> {
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".to_owned());
                 this.panics.borrow_mut().push(message);
-                Poll::Ready(())
+                return Poll::Ready(());
+            }
+        };
+        let after = moved();
+        let (read, written) = (after.0 - before.0, after.1 - before.1);
+        if let Some(quantum) = this.quantum
+            && read > quantum
+        {
+            this.panics.borrow_mut().push(format!(
+                "unfair: a connection read {read} bytes in one turn, above its read budget \
+                 and one read ({quantum}): a peer that keeps its socket full starves the others"
+            ));
+            return Poll::Ready(());
+        }
+        let instant = tokio::time::Instant::now();
+        if read + written > 0 || poll.is_ready() || this.idle_since != Some(instant) {
+            this.idle_polls = 0;
+            this.idle_since = Some(instant);
+        } else {
+            this.idle_polls += 1;
+            if this.idle_polls > BUSY_POLLS {
+                this.panics.borrow_mut().push(format!(
+                    "busy loop: a task was polled {BUSY_POLLS} times in a row at one instant \
+                     without moving a byte"
+                ));
+                return Poll::Ready(());
             }
         }
+        poll
     }
 }
 

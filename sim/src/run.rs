@@ -93,8 +93,14 @@ pub fn run_case(case: &Case) -> Report {
         denied: Rc::default(),
         open_at_shutdown: Rc::default(),
     };
+    let _ = crate::io::take_fired();
     let (result, log, table) = crate::logs::capture(|| simulate(case, &world));
     world.shared.coverage.borrow_mut().add(&table);
+    world
+        .shared
+        .coverage
+        .borrow_mut()
+        .add(&crate::io::take_fired());
     let result = result.and_then(|()| {
         let events = world.events.lock().unwrap_or_else(PoisonError::into_inner);
         crate::logs::check_log(events.iter().map(|(_, event, _)| event), &log)?;
@@ -102,6 +108,34 @@ pub fn run_case(case: &Case) -> Report {
         crate::logs::check_shutdown_line(*world.open_at_shutdown.borrow(), &log)
     });
     world.shared.report(result)
+}
+
+/// The fault points of a case's sockets, from its seed (so that every
+/// earlier draw, and each committed seed's case, stays what it was): in
+/// three cases of four, 1 to 30 per mille of reads and writes hiccup.
+fn hiccups(knobs: crate::io::IoKnobs, seed: u64, tls: bool) -> crate::io::IoKnobs {
+    let draw = crate::check::mix(seed ^ 0x6869_6363_7570);
+    crate::io::IoKnobs {
+        hiccups: if draw.is_multiple_of(4) {
+            0
+        } else {
+            (1 + (draw >> 8) % 30) as u16
+        },
+        hiccup_errors: !tls,
+        ..knobs
+    }
+}
+
+/// `usual`, or in a third of the cases (by the seed) any budget from 1
+/// byte to 64 KiB.
+fn read_budget(seed: u64, usual: usize) -> usize {
+    let draw = crate::check::mix(seed ^ 0x6275_6467_6574);
+    if draw.is_multiple_of(3) {
+        crate::io::fired("driver: a random read budget");
+        1 + ((draw >> 8) % 65_536) as usize
+    } else {
+        usual
+    }
 }
 
 fn server_options(case: &Case) -> ServerOptions {
@@ -116,8 +150,9 @@ fn server_options(case: &Case) -> ServerOptions {
         drive: DriveConfig {
             read_chunk: case.server_read_chunk,
             // Two reads a wake, not 64 KiB: a busy connection yields to
-            // the others in nearly every case, not only past 64 KiB.
-            read_budget: 2 * case.server_read_chunk,
+            // the others in nearly every case, not only past 64 KiB. In a
+            // third of the cases, any budget from 1 byte to 64 KiB.
+            read_budget: read_budget(case.seed, 2 * case.server_read_chunk),
             // Without a shutdown plan, long enough for any flush the case
             // can need; with one, the plan's (clients that keep reading
             // finish in it; one whose output blocks is cut off by it).
@@ -164,7 +199,7 @@ fn client_options(case: &Case) -> ClientOptions {
         marks: WaterMarks::new(case.client_high, 0).expect("valid marks"),
         drive: DriveConfig {
             read_chunk: case.client_read_chunk,
-            read_budget: 2 * case.client_read_chunk,
+            read_budget: read_budget(case.seed.rotate_left(29), 2 * case.client_read_chunk),
             ..ClientOptions::default().drive
         },
     }
@@ -185,7 +220,13 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     let mut sim = builder.build();
 
     let options = server_options(case);
-    let (server_io, seed, shutdown) = (case.server_io, case.seed, case.shutdown);
+    // A connection reads its budget in whole reads and yields once it is
+    // spent: one read more at most. (Over TLS the socket's reads are the
+    // record layer's, not the driver's.)
+    let quantum =
+        (!case.tls).then(|| (options.drive.read_budget + options.drive.read_chunk - 1) as u64);
+    let server_io = hiccups(case.server_io, case.seed, case.tls);
+    let (seed, shutdown) = (case.seed, case.shutdown);
     let (access, hosts) = (case.access, case.hosts.len());
     let (tls_server, tls_client) = crate::tls::pair();
     let tls_server = case.tls.then_some(tls_server);
@@ -218,6 +259,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             });
             let spawner = LocalSpawner {
                 panics: Rc::clone(&world.shared.panics),
+                quantum,
             };
             let listener = SimListener::new(listener, server_io, seed).measure_reads(largest_read);
             let serve: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match tls {
@@ -250,7 +292,8 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     for (h, conns) in case.hosts.iter().enumerate() {
         let world = world.clone();
         let conns = conns.clone();
-        let (io, faulty, one_shot) = (case.client_io, case.has_faults(), case.shutdown.is_some());
+        let io = hiccups(case.client_io, case.seed.rotate_left(17), case.tls);
+        let (faulty, one_shot) = (case.has_faults(), case.shutdown.is_some());
         let misbehave = case.misbehave;
         let denied = case.access.is_some_and(|a| a.denied == h);
         let tls = tls_client.clone();

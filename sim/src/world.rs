@@ -125,6 +125,9 @@ impl Shared {
         tokio::task::spawn_local(CatchPanic {
             inner: Box::pin(task),
             panics: Rc::clone(&self.panics),
+            quantum: None,
+            idle_polls: 0,
+            idle_since: None,
         })
     }
 

@@ -196,7 +196,8 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
             |(max_read, coalesce, max_write)| IoKnobs {
                 max_read,
                 coalesce,
-                max_write
+                max_write,
+                ..IoKnobs::PLAIN
             }
         ),
     ];
@@ -531,10 +532,24 @@ pub fn run_zoo(case: &ZooCase) -> Report {
                 let listener = SimListener::new(listener, IoKnobs::PLAIN, 1);
                 if proxied {
                     server
-                        .serve_proxied(listener, LocalSpawner { panics })
+                        .serve_proxied(
+                            listener,
+                            LocalSpawner {
+                                panics,
+                                quantum: None,
+                            },
+                        )
                         .await;
                 } else {
-                    server.serve(listener, LocalSpawner { panics }).await;
+                    server
+                        .serve(
+                            listener,
+                            LocalSpawner {
+                                panics,
+                                quantum: None,
+                            },
+                        )
+                        .await;
                 }
                 Ok(())
             }
@@ -565,7 +580,15 @@ pub fn run_zoo(case: &ZooCase) -> Report {
                 });
                 *slot.borrow_mut() = Some(server.clone());
                 let listener = SimListener::new(listener, IoKnobs::PLAIN, 1);
-                server.serve(listener, LocalSpawner { panics }).await;
+                server
+                    .serve(
+                        listener,
+                        LocalSpawner {
+                            panics,
+                            quantum: None,
+                        },
+                    )
+                    .await;
                 Ok(())
             }
         });

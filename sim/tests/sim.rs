@@ -2,6 +2,73 @@
 //! sets the case count (a soak: `SIM_CASES=100000`), `SIM_SEED=S` replays one
 //! case, `SIM_TRACE=1` prints each case's event trace.
 
+/// What every property over our server and client must reach: the
+/// arcs and ends of a clean echo, the fault points inside the sockets
+/// (hiccups that a driver must ride out: `Interrupted`, `WouldBlock`,
+/// spurious wake-ups, one-byte writes; an accept loop sent away early).
+const ECHO: &[&str] = &[
+    "arc Open -> Closing",
+    "arc Closing -> Closed",
+    "action Close",
+    "end done",
+    "verdict done",
+    "io hiccup: read Interrupted",
+    "io hiccup: read WouldBlock",
+    "io hiccup: read spurious wake-up",
+    "io hiccup: write Interrupted",
+    "io hiccup: write WouldBlock",
+    "io hiccup: write spurious wake-up",
+    "io hiccup: one-byte write",
+    "accept: early Pending",
+    "driver: a random read budget",
+];
+
+/// What faults then heal must reach besides: every fault class, every way
+/// a connection ends uncleanly, the client's verdicts on a cut echo.
+const FAULTS: &[&str] = &[
+    "arc Open -> Closed",
+    "action Abort",
+    "end aborted",
+    "end reset",
+    "end timed out",
+    "fault Partition",
+    "fault PartitionToServer",
+    "fault PartitionFromServer",
+    "fault Repair",
+    "fault Hold",
+    "fault Release",
+    "fault CrashServer",
+    "fault BounceServer",
+    "verdict ConnectionLost",
+    "verdict TimedOut",
+    "verdict Truncated",
+    "verdict gave up",
+];
+
+/// Over TLS: the same hiccups that a record layer passes through (no
+/// errors: rustls reports them as failures), and TLS's own ends.
+const TLS: &[&str] = &[
+    "arc Open -> Closing",
+    "arc Closing -> Closed",
+    "action Close",
+    "end done",
+    "verdict done",
+    "io hiccup: read spurious wake-up",
+    "io hiccup: write spurious wake-up",
+    "io hiccup: one-byte write",
+];
+
+/// What the zoo must reach: every verdict a client can give a peer.
+const ZOO: &[&str] = &[
+    "verdict done",
+    "verdict Mismatch",
+    "verdict Unexpected",
+    "verdict Truncated",
+    "verdict TimedOut",
+    "verdict ConnectionLost",
+    "verdict NoBanner",
+];
+
 /// What the attacks must reach: every refusal reason of the PROXY decoder
 /// and of a TLS handshake, both timers, admissions and denials.
 const HOSTILE: &[&str] = &[
@@ -42,6 +109,7 @@ fn no_faults_every_echo_completes_exactly() {
         1_200,
     );
     assert!(summary.stats.done > 0);
+    summary.must_have_reached(ECHO);
 }
 
 /// The same fault-free cases over TLS (an `ssl:` server, `tls:` clients):
@@ -52,6 +120,7 @@ fn no_faults_every_echo_completes_exactly() {
 fn tls_echoes_complete_exactly_at_any_split() {
     let summary = check("tls_echoes_complete_exactly_at_any_split", tls_case(), 600);
     assert!(summary.stats.done > 0);
+    summary.must_have_reached(TLS);
 }
 
 /// The fault schedules over TLS: partitions, holds and crashes also cut
@@ -103,6 +172,8 @@ fn faults_then_heal_keep_echoes_safe_and_live() {
         fault_case(),
         800,
     );
+    summary.must_have_reached(ECHO);
+    summary.must_have_reached(FAULTS);
     // The faults must bite: a fault schedule that always lands after the
     // echoes finished would prove nothing.
     if std::env::var_os("SIM_SEED").is_none() {
@@ -133,6 +204,7 @@ fn graceful_shutdown_loses_nothing_the_server_read() {
         shutdown_case(),
         300,
     );
+    summary.must_have_reached(&["end shut down", "action Abort"]);
     if std::env::var_os("SIM_SEED").is_none() {
         // Both endings must occur: echoes that finish within the grace
         // period, and echoes the expiry cuts short.
@@ -196,6 +268,7 @@ fn client_verdicts_are_exact_against_a_peer_zoo() {
         zoo_case(),
         400,
     );
+    summary.must_have_reached(ZOO);
     if std::env::var_os("SIM_SEED").is_none() {
         assert!(
             summary.stats.done > summary.cases / 5 && summary.stats.cut_short > summary.cases / 5,
@@ -245,6 +318,24 @@ fn a_client_whose_output_blocks_holds_no_more_than_its_allowance() {
     }
 }
 
+/// Clients that read slowly but steadily, having sent everything: the
+/// server has nothing to read for several idle timeouts and keeps writing
+/// as the client takes its echo, a pause of a third to a half of the idle
+/// timeout at a time. Writes are traffic: no idle timer fires, every echo
+/// completes exactly, every connection ends cleanly (the books).
+#[test]
+fn the_idle_timer_counts_writes_as_traffic() {
+    let summary = check(
+        "the_idle_timer_counts_writes_as_traffic",
+        sim::slow_reader_case(),
+        60,
+    );
+    if std::env::var_os("SIM_SEED").is_none() {
+        assert_eq!(summary.stats.done, summary.stats.attempts, "{summary:?}");
+    }
+    summary.must_have_reached(&["end done", "verdict done"]);
+}
+
 /// Clients whose application side fails mid-echo (a broken pipe on the
 /// output, a read error on the input): each reports its local error, reads
 /// nothing more from the socket, and ends the connection, which the server
@@ -277,6 +368,8 @@ fn a_misbehaving_server_gets_an_exact_verdict_from_every_client() {
         misbehaving_case(),
         100,
     );
+    // Half-closing clients: the core asks the driver for a half-close.
+    summary.must_have_reached(&["action ShutdownWrite"]);
     if std::env::var_os("SIM_SEED").is_none() {
         assert!(
             summary.stats.cut > 0 && summary.stats.spared > 0 && summary.stats.done > summary.cases,
