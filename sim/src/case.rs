@@ -413,7 +413,7 @@ pub fn shutdown_case() -> impl Strategy<Value = Case> {
                     case.shutdown = Some(Shutdown {
                         at_ms,
                         grace_ms,
-                        flush_ms: crate::run::LIVENESS_BOUND.as_millis() as u64,
+                        flush_ms: crate::vocab::LIVENESS_BOUND.as_millis() as u64,
                     });
                 } else {
                     case.server_idle_ms = Some(idle);

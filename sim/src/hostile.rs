@@ -33,7 +33,7 @@ use crate::check::Scenario;
 use crate::io::{LocalSpawner, SimListener, SimStream};
 use crate::world::{Report, Shared};
 
-const SERVER: &str = crate::run::SERVER;
+const SERVER: &str = crate::vocab::SERVER;
 const PORT: u16 = 7;
 /// What the server may take beyond the network's round trip to act.
 const SLACK: Duration = Duration::from_millis(50);
@@ -554,13 +554,8 @@ pub fn run_hostile(case: &HostileCase) -> Report {
 }
 
 fn attack_and_judge(case: &HostileCase, shared: &Shared) -> Result<Oracle, String> {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(case.seed)
-        .epoch(std::time::UNIX_EPOCH)
-        .min_message_latency(Duration::from_millis(case.min_latency_ms))
-        .max_message_latency(Duration::from_millis(case.max_latency_ms))
-        .simulation_duration(Duration::from_secs(60))
-        .build();
+    let latency = (case.min_latency_ms, case.max_latency_ms);
+    let mut sim = crate::vocab::network(case.seed, latency, Duration::from_secs(60)).build();
     let server_slot: Rc<RefCell<Option<EchoServer>>> = Rc::default();
     let events: Arc<Mutex<Vec<ServerEvent>>> = Arc::default();
     let (tls_server, tls_client) = crate::tls::pair();

@@ -11,10 +11,13 @@ use std::time::Duration;
 use echo_core::{Address, CloseReason, ConnectionId, LostReason, ServerEvent};
 use echo_net::{DriveConfig, ShutdownOutcome};
 
+use super::Observed;
 use crate::case::Case;
-use crate::run::{Attempt, LIVENESS_BOUND, World};
+use crate::vocab::LIVENESS_BOUND;
+use crate::world::{Attempt, World};
 
-pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
+pub(crate) fn check(case: &Case, seen: &Observed<'_>) -> Result<(), String> {
+    let world: &World = seen.world;
     let events = world.events.lock().unwrap_or_else(PoisonError::into_inner);
     let attempts = world.attempts.borrow();
     let clients: HashMap<SocketAddr, &Attempt> = attempts.iter().map(|a| (a.local, a)).collect();
