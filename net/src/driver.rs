@@ -740,6 +740,9 @@ mod tests {
             assert!(driving.as_mut().poll(&mut cx).is_pending());
         }
         assert_eq!(echoed.get(), 3, "the echo went out after the hiccups");
-        assert!(wakes.wakes() >= 2, "a WouldBlock without a waker must wake the task");
+        assert!(
+            wakes.wakes() >= 2,
+            "a WouldBlock without a waker must wake the task"
+        );
     }
 }
