@@ -100,6 +100,7 @@ const ZOO: &[&str] = &[
 /// and of a TLS handshake, both timers, admissions and denials.
 const HOSTILE: &[&str] = &[
     "hostile admitted",
+    "hostile admitted just in time",
     "hostile denied",
     "hostile left before a byte",
     "hostile stall freed by the PROXY header timeout",
