@@ -68,9 +68,10 @@ mod world;
 pub mod zoo;
 
 pub use case::{
-    Access, Break, Case, ConnPlan, Fault, Message, Shutdown, Stall, access_case, broken_app_case,
-    fault_case, held_back_case, misbehaving_case, no_fault_case, shutdown_case,
-    shutdown_fault_case, slow_reader_case, tls_case, tls_fault_case, tls_shutdown_case,
+    Access, Break, Case, ClientSide, ConnPlan, Fault, Message, Network, ServerSide, Shutdown,
+    Stall, access_case, broken_app_case, fault_case, held_back_case, misbehaving_case,
+    no_fault_case, shutdown_case, shutdown_fault_case, slow_reader_case, tls_case, tls_fault_case,
+    tls_shutdown_case,
 };
 pub use check::{Scenario, Summary, case_for, check};
 pub use hostile::{Attack, HostileCase, hostile_case};

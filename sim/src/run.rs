@@ -88,18 +88,18 @@ fn read_budget(seed: u64, usual: usize) -> usize {
 fn server_options(case: &Case) -> ServerOptions {
     ServerOptions {
         config: ServerConfig {
-            max_connections: case.max_connections,
-            idle_timeout: case.server_idle_ms.map(Duration::from_millis),
+            max_connections: case.server.max_connections,
+            idle_timeout: case.server.idle_ms.map(Duration::from_millis),
             faults: case.misbehave,
             banner: None,
         },
-        marks: WaterMarks::new(case.server_high, case.server_low).expect("valid marks"),
+        marks: WaterMarks::new(case.server.high, case.server.low).expect("valid marks"),
         drive: DriveConfig {
-            read_chunk: case.server_read_chunk,
+            read_chunk: case.server.read_chunk,
             // Two reads a wake, not 64 KiB: a busy connection yields to
             // the others in nearly every case, not only past 64 KiB. In a
             // third of the cases, any budget from 1 byte to 64 KiB.
-            read_budget: read_budget(case.seed, 2 * case.server_read_chunk),
+            read_budget: read_budget(case.seed, 2 * case.server.read_chunk),
             // Without a shutdown plan, long enough for any flush the case
             // can need; with one, the plan's (clients that keep reading
             // finish in it; one whose output blocks is cut off by it).
@@ -138,26 +138,26 @@ fn access_list(access: Access, hosts: usize, world: &World) -> AccessList {
 fn client_options(case: &Case) -> ClientOptions {
     ClientOptions {
         config: ClientConfig {
-            idle_timeout: Some(Duration::from_millis(case.client_idle_ms)),
-            max_undelivered: case.client_max_undelivered,
-            half_close: case.client_half_close,
+            idle_timeout: Some(Duration::from_millis(case.client.idle_ms)),
+            max_undelivered: case.client.max_undelivered,
+            half_close: case.client.half_close,
             ..ClientConfig::default()
         },
-        marks: WaterMarks::new(case.client_high, 0).expect("valid marks"),
+        marks: WaterMarks::new(case.client.high, 0).expect("valid marks"),
         drive: DriveConfig {
-            read_chunk: case.client_read_chunk,
-            read_budget: read_budget(case.seed.rotate_left(29), 2 * case.client_read_chunk),
+            read_chunk: case.client.read_chunk,
+            read_budget: read_budget(case.seed.rotate_left(29), 2 * case.client.read_chunk),
             ..ClientOptions::default().drive
         },
     }
 }
 
 fn simulate(case: &Case, world: &World) -> Result<(), String> {
-    let latency = (case.min_latency_ms, case.max_latency_ms);
+    let latency = (case.network.min_latency_ms, case.network.max_latency_ms);
     let duration = Duration::from_millis(case.heal_at_ms) + LIVENESS_BOUND;
     let mut builder = crate::vocab::network(case.seed, latency, duration);
-    builder.tcp_capacity(case.tcp_capacity);
-    if case.random_order {
+    builder.tcp_capacity(case.network.tcp_capacity);
+    if case.network.random_order {
         builder.enable_random_order();
     }
     let mut sim = builder.build();
@@ -168,7 +168,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     // record layer's, not the driver's.)
     let quantum =
         (!case.tls).then(|| (options.drive.read_budget + options.drive.read_chunk - 1) as u64);
-    let server_io = hiccups(case.server_io, case.seed, case.tls);
+    let server_io = hiccups(case.server.io, case.seed, case.tls);
     let (seed, shutdown) = (case.seed, case.shutdown);
     let (access, hosts) = (case.access, case.hosts.len());
     let (tls_server, tls_client) = crate::tls::pair();
@@ -235,7 +235,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     for (h, conns) in case.hosts.iter().enumerate() {
         let world = world.clone();
         let conns = conns.clone();
-        let io = hiccups(case.client_io, case.seed.rotate_left(17), case.tls);
+        let io = hiccups(case.client.io, case.seed.rotate_left(17), case.tls);
         let (faulty, one_shot) = (case.has_faults(), case.shutdown.is_some());
         let misbehave = case.misbehave;
         let denied = case.access.is_some_and(|a| a.denied == h);
@@ -339,7 +339,9 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
         if let Some(panic) = world.shared.panics.borrow().first() {
             return Err(format!("panic in a spawned task: {panic}"));
         }
-        if let (Some(limit), Some(server)) = (case.max_connections, world.servers.borrow().last()) {
+        if let (Some(limit), Some(server)) =
+            (case.server.max_connections, world.servers.borrow().last())
+        {
             let open = server.open_connections();
             if open > limit {
                 return Err(format!("{open} connections open, above the limit {limit}"));
@@ -353,7 +355,8 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     // The clients are gone: the server's count must return to 0 (idle
     // timeouts reclaim connections that a partition wedged).
     let idle = case
-        .server_idle_ms
+        .server
+        .idle_ms
         .map_or(Duration::ZERO, Duration::from_millis);
     // A graceful shutdown that is still to come must also finish.
     let stopping = case.shutdown.map_or(Duration::ZERO, |s| {

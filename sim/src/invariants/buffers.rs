@@ -9,7 +9,7 @@ use crate::case::Case;
 
 pub(crate) fn check(case: &Case, seen: &Observed<'_>) -> Result<(), String> {
     let world = seen.world;
-    let bound = case.server_high + case.server_read_chunk;
+    let bound = case.server.high + case.server.read_chunk;
     let largest_reads = world.largest_reads.borrow();
     for (server, largest_read) in world.servers.borrow().iter().zip(largest_reads.iter()) {
         let peak = server.peak_connection_buffer();
@@ -34,7 +34,7 @@ pub(crate) fn check(case: &Case, seen: &Observed<'_>) -> Result<(), String> {
         if peak > bound {
             return Err(format!(
                 "a connection buffered {peak} bytes, above high {} + one read {}",
-                case.server_high, case.server_read_chunk
+                case.server.high, case.server.read_chunk
             ));
         }
     }

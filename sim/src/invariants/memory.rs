@@ -8,7 +8,7 @@ use crate::case::Case;
 
 pub(crate) fn check(case: &Case, seen: &Observed<'_>) -> Result<(), String> {
     let world = seen.world;
-    let bound = case.server_high + case.server_read_chunk;
+    let bound = case.server.high + case.server.read_chunk;
     let largest_reads = world.largest_reads.borrow();
     for (server, largest_read) in world.servers.borrow().iter().zip(largest_reads.iter()) {
         let echoed = server.traffic().bytes_out;
