@@ -133,6 +133,7 @@ impl Inner {
                 observe(&event);
             }
         }
+        self.counters.publish(&factory);
         self.open.send_replace(factory.open_connections());
         result
     }
@@ -367,23 +368,22 @@ impl EchoServer {
     }
 
     /// The server's counters now: connections open, accepted and refused,
-    /// bytes in and out (with `count_traffic`), losses by reason.
+    /// bytes in and out (with `count_traffic`), losses by reason. Takes no
+    /// lock: a metrics scrape never waits on, nor holds up, a connection.
     #[must_use]
     pub fn traffic(&self) -> Traffic {
-        let (open, accepted, refused, denied) = self
-            .inner
-            .with_factory(|f| (f.open_connections(), f.accepted(), f.refused(), f.denied()));
         let counters = &self.inner.counters;
         Traffic {
-            open,
-            accepted,
-            refused,
-            denied,
+            open: counters.open.load(Ordering::Relaxed),
+            accepted: counters.accepted.load(Ordering::Relaxed),
+            refused: counters.refused.load(Ordering::Relaxed),
+            denied: counters.denied.load(Ordering::Relaxed),
             bytes_in: counters.bytes_in.load(Ordering::Relaxed),
             bytes_out: counters.bytes_out.load(Ordering::Relaxed),
             lost: counters.losses(),
             bad_headers: counters.bad_headers(),
             tls_failures: counters.tls_failures(),
+            tls_handshakes: counters.tls_handshakes(),
         }
     }
 
@@ -637,6 +637,7 @@ async fn tls_connection<S: Stream>(
     let handshake = Box::pin(tls.accept(Prefixed::new(first, stream)));
     let reason = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(stream)) => {
+            inner.counters.tls_handshake();
             if !*inner.accepting.borrow() {
                 return; // shut down during the handshake
             }

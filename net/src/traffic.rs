@@ -2,10 +2,10 @@
 //! accepted and refused, bytes in and out, and connections lost by reason.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use echo_core::{CloseReason, Connection, Echo, LostReason};
+use echo_core::{CloseReason, Connection, Echo, EchoFactory, LostReason};
 
 use crate::driver::App;
 
@@ -48,6 +48,8 @@ pub struct Traffic {
     pub bad_headers: u64,
     /// `ssl:` connections whose TLS handshake failed or timed out.
     pub tls_failures: u64,
+    /// `ssl:` connections whose TLS handshake completed.
+    pub tls_handshakes: u64,
 }
 
 impl Traffic {
@@ -64,6 +66,7 @@ impl Traffic {
             bytes_out: l(self.bytes_out, earlier.bytes_out),
             bad_headers: l(self.bad_headers, earlier.bad_headers),
             tls_failures: l(self.tls_failures, earlier.tls_failures),
+            tls_handshakes: l(self.tls_handshakes, earlier.tls_handshakes),
             lost: Losses {
                 clean: l(self.lost.clean, earlier.lost.clean),
                 reset: l(self.lost.reset, earlier.lost.reset),
@@ -121,17 +124,43 @@ impl fmt::Display for Traffic {
     }
 }
 
-/// The server's live counters.
+/// The server's live counters. The factory's own counts (open, accepted,
+/// refused, denied) are copied here whenever it changes, under its lock, so
+/// that reading them (a stats line, a metrics scrape) takes no lock that
+/// the connections' tasks wait on.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    pub(crate) open: AtomicUsize,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) denied: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     lost: [AtomicU64; 6],
     bad_headers: AtomicU64,
     tls_failures: AtomicU64,
+    tls_handshakes: AtomicU64,
 }
 
 impl Counters {
+    /// Copies the factory's counts (called under its lock, after each change).
+    pub(crate) fn publish(&self, factory: &EchoFactory) {
+        self.open
+            .store(factory.open_connections(), Ordering::Relaxed);
+        self.accepted.store(factory.accepted(), Ordering::Relaxed);
+        self.refused.store(factory.refused(), Ordering::Relaxed);
+        self.denied.store(factory.denied(), Ordering::Relaxed);
+    }
+
+    /// Counts a completed TLS handshake.
+    pub(crate) fn tls_handshake(&self) {
+        self.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tls_handshakes(&self) -> u64 {
+        self.tls_handshakes.load(Ordering::Relaxed)
+    }
+
     /// Counts a connection that ended for `reason`.
     pub(crate) fn lost(&self, reason: &CloseReason) {
         let i = match reason {
