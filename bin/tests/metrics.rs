@@ -423,9 +423,12 @@ fn a_metrics_endpoint_that_collides_or_is_taken_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains(&format!("cannot serve metrics on 127.0.0.1:{taken_port}")),
+        stderr.contains(&format!(
+            "cannot serve metrics on 127.0.0.1:{taken_port}: Address already in use"
+        )),
         "{stderr}"
     );
+    assert_eq!(stderr.matches("in use").count(), 1, "said once: {stderr}");
     assert!(
         !text(&out.stdout).contains("listening on"),
         "announced before failing: {}",

@@ -70,10 +70,9 @@ impl fmt::Display for MetricsError {
                 f,
                 "--metrics {metrics} is the same port as --listen {listen}; give the metrics a port of their own"
             ),
-            Self::Bind { addr, source } => {
-                write!(f, "cannot serve metrics on {addr}: {source}")
-            }
-            Self::Start(source) => write!(f, "cannot start the metrics thread: {source}"),
+            // The system's words are the source (`{:#}` prints the chain).
+            Self::Bind { addr, .. } => write!(f, "cannot serve metrics on {addr}"),
+            Self::Start(_) => f.write_str("cannot start the metrics thread"),
         }
     }
 }
