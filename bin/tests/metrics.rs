@@ -154,6 +154,51 @@ fn completed_and_failed_tls_handshakes_are_counted() {
 }
 
 #[test]
+fn udp_datagrams_echoed_and_dropped_are_counted() {
+    let mut command = Command::new(SERVER);
+    command.args([
+        "--listen",
+        "udp:0:interface=127.0.0.1",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1",
+        "--udp-rate",
+        "5",
+    ]);
+    let (server, lines) = Server::spawn_reading(command, 1);
+    let metrics: u16 = lines[0]
+        .strip_prefix("metrics on http://127.0.0.1:")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics line: {lines:?}"));
+    // 8 datagrams at once from one source limited to 5 a second: 5 come
+    // back, 3 are dropped (the client says so and exits 1).
+    let _ = client(&[
+        "udp",
+        "--connect",
+        &format!("udp:127.0.0.1:{}", server.port),
+        "--count",
+        "8",
+        "--interval",
+        "0s",
+        "--wait",
+        "500ms",
+        "--message",
+        "twelve bytes",
+    ]);
+    let body = scrape_until(metrics, "echo_udp_datagrams_received_total", 8);
+    assert_eq!(sample(&body, "echo_udp_datagrams_echoed_total"), 5);
+    assert_eq!(sample(&body, "echo_udp_echoed_bytes_total"), 5 * (16 + 12));
+    assert_eq!(
+        sample(
+            &body,
+            "echo_udp_datagrams_dropped_total{reason=\"rate_limited\"}"
+        ),
+        3
+    );
+    assert_eq!(sample(&body, "echo_connections_accepted_total"), 0);
+}
+
+#[test]
 fn promtool_finds_nothing_wrong_with_the_exposition() {
     if !have("promtool") {
         return;

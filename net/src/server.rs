@@ -350,6 +350,11 @@ impl EchoServer {
             .is_ok()
     }
 
+    /// The live counters (for other serve loops).
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
     /// Watches whether the server still accepts (for other serve loops).
     pub(crate) fn accepting(&self) -> watch::Receiver<bool> {
         self.inner.accepting.subscribe()
@@ -384,6 +389,7 @@ impl EchoServer {
             bad_headers: counters.bad_headers(),
             tls_failures: counters.tls_failures(),
             tls_handshakes: counters.tls_handshakes(),
+            udp: counters.udp(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use echo_core::{CloseReason, Connection, Echo, EchoFactory, LostReason};
+use echo_core::{CloseReason, Connection, Echo, EchoFactory, LostReason, UdpStats};
 
 use crate::driver::App;
 
@@ -50,6 +50,8 @@ pub struct Traffic {
     pub tls_failures: u64,
     /// `ssl:` connections whose TLS handshake completed.
     pub tls_handshakes: u64,
+    /// UDP datagrams, over every `udp:` endpoint.
+    pub udp: UdpStats,
 }
 
 impl Traffic {
@@ -67,6 +69,14 @@ impl Traffic {
             bad_headers: l(self.bad_headers, earlier.bad_headers),
             tls_failures: l(self.tls_failures, earlier.tls_failures),
             tls_handshakes: l(self.tls_handshakes, earlier.tls_handshakes),
+            udp: UdpStats {
+                received: l(self.udp.received, earlier.udp.received),
+                echoed: l(self.udp.echoed, earlier.udp.echoed),
+                echoed_bytes: l(self.udp.echoed_bytes, earlier.udp.echoed_bytes),
+                rate_limited: l(self.udp.rate_limited, earlier.udp.rate_limited),
+                loop_ports: l(self.udp.loop_ports, earlier.udp.loop_ports),
+                not_sent: l(self.udp.not_sent, earlier.udp.not_sent),
+            },
             lost: Losses {
                 clean: l(self.lost.clean, earlier.lost.clean),
                 reset: l(self.lost.reset, earlier.lost.reset),
@@ -140,6 +150,8 @@ pub(crate) struct Counters {
     bad_headers: AtomicU64,
     tls_failures: AtomicU64,
     tls_handshakes: AtomicU64,
+    /// [`UdpStats`]' fields, in their order, summed over the sockets.
+    udp: [AtomicU64; 6],
 }
 
 impl Counters {
@@ -159,6 +171,38 @@ impl Counters {
 
     pub(crate) fn tls_handshakes(&self) -> u64 {
         self.tls_handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Adds what one UDP socket's counters (`now`) gained since `seen`.
+    pub(crate) fn udp_moved(&self, now: &UdpStats, seen: &mut UdpStats) {
+        let fields = |u: &UdpStats| {
+            [
+                u.received,
+                u.echoed,
+                u.echoed_bytes,
+                u.rate_limited,
+                u.loop_ports,
+                u.not_sent,
+            ]
+        };
+        for ((counter, now), then) in self.udp.iter().zip(fields(now)).zip(fields(seen)) {
+            if now > then {
+                counter.fetch_add(now - then, Ordering::Relaxed);
+            }
+        }
+        *seen = *now;
+    }
+
+    pub(crate) fn udp(&self) -> UdpStats {
+        let n = |i: usize| self.udp[i].load(Ordering::Relaxed);
+        UdpStats {
+            received: n(0),
+            echoed: n(1),
+            echoed_bytes: n(2),
+            rate_limited: n(3),
+            loop_ports: n(4),
+            not_sent: n(5),
+        }
     }
 
     /// Counts a connection that ended for `reason`.

@@ -111,7 +111,7 @@ impl Collector for TrafficCollector {
                 MetricType::Gauge,
             )
             .and_then(|m| ConstGauge::new(open).encode(m))?;
-        let counters: [(&str, &str, Option<&Unit>, u64); 8] = [
+        let counters: [(&str, &str, Option<&Unit>, u64); 11] = [
             (
                 "echo_connections_accepted",
                 "Connections admitted (past the access list and the connection limit).",
@@ -160,6 +160,24 @@ impl Collector for TrafficCollector {
                 None,
                 t.bad_headers,
             ),
+            (
+                "echo_udp_datagrams_received",
+                "UDP datagrams received on udp: endpoints.",
+                None,
+                t.udp.received,
+            ),
+            (
+                "echo_udp_datagrams_echoed",
+                "UDP datagrams queued to go back.",
+                None,
+                t.udp.echoed,
+            ),
+            (
+                "echo_udp_echoed",
+                "UDP bytes queued to go back.",
+                Some(&Unit::Bytes),
+                t.udp.echoed_bytes,
+            ),
         ];
         for (name, help, unit, value) in counters {
             encoder
@@ -185,6 +203,20 @@ impl Collector for TrafficCollector {
         ] {
             let labels = [("reason", reason)];
             ConstCounter::new(n).encode(ended.encode_family(&labels)?)?;
+        }
+        let mut dropped = encoder.encode_descriptor(
+            "echo_udp_datagrams_dropped",
+            "UDP datagrams not echoed, by reason: rate_limited (--udp-rate), loop_port (from a port that would echo back), not_sent (queue full or the send failed).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in [
+            ("rate_limited", t.udp.rate_limited),
+            ("loop_port", t.udp.loop_ports),
+            ("not_sent", t.udp.not_sent),
+        ] {
+            let labels = [("reason", reason)];
+            ConstCounter::new(n).encode(dropped.encode_family(&labels)?)?;
         }
         Ok(())
     }

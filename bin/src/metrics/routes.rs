@@ -117,6 +117,13 @@ mod tests {
             bad_headers: 5,
             tls_failures: 6,
             tls_handshakes: 8,
+            udp: echo_core::UdpStats {
+                received: 9,
+                echoed: 7,
+                echoed_bytes: 700,
+                rate_limited: 2,
+                ..echo_core::UdpStats::default()
+            },
         })
     }
 
@@ -152,6 +159,11 @@ mod tests {
             "echo_connections_ended_total{reason=\"clean\"} 4",
             "echo_connections_ended_total{reason=\"reset\"} 1",
             "echo_connections_ended_total{reason=\"io_error\"} 0",
+            "echo_udp_datagrams_received_total 9",
+            "echo_udp_datagrams_echoed_total 7",
+            "echo_udp_echoed_bytes_total 700",
+            "echo_udp_datagrams_dropped_total{reason=\"rate_limited\"} 2",
+            "echo_udp_datagrams_dropped_total{reason=\"not_sent\"} 0",
             "# TYPE echo_connections_open gauge",
             "# TYPE echo_received_bytes_total counter",
         ] {
