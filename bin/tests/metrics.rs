@@ -480,3 +480,89 @@ fn a_metrics_endpoint_that_collides_or_is_taken_is_a_clear_error() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn bench_serves_live_figures_while_it_runs() {
+    let server = Server::start(&[]);
+    let metrics = free_port();
+    let mut bench = Peer(
+        Command::new(CLIENT)
+            .args(["bench", "--connect", &server.connect_arg()])
+            .args([
+                "--connections",
+                "4",
+                "--duration",
+                "4s",
+                "--warmup",
+                "0s",
+                "--json",
+            ])
+            .args(["--metrics", &format!("tcp:{metrics}:interface=127.0.0.1")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start echo-client bench"),
+    );
+    wait_listening(metrics, Duration::from_secs(10));
+    // Scrapes during the run: requests climb, the histogram fills.
+    let start = Instant::now();
+    let body = loop {
+        let body = get(metrics, "/metrics", "").body;
+        if sample(&body, "echo_bench_latency_seconds_count") > 0 {
+            break body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "no latencies:\n{body}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let requests = sample(&body, "echo_bench_requests_total");
+    let counted = sample(&body, "echo_bench_latency_seconds_count");
+    assert!(
+        counted > 0 && counted <= requests,
+        "{counted} of {requests}"
+    );
+    assert_eq!(sample(&body, "echo_bench_connections_open"), 4);
+    assert_eq!(
+        sample(&body, "echo_bench_latency_seconds_bucket{le=\"+Inf\"}"),
+        counted
+    );
+    for kind in ["timed_out", "reset", "mismatch"] {
+        let name = format!("echo_bench_errors_total{{kind=\"{kind}\"}}");
+        assert_eq!(sample(&body, &name), 0, "{body}");
+    }
+    if have("promtool") {
+        let checked = output_fed(
+            Command::new("promtool").args(["check", "metrics"]),
+            Some(body.clone().into_bytes()),
+            EXIT_LIMIT,
+        );
+        assert!(
+            checked.status.success(),
+            "{}{}",
+            text(&checked.stdout),
+            text(&checked.stderr)
+        );
+    }
+    let status = wait_within(&mut bench.0, EXIT_LIMIT);
+    assert!(status.success());
+    let mut report = String::new();
+    bench
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut report)
+        .unwrap();
+    let total: u64 = report
+        .split("\"requests\":")
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no requests in {report}"));
+    assert!(
+        total >= requests,
+        "the report's {total} < a scrape's {requests}"
+    );
+}

@@ -66,8 +66,13 @@ impl Exposition {
     /// Metrics read from `traffic` (called once per scrape; it must not
     /// block: `EchoServer::traffic` takes no lock).
     pub fn new(traffic: impl Fn() -> Traffic + Send + Sync + 'static) -> Self {
+        Self::of(TrafficCollector(Box::new(traffic)))
+    }
+
+    /// Metrics written by `collector` at each scrape.
+    pub fn of(collector: impl Collector) -> Self {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(TrafficCollector(Box::new(traffic))));
+        registry.register_collector(Box::new(collector));
         Self { registry }
     }
 

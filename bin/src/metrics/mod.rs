@@ -1,6 +1,7 @@
 //! `echo-server --metrics`: a small HTTP/1 server beside the echo, for
 //! Prometheus (`/metrics`) and for balancers and Kubernetes (`/healthz`,
-//! `/readyz`).
+//! `/readyz`); `echo-client bench --metrics` serves a run's live figures
+//! the same way ([`LoadCollector`]).
 //!
 //! It runs on a thread and a runtime of its own, and reads the echo
 //! server's counters without a lock ([`echo_net::EchoServer::traffic`]), so
@@ -10,6 +11,7 @@
 //! and no request body is ever read.
 
 mod exposition;
+mod load;
 mod routes;
 mod serve;
 
@@ -20,6 +22,7 @@ use std::time::Duration;
 use echo_core::ServerEndpoint;
 
 pub use exposition::{Exposition, Format};
+pub use load::{LATENCY_BUCKETS, LoadCollector};
 pub use routes::{Health, respond};
 pub use serve::MetricsListener;
 
