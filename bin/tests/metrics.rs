@@ -199,6 +199,47 @@ fn udp_datagrams_echoed_and_dropped_are_counted() {
 }
 
 #[test]
+fn proxy_health_checks_and_bad_headers_are_counted() {
+    let mut command = Command::new(SERVER);
+    command.args([
+        "--listen",
+        "haproxy:tcp:0:interface=127.0.0.1",
+        "--metrics",
+        "tcp:0:interface=127.0.0.1",
+    ]);
+    let (server, lines) = Server::spawn_reading(command, 1);
+    let metrics: u16 = lines[0]
+        .strip_prefix("metrics on http://127.0.0.1:")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no metrics line: {lines:?}"));
+    let send = |bytes: &[u8]| {
+        let mut stream = TcpStream::connect(server.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(bytes).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut echoed = Vec::new();
+        let _ = stream.read_to_end(&mut echoed);
+        echoed
+    };
+    // Two balancer checks (v1 UNKNOWN), a proxied client, a bad header.
+    send(b"PROXY UNKNOWN\r\n");
+    send(b"PROXY UNKNOWN\r\n");
+    let echoed = send(b"PROXY TCP4 10.0.0.1 10.0.0.2 40000 8888\r\nhello");
+    assert_eq!(echoed, b"hello");
+    send(b"NOT A PROXY HEADER\r\n");
+    let body = scrape_until(metrics, "echo_proxy_headers_rejected_total", 1);
+    let body = if sample(&body, "echo_connections_accepted_total") == 3 {
+        body
+    } else {
+        scrape_until(metrics, "echo_connections_accepted_total", 3)
+    };
+    assert_eq!(sample(&body, "echo_proxy_health_checks_total"), 2);
+}
+
+#[test]
 fn promtool_finds_nothing_wrong_with_the_exposition() {
     if !have("promtool") {
         return;

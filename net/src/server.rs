@@ -126,8 +126,14 @@ impl Inner {
         let result = f(&mut factory);
         while let Some(event) = factory.poll_event() {
             log_event(&event, &self.warnings);
-            if let ServerEvent::ConnectionLost { reason, .. } = &event {
-                self.counters.lost(reason);
+            match &event {
+                ServerEvent::ConnectionLost { reason, .. } => self.counters.lost(reason),
+                ServerEvent::ConnectionMade {
+                    health_check: true, ..
+                } => {
+                    self.counters.health_checks.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
             }
             if let Some(Observer(observe)) = self.observer.get() {
                 observe(&event);
@@ -390,6 +396,7 @@ impl EchoServer {
             tls_failures: counters.tls_failures(),
             tls_handshakes: counters.tls_handshakes(),
             udp: counters.udp(),
+            health_checks: counters.health_checks.load(Ordering::Relaxed),
         }
     }
 

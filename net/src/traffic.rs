@@ -52,6 +52,9 @@ pub struct Traffic {
     pub tls_handshakes: u64,
     /// UDP datagrams, over every `udp:` endpoint.
     pub udp: UdpStats,
+    /// `haproxy:` connections that were a balancer's health check (PROXY
+    /// LOCAL or UNKNOWN), among the accepted.
+    pub health_checks: u64,
 }
 
 impl Traffic {
@@ -69,6 +72,7 @@ impl Traffic {
             bad_headers: l(self.bad_headers, earlier.bad_headers),
             tls_failures: l(self.tls_failures, earlier.tls_failures),
             tls_handshakes: l(self.tls_handshakes, earlier.tls_handshakes),
+            health_checks: l(self.health_checks, earlier.health_checks),
             udp: UdpStats {
                 received: l(self.udp.received, earlier.udp.received),
                 echoed: l(self.udp.echoed, earlier.udp.echoed),
@@ -152,6 +156,7 @@ pub(crate) struct Counters {
     tls_handshakes: AtomicU64,
     /// [`UdpStats`]' fields, in their order, summed over the sockets.
     udp: [AtomicU64; 6],
+    pub(crate) health_checks: AtomicU64,
 }
 
 impl Counters {

@@ -116,7 +116,7 @@ impl Collector for TrafficCollector {
                 MetricType::Gauge,
             )
             .and_then(|m| ConstGauge::new(open).encode(m))?;
-        let counters: [(&str, &str, Option<&Unit>, u64); 11] = [
+        let counters: [(&str, &str, Option<&Unit>, u64); 12] = [
             (
                 "echo_connections_accepted",
                 "Connections admitted (past the access list and the connection limit).",
@@ -164,6 +164,12 @@ impl Collector for TrafficCollector {
                 "haproxy: connections closed for a missing, malformed or late PROXY header.",
                 None,
                 t.bad_headers,
+            ),
+            (
+                "echo_proxy_health_checks",
+                "haproxy: connections that were a balancer's health check (PROXY LOCAL or UNKNOWN), counted among the accepted.",
+                None,
+                t.health_checks,
             ),
             (
                 "echo_udp_datagrams_received",

@@ -117,6 +117,7 @@ mod tests {
             bad_headers: 5,
             tls_failures: 6,
             tls_handshakes: 8,
+            health_checks: 4,
             udp: echo_core::UdpStats {
                 received: 9,
                 echoed: 7,
@@ -156,6 +157,7 @@ mod tests {
             "echo_tls_handshakes_total 8",
             "echo_tls_handshake_failures_total 6",
             "echo_proxy_headers_rejected_total 5",
+            "echo_proxy_health_checks_total 4",
             "echo_connections_ended_total{reason=\"clean\"} 4",
             "echo_connections_ended_total{reason=\"reset\"} 1",
             "echo_connections_ended_total{reason=\"io_error\"} 0",
