@@ -111,6 +111,13 @@ fn a_scrape_counts_exactly_the_connections_made_and_their_bytes() {
     assert_eq!(sample(&body, "echo_connections_refused_total"), 0);
     assert_eq!(sample(&body, "echo_received_bytes_total"), 7 * 12);
     assert_eq!(sample(&body, "echo_sent_bytes_total"), 7 * 12);
+    // The process's own, under the usual names.
+    assert!(sample(&body, "process_open_fds") >= 3, "{body}");
+    assert!(
+        sample(&body, "process_resident_memory_bytes") > 1 << 20,
+        "{body}"
+    );
+    assert!(sample(&body, "process_max_fds") >= sample(&body, "process_open_fds"));
     // A connection held open is counted open, then ended.
     let mut held = TcpStream::connect(server.addr()).unwrap();
     scrape_until(metrics, "echo_connections_open", 1);

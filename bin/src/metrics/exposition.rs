@@ -69,10 +69,12 @@ impl Exposition {
         Self::of(TrafficCollector(Box::new(traffic)))
     }
 
-    /// Metrics written by `collector` at each scrape.
+    /// Metrics written by `collector` at each scrape, and the process's
+    /// own (`process_*`).
     pub fn of(collector: impl Collector) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(collector));
+        registry.register_collector(Box::new(super::process::ProcessCollector));
         Self { registry }
     }
 

@@ -12,6 +12,7 @@
 
 mod exposition;
 mod load;
+mod process;
 mod routes;
 mod serve;
 
