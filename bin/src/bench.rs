@@ -73,6 +73,69 @@ pub struct BenchConfig {
     /// Each connection starts with the server's banner line naming its
     /// back end (`echo-server --banner`): read it, and report per back end.
     pub banner: bool,
+    /// Where the run's live figures go (`--metrics`), if anywhere.
+    pub live: Option<Arc<Live>>,
+}
+
+/// How often the coordinator hands [`Live`] a fresh latency histogram.
+const LIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// A running benchmark's figures as a scrape reads them (`echo-client
+/// bench --metrics`), so a dashboard can watch a long run (a failover,
+/// say). Counts are read from the run's own counters; the latency
+/// histogram is the one the coordinator merged last (every
+/// [`LIVE_EVERY`]), so a scrape never takes a lock a connection takes.
+#[derive(Debug, Default)]
+pub struct Live {
+    shared: std::sync::OnceLock<Arc<Shared>>,
+    latency: std::sync::Mutex<Option<Histogram<u64>>>,
+}
+
+/// What [`Live::figures`] reads.
+#[derive(Debug, Clone, Default)]
+pub struct LiveFigures {
+    /// Requests measured and verified so far.
+    pub requests: u64,
+    /// Failures so far, by kind ([`Failure::key`]), every kind listed.
+    pub errors: Vec<(&'static str, u64)>,
+    /// Connections open now.
+    pub connections: u64,
+    /// Latencies of the measured requests (nanoseconds), as of the last
+    /// merge; `None` before measuring began.
+    pub latency: Option<Histogram<u64>>,
+}
+
+impl Live {
+    /// The figures now (all zero before the run starts).
+    #[must_use]
+    pub fn figures(&self) -> LiveFigures {
+        let latency = self.latency.lock().ok().and_then(|h| h.clone());
+        let Some(shared) = self.shared.get() else {
+            return LiveFigures {
+                errors: Failure::ALL.iter().map(|f| (f.key(), 0)).collect(),
+                ..LiveFigures::default()
+            };
+        };
+        LiveFigures {
+            requests: shared.measured.load(Ordering::Relaxed),
+            errors: Failure::ALL
+                .iter()
+                .zip(&shared.failures)
+                .map(|(f, n)| (f.key(), n.load(Ordering::Relaxed)))
+                .collect(),
+            connections: shared
+                .connected
+                .load(Ordering::Relaxed)
+                .saturating_sub(shared.ended.load(Ordering::Relaxed)),
+            latency,
+        }
+    }
+
+    fn publish(&self, merged: Histogram<u64>) {
+        if let Ok(mut latency) = self.latency.lock() {
+            *latency = Some(merged);
+        }
+    }
 }
 
 /// One interval of a running benchmark (`--interval`).
@@ -765,6 +828,9 @@ pub fn run(
         connector: Some(connector),
         ..Shared::default()
     });
+    if let Some(live) = &config.live {
+        let _ = live.shared.set(Arc::clone(&shared));
+    }
     let threads = threads.clamp(1, config.connections.max(1));
     let mut workers = Vec::with_capacity(threads);
     let mut histograms = Vec::with_capacity(threads);
@@ -880,6 +946,16 @@ pub fn run(
         *last = (now, merged, measured, errors);
         interval
     };
+    let merged = || {
+        let mut merged = new_histogram();
+        for (hist, _) in &histograms {
+            if let Ok(hist) = hist.lock() {
+                let _ = merged.add(&*hist);
+            }
+        }
+        merged
+    };
+    let mut published = started;
     // Until the time is up, the request count is reached, or every
     // connection has ended.
     while !shared.stop.load(Ordering::Relaxed)
@@ -902,7 +978,16 @@ pub fn run(
                 bar.0.suspend(|| on_interval(&interval));
             }
         }
+        if let Some(live) = &config.live
+            && published.elapsed() >= LIVE_EVERY
+        {
+            live.publish(merged());
+            published = Instant::now();
+        }
         std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(live) = &config.live {
+        live.publish(merged());
     }
     // The last interval, however short the run left it: a run of 3 s at
     // --interval 1 reports three.

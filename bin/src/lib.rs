@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod hlog;
+pub mod metrics;
 pub mod plot;
 pub mod runtime;
 

@@ -470,6 +470,12 @@ struct BenchArgs {
     #[arg(env = "ECHO_BENCH_INTERVAL", long, value_name = "DURATION", value_parser = positive_duration)]
     interval: Option<Duration>,
 
+    /// While running, serve live figures for Prometheus over HTTP on this
+    /// tcp: endpoint (GET /metrics): requests, errors by kind, open
+    /// connections and a latency histogram, e.g. tcp:9091:interface=127.0.0.1
+    #[arg(env = "ECHO_BENCH_METRICS", long, value_name = "DESC", value_parser = echo_bin::metrics::metrics_endpoint)]
+    metrics: Option<std::net::SocketAddr>,
+
     /// Open at most this many new connections per second while ramping up
     /// [default: as fast as possible]
     #[arg(env = "ECHO_BENCH_CONNECT_RATE", long, value_name = "CONN/S", value_parser = connect_rate)]
@@ -1017,7 +1023,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         complain(format!("echo-client: {e}"));
         return ExitCode::from(EXIT_FAILURE);
     }
-    let config = echo_bin::bench::BenchConfig {
+    let mut config = echo_bin::bench::BenchConfig {
         endpoint: args.connect,
         connections: args.connections,
         len: args.size,
@@ -1035,6 +1041,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         connect_rate: args.connect_rate,
         reconnect_every: args.reconnect_every,
         banner: args.banner,
+        live: None,
     };
     if let Err(e) = config.check() {
         usage_error(Some("bench"), clap::error::ErrorKind::ValueValidation, e);
@@ -1055,6 +1062,15 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    if let Some(addr) = args.metrics {
+        match serve_live(addr) {
+            Ok(live) => config.live = Some(live),
+            Err(e) => {
+                complain(format!("echo-client: {e:#}"));
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    }
     let title = format!(
         "echo-client bench: {} connections x {} B{}, {}, {}",
         config.connections,
@@ -1154,4 +1170,20 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         return ExitCode::from(EXIT_FAILURE);
     }
     ExitCode::SUCCESS
+}
+
+/// `bench --metrics`: serves the run's live figures on `addr` (on a thread
+/// of its own) and says where, on standard error (standard output is the
+/// report's).
+fn serve_live(addr: std::net::SocketAddr) -> anyhow::Result<Arc<echo_bin::bench::Live>> {
+    use echo_bin::metrics::{Exposition, Health, LoadCollector, MetricsListener};
+    let live = Arc::new(echo_bin::bench::Live::default());
+    let listener = MetricsListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    listener.start(
+        Exposition::of(LoadCollector(Arc::clone(&live))),
+        Arc::new(Health::new()),
+    )?;
+    complain(format!("echo-client: metrics on http://{bound}/metrics"));
+    Ok(live)
 }
