@@ -229,6 +229,33 @@ pub fn today() -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
+/// One interval's point on the series plot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeriesPoint {
+    /// Since measuring began, at the interval's end.
+    pub seconds: f64,
+    /// Requests per second in the interval.
+    pub requests_per_sec: f64,
+    /// Its p99 latency, microseconds.
+    pub p99_us: f64,
+}
+
+/// The percentile plot of a bench run: its round trips, or for an open
+/// loop the corrected and the raw latencies.
+///
+/// # Errors
+/// As [`percentile_plot`] and [`from_histogram`].
+pub fn run_plot(title: &str, run: &crate::model::Run) -> Result<String, PlotError> {
+    let series = match &run.open_loop {
+        None => vec![from_histogram("round trip", &run.latency)?],
+        Some(open) => vec![
+            from_histogram("corrected (from the intended send)", &run.latency)?,
+            from_histogram("raw (from the actual send)", &open.raw)?,
+        ],
+    };
+    percentile_plot(title, &series)
+}
+
 /// Requests per second and p99 latency per interval over time (from
 /// `bench --interval`), as an SVG document: two panels sharing the time
 /// axis, so a failover or a stall shows as a dip or a spike.
@@ -236,13 +263,13 @@ pub fn today() -> String {
 /// # Errors
 /// [`PlotError::NoSeries`] with fewer than two intervals;
 /// [`PlotError::Drawing`] if the backend fails.
-pub fn series_plot(title: &str, points: &[(f64, f64, f64)]) -> Result<String, PlotError> {
+pub fn series_plot(title: &str, points: &[SeriesPoint]) -> Result<String, PlotError> {
     if points.len() < 2 {
         return Err(PlotError::NoSeries);
     }
-    let t_max = points.iter().map(|p| p.0).fold(0f64, f64::max).max(1e-3);
-    let rps_max = points.iter().map(|p| p.1).fold(0f64, f64::max).max(1.0) * 1.1;
-    let p99_max = points.iter().map(|p| p.2).fold(0f64, f64::max).max(1.0) * 1.1;
+    let t_max = points.iter().map(|p| p.seconds).fold(0f64, f64::max).max(1e-3);
+    let rps_max = points.iter().map(|p| p.requests_per_sec).fold(0f64, f64::max).max(1.0) * 1.1;
+    let p99_max = points.iter().map(|p| p.p99_us).fold(0f64, f64::max).max(1.0) * 1.1;
     let mut svg = String::new();
     {
         let draw = |e: &dyn fmt::Display| PlotError::Drawing(e.to_string());
@@ -270,7 +297,10 @@ pub fn series_plot(title: &str, points: &[(f64, f64, f64)]) -> Result<String, Pl
                 .map_err(|e| draw(&e))?;
             let line = points
                 .iter()
-                .map(|p| (p.0, if pick == 1 { p.1 } else { p.2 }));
+                .map(|p| {
+                    let y = if pick == 1 { p.requests_per_sec } else { p.p99_us };
+                    (p.seconds, y)
+                });
             chart
                 .draw_series(LineSeries::new(
                     line,

@@ -1,4 +1,5 @@
-//! `echo-client bench`: a verifying load generator, closed loop or open.
+//! The load generator behind `echo-client bench`, closed loop or open: no
+//! clap and no formatting here; it returns a [`Run`] for the reporters.
 //!
 //! Closed loop (the default): each connection sends a `len`-byte message
 //! whose content changes with every message, waits for its echo, checks it
@@ -9,7 +10,6 @@
 //! that would have seen it (coordinated omission). Latencies after the
 //! warm-up go into HDR histograms.
 
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +22,8 @@ use std::task::Poll;
 use echo_core::ClientEndpoint;
 use echo_net::{AnyStream, Connector, Stream, connect};
 use hdrhistogram::Histogram;
+
+use crate::model::{Backend, BackendInterval, Failure, Failures, Interval, OpenLoop, Run, new_histogram};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// The largest message `bench` sends (a usage error beyond it).
@@ -75,77 +77,6 @@ pub struct BenchConfig {
     pub banner: bool,
 }
 
-/// One interval of a running benchmark (`--interval`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Interval {
-    /// Since measuring began, at the interval's end.
-    pub elapsed: Duration,
-    /// The interval's length.
-    pub seconds: f64,
-    /// Requests completed in it.
-    pub requests: u64,
-    /// Failures in it.
-    pub errors: u64,
-    /// Connections open at its end.
-    pub connections: u64,
-    /// Latency percentiles of its requests, microseconds (0 with none).
-    pub p50_us: f64,
-    /// The 99th.
-    pub p99_us: f64,
-    /// With banners: per back end, its requests, p50 and p99 in this
-    /// interval.
-    pub backends: Vec<(String, u64, f64, f64)>,
-}
-
-impl Interval {
-    /// One line: `  2.0s  10067 req/s  errors 0  conns 10  p50 45.1us  p99 120.3us`.
-    #[must_use]
-    pub fn text(&self) -> String {
-        let mut line = format!(
-            "{:>6.1}s {:>9.0} req/s  errors {}  conns {}  p50 {:.1}us  p99 {:.1}us",
-            self.elapsed.as_secs_f64(),
-            self.requests as f64 / self.seconds.max(1e-9),
-            self.errors,
-            self.connections,
-            self.p50_us,
-            self.p99_us
-        );
-        for (name, requests, p50, p99) in &self.backends {
-            let _ = write!(
-                line,
-                "  | {name} {:.0} req/s p50 {p50:.1}us p99 {p99:.1}us",
-                *requests as f64 / self.seconds.max(1e-9)
-            );
-        }
-        line
-    }
-
-    /// One JSON object (a line of a JSON-lines stream).
-    #[must_use]
-    pub fn json(&self) -> String {
-        let backends = json_map(
-            "backends",
-            self.backends.iter().map(|(name, requests, p50, p99)| {
-                (
-                    name.as_str(),
-                    format!("{{\"requests\":{requests},\"p50\":{p50:.1},\"p99\":{p99:.1}}}"),
-                )
-            }),
-        );
-        format!(
-            "{{\"interval\":true,\"elapsed\":{:.3},\"seconds\":{:.3},\"requests\":{},\"requests_per_sec\":{:.1},\"errors\":{},\"connections\":{},\"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1}}}{backends}}}",
-            self.elapsed.as_secs_f64(),
-            self.seconds,
-            self.requests,
-            self.requests as f64 / self.seconds.max(1e-9),
-            self.errors,
-            self.connections,
-            self.p50_us,
-            self.p99_us
-        )
-    }
-}
-
 /// The default for [`BenchConfig::max_in_flight`].
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1_000;
 
@@ -174,382 +105,6 @@ impl BenchConfig {
     }
 }
 
-/// Why a connection's request failed; each ends that connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The echo differed from what was sent.
-    Mismatch,
-    /// The server closed before the whole echo came back.
-    Closed,
-    /// The peer reset the connection.
-    Reset,
-    /// Another socket error.
-    Broken,
-    /// No byte moved either way for the timeout (or a reconnect timed out).
-    TimedOut,
-    /// Still waiting for its echo when the run (and its drain) ended.
-    Unfinished,
-    /// A reconnect (`--reconnect-every`) was refused.
-    Refused,
-    /// A reconnect's host name did not resolve.
-    NameResolution,
-    /// A reconnect's TLS handshake failed.
-    Tls,
-}
-
-impl Failure {
-    /// Every kind, in report order.
-    pub const ALL: [Self; 9] = [
-        Self::Mismatch,
-        Self::Closed,
-        Self::Reset,
-        Self::Broken,
-        Self::TimedOut,
-        Self::Unfinished,
-        Self::Refused,
-        Self::NameResolution,
-        Self::Tls,
-    ];
-
-    /// The kind of a socket error: TLS's (an alert from the server, say
-    /// `certificate_required` under mutual TLS), a reset, or broken.
-    fn of_io(error: &std::io::Error) -> Self {
-        if echo_net::tls_reason(error).is_some() {
-            return Self::Tls;
-        }
-        match error.kind() {
-            std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::BrokenPipe => Self::Reset,
-            _ => Self::Broken,
-        }
-    }
-
-    /// The kind of a failed (re)connect.
-    fn of_connect(error: &echo_net::ClientError) -> Self {
-        match error {
-            echo_net::ClientError::Refused { .. } => Self::Refused,
-            echo_net::ClientError::ConnectTimeout { .. } => Self::TimedOut,
-            echo_net::ClientError::Resolve { .. } => Self::NameResolution,
-            echo_net::ClientError::Tls { .. } => Self::Tls,
-            _ => Self::Broken,
-        }
-    }
-
-    /// The JSON key.
-    #[must_use]
-    pub fn key(self) -> &'static str {
-        match self {
-            Self::Mismatch => "mismatch",
-            Self::Closed => "closed",
-            Self::Reset => "reset",
-            Self::Broken => "broken",
-            Self::TimedOut => "timed_out",
-            Self::Unfinished => "unfinished",
-            Self::Refused => "refused",
-            Self::NameResolution => "name_resolution",
-            Self::Tls => "tls_handshake",
-        }
-    }
-
-    /// What a user reads.
-    #[must_use]
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::Mismatch => "echo mismatch",
-            Self::Closed => "closed early by the server",
-            Self::Reset => "reset by the server",
-            Self::Broken => "connection broken",
-            Self::TimedOut => "timed out",
-            Self::Unfinished => "no echo by the end of the run",
-            Self::Refused => "reconnect refused",
-            Self::NameResolution => "reconnect could not resolve the host",
-            Self::Tls => "TLS failure (handshake or alert)",
-        }
-    }
-}
-
-/// What a run measured.
-#[derive(Debug)]
-pub struct BenchReport {
-    /// Requests measured (after the warm-up).
-    pub requests: u64,
-    /// Measured wall time.
-    pub elapsed: Duration,
-    /// Failed requests by kind, in [`Failure::ALL`] order.
-    pub failures: [u64; 9],
-    /// Round-trip latencies in nanoseconds.
-    pub latency: Histogram<u64>,
-    /// The message length.
-    pub len: usize,
-    /// Connections.
-    pub connections: usize,
-    /// Open loop: the rate asked for, and the latencies from the actual
-    /// send (raw, as a closed loop would measure them) beside the
-    /// corrected ones in `latency`.
-    pub open_loop: Option<OpenLoop>,
-    /// How long each connect took (TCP, plus the PROXY header if sent,
-    /// plus the TLS handshake), in nanoseconds: the initial ones and, with
-    /// churn, every reconnect.
-    pub connects: Histogram<u64>,
-    /// How long each TLS handshake took (`tls:`), nanoseconds; empty
-    /// otherwise.
-    pub handshakes: Histogram<u64>,
-    /// Reconnects made while measuring (`--reconnect-every`); `connects`
-    /// holds them and the first connect of each connection.
-    pub reconnects: u64,
-    /// With `banner`: per back end, by name.
-    pub backends: Vec<Backend>,
-    /// The first TLS failure's reason, when any request failed so.
-    pub tls_reason: Option<String>,
-}
-
-/// What one back end (named by its banner) served.
-#[derive(Debug, Clone)]
-pub struct Backend {
-    /// Its banner line.
-    pub name: String,
-    /// Connections it accepted.
-    pub connections: u64,
-    /// Measured requests it answered.
-    pub requests: u64,
-    /// Their latencies, nanoseconds.
-    pub latency: Histogram<u64>,
-}
-
-/// What an open-loop run adds to its report.
-#[derive(Debug)]
-pub struct OpenLoop {
-    /// Requests per second asked for.
-    pub rate: f64,
-    /// Latencies from the actual send, in nanoseconds.
-    pub raw: Histogram<u64>,
-    /// Sends that went out later than one interval after their time.
-    pub late: u64,
-    /// Sends skipped because `max_in_flight` requests were outstanding.
-    pub skipped: u64,
-}
-
-impl BenchReport {
-    /// Failed requests of every kind.
-    #[must_use]
-    pub fn errors(&self) -> u64 {
-        self.failures.iter().sum()
-    }
-
-    /// The failures that happened, as `2 closed early by the server, 1 timed
-    /// out`; empty when none did.
-    #[must_use]
-    pub fn failure_summary(&self) -> String {
-        Failure::ALL
-            .iter()
-            .zip(self.failures)
-            .filter(|(_, n)| *n > 0)
-            .map(|(kind, n)| format!("{n} {}", kind.describe()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// Round trips per second.
-    #[must_use]
-    pub fn requests_per_sec(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// Payload megabytes (10^6) echoed per second, one direction.
-    #[must_use]
-    pub fn mb_per_sec(&self) -> f64 {
-        self.requests_per_sec() * self.len as f64 / 1e6
-    }
-
-    /// Latency at the p50, p90, p99, p99.9 quantiles and the maximum, in
-    /// microseconds.
-    fn latency_us(&self) -> [f64; 5] {
-        percentiles(&self.latency)
-    }
-
-    /// A human-readable summary: the load line, the latency line(s) and
-    /// the connect line.
-    #[must_use]
-    pub fn text(&self) -> String {
-        let [c50, c90, c99, _, cmax] = percentiles(&self.connects);
-        let churn = if self.reconnects > 0 {
-            format!(
-                ": {} first, {} reconnects while measuring = {:.0}/s",
-                self.connects.len().saturating_sub(self.reconnects),
-                self.reconnects,
-                self.reconnects as f64 / self.elapsed.as_secs_f64().max(1e-9)
-            )
-        } else {
-            String::new()
-        };
-        let mut out = format!(
-            "{}\nconnect us: p50 {c50:.1}  p90 {c90:.1}  p99 {c99:.1}  max {cmax:.1} ({} connects{churn})",
-            self.load_text(),
-            self.connects.len()
-        );
-        if !self.handshakes.is_empty() {
-            let [h50, h90, h99, _, hmax] = percentiles(&self.handshakes);
-            let _ = write!(
-                out,
-                "\ntls handshake us: p50 {h50:.1}  p90 {h90:.1}  p99 {h99:.1}  max {hmax:.1} ({} handshakes)",
-                self.handshakes.len()
-            );
-        }
-        if let Some(reason) = &self.tls_reason {
-            let _ = write!(out, "\nfirst TLS failure: {reason}");
-        }
-        for b in &self.backends {
-            let [p50, _, p99, _, _] = percentiles(&b.latency);
-            let _ = write!(
-                out,
-                "\nbackend {}: {} connections, {} requests, p50 {p50:.1}us  p99 {p99:.1}us",
-                b.name, b.connections, b.requests
-            );
-        }
-        out
-    }
-
-    fn load_text(&self) -> String {
-        let [p50, p90, p99, p999, max] = self.latency_us();
-        let errors = match self.errors() {
-            0 => "0".to_owned(),
-            n => format!("{n} ({})", self.failure_summary()),
-        };
-        let Some(open) = &self.open_loop else {
-            return format!(
-                "{} connections x {} B: {} requests in {:.2}s = {:.0} req/s, {:.1} MB/s, errors {errors}\n\
-                 latency us: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}",
-                self.connections,
-                self.len,
-                self.requests,
-                self.elapsed.as_secs_f64(),
-                self.requests_per_sec(),
-                self.mb_per_sec(),
-            );
-        };
-        let [r50, r90, r99, r999, rmax] = percentiles(&open.raw);
-        let behind = if open.skipped > 0 {
-            format!(
-                "; {} sends skipped at --max-in-flight: the server cannot keep up",
-                open.skipped
-            )
-        } else {
-            String::new()
-        };
-        format!(
-            "{} connections x {} B at {} req/s: {} requests in {:.2}s = {:.0} req/s, {:.1} MB/s, errors {errors}, late sends {}{behind}\n\
-             latency us (corrected, from the intended send): p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}\n\
-             latency us (raw, from the actual send):         p50 {r50:.1}  p90 {r90:.1}  p99 {r99:.1}  p99.9 {r999:.1}  max {rmax:.1}",
-            self.connections,
-            self.len,
-            rate_text(open.rate),
-            self.requests,
-            self.elapsed.as_secs_f64(),
-            self.requests_per_sec(),
-            self.mb_per_sec(),
-            open.late,
-        )
-    }
-
-    /// One JSON object (field names are stable; times in microseconds).
-    #[must_use]
-    pub fn json(&self) -> String {
-        let [p50, p90, p99, p999, max] = self.latency_us();
-        let failures = Failure::ALL
-            .iter()
-            .zip(self.failures)
-            .map(|(kind, n)| format!("\"{}\":{n}", kind.key()))
-            .collect::<Vec<_>>()
-            .join(",");
-        let open = self.open_loop.as_ref().map_or_else(String::new, |o| {
-            let [r50, r90, r99, r999, rmax] = percentiles(&o.raw);
-            format!(
-                ",\"rate\":{},\"late\":{},\"skipped\":{},\"latency_raw_us\":{{\"p50\":{r50:.1},\"p90\":{r90:.1},\"p99\":{r99:.1},\"p99_9\":{r999:.1},\"max\":{rmax:.1}}}",
-                o.rate, o.late, o.skipped
-            )
-        });
-        let backends = json_map(
-            "backends",
-            self.backends.iter().map(|b| {
-                let [p50, _, p99, _, _] = percentiles(&b.latency);
-                (
-                    b.name.as_str(),
-                    format!(
-                        "{{\"connections\":{},\"requests\":{},\"p50\":{p50:.1},\"p99\":{p99:.1}}}",
-                        b.connections, b.requests
-                    ),
-                )
-            }),
-        );
-        let [c50, c90, c99, _, cmax] = percentiles(&self.connects);
-        let tls = self.tls_reason.as_deref().map_or_else(String::new, |r| {
-            format!(",\"tls_reason\":{}", json_string(r))
-        });
-        let mut connects = format!(
-            ",\"connects\":{},\"reconnects\":{},\"connect_us\":{{\"p50\":{c50:.1},\"p90\":{c90:.1},\"p99\":{c99:.1},\"max\":{cmax:.1}}}",
-            self.connects.len(),
-            self.reconnects
-        );
-        if !self.handshakes.is_empty() {
-            let [h50, h90, h99, _, hmax] = percentiles(&self.handshakes);
-            let _ = write!(
-                connects,
-                ",\"handshakes\":{},\"handshake_us\":{{\"p50\":{h50:.1},\"p90\":{h90:.1},\"p99\":{h99:.1},\"max\":{hmax:.1}}}",
-                self.handshakes.len()
-            );
-        }
-        format!(
-            "{{\"connections\":{},\"len\":{},\"requests\":{},\"seconds\":{:.6},\"requests_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"errors\":{},\"failures\":{{{failures}}},\"latency_us\":{{\"p50\":{p50:.1},\"p90\":{p90:.1},\"p99\":{p99:.1},\"p99_9\":{p999:.1},\"max\":{max:.1}}}{open}{connects}{tls}{backends}}}",
-            self.connections,
-            self.len,
-            self.requests,
-            self.elapsed.as_secs_f64(),
-            self.requests_per_sec(),
-            self.mb_per_sec(),
-            self.errors(),
-        )
-    }
-
-    /// The percentile distribution in HdrHistogram's `.hgrm` text format
-    /// (values in microseconds; `TotalCount` is the count of values up to
-    /// that one, ending at the total), as its plotters read it.
-    #[must_use]
-    pub fn hgrm(&self) -> String {
-        let h = &self.latency;
-        let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
-        let mut total = 0u64;
-        for v in h.iter_quantiles(5) {
-            total += v.count_since_last_iteration();
-            let q = v.quantile_iterated_to();
-            let inv = if q < 1.0 {
-                format!("{:.2}", 1.0 / (1.0 - q))
-            } else {
-                "inf".into()
-            };
-            let _ = writeln!(
-                out,
-                "{:12.3} {:14.12} {:10} {:>14}",
-                v.value_iterated_to() as f64 / 1e3,
-                q,
-                total,
-                inv
-            );
-        }
-        let _ = write!(
-            out,
-            "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]\n#[Buckets = {:12}, SubBuckets     = {:12}]\n",
-            h.mean() / 1e3,
-            h.stdev() / 1e3,
-            h.max() as f64 / 1e3,
-            h.len(),
-            h.buckets(),
-            sub_buckets(h)
-        );
-        out
-    }
-}
-
 /// The content of message `seq` on connection `conn`: changes every message.
 fn fill(buf: &mut [u8], conn: usize, seq: u64) {
     let base = (seq as u8).wrapping_mul(31) ^ (conn as u8);
@@ -561,63 +116,26 @@ fn fill(buf: &mut [u8], conn: usize, seq: u64) {
     }
 }
 
-/// A rate as asked for: `1000`, `0.5`, `1.5`, never rounded to a whole
-/// number (at most three decimals, as `--rate` takes).
-#[must_use]
-pub fn rate_text(rate: f64) -> String {
-    let text = format!("{rate:.3}");
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+/// One back end's books while running.
+#[derive(Debug, Clone)]
+struct BackendBook {
+    /// Connections it accepted.
+    connections: u64,
+    /// Measured requests it answered.
+    requests: u64,
+    /// Their latencies, nanoseconds.
+    latency: Histogram<u64>,
 }
 
-/// `,"key":{"name":body,...}`, or nothing without entries.
-fn json_map<'a>(key: &str, entries: impl Iterator<Item = (&'a str, String)>) -> String {
-    let each: Vec<String> = entries
-        .map(|(name, body)| format!("{}:{body}", json_string(name)))
-        .collect();
-    if each.is_empty() {
-        String::new()
-    } else {
-        format!(",\"{key}\":{{{}}}", each.join(","))
-    }
-}
-
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+impl BackendBook {
+    fn new() -> Self {
+        Self {
+            connections: 0,
+            requests: 0,
+            latency: new_histogram(),
         }
     }
-    out.push('"');
-    out
 }
-
-/// HdrHistogram's sub-bucket count (the `SubBuckets` of an `.hgrm` footer):
-/// the power of two that holds 2 x 10^digits, the largest value kept at
-/// single-unit resolution (the Rust crate keeps the figure private).
-fn sub_buckets(h: &Histogram<u64>) -> u64 {
-    let largest = 2 * 10u64.pow(u32::from(h.sigfig()));
-    largest.next_power_of_two()
-}
-
-/// p50, p90, p99, p99.9 and the maximum of `h`, in microseconds.
-fn percentiles(h: &Histogram<u64>) -> [f64; 5] {
-    let at = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
-    [at(0.5), at(0.9), at(0.99), at(0.999), h.max() as f64 / 1e3]
-}
-
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
-}
-
-/// One back end's books while running: connections, requests, latencies.
-type BackendBook = (u64, u64, Histogram<u64>);
 
 /// What every connection loop shares with the coordinator.
 #[derive(Debug, Default)]
@@ -661,8 +179,8 @@ impl Shared {
     fn backend_connected(&self, name: &str) {
         if let Ok(mut map) = self.backends.lock() {
             map.entry(name.to_owned())
-                .or_insert_with(|| (0, 0, new_histogram()))
-                .0 += 1;
+                .or_insert_with(BackendBook::new)
+                .connections += 1;
         }
     }
 
@@ -671,8 +189,8 @@ impl Shared {
         if let Ok(mut map) = self.backends.lock()
             && let Some(entry) = map.get_mut(name)
         {
-            entry.1 += 1;
-            let _ = entry.2.record(took.as_nanos().max(1) as u64);
+            entry.requests += 1;
+            let _ = entry.latency.record(took.as_nanos().max(1) as u64);
         }
     }
 
@@ -725,8 +243,7 @@ impl Shared {
     }
 
     fn fail(&self, failure: Failure) {
-        let i = Failure::ALL.iter().position(|k| *k == failure).unwrap_or(0);
-        self.failures[i].fetch_add(1, Ordering::Relaxed);
+        self.failures[failure.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     fn errors(&self) -> u64 {
@@ -756,7 +273,7 @@ pub fn run(
     config: BenchConfig,
     threads: usize,
     on_interval: &mut dyn FnMut(&Interval),
-) -> Result<BenchReport, String> {
+) -> Result<Run, String> {
     config.check()?;
     let connector = Connector::new(&config.endpoint, config.insecure)
         .map_err(|e| e.to_string())?
@@ -829,11 +346,11 @@ pub fn run(
     let mut tick = |now: Instant, last: &mut (Instant, Histogram<u64>, u64, u64)| {
         let mut backends = Vec::new();
         if let Ok(map) = shared.backends.lock() {
-            for (name, (connections, requests, hist)) in map.iter() {
+            for (name, book) in map.iter() {
                 let before = last_backends.get(name);
-                let mut this = hist.clone();
-                if let Some((_, _, old)) = before {
-                    let _ = this.subtract(old);
+                let mut this = book.latency.clone();
+                if let Some(old) = before {
+                    let _ = this.subtract(&old.latency);
                 }
                 let q = |p: f64| {
                     if this.is_empty() {
@@ -842,9 +359,13 @@ pub fn run(
                         this.value_at_quantile(p) as f64 / 1e3
                     }
                 };
-                let served = requests - before.map_or(0, |b| b.1);
-                backends.push((name.clone(), served, q(0.5), q(0.99)));
-                last_backends.insert(name.clone(), (*connections, *requests, hist.clone()));
+                backends.push(BackendInterval {
+                    name: name.clone(),
+                    requests: book.requests - before.map_or(0, |b| b.requests),
+                    p50_us: q(0.5),
+                    p99_us: q(0.99),
+                });
+                last_backends.insert(name.clone(), book.clone());
             }
         }
         let mut merged = new_histogram();
@@ -949,13 +470,15 @@ pub fn run(
             let _ = raw.add(&*hist);
         }
     }
-    Ok(BenchReport {
+    Ok(Run {
         requests,
         elapsed,
-        failures: shared
-            .failures
-            .each_ref()
-            .map(|f| f.load(Ordering::Relaxed)),
+        failures: Failures(
+            shared
+                .failures
+                .each_ref()
+                .map(|f| f.load(Ordering::Relaxed)),
+        ),
         latency,
         len: config.len,
         connections: config.connections,
@@ -964,11 +487,11 @@ pub fn run(
             .lock()
             .map(|map| {
                 map.iter()
-                    .map(|(name, (connections, requests, latency))| Backend {
+                    .map(|(name, book)| Backend {
                         name: name.clone(),
-                        connections: *connections,
-                        requests: *requests,
-                        latency: latency.clone(),
+                        connections: book.connections,
+                        requests: book.requests,
+                        latency: book.latency.clone(),
                     })
                     .collect()
             })
@@ -1488,91 +1011,4 @@ pub async fn idle(endpoint: &ClientEndpoint, n: usize, hold: Duration) -> Result
     }
     tokio::time::sleep(hold).await;
     Ok(open.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failures_are_classified_by_what_the_socket_said() {
-        use std::io::{Error, ErrorKind};
-        assert_eq!(
-            Failure::of_io(&Error::from(ErrorKind::ConnectionReset)),
-            Failure::Reset
-        );
-        assert_eq!(
-            Failure::of_io(&Error::from(ErrorKind::BrokenPipe)),
-            Failure::Reset
-        );
-        assert_eq!(
-            Failure::of_io(&Error::from(ErrorKind::Other)),
-            Failure::Broken
-        );
-        let target = "tcp:x:1".to_owned();
-        let refused = echo_net::ClientError::Refused {
-            target: target.clone(),
-        };
-        assert_eq!(Failure::of_connect(&refused), Failure::Refused);
-        let timeout = echo_net::ClientError::ConnectTimeout {
-            target,
-            timeout: Duration::from_secs(1),
-        };
-        assert_eq!(Failure::of_connect(&timeout), Failure::TimedOut);
-        let tls = echo_net::ClientError::Tls {
-            target: "tls:x:1".to_owned(),
-            reason: "unknown issuer".to_owned(),
-        };
-        assert_eq!(Failure::of_connect(&tls), Failure::Tls);
-        let keys: Vec<&str> = Failure::ALL.iter().map(|f| f.key()).collect();
-        assert_eq!(
-            keys,
-            [
-                "mismatch",
-                "closed",
-                "reset",
-                "broken",
-                "timed_out",
-                "unfinished",
-                "refused",
-                "name_resolution",
-                "tls_handshake"
-            ]
-        );
-    }
-
-    #[test]
-    fn the_hgrm_file_counts_up_to_the_total_and_its_footer_is_the_histograms() {
-        let mut latency = new_histogram();
-        for us in 1..=5_000u64 {
-            latency.record(us * 1_000).unwrap();
-        }
-        let report = BenchReport {
-            requests: 5_000,
-            elapsed: Duration::from_secs(1),
-            failures: [0; 9],
-            latency,
-            len: 64,
-            connections: 1,
-            open_loop: None,
-            connects: new_histogram(),
-            handshakes: new_histogram(),
-            reconnects: 0,
-            backends: Vec::new(),
-            tls_reason: None,
-        };
-        let hgrm = report.hgrm();
-        let counts: Vec<u64> = hgrm
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
-            .collect();
-        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "cumulative");
-        assert_eq!(counts.last(), Some(&5_000), "ends at the total");
-        assert!(hgrm.contains("Total count    =         5000"), "{hgrm}");
-        assert!(hgrm.contains("SubBuckets     =         2048"), "{hgrm}");
-        let buckets = format!("Buckets = {:12}", report.latency.buckets());
-        assert!(hgrm.contains(&buckets), "{hgrm}");
-        // Java's HdrHistogram: 3 significant digits take 2048 sub-buckets.
-        assert_eq!(sub_buckets(&Histogram::<u64>::new(2).unwrap()), 256);
-    }
 }
