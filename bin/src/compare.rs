@@ -154,7 +154,11 @@ fn figures(open_loop: bool) -> Vec<Figure> {
 ///
 /// # Errors
 /// [`CompareError`] when the runs measured different things.
-pub fn compare(base: &Summary, new: &Summary, tolerances: &Tolerances) -> Result<Vec<Row>, CompareError> {
+pub fn compare(
+    base: &Summary,
+    new: &Summary,
+    tolerances: &Tolerances,
+) -> Result<Vec<Row>, CompareError> {
     match (base.open_loop.is_some(), new.open_loop.is_some()) {
         (true, false) => return Err(CompareError::Loops { open: "BASE" }),
         (false, true) => return Err(CompareError::Loops { open: "NEW" }),

@@ -267,9 +267,23 @@ pub fn series_plot(title: &str, points: &[SeriesPoint]) -> Result<String, PlotEr
     if points.len() < 2 {
         return Err(PlotError::NoSeries);
     }
-    let t_max = points.iter().map(|p| p.seconds).fold(0f64, f64::max).max(1e-3);
-    let rps_max = points.iter().map(|p| p.requests_per_sec).fold(0f64, f64::max).max(1.0) * 1.1;
-    let p99_max = points.iter().map(|p| p.p99_us).fold(0f64, f64::max).max(1.0) * 1.1;
+    let t_max = points
+        .iter()
+        .map(|p| p.seconds)
+        .fold(0f64, f64::max)
+        .max(1e-3);
+    let rps_max = points
+        .iter()
+        .map(|p| p.requests_per_sec)
+        .fold(0f64, f64::max)
+        .max(1.0)
+        * 1.1;
+    let p99_max = points
+        .iter()
+        .map(|p| p.p99_us)
+        .fold(0f64, f64::max)
+        .max(1.0)
+        * 1.1;
     let mut svg = String::new();
     {
         let draw = |e: &dyn fmt::Display| PlotError::Drawing(e.to_string());
@@ -295,12 +309,14 @@ pub fn series_plot(title: &str, points: &[SeriesPoint]) -> Result<String, PlotEr
                 .y_desc(label)
                 .draw()
                 .map_err(|e| draw(&e))?;
-            let line = points
-                .iter()
-                .map(|p| {
-                    let y = if pick == 1 { p.requests_per_sec } else { p.p99_us };
-                    (p.seconds, y)
-                });
+            let line = points.iter().map(|p| {
+                let y = if pick == 1 {
+                    p.requests_per_sec
+                } else {
+                    p.p99_us
+                };
+                (p.seconds, y)
+            });
             chart
                 .draw_series(LineSeries::new(
                     line,

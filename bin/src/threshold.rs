@@ -101,7 +101,8 @@ impl Figure {
     /// `error_rate`.
     #[must_use]
     pub fn measure(self, s: &Summary) -> f64 {
-        let pick = |p: &crate::model::Percentiles, i: usize| [p.p50, p.p90, p.p99, p.p99_9, p.max][i];
+        let pick =
+            |p: &crate::model::Percentiles, i: usize| [p.p50, p.p90, p.p99, p.p99_9, p.max][i];
         match self {
             Self::Latency(i) => pick(&s.latency_us, i),
             Self::Raw(i) => pick(
@@ -306,11 +307,11 @@ impl FromStr for Threshold {
             want,
         };
         let limit = match figure.kind() {
-            Kind::Time => time_us(value).ok_or_else(|| {
-                bad("a time with its unit (500us, 5ms, 1.5s; also ns)")
-            })?,
-            Kind::Fraction => fraction(value)
-                .ok_or_else(|| bad("a fraction (0.1% or 0.001) from 0 to 100%"))?,
+            Kind::Time => time_us(value)
+                .ok_or_else(|| bad("a time with its unit (500us, 5ms, 1.5s; also ns)"))?,
+            Kind::Fraction => {
+                fraction(value).ok_or_else(|| bad("a fraction (0.1% or 0.001) from 0 to 100%"))?
+            }
             Kind::Number => number(value).ok_or_else(|| bad("a number (0 or more)"))?,
         };
         Ok(Self {
@@ -328,7 +329,13 @@ fn number(s: &str) -> Option<f64> {
 
 /// `5ms`, `250us`, `250µs`, `1.5s`, `800ns`, in microseconds.
 fn time_us(s: &str) -> Option<f64> {
-    let units = [("ns", 1e-3), ("us", 1.0), ("µs", 1.0), ("ms", 1e3), ("s", 1e6)];
+    let units = [
+        ("ns", 1e-3),
+        ("us", 1.0),
+        ("µs", 1.0),
+        ("ms", 1e3),
+        ("s", 1e6),
+    ];
     let (digits, scale) = units
         .iter()
         .find_map(|(unit, scale)| s.strip_suffix(unit).map(|d| (d, *scale)))?;
@@ -401,7 +408,10 @@ mod tests {
     #[test]
     fn an_expression_is_a_figure_an_operator_and_a_value_in_the_figures_unit() {
         let t = parsed("p99<5ms");
-        assert_eq!((t.figure, t.op, t.limit), (Figure::Latency(2), Op::Lt, 5_000.0));
+        assert_eq!(
+            (t.figure, t.op, t.limit),
+            (Figure::Latency(2), Op::Lt, 5_000.0)
+        );
         assert_eq!(parsed("p99.9 <= 20ms").figure, Figure::Latency(3));
         assert_eq!(parsed("p99.9 <= 20ms").text, "p99.9<=20ms");
         assert_eq!(parsed("raw_p99<250us").limit, 250.0);
@@ -418,9 +428,15 @@ mod tests {
         let error = |expr: &str| expr.parse::<Threshold>().unwrap_err().to_string();
         let unknown = error("p98<5ms");
         assert!(unknown.contains("\"p98\""), "{unknown}");
-        assert!(unknown.contains("p99.9") && unknown.contains("error_rate"), "{unknown}");
+        assert!(
+            unknown.contains("p99.9") && unknown.contains("error_rate"),
+            "{unknown}"
+        );
         let unitless = error("p99<5");
-        assert!(unitless.contains("\"5\"") && unitless.contains("5ms"), "{unitless}");
+        assert!(
+            unitless.contains("\"5\"") && unitless.contains("5ms"),
+            "{unitless}"
+        );
         assert!(error("errors").contains("FIGURE OP VALUE"));
         assert!(error("errors=!0").contains("FIGURE OP VALUE"));
         assert!(error("error_rate<150%").contains("\"150%\""));

@@ -3,8 +3,8 @@
 use echo_core::ClientEndpoint;
 use echo_net::{ClientError, Connector, SendProxy};
 
-pub(crate) use crate::{positive_duration, stream_endpoint};
 use crate::{client_endpoint, complain, positive, positive_size, switch};
+pub(crate) use crate::{positive_duration, stream_endpoint};
 
 /// TLS options for tls: endpoints.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -67,7 +67,6 @@ impl ProxyArgs {
     }
 }
 
-
 pub(crate) fn request_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && (0.001..=100_000_000.0).contains(&r) => Ok(r),
@@ -76,7 +75,6 @@ pub(crate) fn request_rate(s: &str) -> Result<f64, String> {
         )),
     }
 }
-
 
 pub(crate) fn connect_rate(s: &str) -> Result<f64, String> {
     request_rate(s).map_err(|_| {
@@ -96,7 +94,6 @@ pub(crate) fn proxy_version() -> impl clap::builder::TypedValueParser<Value = u8
     ])
     .map(|s| if s.ends_with('1') { 1 } else { 2 })
 }
-
 
 /// The most connections one run may make (each is remembered only while
 /// open, but a count beyond this is a typo, not a test).
@@ -149,4 +146,3 @@ pub(crate) fn udp_endpoint(s: &str) -> Result<ClientEndpoint, String> {
         _ => Err("echo-client udp needs a udp: endpoint, such as udp:localhost:8888".into()),
     }
 }
-

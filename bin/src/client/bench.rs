@@ -8,19 +8,21 @@ use std::time::Duration;
 use echo_core::ClientEndpoint;
 
 use super::args::{
-    ProxyArgs, TlsArgs, connect_rate, connection_count, message_size, positive_u64,
-    request_rate, stream_endpoint,
+    ProxyArgs, TlsArgs, connect_rate, connection_count, message_size, positive_u64, request_rate,
+    stream_endpoint,
 };
 use super::output::OutputFile;
 use super::usage_error;
 use crate::load::BenchConfig;
 use crate::model::{Interval, Run, Summary};
 use crate::threshold::Threshold;
-use crate::{EXIT_BREACHED, EXIT_FAILURE, complain, duration, positive, positive_duration, say, switch};
+use crate::{
+    EXIT_BREACHED, EXIT_FAILURE, complain, duration, positive, positive_duration, say, switch,
+};
 
 /// `echo-client bench`'s flags (clap only; [`BenchArgs::plan`] checks them).
 #[derive(Debug, clap::Args)]
-pub(super) struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Where to connect
     #[arg(env = "ECHO_BENCH_CONNECT", long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint)]
     pub(super) connect: ClientEndpoint,
@@ -149,8 +151,6 @@ pub(super) struct BenchArgs {
     pub(super) hold: Duration,
 }
 
-
-
 /// What a bench run is to do, checked: the load, the outputs, the
 /// thresholds (ripgrep's high-level args, apart from clap's).
 #[derive(Debug)]
@@ -205,7 +205,8 @@ impl BenchArgs {
             banner: self.banner,
         };
         config.check().map_err(PlanError::Usage)?;
-        let create = |path: Option<&std::path::Path>| OutputFile::create(path).map_err(PlanError::Output);
+        let create =
+            |path: Option<&std::path::Path>| OutputFile::create(path).map_err(PlanError::Output);
         let outputs = Outputs {
             hgrm: create(self.hgrm.as_deref())?,
             hlog: create(self.hlog.as_deref())?,

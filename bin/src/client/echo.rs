@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echo_core::{ClientConfig, EchoClient};
-use echo_net::{AnyStream, ClientError, ClientOptions, Connected, Connector, Pipe, echo_message_from, run as drive};
+use echo_net::{
+    AnyStream, ClientError, ClientOptions, Connected, Connector, Pipe, echo_message_from,
+    run as drive,
+};
 
 use super::Args;
 use super::args::DEFAULT_CONCURRENCY;
@@ -14,7 +17,6 @@ use crate::{complain, say};
 /// First pause before retrying a connect; doubles up to `MAX_RETRY_PAUSE`.
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
-
 
 /// Runs the message or --stdin mode; true when every echo succeeded.
 pub(super) async fn run(args: Args) -> bool {
@@ -115,7 +117,6 @@ pub(super) fn generated(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i % 251) as u8).collect()
 }
 
-
 /// A failure, with how many connect attempts it took when there were
 /// retries.
 #[derive(Debug)]
@@ -160,7 +161,6 @@ async fn stream_stdin(
     Ok(())
 }
 
-
 /// Connects (a TLS handshake and a PROXY header included), retrying
 /// refused or timed-out attempts with bounded back-off; a failed TLS
 /// handshake is not retried.
@@ -192,4 +192,3 @@ async fn connect_with_retries(
         }
     }
 }
-

@@ -93,7 +93,10 @@ fn merge_runs(args: &MergeArgs) -> Result<ExitCode, Failed> {
         let run = crate::model::file::load_run(&read(path)?)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         if args.plot.is_some() {
-            series.push(crate::plot::from_histogram(&label(path), &run.latency).map_err(|e| e.to_string())?);
+            series.push(
+                crate::plot::from_histogram(&label(path), &run.latency)
+                    .map_err(|e| e.to_string())?,
+            );
         }
         match &mut total {
             None => total = Some(run),
@@ -133,7 +136,10 @@ struct HlogMerge {
 
 /// Whether an `.hlog` file carries what `figure` needs.
 fn in_hlog(figure: Figure) -> bool {
-    matches!(figure, Figure::Latency(_) | Figure::Raw(_) | Figure::Requests)
+    matches!(
+        figure,
+        Figure::Latency(_) | Figure::Raw(_) | Figure::Requests
+    )
 }
 
 /// `.hlog` files: their histograms summed per tag.
@@ -152,11 +158,14 @@ fn merge_hlogs(args: &MergeArgs) -> Result<ExitCode, Failed> {
     let mut series = Vec::new();
     let mut raw_files = 0;
     for path in &args.files {
-        let logs = crate::hlog::read(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+        let logs =
+            crate::hlog::read(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
         raw_files += usize::from(logs.contains_key(TAG_RAW));
         for (tag, h) in logs {
             if tag == TAG_LATENCY && args.plot.is_some() {
-                series.push(crate::plot::from_histogram(&label(path), &h).map_err(|e| e.to_string())?);
+                series.push(
+                    crate::plot::from_histogram(&label(path), &h).map_err(|e| e.to_string())?,
+                );
             }
             match total.get_mut(&tag) {
                 Some(sum) => sum.add(&h).map_err(|e| format!("cannot merge: {e:?}"))?,

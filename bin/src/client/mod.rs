@@ -18,8 +18,13 @@ use std::time::Duration;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use echo_core::ClientEndpoint;
 
-use crate::{EXIT_FAILURE, complain, init_logging, level_count, positive, print_completions, print_man, switch};
-use args::{ProxyArgs, TlsArgs, connection_count, message_size, positive_duration, stream_endpoint_or_hint};
+use crate::{
+    EXIT_FAILURE, complain, init_logging, level_count, positive, print_completions, print_man,
+    switch,
+};
+use args::{
+    ProxyArgs, TlsArgs, connection_count, message_size, positive_duration, stream_endpoint_or_hint,
+};
 
 /// Sends a message (or standard input) to an echo server and checks that
 /// every byte comes back, byte for byte.
@@ -117,7 +122,6 @@ pub(crate) struct Args {
     pub(crate) man: Option<Option<std::path::PathBuf>>,
 }
 
-
 /// -v and -q, accepted before or after a subcommand.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Verbosity {
@@ -129,7 +133,6 @@ pub(crate) struct Verbosity {
     #[arg(env = "ECHO_CLIENT_QUIET", short, long, action = ArgAction::Count, value_parser = level_count, global = true, conflicts_with = "verbose")]
     pub(crate) quiet: u8,
 }
-
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -152,7 +155,6 @@ pub(crate) enum Command {
     Compare(compare::CompareArgs),
 }
 
-
 const AFTER_HELP: &str = "\
 Endpoint strings (Twisted's grammar):
   tcp:localhost:8888                          host and port (the default)
@@ -172,7 +174,6 @@ Exit codes: 0 when every echo came back exactly; 1 when any failed (refused,
 reset, timed out, truncated, mismatch; for UDP: any datagram lost or
 corrupted), with one line per failure on standard error; 2 for usage errors.";
 
-
 /// Exits 2 with `message` as clap says a usage error, under the usage of
 /// `subcommand` (built, so that it reads `echo-client bench [OPTIONS]`).
 pub(crate) fn usage_error(
@@ -188,7 +189,6 @@ pub(crate) fn usage_error(
     };
     command.error(kind, message).exit()
 }
-
 
 /// Parses the command line and runs what it asks for.
 #[must_use]

@@ -36,4 +36,3 @@ pub(super) fn run(args: &PlotArgs) -> Result<(), String> {
     let svg = crate::plot::percentile_plot(&title, &series).map_err(|e| e.to_string())?;
     std::fs::write(&args.out, svg).map_err(|e| format!("cannot write {}: {e}", args.out.display()))
 }
-

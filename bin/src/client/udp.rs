@@ -1,7 +1,9 @@
 //! `echo-client udp`: numbered datagrams, every reply accounted for.
 
 use bytes::Bytes;
-use echo_core::{ClientEndpoint, UDP_CLIENT_HEADER, UdpClientConfig, UdpClientEvent, UdpEchoClient, UdpReport};
+use echo_core::{
+    ClientEndpoint, UDP_CLIENT_HEADER, UdpClientConfig, UdpClientEvent, UdpEchoClient, UdpReport,
+};
 use echo_net::{connect_udp, now, udp_echo};
 use std::time::Duration;
 
@@ -44,7 +46,6 @@ pub(crate) struct UdpArgs {
     #[arg(env = "ECHO_UDP_WAIT", long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
     pub(crate) wait: Duration,
 }
-
 
 /// Sends the datagrams and accounts for the replies; true when every one
 /// came back unchanged.
@@ -108,4 +109,3 @@ fn udp_summary(r: &UdpReport) -> String {
         r.sent, r.received, r.lost, r.duplicates, r.reordered, r.corrupt
     )
 }
-

@@ -23,7 +23,9 @@ use echo_core::ClientEndpoint;
 use echo_net::{AnyStream, Connector, Stream, connect};
 use hdrhistogram::Histogram;
 
-use crate::model::{Backend, BackendInterval, Failure, Failures, Interval, OpenLoop, Run, new_histogram};
+use crate::model::{
+    Backend, BackendInterval, Failure, Failures, Interval, OpenLoop, Run, new_histogram,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// The largest message `bench` sends (a usage error beyond it).

@@ -167,9 +167,12 @@ impl<'de> Deserialize<'de> for Failures {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Failures, A::Error> {
                 let mut counts = Failures::default();
                 while let Some((key, n)) = map.next_entry::<String, u64>()? {
-                    let kind = Failure::ALL.iter().find(|k| k.key() == key).ok_or_else(|| {
-                        serde::de::Error::custom(format!("unknown failure kind {key:?}"))
-                    })?;
+                    let kind = Failure::ALL
+                        .iter()
+                        .find(|k| k.key() == key)
+                        .ok_or_else(|| {
+                            serde::de::Error::custom(format!("unknown failure kind {key:?}"))
+                        })?;
                     counts.0[kind.index()] = n;
                 }
                 Ok(counts)

@@ -112,3 +112,106 @@ pub fn load_summary(bytes: &[u8]) -> Result<Summary, FileError> {
     }
     serde_json::from_value(value).map_err(|e| FileError::Foreign(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backend, Failure, Failures, OpenLoop, new_histogram};
+    use std::time::Duration;
+
+    fn run(seed: u64) -> Run {
+        let mut latency = new_histogram();
+        let mut raw = new_histogram();
+        for v in 1..=1_000 {
+            latency.record(v * 1_000 + seed).unwrap();
+            raw.record(v * 500 + seed).unwrap();
+        }
+        let mut failures = Failures::default();
+        failures.0[Failure::Reset.index()] = seed;
+        let mut connects = new_histogram();
+        connects.record(80_000).unwrap();
+        Run {
+            requests: 1_000,
+            elapsed: Duration::from_millis(1_500),
+            failures,
+            latency: latency.clone(),
+            len: 64,
+            connections: 2,
+            open_loop: Some(OpenLoop {
+                rate: 700.5,
+                raw,
+                late: 3,
+                skipped: 1,
+            }),
+            connects,
+            handshakes: new_histogram(),
+            reconnects: 0,
+            backends: vec![Backend {
+                name: "pod-a".into(),
+                connections: 2,
+                requests: 1_000,
+                latency,
+            }],
+            tls_reason: Some("a \"quoted\"\nreason".into()),
+        }
+    }
+
+    #[test]
+    fn a_saved_run_reads_back_with_the_same_figures_and_histograms() {
+        let original = run(1);
+        let mut bytes = Vec::new();
+        save(&mut bytes, &original).unwrap();
+        let back = load_run(&bytes).unwrap();
+        assert_eq!(back.summary(), original.summary());
+        assert_eq!(back.latency, original.latency);
+        // And its summary reads back as compare reads it.
+        assert_eq!(load_summary(&bytes).unwrap(), original.summary());
+        assert_eq!(back.open_loop.unwrap().raw, original.open_loop.unwrap().raw);
+    }
+
+    #[test]
+    fn a_summary_round_trips_through_json_and_keeps_its_field_names() {
+        let summary = run(2).summary();
+        let json = serde_json::to_string(&summary).unwrap();
+        assert!(
+            json.starts_with(r#"{"schema_version":1,"connections":2,"len":64,"requests":1000,"#),
+            "{json}"
+        );
+        for key in [
+            "\"rate\":700.5",
+            "\"late\":3",
+            "\"latency_raw_us\":{\"p50\":",
+            "\"tls_reason\":\"a \\\"quoted\\\"\\nreason\"",
+            "\"backends\":{\"pod-a\":{\"connections\":2",
+        ] {
+            assert!(json.contains(key), "{key} in {json}");
+        }
+        assert_eq!(serde_json::from_str::<Summary>(&json).unwrap(), summary);
+        // Output from before schema_version (version 0) still reads.
+        let old = json.replacen("\"schema_version\":1,", "", 1);
+        assert_eq!(load_summary(old.as_bytes()).unwrap().schema_version, 0);
+        assert!(matches!(
+            load_run(json.as_bytes()),
+            Err(FileError::SummaryOnly)
+        ));
+    }
+
+    #[test]
+    fn merged_runs_keep_failures_connects_and_back_ends() {
+        let mut total = run(1);
+        total.merge(&run(2)).unwrap();
+        assert_eq!(total.requests, 2_000);
+        assert_eq!(total.failures.get(Failure::Reset), 3);
+        assert_eq!(total.connects.len(), 2);
+        assert_eq!(total.connections, 4);
+        assert_eq!(total.backends.len(), 1);
+        assert_eq!(total.backends[0].requests, 2_000);
+        assert_eq!(total.latency.len(), 2_000);
+        let mut closed = run(1);
+        closed.open_loop = None;
+        assert_eq!(
+            total.merge(&closed).unwrap_err(),
+            crate::model::MergeError::Loops
+        );
+    }
+}

@@ -4,7 +4,9 @@
 
 use base64::Engine as _;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer as HdrDeserializer, Serializer as _, V2DeflateSerializer};
+use hdrhistogram::serialization::{
+    Deserializer as HdrDeserializer, Serializer as _, V2DeflateSerializer,
+};
 use serde::{Deserialize, Deserializer, Serializer};
 
 /// A new histogram for nanosecond latencies up to a minute, three
@@ -15,7 +17,10 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 /// `serialize_with`: the histogram as base64 of compressed V2.
-pub(crate) fn serialize<S: Serializer>(h: &Histogram<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize<S: Serializer>(
+    h: &Histogram<u64>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     let mut bytes = Vec::new();
     V2DeflateSerializer::new()
         .serialize(h, &mut bytes)
@@ -24,7 +29,9 @@ pub(crate) fn serialize<S: Serializer>(h: &Histogram<u64>, serializer: S) -> Res
 }
 
 /// `deserialize_with`: the reverse of [`serialize`].
-pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Histogram<u64>, D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Histogram<u64>, D::Error> {
     let text = String::deserialize(deserializer)?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text)
