@@ -32,6 +32,8 @@ pub enum Figure {
     Requests,
     /// Payload MB per second.
     MbPerSec,
+    /// The longest stall: no echo on a connection while one was owed.
+    Stall,
 }
 
 /// The percentile names, in order.
@@ -61,6 +63,7 @@ impl Figure {
             Self::Rps,
             Self::Requests,
             Self::MbPerSec,
+            Self::Stall,
         ]);
         all
     }
@@ -77,6 +80,7 @@ impl Figure {
             Self::Rps => "rps".into(),
             Self::Requests => "requests".into(),
             Self::MbPerSec => "mb_per_sec".into(),
+            Self::Stall => "stall".into(),
         }
     }
 
@@ -84,7 +88,7 @@ impl Figure {
     #[must_use]
     pub fn kind(self) -> Kind {
         match self {
-            Self::Latency(_) | Self::Raw(_) | Self::Connect(_) => Kind::Time,
+            Self::Latency(_) | Self::Raw(_) | Self::Connect(_) | Self::Stall => Kind::Time,
             Self::ErrorRate => Kind::Fraction,
             _ => Kind::Number,
         }
@@ -120,6 +124,7 @@ impl Figure {
             Self::Rps => s.requests_per_sec,
             Self::Requests => s.requests as f64,
             Self::MbPerSec => s.mb_per_sec,
+            Self::Stall => s.stall.as_ref().map_or(0.0, |st| st.longest_us),
         }
     }
 
@@ -492,6 +497,7 @@ mod tests {
             reconnects: 0,
             backends: Vec::new(),
             tls_reason: None,
+            stall: None,
         }
         .summary()
     }

@@ -198,6 +198,7 @@ fn merge_hlogs(args: &MergeArgs) -> Result<ExitCode, Failed> {
         reconnects: 0,
         backends: Vec::new(),
         tls_reason: None,
+        stall: None,
     };
     let mut judged = run.summary();
     let held = crate::threshold::judge_all(&args.thresholds, &mut judged);

@@ -23,9 +23,12 @@ use echo_core::ClientEndpoint;
 use echo_net::{AnyStream, Connector, Stream, connect};
 use hdrhistogram::Histogram;
 
+mod stall;
+
 use crate::model::{
-    Backend, BackendInterval, Failure, Failures, Interval, OpenLoop, Run, new_histogram,
+    Backend, BackendInterval, Failure, Failures, Interval, OpenLoop, Run, Stall, new_histogram,
 };
+use stall::StallBook;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// The largest message `bench` sends (a usage error beyond it).
@@ -139,10 +142,20 @@ impl BackendBook {
     }
 }
 
+/// One connection's stall books, shared with the coordinator so that a
+/// connection stuck at the end still counts.
+type SharedStall = Arc<std::sync::Mutex<StallBook>>;
+
 /// What every connection loop shares with the coordinator.
 #[derive(Debug, Default)]
 struct Shared {
     measuring: AtomicBool,
+    /// When measuring began: stalls count from then.
+    measuring_since: std::sync::OnceLock<Instant>,
+    /// Every connection's stall books, by connection.
+    stalls: std::sync::Mutex<Vec<(usize, SharedStall)>>,
+    /// The longest stall that ended since the last interval, nanoseconds.
+    interval_stall: AtomicU64,
     stop: AtomicBool,
     /// Measured requests started (with `--requests`: at most that many).
     claimed: AtomicU64,
@@ -248,6 +261,58 @@ impl Shared {
         self.failures[failure.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Connection `conn`'s stall books, new.
+    fn stall_book(&self, conn: usize) -> SharedStall {
+        let book = SharedStall::default();
+        if let Ok(mut all) = self.stalls.lock() {
+            all.push((conn, Arc::clone(&book)));
+        }
+        book
+    }
+
+    /// A request went out on a connection at `at`.
+    fn stall_sent(book: &SharedStall, at: Instant) {
+        if let Ok(mut book) = book.lock() {
+            book.sent(at);
+        }
+    }
+
+    /// An echo came back on a connection at `at`.
+    fn stall_completed(&self, book: &SharedStall, at: Instant) {
+        let from = self.measuring_since.get().copied();
+        let gap = book.lock().ok().and_then(|mut b| b.completed(at, from));
+        if let Some(gap) = gap {
+            self.interval_stall
+                .fetch_max(gap.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection ended (failed) at `at` with echoes owed.
+    fn stall_finished(&self, book: &SharedStall, at: Instant) {
+        let from = self.measuring_since.get().copied();
+        if let Ok(mut book) = book.lock() {
+            book.finish(at, from);
+        }
+    }
+
+    /// The longest stall of all, each connection's books closed at `end`.
+    fn longest_stall(&self, end: Instant) -> Option<Stall> {
+        let started = *self.measuring_since.get()?;
+        let all = self.stalls.lock().ok()?;
+        all.iter()
+            .filter_map(|(conn, book)| {
+                let mut book = book.lock().ok()?.clone();
+                book.finish(end, Some(started));
+                let (began, length) = book.longest()?;
+                Some(Stall {
+                    connection: *conn,
+                    began: began.saturating_duration_since(started),
+                    length,
+                })
+            })
+            .max_by_key(|s| (s.length, std::cmp::Reverse(s.connection)))
+    }
+
     fn errors(&self) -> u64 {
         self.failures
             .iter()
@@ -337,8 +402,9 @@ pub fn run(
         ));
         std::thread::sleep(Duration::from_millis(10));
     }
-    shared.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let _ = shared.measuring_since.set(started);
+    shared.measuring.store(true, Ordering::Relaxed);
     let deadline = config.duration.map(|d| started + d);
     // Per interval: the merged histogram at the last tick, to subtract.
     let mut last_tick = (started, new_histogram(), 0u64, 0u64);
@@ -398,6 +464,7 @@ pub fn run(
                 .saturating_sub(shared.ended.load(Ordering::Relaxed)),
             p50_us: q(0.5),
             p99_us: q(0.99),
+            stall_us: shared.interval_stall.swap(0, Ordering::Relaxed) as f64 / 1e3,
             backends,
         };
         *last = (now, merged, measured, errors);
@@ -437,6 +504,7 @@ pub fn run(
         }
     }
     let elapsed = started.elapsed();
+    let stall = shared.longest_stall(started + elapsed);
     shared.measuring.store(false, Ordering::Relaxed);
     shared.halt();
     let requests = shared.measured.load(Ordering::Relaxed);
@@ -512,6 +580,7 @@ pub fn run(
             .unwrap_or_else(new_histogram),
         reconnects: shared.reconnects.load(Ordering::Relaxed),
         tls_reason: shared.tls_reason.lock().ok().and_then(|mut r| r.take()),
+        stall,
         open_loop: config.rate.map(|rate| OpenLoop {
             rate,
             raw,
@@ -656,6 +725,7 @@ async fn ping_pong(
     // One progress timer per connection, re-armed only when it fires.
     let mut timer = Box::pin(tokio::time::sleep(job.timeout));
     let mut seq = 0u64;
+    let stall = shared.stall_book(job.conn);
     while !shared.stop.load(Ordering::Relaxed) {
         let counted = shared.measuring.load(Ordering::Relaxed);
         if counted
@@ -683,6 +753,7 @@ async fn ping_pong(
         fill(&mut msg, job.conn, seq);
         seq += 1;
         let start = Instant::now();
+        Shared::stall_sent(&stall, start);
         let result = exchange(
             &shared,
             &mut stream,
@@ -699,6 +770,7 @@ async fn ping_pong(
             Err(failure) => Some(failure),
         };
         if let Some(failure) = failure {
+            shared.stall_finished(&stall, Instant::now());
             if counted && job.limit.is_some() {
                 // Give the claim back: another connection may complete it.
                 shared.claimed.fetch_sub(1, Ordering::Relaxed);
@@ -706,6 +778,7 @@ async fn ping_pong(
             shared.fail(failure);
             break; // a broken or desynchronised stream proves nothing more
         }
+        shared.stall_completed(&stall, start + took);
         if counted && shared.measuring.load(Ordering::Relaxed) {
             if let Ok(mut hist) = hist.lock() {
                 let _ = hist.record(took.as_nanos().max(1) as u64);
@@ -752,8 +825,10 @@ async fn open_loop(
     let queue: Mutex<VecDeque<Sent>> = Mutex::new(VecDeque::new());
     let (sent, done) = (tokio::sync::Notify::new(), AtomicBool::new(false));
     let failed = AtomicBool::new(false);
+    let stall = shared.stall_book(job.conn);
     let fail = |failure| {
         if !failed.swap(true, Ordering::Relaxed) {
+            shared.stall_finished(&stall, Instant::now());
             shared.fail(failure);
         }
     };
@@ -781,6 +856,7 @@ async fn open_loop(
             fill(&mut msg, job.conn, seq);
             if let Ok(mut q) = queue.lock() {
                 q.push_back((seq, intended, now));
+                Shared::stall_sent(&stall, now.into_std());
             }
             seq += 1;
             sent.notify_one();
@@ -835,6 +911,7 @@ async fn open_loop(
             }
             if let Ok(mut q) = queue.lock() {
                 q.pop_front();
+                shared.stall_completed(&stall, now.into_std());
             }
             if shared.measuring.load(Ordering::Relaxed) {
                 let nanos = |d: Duration| d.as_nanos().max(1) as u64;

@@ -153,6 +153,11 @@ mod tests {
                 latency,
             }],
             tls_reason: Some("a \"quoted\"\nreason".into()),
+            stall: Some(crate::model::Stall {
+                connection: 1,
+                began: Duration::from_millis(810),
+                length: Duration::from_millis(300) + Duration::from_micros(seed),
+            }),
         }
     }
 
@@ -183,6 +188,7 @@ mod tests {
             "\"latency_raw_us\":{\"p50\":",
             "\"tls_reason\":\"a \\\"quoted\\\"\\nreason\"",
             "\"backends\":{\"pod-a\":{\"connections\":2",
+            "\"stall\":{\"longest_us\":300002.0,\"connection\":1,\"at\":0.81}",
         ] {
             assert!(json.contains(key), "{key} in {json}");
         }
@@ -207,6 +213,11 @@ mod tests {
         assert_eq!(total.backends.len(), 1);
         assert_eq!(total.backends[0].requests, 2_000);
         assert_eq!(total.latency.len(), 2_000);
+        assert_eq!(
+            total.stall.map(|s| s.length),
+            Some(Duration::from_millis(300) + Duration::from_micros(2)),
+            "the longer stall"
+        );
         let mut closed = run(1);
         closed.open_loop = None;
         assert_eq!(

@@ -25,6 +25,9 @@ pub struct Interval {
     pub p50_us: f64,
     /// The 99th.
     pub p99_us: f64,
+    /// The longest stall (no echo on a connection while one was owed) that
+    /// ended in this interval, microseconds.
+    pub stall_us: f64,
     /// With banners: per back end, what it served in this interval.
     pub backends: Vec<BackendInterval>,
 }
@@ -64,6 +67,7 @@ impl Interval {
                 p50: tenth(self.p50_us),
                 p99: tenth(self.p99_us),
             },
+            stall_us: tenth(self.stall_us),
             backends: self
                 .backends
                 .iter()
@@ -99,6 +103,9 @@ pub struct IntervalSummary {
     pub connections: u64,
     /// Latency of its requests.
     pub latency_us: IntervalLatency,
+    /// The longest stall that ended in it.
+    #[serde(default)]
+    pub stall_us: f64,
     /// Per back end, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backends: BTreeMap<String, IntervalBackend>,

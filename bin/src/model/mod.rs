@@ -13,8 +13,8 @@ pub mod summary;
 pub use failure::{Failure, Failures};
 pub use histogram::{new_histogram, percentiles};
 pub use interval::{BackendInterval, Interval, IntervalBackend, IntervalLatency, IntervalSummary};
-pub use run::{Backend, MergeError, OpenLoop, Run};
+pub use run::{Backend, MergeError, OpenLoop, Run, Stall};
 pub use summary::{
     BackendSummary, ConnectPercentiles, HandshakeSummary, OpenLoopSummary, Percentiles,
-    SCHEMA_VERSION, Summary,
+    SCHEMA_VERSION, StallSummary, Summary,
 };

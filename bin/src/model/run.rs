@@ -46,6 +46,21 @@ pub struct Run {
     pub backends: Vec<Backend>,
     /// The first TLS failure's reason, when any request failed so.
     pub tls_reason: Option<String>,
+    /// The longest time any connection went without an echo while one was
+    /// owed; none before any request.
+    #[serde(default)]
+    pub stall: Option<Stall>,
+}
+
+/// The longest stall of a run: which connection, when, how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stall {
+    /// The connection (numbered from 0, as the load generator counts).
+    pub connection: usize,
+    /// When it began, since measuring began.
+    pub began: Duration,
+    /// How long no echo completed.
+    pub length: Duration,
 }
 
 /// What one back end (named by its banner) served.
@@ -182,6 +197,12 @@ impl Run {
             }
         }
         self.backends.sort_by(|a, b| a.name.cmp(&b.name));
+        if other
+            .stall
+            .is_some_and(|s| self.stall.is_none_or(|mine| s.length > mine.length))
+        {
+            self.stall = other.stall;
+        }
         if self.tls_reason.is_none() {
             self.tls_reason.clone_from(&other.tls_reason);
         }

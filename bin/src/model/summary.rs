@@ -44,6 +44,10 @@ pub struct Summary {
     /// Open loop only.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub open_loop: Option<OpenLoopSummary>,
+    /// The longest stall (no echo while one was owed), on which
+    /// connection and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<StallSummary>,
     /// Connects made (first ones plus reconnects while measuring).
     pub connects: u64,
     /// Reconnects made while measuring.
@@ -138,6 +142,17 @@ pub struct HandshakeSummary {
     pub handshake_us: ConnectPercentiles,
 }
 
+/// The longest stall.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StallSummary {
+    /// How long, microseconds.
+    pub longest_us: f64,
+    /// On which connection (from 0).
+    pub connection: usize,
+    /// When it began: seconds since measuring began.
+    pub at: f64,
+}
+
 /// One back end's figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendSummary {
@@ -182,6 +197,11 @@ impl Run {
                 late: o.late,
                 skipped: o.skipped,
                 latency_raw_us: Percentiles::of(&o.raw),
+            }),
+            stall: self.stall.map(|s| StallSummary {
+                longest_us: tenth(s.length.as_secs_f64() * 1e6),
+                connection: s.connection,
+                at: rounded(s.began.as_secs_f64(), 3),
             }),
             connects: self.connects.len(),
             reconnects: self.reconnects,

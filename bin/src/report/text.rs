@@ -26,6 +26,15 @@ pub fn summary(s: &Summary) -> String {
         short(c),
         s.connects
     );
+    if let Some(stall) = &s.stall {
+        let _ = write!(
+            out,
+            "\nlongest stall: {} (connection {}, from {:.2}s)",
+            crate::threshold::show_time(stall.longest_us),
+            stall.connection,
+            stall.at
+        );
+    }
     if let Some(tls) = &s.handshakes {
         let _ = write!(
             out,
@@ -136,13 +145,14 @@ pub fn thresholds(verdicts: &[Verdict]) -> String {
 #[must_use]
 pub fn interval(i: &Interval) -> String {
     let mut line = format!(
-        "{:>6.1}s {:>9.0} req/s  errors {}  conns {}  p50 {:.1}us  p99 {:.1}us",
+        "{:>6.1}s {:>9.0} req/s  errors {}  conns {}  p50 {:.1}us  p99 {:.1}us  stall {}",
         i.elapsed.as_secs_f64(),
         i.requests_per_sec(),
         i.errors,
         i.connections,
         i.p50_us,
-        i.p99_us
+        i.p99_us,
+        crate::threshold::show_time(i.stall_us)
     );
     for b in &i.backends {
         let _ = write!(
