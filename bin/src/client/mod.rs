@@ -172,7 +172,9 @@ Endpoint strings (Twisted's grammar):
 
 Exit codes: 0 when every echo came back exactly; 1 when any failed (refused,
 reset, timed out, truncated, mismatch; for UDP: any datagram lost or
-corrupted), with one line per failure on standard error; 2 for usage errors.";
+corrupted), with one line per failure on standard error; 2 for usage errors;
+99 when a bench or merge --threshold was breached, or compare found NEW worse
+than BASE beyond its tolerance.";
 
 /// Exits 2 with `message` as clap says a usage error, under the usage of
 /// `subcommand` (built, so that it reads `echo-client bench [OPTIONS]`).
