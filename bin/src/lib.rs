@@ -8,6 +8,7 @@ pub mod compare;
 pub mod hlog;
 pub mod load;
 pub mod model;
+pub mod observe;
 pub mod plot;
 pub mod report;
 pub mod runtime;

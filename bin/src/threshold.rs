@@ -394,6 +394,56 @@ pub fn judge_all(thresholds: &[Threshold], summary: &mut Summary) -> bool {
     summary.thresholds.iter().all(|v| v.held)
 }
 
+impl Figure {
+    /// Its value for the run so far, while it runs; none for a figure that
+    /// is known only at the end (connects, raw latency, the request count).
+    #[must_use]
+    pub fn so_far(self, s: &crate::model::SoFar) -> Option<f64> {
+        let p = &s.latency_us;
+        match self {
+            Self::Latency(i) => Some([p.p50, p.p90, p.p99, p.p99_9, p.max][i]),
+            Self::Errors => Some(s.errors as f64),
+            Self::ErrorRate => {
+                let tried = s.requests + s.errors;
+                Some(if tried == 0 {
+                    0.0
+                } else {
+                    s.errors as f64 / tried as f64
+                })
+            }
+            Self::Rps => Some(s.requests as f64 / s.seconds.max(1e-9)),
+            Self::Stall => Some(s.stall_us),
+            Self::Raw(_) | Self::Connect(_) | Self::Requests | Self::MbPerSec => None,
+        }
+    }
+}
+
+/// `--abort-on-fail`: judges the thresholds on the run so far after each
+/// interval and stops the run at the first breach (k6's `abortOnFail`).
+#[derive(Debug)]
+pub struct AbortOnFail<'a> {
+    /// The thresholds.
+    pub thresholds: &'a [Threshold],
+    /// The first breach: the threshold, its value then, and when.
+    pub breach: Option<(String, String, f64)>,
+}
+
+impl crate::observe::Observer for AbortOnFail<'_> {
+    fn interval(&mut self, interval: &crate::model::Interval) -> crate::observe::Flow {
+        use crate::observe::Flow;
+        let so_far = &interval.so_far;
+        for t in self.thresholds {
+            if let Some(value) = t.figure.so_far(so_far)
+                && !t.op.holds(value, t.limit)
+            {
+                self.breach = Some((t.text.clone(), t.figure.show(value), so_far.seconds));
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+}
+
 /// A clap value parser for `--threshold`.
 ///
 /// # Errors

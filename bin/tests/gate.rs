@@ -359,3 +359,76 @@ fn saved_runs_merge_whole_and_merge_judges_thresholds() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+#[test]
+fn abort_on_fail_stops_the_run_at_the_first_breach() {
+    let server = Server::start(&["--delay", "50ms"]);
+    let started = std::time::Instant::now();
+    let out = bench(
+        &server.connect_arg(),
+        &[
+            "-c",
+            "1",
+            "-d",
+            "10",
+            "-w",
+            "0",
+            "--interval",
+            "0.2",
+            "--threshold",
+            "p50<10ms",
+            "--abort-on-fail",
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(99), "{}", text(&out.stderr));
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "stopped early: {took:?}"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--abort-on-fail: p50<10ms breached"),
+        "{stderr}"
+    );
+    assert!(
+        text(&out.stdout).contains("✗ p50<10ms"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Without thresholds it means nothing: a usage error.
+    let out = client(&["bench", "--connect", "tcp:127.0.0.1:9", "--abort-on-fail"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn interval_lines_count_the_connections_cut_in_each() {
+    let server = Server::start(&["--reset-after", "6400"]);
+    let out = bench(
+        &server.connect_arg(),
+        &[
+            "-c",
+            "3",
+            "-d",
+            "1",
+            "-w",
+            "0",
+            "--interval",
+            "0.25",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let objects: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (intervals, summary) = objects.split_at(objects.len() - 1);
+    let cut: u64 = intervals.iter().map(|i| i["cut"].as_u64().unwrap()).sum();
+    let failures = &summary[0]["failures"];
+    let ended = failures["reset"].as_u64().unwrap() + failures["closed"].as_u64().unwrap();
+    assert_eq!(ended, 3, "{stdout}");
+    assert_eq!(cut, 3, "each reset counted in its interval: {stdout}");
+    assert!(intervals.iter().all(|i| i["refused"] == 0));
+}

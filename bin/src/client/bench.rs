@@ -14,8 +14,9 @@ use super::args::{
 use super::output::OutputFile;
 use super::usage_error;
 use crate::load::BenchConfig;
-use crate::model::{Interval, Run, Summary};
-use crate::threshold::Threshold;
+use crate::model::{Run, Summary};
+use crate::observe::{All, Lines, Observer, Series};
+use crate::threshold::{AbortOnFail, Threshold};
 use crate::{
     EXIT_BREACHED, EXIT_FAILURE, complain, duration, positive, positive_duration, say, switch,
 };
@@ -135,6 +136,13 @@ pub(crate) struct BenchArgs {
     #[arg(long = "threshold", value_name = "EXPR", value_parser = crate::threshold::parse)]
     pub(super) thresholds: Vec<Threshold>,
 
+    /// Judge the thresholds on the run so far after every interval (each
+    /// second without --interval) and stop at the first breach (exit 99);
+    /// figures known only at the end (connect_*, raw_*, requests,
+    /// mb_per_sec) wait for it
+    #[arg(value_parser = switch, long, requires = "thresholds")]
+    pub(crate) abort_on_fail: bool,
+
     /// Also save the whole run (summary and histograms, JSON) for `merge`
     /// and `compare`; created before the run
     #[arg(long, value_name = "FILE.json")]
@@ -158,9 +166,16 @@ struct Plan {
     config: BenchConfig,
     threads: usize,
     json: bool,
+    /// Print a line per interval (`--interval`).
+    lines: bool,
     thresholds: Vec<Threshold>,
+    /// Judge the thresholds while running (`--abort-on-fail`).
+    abort_on_fail: bool,
     outputs: Outputs,
 }
+
+/// How often `--abort-on-fail` judges the run without `--interval`.
+const ABORT_CHECK: Duration = Duration::from_secs(1);
 
 /// The files a run writes, each created before it.
 #[derive(Debug)]
@@ -199,7 +214,8 @@ impl BenchArgs {
             insecure: self.tls.insecure,
             rate: self.rate,
             max_in_flight: self.max_in_flight,
-            interval: self.interval,
+            // --abort-on-fail judges once a second without --interval.
+            interval: self.interval.or(self.abort_on_fail.then_some(ABORT_CHECK)),
             connect_rate: self.connect_rate,
             reconnect_every: self.reconnect_every,
             banner: self.banner,
@@ -218,7 +234,9 @@ impl BenchArgs {
             config,
             threads: self.threads,
             json: self.json,
+            lines: self.interval.is_some(),
             thresholds: self.thresholds,
+            abort_on_fail: self.abort_on_fail,
             outputs,
         })
     }
@@ -273,35 +291,44 @@ pub(super) fn run(args: BenchArgs) -> ExitCode {
         }
     };
     let title = title(&plan.config);
-    let json = plan.json;
-    let mut intervals = Vec::new();
-    let mut on_interval = |i: &Interval| {
-        let line = if json {
-            crate::report::json::interval(i).unwrap_or_default()
-        } else {
-            crate::report::text::interval(i)
-        };
-        let _ = say(line);
-        intervals.push(crate::plot::SeriesPoint {
-            seconds: i.elapsed.as_secs_f64(),
-            requests_per_sec: i.requests_per_sec(),
-            p99_us: i.p99_us,
-        });
+    let mut lines = Lines { json: plan.json };
+    let mut series = Series::default();
+    let mut abort = AbortOnFail {
+        thresholds: &plan.thresholds,
+        breach: None,
     };
-    let run = match crate::load::run(plan.config.clone(), plan.threads, &mut on_interval) {
+    let mut observers: Vec<&mut dyn Observer> = Vec::new();
+    if plan.lines {
+        observers.push(&mut lines);
+    }
+    if plan.outputs.series.is_some() {
+        observers.push(&mut series);
+    }
+    if plan.abort_on_fail {
+        observers.push(&mut abort);
+    }
+    let mut observer = All(observers);
+    let run = match crate::load::run(plan.config.clone(), plan.threads, &mut observer) {
         Ok(run) => run,
         Err(e) => {
             complain(format!("echo-client: {e}"));
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    drop(observer);
     let mut summary = run.summary();
-    let held = crate::threshold::judge_all(&plan.thresholds, &mut summary);
+    let mut held = crate::threshold::judge_all(&plan.thresholds, &mut summary);
+    if let Some((threshold, value, at)) = &abort.breach {
+        complain(format!(
+            "echo-client: --abort-on-fail: {threshold} breached {at:.1}s in ({value}); the run stopped there"
+        ));
+        held = false;
+    }
     if !print(&summary, plan.json) {
         complain("echo-client: cannot write the report to standard output");
         return ExitCode::from(EXIT_FAILURE);
     }
-    if let Err(e) = write_outputs(&mut plan.outputs, &run, &title, &intervals) {
+    if let Err(e) = write_outputs(&mut plan.outputs, &run, &title, &series.0) {
         complain(format!("echo-client: {e}"));
         return ExitCode::from(EXIT_FAILURE);
     }

@@ -40,14 +40,26 @@ use progress::Progress;
 use shared::{BackendBook, Shared, SharedHistogram};
 
 use crate::model::{
-    Backend, BackendInterval, Failure, Failures, Interval, OpenLoop, Run, Stall, new_histogram,
+    Backend, BackendInterval, Failure, Failures, Interval, OpenLoop, Percentiles, Run, SoFar,
+    Stall, new_histogram,
 };
+use crate::observe::{Flow, Observer};
 use stall::StallBook;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// After the run ends, how long requests still in flight may take to finish
 /// (at most the progress timeout) before they count as unfinished.
 const MAX_DRAIN: Duration = Duration::from_secs(2);
+
+/// The books at the last interval's end, to subtract from the next.
+#[derive(Debug)]
+struct Tick {
+    at: Instant,
+    latency: Histogram<u64>,
+    measured: u64,
+    failures: Failures,
+    stall_us: f64,
+}
 
 /// The content of message `seq` on connection `conn`: changes every message.
 fn fill(buf: &mut [u8], conn: usize, seq: u64) {
@@ -74,7 +86,7 @@ fn fill(buf: &mut [u8], conn: usize, seq: u64) {
 pub fn run(
     config: BenchConfig,
     threads: usize,
-    on_interval: &mut dyn FnMut(&Interval),
+    observer: &mut dyn Observer,
 ) -> Result<Run, String> {
     config.check()?;
     let connector = Connector::new(&config.endpoint, config.insecure)
@@ -141,12 +153,18 @@ pub fn run(
     let _ = shared.measuring_since.set(started);
     shared.measuring.store(true, Ordering::Relaxed);
     let deadline = config.duration.map(|d| started + d);
-    // Per interval: the merged histogram at the last tick, to subtract.
-    let mut last_tick = (started, new_histogram(), 0u64, 0u64);
+    // Per interval: the books at the last tick, to subtract.
+    let mut last_tick = Tick {
+        at: started,
+        latency: new_histogram(),
+        measured: 0,
+        failures: Failures::default(),
+        stall_us: 0.0,
+    };
     // Each back end's books at the last tick, to subtract.
     let mut last_backends: std::collections::BTreeMap<String, BackendBook> =
         std::collections::BTreeMap::new();
-    let mut tick = |now: Instant, last: &mut (Instant, Histogram<u64>, u64, u64)| {
+    let mut tick = |now: Instant, last: &mut Tick| {
         let mut backends = Vec::new();
         if let Ok(map) = shared.backends.lock() {
             for (name, book) in map.iter() {
@@ -178,8 +196,16 @@ pub fn run(
             }
         }
         let mut this = merged.clone();
-        let _ = this.subtract(&last.1);
-        let (measured, errors) = (shared.measured.load(Ordering::Relaxed), shared.errors());
+        let _ = this.subtract(&last.latency);
+        let measured = shared.measured.load(Ordering::Relaxed);
+        let failures = shared.failures();
+        let new = |kinds: &[Failure]| -> u64 {
+            kinds
+                .iter()
+                .map(|k| failures.get(*k) - last.failures.get(*k))
+                .sum()
+        };
+        let stall_us = shared.interval_stall.swap(0, Ordering::Relaxed) as f64 / 1e3;
         let seen = !this.is_empty();
         let q = |p: f64| {
             if seen {
@@ -190,19 +216,34 @@ pub fn run(
         };
         let interval = Interval {
             elapsed: now - started,
-            seconds: (now - last.0).as_secs_f64(),
-            requests: measured - last.2,
-            errors: errors - last.3,
+            seconds: (now - last.at).as_secs_f64(),
+            requests: measured - last.measured,
+            errors: failures.total() - last.failures.total(),
             connections: shared
                 .connected
                 .load(Ordering::Relaxed)
                 .saturating_sub(shared.ended.load(Ordering::Relaxed)),
             p50_us: q(0.5),
             p99_us: q(0.99),
-            stall_us: shared.interval_stall.swap(0, Ordering::Relaxed) as f64 / 1e3,
+            stall_us,
+            cut: new(&[Failure::Reset, Failure::Closed]),
+            refused: new(&[Failure::Refused]),
             backends,
+            so_far: SoFar {
+                seconds: (now - started).as_secs_f64(),
+                requests: measured,
+                errors: failures.total(),
+                latency_us: Percentiles::of(&merged),
+                stall_us: last.stall_us.max(stall_us),
+            },
         };
-        *last = (now, merged, measured, errors);
+        *last = Tick {
+            at: now,
+            latency: merged,
+            measured,
+            failures,
+            stall_us: interval.so_far.stall_us,
+        };
         interval
     };
     // Until the time is up, the request count is reached, or every
@@ -222,9 +263,11 @@ pub fn run(
         ));
         if let Some(every) = config.interval {
             let now = Instant::now();
-            if now - last_tick.0 >= every {
+            if now - last_tick.at >= every {
                 let interval = tick(now, &mut last_tick);
-                bar.0.suspend(|| on_interval(&interval));
+                if bar.0.suspend(|| observer.interval(&interval)) == Flow::Stop {
+                    break;
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -233,9 +276,9 @@ pub fn run(
     // --interval 1 reports three.
     if config.interval.is_some() {
         let now = Instant::now();
-        if now.duration_since(last_tick.0) >= Duration::from_millis(1) {
+        if now.duration_since(last_tick.at) >= Duration::from_millis(1) {
             let interval = tick(now, &mut last_tick);
-            bar.0.suspend(|| on_interval(&interval));
+            bar.0.suspend(|| observer.interval(&interval));
         }
     }
     let elapsed = started.elapsed();

@@ -200,6 +200,11 @@ impl Shared {
             .max_by_key(|s| (s.length, std::cmp::Reverse(s.connection)))
     }
 
+    /// The failures so far, by kind.
+    pub(super) fn failures(&self) -> Failures {
+        Failures(self.failures.each_ref().map(|f| f.load(Ordering::Relaxed)))
+    }
+
     pub(super) fn errors(&self) -> u64 {
         self.failures
             .iter()

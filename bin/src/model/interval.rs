@@ -28,8 +28,29 @@ pub struct Interval {
     /// The longest stall (no echo on a connection while one was owed) that
     /// ended in this interval, microseconds.
     pub stall_us: f64,
+    /// Connections cut in it: reset or closed early by the server.
+    pub cut: u64,
+    /// Reconnects refused in it.
+    pub refused: u64,
     /// With banners: per back end, what it served in this interval.
     pub backends: Vec<BackendInterval>,
+    /// The whole run so far, for judging thresholds while it runs.
+    pub so_far: SoFar,
+}
+
+/// The figures of the whole run up to an interval's end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoFar {
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Requests measured.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Latency percentiles, microseconds.
+    pub latency_us: super::Percentiles,
+    /// The longest stall that has ended, microseconds.
+    pub stall_us: f64,
 }
 
 /// What one back end served in one interval.
@@ -68,6 +89,8 @@ impl Interval {
                 p99: tenth(self.p99_us),
             },
             stall_us: tenth(self.stall_us),
+            cut: self.cut,
+            refused: self.refused,
             backends: self
                 .backends
                 .iter()
@@ -106,6 +129,12 @@ pub struct IntervalSummary {
     /// The longest stall that ended in it.
     #[serde(default)]
     pub stall_us: f64,
+    /// Connections cut in it (reset, closed early).
+    #[serde(default)]
+    pub cut: u64,
+    /// Reconnects refused in it.
+    #[serde(default)]
+    pub refused: u64,
     /// Per back end, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub backends: BTreeMap<String, IntervalBackend>,

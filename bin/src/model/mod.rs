@@ -12,7 +12,9 @@ pub mod summary;
 
 pub use failure::{Failure, Failures};
 pub use histogram::{new_histogram, percentiles};
-pub use interval::{BackendInterval, Interval, IntervalBackend, IntervalLatency, IntervalSummary};
+pub use interval::{
+    BackendInterval, Interval, IntervalBackend, IntervalLatency, IntervalSummary, SoFar,
+};
 pub use run::{Backend, MergeError, OpenLoop, Run, Stall};
 pub use summary::{
     BackendSummary, ConnectPercentiles, HandshakeSummary, OpenLoopSummary, Percentiles,

@@ -154,6 +154,12 @@ pub fn interval(i: &Interval) -> String {
         i.p99_us,
         crate::threshold::show_time(i.stall_us)
     );
+    if i.cut > 0 {
+        let _ = write!(line, "  cut {}", i.cut);
+    }
+    if i.refused > 0 {
+        let _ = write!(line, "  refused {}", i.refused);
+    }
     for b in &i.backends {
         let _ = write!(
             line,
