@@ -355,6 +355,10 @@ fn saved_runs_merge_whole_and_merge_judges_thresholds() {
     let out = client(&["merge", hlog.to_str().unwrap(), "--threshold", "p99<10s"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("✓ p99<10s"));
+    // Saved runs and .hlog files do not add up in one merge.
+    let out = client(&["merge", a.to_str().unwrap(), hlog.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not both"), "{}", text(&out.stderr));
     for f in [a, b, hlog] {
         let _ = std::fs::remove_file(f);
     }

@@ -112,11 +112,14 @@ mod tests {
         /// Each connection sends its requests back to back (closed loop)
         /// with known round trips, the connections' events interleaved in
         /// any order: the worst connection's longest gap is the largest
-        /// round trip anywhere, wherever the run's books are read.
+        /// round trip anywhere, and so is the largest of the per-interval
+        /// figures (the gaps each completion ends, kept per interval as the
+        /// coordinator does), wherever the interval boundaries fall.
         #[test]
         fn the_longest_gap_comes_back_whatever_the_order(
             trips in proptest::collection::vec(proptest::collection::vec(1u64..1_000, 1..20), 1..6),
             order_seed in any::<u64>(),
+            boundaries in proptest::collection::vec(0u64..20_000, 0..8),
         ) {
             let t0 = Instant::now();
             // Every connection's events, in its own order.
@@ -134,6 +137,11 @@ mod tests {
                 })
                 .collect();
             let mut books = vec![StallBook::default(); trips.len()];
+            // The per-interval maxima: an interval's is the longest gap
+            // that ended in it.
+            let mut boundaries = boundaries;
+            boundaries.sort_unstable();
+            let mut per_interval = vec![Duration::ZERO; boundaries.len() + 1];
             let mut seed = order_seed;
             // Interleave: each step takes the next event of a pseudo-random
             // connection that still has one.
@@ -145,12 +153,16 @@ mod tests {
                 if send {
                     books[c].sent(at);
                 } else {
-                    books[c].completed(at, Some(t0));
+                    let gap = books[c].completed(at, Some(t0)).unwrap();
+                    let us = at.duration_since(t0).as_micros() as u64;
+                    let slot = boundaries.partition_point(|b| *b <= us);
+                    per_interval[slot] = per_interval[slot].max(gap);
                 }
             }
             let worst = books.iter().filter_map(StallBook::longest).map(|l| l.1).max();
             let truth = trips.iter().flatten().max().map(|us| Duration::from_micros(*us));
             prop_assert_eq!(worst, truth);
+            prop_assert_eq!(per_interval.iter().max().copied(), truth);
         }
     }
 }
