@@ -26,97 +26,97 @@ use crate::{
 pub(crate) struct BenchArgs {
     /// Where to connect
     #[arg(env = "ECHO_BENCH_CONNECT", long, value_name = "DESC", default_value = "tcp:localhost:8888", value_parser = stream_endpoint)]
-    pub(super) connect: ClientEndpoint,
+    pub(crate) connect: ClientEndpoint,
 
     /// Concurrent connections
     #[arg(env = "ECHO_BENCH_CONNECTIONS", short, long, value_name = "N", default_value = "10", value_parser = positive)]
-    pub(super) connections: usize,
+    pub(crate) connections: usize,
 
     /// Message size in bytes (at most 16 MiB)
     #[arg(env = "ECHO_BENCH_SIZE", short, long, visible_alias = "len", value_name = "BYTES", default_value = "64", value_parser = message_size)]
-    pub(super) size: usize,
+    pub(crate) size: usize,
 
     /// Measure for this long [default: 10 unless --requests]
     #[arg(env = "ECHO_BENCH_DURATION", short, long, value_name = "DURATION", value_parser = positive_duration, conflicts_with = "requests")]
-    pub(super) duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
 
     /// Measure exactly this many requests instead
     #[arg(env = "ECHO_BENCH_REQUESTS", short, long, value_name = "COUNT", value_parser = positive_u64)]
-    pub(super) requests: Option<u64>,
+    pub(crate) requests: Option<u64>,
 
     /// Unmeasured warm-up first
     #[arg(env = "ECHO_BENCH_WARMUP", short, long, value_name = "DURATION", default_value = "1s", value_parser = duration)]
-    pub(super) warmup: Duration,
+    pub(crate) warmup: Duration,
 
     /// A request whose echo makes no progress for this long fails
     #[arg(env = "ECHO_BENCH_TIMEOUT", long, value_name = "DURATION", default_value = "5s", value_parser = positive_duration)]
-    pub(super) timeout: Duration,
+    pub(crate) timeout: Duration,
 
     #[command(flatten)]
-    pub(super) proxy: ProxyArgs,
+    pub(crate) proxy: ProxyArgs,
 
     #[command(flatten)]
-    pub(super) tls: TlsArgs,
+    pub(crate) tls: TlsArgs,
 
     /// Each connection starts with the server's banner line naming its back
     /// end (echo-server --banner): report connections, requests, p50 and p99
     /// per back end
     #[arg(value_parser = switch, env = "ECHO_BENCH_BANNER", long)]
-    pub(super) banner: bool,
+    pub(crate) banner: bool,
 
     /// Threads for the load generator, each with its own share of the
     /// connections
     #[arg(env = "ECHO_BENCH_THREADS", long, value_name = "N", default_value = "1", value_parser = positive)]
-    pub(super) threads: usize,
+    pub(crate) threads: usize,
 
     /// Print one JSON object instead of text
     #[arg(value_parser = switch, env = "ECHO_BENCH_JSON", long)]
-    pub(super) json: bool,
+    pub(crate) json: bool,
 
     /// Also write the latency distribution (microseconds) in .hgrm format
     /// (the file is created before the run)
     #[arg(env = "ECHO_BENCH_HGRM", long, value_name = "FILE")]
-    pub(super) hgrm: Option<std::path::PathBuf>,
+    pub(crate) hgrm: Option<std::path::PathBuf>,
 
     /// While measuring, print one line (with --json: one JSON object) per
     /// interval: requests/s, errors, open connections, p50 and p99 of that
     /// interval (for watching a failover or a rolling restart)
     #[arg(env = "ECHO_BENCH_INTERVAL", long, value_name = "DURATION", value_parser = positive_duration)]
-    pub(super) interval: Option<Duration>,
+    pub(crate) interval: Option<Duration>,
 
     /// Open at most this many new connections per second while ramping up
     /// [default: as fast as possible]
     #[arg(env = "ECHO_BENCH_CONNECT_RATE", long, value_name = "CONN/S", value_parser = connect_rate)]
-    pub(super) connect_rate: Option<f64>,
+    pub(crate) connect_rate: Option<f64>,
 
     /// Close each connection after N messages and open a new one in its
     /// place (connection churn: connects per second, like TCP_CRR); the
     /// connect times get their own line
     #[arg(env = "ECHO_BENCH_RECONNECT_EVERY", long, value_name = "N", value_parser = positive_u64, conflicts_with = "rate")]
-    pub(super) reconnect_every: Option<u64>,
+    pub(crate) reconnect_every: Option<u64>,
 
     /// Open loop: send this many requests per second in all, spread evenly
     /// over the connections on a fixed schedule, pipelining when echoes are
     /// late; latency then counts from each request's intended send time
     /// (corrected for coordinated omission) as well as from its actual send
     #[arg(env = "ECHO_BENCH_RATE", long, value_name = "REQ/S", value_parser = request_rate, conflicts_with = "requests")]
-    pub(super) rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
 
     /// Open loop: the most requests a connection may have in flight; sends
     /// due beyond it are skipped and counted (the server cannot keep up)
     #[arg(env = "ECHO_BENCH_MAX_IN_FLIGHT", long, value_name = "N", default_value_t = crate::load::DEFAULT_MAX_IN_FLIGHT, value_parser = positive, requires = "rate")]
-    pub(super) max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
 
     /// Also write the histograms in HdrHistogram's interval-log format
     /// (compressed V2, as Java's HdrHistogram tools read it; values in
     /// nanoseconds), for `echo-client merge` across machines
     #[arg(env = "ECHO_BENCH_HLOG", long, value_name = "FILE")]
-    pub(super) hlog: Option<std::path::PathBuf>,
+    pub(crate) hlog: Option<std::path::PathBuf>,
 
     /// Also draw the latency percentile plot (SVG) into this file (created
     /// before the run)
     #[arg(env = "ECHO_BENCH_PLOT", long, value_name = "FILE.svg")]
-    pub(super) plot: Option<std::path::PathBuf>,
+    pub(crate) plot: Option<std::path::PathBuf>,
 
     /// With --interval: also draw requests/s and p99 per interval over time
     /// (SVG) into this file (created before the run)
@@ -126,37 +126,37 @@ pub(crate) struct BenchArgs {
         value_name = "FILE.svg",
         requires = "interval"
     )]
-    pub(super) plot_series: Option<std::path::PathBuf>,
+    pub(crate) plot_series: Option<std::path::PathBuf>,
 
     /// Pass/fail criterion, repeatable: FIGURE OP VALUE, as p99<5ms,
     /// p99.9<=20ms, errors==0, error_rate<0.1%, rps>=50000, connect_p99<10ms,
     /// raw_p99<2ms. Judged at the end: a THRESHOLDS block (and
     /// "thresholds" in --json), exit 99 when one is breached, 0 when all
     /// hold (failed requests then count only through thresholds)
-    #[arg(long = "threshold", value_name = "EXPR", value_parser = crate::threshold::parse)]
-    pub(super) thresholds: Vec<Threshold>,
+    #[arg(env = "ECHO_BENCH_THRESHOLD", long = "threshold", value_name = "EXPR", value_parser = crate::threshold::parse, value_delimiter = ',')]
+    pub(crate) thresholds: Vec<Threshold>,
 
     /// Judge the thresholds on the run so far after every interval (each
     /// second without --interval) and stop at the first breach (exit 99);
     /// figures known only at the end (connect_*, raw_*, requests,
     /// mb_per_sec) wait for it
-    #[arg(value_parser = switch, long, requires = "thresholds")]
+    #[arg(value_parser = switch, env = "ECHO_BENCH_ABORT_ON_FAIL", long, requires = "thresholds")]
     pub(crate) abort_on_fail: bool,
 
     /// Also save the whole run (summary and histograms, JSON) for `merge`
     /// and `compare`; created before the run
-    #[arg(long, value_name = "FILE.json")]
-    pub(super) save: Option<std::path::PathBuf>,
+    #[arg(env = "ECHO_BENCH_SAVE", long, value_name = "FILE.json")]
+    pub(crate) save: Option<std::path::PathBuf>,
 
     /// Instead of load: open N idle connections (each proven live by one
     /// echoed byte) and hold them (for memory measurements)
     #[arg(env = "ECHO_BENCH_IDLE", long, value_name = "N", value_parser = connection_count,
           conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "hlog", "plot", "plot_series", "save", "thresholds", "rate", "interval", "connect_rate", "reconnect_every"])]
-    pub(super) idle: Option<usize>,
+    pub(crate) idle: Option<usize>,
 
     /// How long --idle holds the connections
     #[arg(env = "ECHO_BENCH_HOLD", long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration, requires = "idle")]
-    pub(super) hold: Duration,
+    pub(crate) hold: Duration,
 }
 
 /// What a bench run is to do, checked: the load, the outputs, the

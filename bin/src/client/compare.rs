@@ -25,11 +25,16 @@ pub(crate) struct CompareArgs {
 
     /// The noise margin: a figure within it of BASE is "same" [default:
     /// 5%]; FIGURE=PCT sets one figure's (max=50%); repeatable
-    #[arg(long = "tolerance", value_name = "PCT|FIGURE=PCT")]
+    #[arg(
+        env = "ECHO_COMPARE_TOLERANCE",
+        long = "tolerance",
+        value_name = "PCT|FIGURE=PCT",
+        value_delimiter = ','
+    )]
     pub(crate) tolerances: Vec<String>,
 
     /// Print one JSON object instead of the table
-    #[arg(value_parser = switch, long)]
+    #[arg(value_parser = switch, env = "ECHO_COMPARE_JSON", long)]
     pub(crate) json: bool,
 }
 

@@ -36,7 +36,7 @@ pub(crate) struct MergeArgs {
 
     /// Judge the merged run as bench --threshold does (repeatable): one
     /// verdict and one exit code for a many-host run
-    #[arg(long = "threshold", value_name = "EXPR", value_parser = crate::threshold::parse)]
+    #[arg(env = "ECHO_MERGE_THRESHOLD", long = "threshold", value_name = "EXPR", value_parser = crate::threshold::parse, value_delimiter = ',')]
     pub(crate) thresholds: Vec<Threshold>,
 }
 
