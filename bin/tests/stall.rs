@@ -45,11 +45,20 @@ fn stalling_server() -> Option<(Peer, u16)> {
 
 #[test]
 fn a_300_ms_stall_shows_as_the_longest_stall_with_its_connection_and_time() {
+    stall_of_300_ms(&[]);
+}
+
+#[test]
+fn a_300_ms_stall_shows_in_an_open_loop_too_from_the_last_echo_to_the_next() {
+    stall_of_300_ms(&["--rate", "200"]);
+}
+
+fn stall_of_300_ms(extra: &[&str]) {
     let Some((_server, port)) = stalling_server() else {
         return;
     };
     let connect = format!("tcp:127.0.0.1:{port}");
-    let out = client(&[
+    let mut args = vec![
         "bench",
         "--connect",
         &connect,
@@ -64,7 +73,9 @@ fn a_300_ms_stall_shows_as_the_longest_stall_with_its_connection_and_time() {
         "0.4",
         "--threshold",
         "stall<100ms",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = client(&args);
     assert_eq!(out.status.code(), Some(99), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<Value> = stdout
@@ -117,4 +128,40 @@ fn a_server_that_never_stalls_has_a_short_longest_stall_in_text() {
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(line.contains("(connection "), "{line}");
     assert!(stdout.contains("✓ stall<250ms"), "{stdout}");
+}
+
+#[test]
+fn abort_on_fail_sees_a_stall_while_it_is_still_going_on() {
+    // Echoes 100 messages per connection, then holds them unanswered.
+    let server = Server::start(&["--stall-after", "6400"]);
+    let started = std::time::Instant::now();
+    let out = client(&[
+        "bench",
+        "--connect",
+        &server.connect_arg(),
+        "-c",
+        "2",
+        "-d",
+        "10",
+        "-w",
+        "0",
+        "--interval",
+        "0.1",
+        "--threshold",
+        "stall<300ms",
+        "--abort-on-fail",
+    ]);
+    assert_eq!(out.status.code(), Some(99), "{}", text(&out.stderr));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "stopped long before the 5 s timeout would end the stall"
+    );
+    assert!(
+        text(&out.stderr).contains("--abort-on-fail: stall<300ms breached"),
+        "{}",
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    let growing: Vec<&str> = stdout.lines().filter(|l| l.contains(" stall ")).collect();
+    assert!(growing.len() >= 3, "an interval line per 0.1 s: {stdout}");
 }

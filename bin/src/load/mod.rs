@@ -205,7 +205,10 @@ pub fn run(
                 .map(|k| failures.get(*k) - last.failures.get(*k))
                 .sum()
         };
-        let stall_us = shared.interval_stall.swap(0, Ordering::Relaxed) as f64 / 1e3;
+        // The longest stall that ended in the interval, or one still going
+        // on (a server that stopped answering shows before it answers).
+        let ended = Duration::from_nanos(shared.interval_stall.swap(0, Ordering::Relaxed));
+        let stall_us = ended.max(shared.ongoing_stall(now)).as_secs_f64() * 1e6;
         let seen = !this.is_empty();
         let q = |p: f64| {
             if seen {

@@ -182,6 +182,17 @@ impl Shared {
         }
     }
 
+    /// The longest stall still going on at `now`, over all connections.
+    pub(super) fn ongoing_stall(&self, now: Instant) -> Duration {
+        let from = self.measuring_since.get().copied();
+        self.stalls.lock().map_or(Duration::ZERO, |all| {
+            all.iter()
+                .filter_map(|(_, book)| book.lock().ok()?.ongoing(now, from))
+                .max()
+                .unwrap_or_default()
+        })
+    }
+
     /// The longest stall of all, each connection's books closed at `end`.
     pub(super) fn longest_stall(&self, end: Instant) -> Option<Stall> {
         let started = *self.measuring_since.get()?;

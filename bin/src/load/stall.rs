@@ -57,6 +57,16 @@ impl StallBook {
         Some(gap)
     }
 
+    /// How long echoes have been owed with none completing, at `now` (none
+    /// when nothing is owed): a stall still going on.
+    pub(crate) fn ongoing(&self, now: Instant, from: Option<Instant>) -> Option<Duration> {
+        if self.outstanding == 0 {
+            return None;
+        }
+        let since = self.quiet_since?.max(from?);
+        Some(now.saturating_duration_since(since))
+    }
+
     /// The longest stall seen: when it began, and how long it lasted.
     pub(crate) fn longest(&self) -> Option<(Instant, Duration)> {
         self.longest
@@ -101,6 +111,15 @@ mod tests {
         idle.sent(ms(900));
         idle.completed(ms(901), Some(t0));
         assert_eq!(idle.longest().map(|l| l.1), Some(Duration::from_millis(1)));
+        // A stall still going on shows before it ends.
+        let mut stuck = StallBook::default();
+        stuck.sent(ms(100));
+        assert_eq!(
+            stuck.ongoing(ms(350), Some(t0)),
+            Some(Duration::from_millis(250))
+        );
+        stuck.completed(ms(400), Some(t0));
+        assert_eq!(stuck.ongoing(ms(500), Some(t0)), None);
         // Before measuring began does not count.
         let mut warm = StallBook::default();
         warm.sent(ms(0));

@@ -26,7 +26,8 @@ pub struct Interval {
     /// The 99th.
     pub p99_us: f64,
     /// The longest stall (no echo on a connection while one was owed) that
-    /// ended in this interval, microseconds.
+    /// ended in this interval or is still going on at its end,
+    /// microseconds.
     pub stall_us: f64,
     /// Connections cut in it: reset or closed early by the server.
     pub cut: u64,
@@ -49,7 +50,7 @@ pub struct SoFar {
     pub errors: u64,
     /// Latency percentiles, microseconds.
     pub latency_us: super::Percentiles,
-    /// The longest stall that has ended, microseconds.
+    /// The longest stall so far (ended, or going on), microseconds.
     pub stall_us: f64,
 }
 
