@@ -18,8 +18,13 @@ use crate::{complain, say};
 const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(2);
 
+/// Runs the message or --stdin mode: exit 0 when every echo came back.
+pub(super) fn run(args: Args) -> std::process::ExitCode {
+    super::block_on(echo_all(args))
+}
+
 /// Runs the message or --stdin mode; true when every echo succeeded.
-pub(super) async fn run(args: Args) -> bool {
+async fn echo_all(args: Args) -> bool {
     let options = ClientOptions {
         config: ClientConfig {
             idle_timeout: Some(args.timeout),

@@ -209,29 +209,19 @@ pub fn main() -> ExitCode {
         args.verbosity.quiet,
         &[],
     );
+    // Every subcommand's `run` gives its exit code.
     match args.command {
-        Some(Command::Bench(args)) => return bench::run(*args),
-        Some(Command::Compare(args)) => return compare::run(&args),
-        Some(Command::Merge(args)) => return merge::run(&args),
-        Some(Command::Plot(args)) => return exit_code(plot::run(&args)),
-        Some(Command::Udp(udp)) => {
-            return block_on(async move {
-                match udp::run(&udp).await {
-                    Ok(ok) => ok,
-                    Err(e) => {
-                        complain(format!("echo-client: {e}"));
-                        false
-                    }
-                }
-            });
-        }
-        None => {}
+        Some(Command::Bench(bench)) => bench::run(*bench),
+        Some(Command::Compare(compare)) => compare::run(&compare),
+        Some(Command::Merge(merge)) => merge::run(&merge),
+        Some(Command::Plot(plot)) => plot::run(&plot),
+        Some(Command::Udp(udp)) => udp::run(&udp),
+        None => echo::run(args),
     }
-    block_on(echo::run(args))
 }
 
 /// Exit code 0 for `Ok`; the message and 1 for `Err`.
-fn exit_code(result: Result<(), String>) -> ExitCode {
+pub(crate) fn exit_code(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -242,7 +232,7 @@ fn exit_code(result: Result<(), String>) -> ExitCode {
 }
 
 /// Runs `job` on a fresh runtime; exit code 0 when it returns true.
-fn block_on(job: impl Future<Output = bool>) -> ExitCode {
+pub(crate) fn block_on(job: impl Future<Output = bool>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

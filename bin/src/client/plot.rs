@@ -21,7 +21,12 @@ pub(crate) struct PlotArgs {
 }
 
 /// Reads the .hgrm files and writes their plot.
-pub(super) fn run(args: &PlotArgs) -> Result<(), String> {
+pub(super) fn run(args: &PlotArgs) -> std::process::ExitCode {
+    super::exit_code(draw(args))
+}
+
+/// Draws the plot; what went wrong, in words.
+fn draw(args: &PlotArgs) -> Result<(), String> {
     let mut series = Vec::new();
     for path in &args.files {
         let text = std::fs::read_to_string(path)

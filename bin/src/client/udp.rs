@@ -47,9 +47,21 @@ pub(crate) struct UdpArgs {
     pub(crate) wait: Duration,
 }
 
-/// Sends the datagrams and accounts for the replies; true when every one
-/// came back unchanged.
-pub(super) async fn run(args: &UdpArgs) -> Result<bool, String> {
+/// Runs `echo-client udp`: exit 0 when every datagram came back unchanged.
+pub(super) fn run(args: &UdpArgs) -> std::process::ExitCode {
+    super::block_on(async move {
+        match exchange(args).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                complain(format!("echo-client: {e}"));
+                false
+            }
+        }
+    })
+}
+
+/// Sends and accounts; true when every datagram came back unchanged.
+async fn exchange(args: &UdpArgs) -> Result<bool, String> {
     let body = match args.size {
         None => Bytes::from(args.message.clone().into_bytes()),
         Some(size) => Bytes::from(generated(size.saturating_sub(UDP_CLIENT_HEADER))),
