@@ -25,6 +25,9 @@ until after it ends, on the client's cores; the table adds its MB/s. What
 the small echoes get while big ones keep the server busy is the server's
 fairness; CPU per echo is not shown then (the bulk load's share of the
 server cannot be told apart).
+
+BENCH_SERVERS=tokio-nd,ours,ours-metrics compares ours with and without
+--metrics (which counts bytes as they move): the cost of being watched.
 """
 import json, os, shutil, socket, statistics, subprocess, sys, threading, time
 
@@ -48,6 +51,10 @@ SERVERS = {
     "ours-w": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen", f"tcp:{port}:interface=127.0.0.1",
                             "--workers", os.environ.get("BENCH_WORKERS", "1")],
     "c-epoll": lambda port: [os.path.join(REL, "epoll_echo"), str(port)],
+    # Ours serving metrics (--metrics counts bytes as they move): what a
+    # Prometheus-watched server pays per echo.
+    "ours-metrics": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen", f"tcp:{port}:interface=127.0.0.1",
+                                  "--metrics", "tcp:0:interface=127.0.0.1"],
     # Ours over TLS (a throw-away certificate; the client skips verification).
     "ours-tls": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen",
                               f"ssl:{port}:interface=127.0.0.1", "--self-signed"],
@@ -64,6 +71,7 @@ if os.environ.get("BENCH_SERVERS"):
     SERVERS = {name: SERVERS[name] for name in chosen}
 else:
     SERVERS.pop("ours-tls")
+    SERVERS.pop("ours-metrics")
 LOADS = [(1, 64), (1, 4096), (10, 64), (10, 4096), (100, 64), (100, 4096), (1000, 64), (1000, 4096), (10, 65536)]
 PLOTS = os.environ.get("BENCH_PLOTS") or os.path.join(ROOT, "target", "bench-plots")
 if os.environ.get("BENCH_LOADS"):  # e.g. BENCH_LOADS=100x64,1000x64 for a subset
@@ -238,7 +246,7 @@ def table(secs, rounds, loads, server_core, client_core, title):
 
 def idle_memory(counts):
     print("\nidle memory (RSS growth per connection after N idle connections, each proven live):")
-    for name in [n for n in ("tokio-nd", "ours", "ours-base", "ours-w", "c-epoll") if n in SERVERS]:
+    for name in [n for n in ("tokio-nd", "ours", "ours-base", "ours-metrics", "ours-w", "c-epoll") if n in SERVERS]:
         for n in counts:
             server, port = start(name, "0")
             try:

@@ -7,6 +7,7 @@ pub mod client;
 pub mod compare;
 pub mod hlog;
 pub mod load;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod plot;

@@ -23,6 +23,19 @@ impl CloseReason {
 }
 
 impl CloseReason {
+    /// Every [`label`](Self::label), once: what a simulation must reach
+    /// (or say why it cannot).
+    pub const LABELS: &'static [&'static str] = &[
+        "done",
+        "reset",
+        "aborted",
+        "timed out",
+        "shut down",
+        "io error",
+        "tls alert",
+        "tls",
+    ];
+
     /// A short fixed name for the kind of end (`done`, `reset`, `timed
     /// out`...), without the details: for counting ends by kind.
     #[must_use]

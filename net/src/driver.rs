@@ -162,10 +162,10 @@ where
         tokio::pin!(close_requested);
         let mut close_armed = true;
         let mut shutdown_owed = false;
-        // What is left of this turn's read budget: kept across the loop's
-        // passes, so a turn that stops for an action or an earlier deadline
-        // does not start a fresh budget within the same poll.
-        let mut budget = config.read_budget;
+        // Bytes read in this turn: kept across the loop's passes, so a turn
+        // that stops for an action or an earlier deadline does not start a
+        // fresh budget within the same poll.
+        let mut spent = 0;
         loop {
             // Actions, in order. Close and Abort complete themselves in the
             // core (the connection is already closed); the socket follows.
@@ -221,7 +221,7 @@ where
                 if let Poll::Ready(result) = with_scratch(read_chunk, |scratch| {
                     let io = Io {
                         scratch,
-                        budget: &mut budget,
+                        spent: &mut spent,
                         read_budget: config.read_budget,
                         armed,
                     };
@@ -280,8 +280,8 @@ struct Io<'a> {
     /// The worker's read buffer (see `with_scratch`).
     scratch: &'a mut [u8],
     /// Bytes it may still read before yielding in this turn.
-    budget: &'a mut usize,
-    /// A whole turn's budget ([`DriveConfig::read_budget`]).
+    spent: &'a mut usize,
+    /// A turn's budget ([`DriveConfig::read_budget`]).
     read_budget: usize,
     /// The deadline the caller's timer is armed for.
     armed: Option<Instant>,
@@ -307,11 +307,11 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
     io: Io<'_>,
     shutdown_owed: &mut bool,
 ) -> Poll<io::Result<()>> {
-    let budget = io.budget;
-    if *budget == 0 {
+    let spent = io.spent;
+    if *spent > 0 && *spent >= io.read_budget {
         // The turn's budget went on reads before an action: the others'
         // turn first.
-        *budget = io.read_budget;
+        *spent = 0;
         cx.waker().wake_by_ref();
         return Poll::Pending;
     }
@@ -332,7 +332,7 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
         if conn.wants_read()
             && let Poll::Ready(read) = poll_read_chunk(cx, stream, conn, io.scratch, &mut now)
         {
-            *budget = budget.saturating_sub(read?);
+            *spent += read?;
             // Echo what was just read in the same pass.
             flush_output(cx, stream, conn, &mut now)?;
             progressed = true;
@@ -341,7 +341,7 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
         if !progressed {
             // Nothing moved: every waker this pass met is registered, and
             // the next wake starts a new turn.
-            *budget = io.read_budget;
+            *spent = 0;
             return Poll::Pending;
         }
         let rearm = conn
@@ -350,9 +350,9 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
         if conn.has_action() || conn.is_closed() || rearm {
             return Poll::Ready(Ok(()));
         }
-        if *budget == 0 {
+        if *spent > 0 && *spent >= io.read_budget {
             // The socket may still hold more: the others' turn first.
-            *budget = io.read_budget;
+            *spent = 0;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -659,5 +659,90 @@ mod tests {
     fn a_read_budget_is_spent_in_whole_reads_and_never_stops_the_first() {
         assert_eq!(two_wakes_of_a_firehose(150), [(200, 200, 1), (400, 400, 2)]);
         assert_eq!(two_wakes_of_a_firehose(0), [(100, 100, 1), (200, 200, 2)]);
+    }
+
+    /// A socket that hiccups as nonblocking ones do: each read and each
+    /// write first fails with `Interrupted`, then with `WouldBlock` (no
+    /// waker registered), then works.
+    struct Hiccups {
+        reads: std::collections::VecDeque<io::Result<&'static [u8]>>,
+        writes: std::collections::VecDeque<io::ErrorKind>,
+        echoed: Rc<Cell<usize>>,
+    }
+
+    impl AsyncRead for Hiccups {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.reads.pop_front() {
+                Some(Ok(data)) => {
+                    buf.put_slice(data);
+                    Poll::Ready(Ok(()))
+                }
+                Some(Err(e)) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    impl AsyncWrite for Hiccups {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if let Some(kind) = self.writes.pop_front() {
+                return Poll::Ready(Err(kind.into()));
+            }
+            self.echoed.set(self.echoed.get() + buf.len());
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Stream for Hiccups {}
+
+    #[test]
+    fn interrupted_and_would_block_are_hiccups_not_failures() {
+        use io::ErrorKind::{Interrupted, WouldBlock};
+        let echoed = Rc::new(Cell::new(0));
+        let mut stream = Hiccups {
+            reads: [
+                Err(Interrupted.into()),
+                Err(WouldBlock.into()),
+                Ok(&b"abc"[..]),
+            ]
+            .into(),
+            writes: [Interrupted, WouldBlock].into(),
+            echoed: echoed.clone(),
+        };
+        let addr: std::net::SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let echo = EchoFactory::default()
+            .build_protocol(&addr.into(), &addr.into())
+            .unwrap();
+        let mut conn = Connection::new(echo, addr, addr, WaterMarks::default(), now());
+        let config = DriveConfig::default();
+        let (wakes, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut app = NoApp;
+        let mut driving = pin!(drive(&mut stream, &mut conn, &mut app, &config, None));
+        // Each WouldBlock wakes the task to try again; no poll ends it.
+        for _ in 0..4 {
+            assert!(driving.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(echoed.get(), 3, "the echo went out after the hiccups");
+        assert!(
+            wakes.wakes() >= 2,
+            "a WouldBlock without a waker must wake the task"
+        );
     }
 }

@@ -126,13 +126,20 @@ impl Inner {
         let result = f(&mut factory);
         while let Some(event) = factory.poll_event() {
             log_event(&event, &self.warnings);
-            if let ServerEvent::ConnectionLost { reason, .. } = &event {
-                self.counters.lost(reason);
+            match &event {
+                ServerEvent::ConnectionLost { reason, .. } => self.counters.lost(reason),
+                ServerEvent::ConnectionMade {
+                    health_check: true, ..
+                } => {
+                    self.counters.health_checks.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
             }
             if let Some(Observer(observe)) = self.observer.get() {
                 observe(&event);
             }
         }
+        self.counters.publish(&factory);
         self.open.send_replace(factory.open_connections());
         result
     }
@@ -349,6 +356,11 @@ impl EchoServer {
             .is_ok()
     }
 
+    /// The live counters (for other serve loops).
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
     /// Watches whether the server still accepts (for other serve loops).
     pub(crate) fn accepting(&self) -> watch::Receiver<bool> {
         self.inner.accepting.subscribe()
@@ -367,23 +379,24 @@ impl EchoServer {
     }
 
     /// The server's counters now: connections open, accepted and refused,
-    /// bytes in and out (with `count_traffic`), losses by reason.
+    /// bytes in and out (with `count_traffic`), losses by reason. Takes no
+    /// lock: a metrics scrape never waits on, nor holds up, a connection.
     #[must_use]
     pub fn traffic(&self) -> Traffic {
-        let (open, accepted, refused, denied) = self
-            .inner
-            .with_factory(|f| (f.open_connections(), f.accepted(), f.refused(), f.denied()));
         let counters = &self.inner.counters;
         Traffic {
-            open,
-            accepted,
-            refused,
-            denied,
+            open: counters.open.load(Ordering::Relaxed),
+            accepted: counters.accepted.load(Ordering::Relaxed),
+            refused: counters.refused.load(Ordering::Relaxed),
+            denied: counters.denied.load(Ordering::Relaxed),
             bytes_in: counters.bytes_in.load(Ordering::Relaxed),
             bytes_out: counters.bytes_out.load(Ordering::Relaxed),
             lost: counters.losses(),
             bad_headers: counters.bad_headers(),
             tls_failures: counters.tls_failures(),
+            tls_handshakes: counters.tls_handshakes(),
+            udp: counters.udp(),
+            health_checks: counters.health_checks.load(Ordering::Relaxed),
         }
     }
 
@@ -637,6 +650,7 @@ async fn tls_connection<S: Stream>(
     let handshake = Box::pin(tls.accept(Prefixed::new(first, stream)));
     let reason = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(stream)) => {
+            inner.counters.tls_handshake();
             if !*inner.accepting.borrow() {
                 return; // shut down during the handshake
             }

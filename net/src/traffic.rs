@@ -2,10 +2,10 @@
 //! accepted and refused, bytes in and out, and connections lost by reason.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use echo_core::{CloseReason, Connection, Echo, LostReason};
+use echo_core::{CloseReason, Connection, Echo, EchoFactory, LostReason, UdpStats};
 
 use crate::driver::App;
 
@@ -48,6 +48,13 @@ pub struct Traffic {
     pub bad_headers: u64,
     /// `ssl:` connections whose TLS handshake failed or timed out.
     pub tls_failures: u64,
+    /// `ssl:` connections whose TLS handshake completed.
+    pub tls_handshakes: u64,
+    /// UDP datagrams, over every `udp:` endpoint.
+    pub udp: UdpStats,
+    /// `haproxy:` connections that were a balancer's health check (PROXY
+    /// LOCAL or UNKNOWN), among the accepted.
+    pub health_checks: u64,
 }
 
 impl Traffic {
@@ -64,6 +71,16 @@ impl Traffic {
             bytes_out: l(self.bytes_out, earlier.bytes_out),
             bad_headers: l(self.bad_headers, earlier.bad_headers),
             tls_failures: l(self.tls_failures, earlier.tls_failures),
+            tls_handshakes: l(self.tls_handshakes, earlier.tls_handshakes),
+            health_checks: l(self.health_checks, earlier.health_checks),
+            udp: UdpStats {
+                received: l(self.udp.received, earlier.udp.received),
+                echoed: l(self.udp.echoed, earlier.udp.echoed),
+                echoed_bytes: l(self.udp.echoed_bytes, earlier.udp.echoed_bytes),
+                rate_limited: l(self.udp.rate_limited, earlier.udp.rate_limited),
+                loop_ports: l(self.udp.loop_ports, earlier.udp.loop_ports),
+                not_sent: l(self.udp.not_sent, earlier.udp.not_sent),
+            },
             lost: Losses {
                 clean: l(self.lost.clean, earlier.lost.clean),
                 reset: l(self.lost.reset, earlier.lost.reset),
@@ -121,17 +138,78 @@ impl fmt::Display for Traffic {
     }
 }
 
-/// The server's live counters.
+/// The server's live counters. The factory's own counts (open, accepted,
+/// refused, denied) are copied here whenever it changes, under its lock, so
+/// that reading them (a stats line, a metrics scrape) takes no lock that
+/// the connections' tasks wait on.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    pub(crate) open: AtomicUsize,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) denied: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     lost: [AtomicU64; 6],
     bad_headers: AtomicU64,
     tls_failures: AtomicU64,
+    tls_handshakes: AtomicU64,
+    /// [`UdpStats`]' fields, in their order, summed over the sockets.
+    udp: [AtomicU64; 6],
+    pub(crate) health_checks: AtomicU64,
 }
 
 impl Counters {
+    /// Copies the factory's counts (called under its lock, after each change).
+    pub(crate) fn publish(&self, factory: &EchoFactory) {
+        self.open
+            .store(factory.open_connections(), Ordering::Relaxed);
+        self.accepted.store(factory.accepted(), Ordering::Relaxed);
+        self.refused.store(factory.refused(), Ordering::Relaxed);
+        self.denied.store(factory.denied(), Ordering::Relaxed);
+    }
+
+    /// Counts a completed TLS handshake.
+    pub(crate) fn tls_handshake(&self) {
+        self.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tls_handshakes(&self) -> u64 {
+        self.tls_handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Adds what one UDP socket's counters (`now`) gained since `seen`.
+    pub(crate) fn udp_moved(&self, now: &UdpStats, seen: &mut UdpStats) {
+        let fields = |u: &UdpStats| {
+            [
+                u.received,
+                u.echoed,
+                u.echoed_bytes,
+                u.rate_limited,
+                u.loop_ports,
+                u.not_sent,
+            ]
+        };
+        for ((counter, now), then) in self.udp.iter().zip(fields(now)).zip(fields(seen)) {
+            if now > then {
+                counter.fetch_add(now - then, Ordering::Relaxed);
+            }
+        }
+        *seen = *now;
+    }
+
+    pub(crate) fn udp(&self) -> UdpStats {
+        let n = |i: usize| self.udp[i].load(Ordering::Relaxed);
+        UdpStats {
+            received: n(0),
+            echoed: n(1),
+            echoed_bytes: n(2),
+            rate_limited: n(3),
+            loop_ports: n(4),
+            not_sent: n(5),
+        }
+    }
+
     /// Counts a connection that ended for `reason`.
     pub(crate) fn lost(&self, reason: &CloseReason) {
         let i = match reason {

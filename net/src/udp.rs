@@ -110,6 +110,8 @@ impl EchoServer {
         let mut echo = UdpEcho::new(config);
         let mut buf = vec![0u8; RECV_BUFFER];
         let mut drops = DropLog::default();
+        // What this socket has added to the server's counters.
+        let mut counted = UdpStats::default();
         while *accepting.borrow_and_update() {
             while let Some(reply) = echo.poll_transmit() {
                 if let Err(error) = socket.send_to(&reply.payload, reply.to).await {
@@ -117,6 +119,7 @@ impl EchoServer {
                     tracing::debug!(to = %reply.to, %error, "reply not sent");
                 }
             }
+            self.counters().udp_moved(&echo.stats(), &mut counted);
             let received = tokio::select! {
                 biased;
                 _ = accepting.changed() => continue,
@@ -146,6 +149,7 @@ impl EchoServer {
             }
         }
         drops.flush();
+        self.counters().udp_moved(&echo.stats(), &mut counted);
         echo.stats()
     }
 }

@@ -111,40 +111,12 @@ pub struct Shutdown {
 pub struct Case {
     /// The run's seed (set by the runner).
     pub seed: u64,
-    /// Least one-way latency.
-    pub min_latency_ms: u64,
-    /// Most one-way latency.
-    pub max_latency_ms: u64,
-    /// turmoil's per-stream segment credits (and SYN backlog).
-    pub tcp_capacity: usize,
-    /// Shuffle host order within each step.
-    pub random_order: bool,
-    /// Server pause threshold.
-    pub server_high: usize,
-    /// Server resume threshold.
-    pub server_low: usize,
-    /// Server bytes per read.
-    pub server_read_chunk: usize,
-    /// Server idle timeout.
-    pub server_idle_ms: Option<u64>,
-    /// Server connection limit (refusals are a fault clients retry through).
-    pub max_connections: Option<usize>,
-    /// Server socket bending.
-    pub server_io: IoKnobs,
-    /// Client window (its high-water mark).
-    pub client_high: usize,
-    /// Client bytes per read.
-    pub client_read_chunk: usize,
-    /// Client no-progress timeout.
-    pub client_idle_ms: u64,
-    /// Client socket bending.
-    pub client_io: IoKnobs,
-    /// The client's allowance of verified echo its application has not
-    /// taken yet (`ClientConfig::max_undelivered`).
-    pub client_max_undelivered: usize,
-    /// Clients half-close once their input is sent (`ClientConfig::half_close`):
-    /// the server sees end-of-file while it may still owe echo.
-    pub client_half_close: bool,
+    /// The simulated network.
+    pub network: Network,
+    /// The server's settings and socket bending.
+    pub server: ServerSide,
+    /// Every client's settings and socket bending.
+    pub client: ClientSide,
     /// Client hosts, each with its connections.
     pub hosts: Vec<Vec<ConnPlan>>,
     /// Faults by time.
@@ -159,6 +131,55 @@ pub struct Case {
     pub tls: bool,
     /// The server's access list turns one client host away.
     pub access: Option<Access>,
+}
+
+/// The simulated network of a [`Case`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// Least one-way latency.
+    pub min_latency_ms: u64,
+    /// Most one-way latency.
+    pub max_latency_ms: u64,
+    /// turmoil's per-stream segment credits (and SYN backlog).
+    pub tcp_capacity: usize,
+    /// Shuffle host order within each step.
+    pub random_order: bool,
+}
+
+/// The server's side of a [`Case`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerSide {
+    /// Pause threshold.
+    pub high: usize,
+    /// Resume threshold.
+    pub low: usize,
+    /// Bytes per read.
+    pub read_chunk: usize,
+    /// Idle timeout.
+    pub idle_ms: Option<u64>,
+    /// Connection limit (refusals are a fault clients retry through).
+    pub max_connections: Option<usize>,
+    /// Socket bending.
+    pub io: IoKnobs,
+}
+
+/// The clients' side of a [`Case`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSide {
+    /// Window (the high-water mark).
+    pub high: usize,
+    /// Bytes per read.
+    pub read_chunk: usize,
+    /// No-progress timeout.
+    pub idle_ms: u64,
+    /// Socket bending.
+    pub io: IoKnobs,
+    /// The allowance of verified echo the application has not taken yet
+    /// (`ClientConfig::max_undelivered`).
+    pub max_undelivered: usize,
+    /// Half-close once the input is sent (`ClientConfig::half_close`): the
+    /// server sees end-of-file while it may still owe echo.
+    pub half_close: bool,
 }
 
 /// An access list that turns client host `denied` away: by a deny block
@@ -182,7 +203,7 @@ impl Case {
     #[must_use]
     pub fn has_faults(&self) -> bool {
         !self.faults.is_empty()
-            || self.max_connections.is_some()
+            || self.server.max_connections.is_some()
             || self
                 .hosts
                 .iter()
@@ -243,13 +264,13 @@ fn fit(mut case: Case) -> Case {
         .max()
         .unwrap_or(0);
     let least = (big / WINDOWS).max(1);
-    case.client_io.max_write = case.client_io.max_write.max(least);
-    case.server_io.max_write = case.server_io.max_write.max(least);
-    case.server_io.max_read = case.server_io.max_read.max(least);
-    case.server_read_chunk = case.server_read_chunk.max(least);
-    case.client_high = case.client_high.max(least);
-    case.server_high = case.server_high.max(least);
-    case.server_low = case.server_low.min(case.server_high);
+    case.client.io.max_write = case.client.io.max_write.max(least);
+    case.server.io.max_write = case.server.io.max_write.max(least);
+    case.server.io.max_read = case.server.io.max_read.max(least);
+    case.server.read_chunk = case.server.read_chunk.max(least);
+    case.client.high = case.client.high.max(least);
+    case.server.high = case.server.high.max(least);
+    case.server.low = case.server.low.min(case.server.high);
     case
 }
 
@@ -317,22 +338,28 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
             let (client_high, client_read_chunk, client_idle_ms, client_io) = client;
             fit(Case {
                 seed: 0,
-                min_latency_ms: min,
-                max_latency_ms: min + extra,
-                tcp_capacity,
-                random_order,
-                server_high,
-                server_low: server_high * low_pct / 100,
-                server_read_chunk,
-                server_idle_ms: None,
-                max_connections: None,
-                server_io,
-                client_high,
-                client_read_chunk,
-                client_idle_ms,
-                client_io,
-                client_max_undelivered: echo_core::DEFAULT_MAX_UNDELIVERED,
-                client_half_close: false,
+                network: Network {
+                    min_latency_ms: min,
+                    max_latency_ms: min + extra,
+                    tcp_capacity,
+                    random_order,
+                },
+                server: ServerSide {
+                    high: server_high,
+                    low: server_high * low_pct / 100,
+                    read_chunk: server_read_chunk,
+                    idle_ms: None,
+                    max_connections: None,
+                    io: server_io,
+                },
+                client: ClientSide {
+                    high: client_high,
+                    read_chunk: client_read_chunk,
+                    idle_ms: client_idle_ms,
+                    io: client_io,
+                    max_undelivered: echo_core::DEFAULT_MAX_UNDELIVERED,
+                    half_close: false,
+                },
                 hosts,
                 faults: Vec::new(),
                 heal_at_ms: 0,
@@ -365,7 +392,7 @@ pub fn no_fault_case() -> impl Strategy<Value = Case> {
         1 => (600u64..1_200).prop_map(Some),
     ];
     (base(3, 4), idle).prop_map(|(mut case, idle)| {
-        case.server_idle_ms = idle;
+        case.server.idle_ms = idle;
         case
     })
 }
@@ -413,10 +440,10 @@ pub fn shutdown_case() -> impl Strategy<Value = Case> {
                     case.shutdown = Some(Shutdown {
                         at_ms,
                         grace_ms,
-                        flush_ms: crate::run::LIVENESS_BOUND.as_millis() as u64,
+                        flush_ms: crate::vocab::LIVENESS_BOUND.as_millis() as u64,
                     });
                 } else {
-                    case.server_idle_ms = Some(idle);
+                    case.server.idle_ms = Some(idle);
                     let plans = case.hosts.iter_mut().flatten();
                     for (plan, stall) in plans.zip(stalls) {
                         plan.stall = stall.map(|(per_mille, ms)| Stall {
@@ -448,9 +475,10 @@ impl Case {
         self.misbehave.delay = Duration::from_millis(delay);
         self.misbehave.jitter = Duration::from_millis(jitter);
         self.misbehave.throttle = throttle;
-        self.client_idle_ms = self
-            .client_idle_ms
-            .max(1_000 + delay + jitter + 2 * self.max_latency_ms);
+        self.client.idle_ms = self
+            .client
+            .idle_ms
+            .max(1_000 + delay + jitter + 2 * self.network.max_latency_ms);
     }
 }
 
@@ -471,9 +499,9 @@ pub fn held_back_case() -> impl Strategy<Value = Case> {
         prop_oneof![1 => 1usize..=4, 1 => 5usize..=65_536],
     )
         .prop_map(|(mut case, stalls, allowance, read_chunk)| {
-            case.server_idle_ms = None;
-            case.client_max_undelivered = allowance;
-            case.client_read_chunk = read_chunk;
+            case.server.idle_ms = None;
+            case.client.max_undelivered = allowance;
+            case.client.read_chunk = read_chunk;
             let plans = case.hosts.iter_mut().flatten();
             for (plan, stall) in plans.zip(stalls) {
                 // Long enough to fill any allowance; short enough that
@@ -505,12 +533,12 @@ pub fn slow_reader_case() -> impl Strategy<Value = Case> {
         1usize..=1_024,
     )
         .prop_map(|(mut case, idle, (capacity, write), plans, allowance)| {
-            case.server_idle_ms = Some(idle);
+            case.server.idle_ms = Some(idle);
             // (turmoil's SYN backlog is the same number: one per client.)
-            case.tcp_capacity = capacity.max(case.connections());
-            case.server_io.max_write = write;
-            case.client_half_close = true;
-            case.client_max_undelivered = allowance;
+            case.network.tcp_capacity = capacity.max(case.connections());
+            case.server.io.max_write = write;
+            case.client.half_close = true;
+            case.client.max_undelivered = allowance;
             let mut longest = 0;
             for (plan, (len, pieces, per_cent)) in case.hosts.iter_mut().flatten().zip(plans) {
                 plan.message.len = len;
@@ -526,15 +554,20 @@ pub fn slow_reader_case() -> impl Strategy<Value = Case> {
             // The server and the client take the whole message at once:
             // the server has all of its input early, and nothing to read
             // after it.
-            case.server_high = case.server_high.max(longest + case.server_read_chunk);
-            case.server_low = case.server_low.min(case.server_high / 2);
-            case.client_high = case.client_high.max(longest);
+            case.server.high = case.server.high.max(longest + case.server.read_chunk);
+            case.server.low = case.server.low.min(case.server.high / 2);
+            case.client.high = case.client.high.max(longest);
             // Short hops: the pauses, not the network, pace the echo, and
             // its small segments (a few in flight per round trip) take
             // at most about 20 s.
-            let segments = (longest / (write * case.tcp_capacity)).max(1) as u64;
-            case.max_latency_ms = case.max_latency_ms.min(idle / 10).min(10_000 / segments);
-            case.min_latency_ms = case.min_latency_ms.min(case.max_latency_ms);
+            let segments = (longest / (write * case.network.tcp_capacity)).max(1) as u64;
+            case.network.max_latency_ms = case
+                .network
+                .max_latency_ms
+                .min(idle / 10)
+                .min(10_000 / segments);
+            case.network.min_latency_ms =
+                case.network.min_latency_ms.min(case.network.max_latency_ms);
             case
         })
 }
@@ -556,7 +589,7 @@ pub fn broken_app_case() -> impl Strategy<Value = Case> {
             // resets only with unread input), so the server's echo to a
             // closed peer goes unanswered and only its idle timeout ends
             // the connection.
-            case.server_idle_ms.get_or_insert(2_000);
+            case.server.idle_ms.get_or_insert(2_000);
             for (plan, broken) in case.hosts.iter_mut().flatten().zip(breaks) {
                 // Before the last byte, so the failure always comes first.
                 plan.breaks = broken
@@ -601,7 +634,7 @@ pub fn misbehaving_case() -> impl Strategy<Value = Case> {
         |(mut case, (delay, jitter, throttle, cutoff, share, seed), half_close)| {
             // Half the cases half-close after their input, so end-of-file
             // reaches the server while its knobs still hold echo back.
-            case.client_half_close = half_close;
+            case.client.half_close = half_close;
             use echo_core::Cutoff;
             for plan in case.hosts.iter_mut().flatten() {
                 // Throttled echoes take simulated seconds per 20 KB.
@@ -619,7 +652,7 @@ pub fn misbehaving_case() -> impl Strategy<Value = Case> {
             // A stalled connection is a black hole until the server's idle
             // timeout: without one it would outlive every client.
             if matches!(case.misbehave.cutoff, Some(Cutoff::StallAfter(_))) {
-                case.server_idle_ms.get_or_insert(2_000);
+                case.server.idle_ms.get_or_insert(2_000);
             }
             case
         },
@@ -677,16 +710,17 @@ impl Case {
     pub fn over_tls(mut self) -> Self {
         self.tls = true;
         let floor = self.record_transfer_ms();
-        self.client_idle_ms = self.client_idle_ms.max(floor);
-        self.server_idle_ms = self.server_idle_ms.map(|ms| ms.max(floor));
+        self.client.idle_ms = self.client.idle_ms.max(floor);
+        self.server.idle_ms = self.server.idle_ms.map(|ms| ms.max(floor));
         self
     }
 
     fn record_transfer_ms(&self) -> u64 {
         let write = self
-            .server_io
+            .server
+            .io
             .max_write
-            .min(self.client_io.max_write)
+            .min(self.client.io.max_write)
             .max(1) as u64;
         let largest = self
             .hosts
@@ -696,8 +730,8 @@ impl Case {
             .max()
             .unwrap_or(0);
         let segments = (largest.min(TLS_QUEUE) + MAX_RECORD_WIRE).div_ceil(write);
-        let round_trips = segments / self.tcp_capacity.max(1) as u64 + 2;
-        round_trips * 2 * self.max_latency_ms.max(1)
+        let round_trips = segments / self.network.tcp_capacity.max(1) as u64 + 2;
+        round_trips * 2 * self.network.max_latency_ms.max(1)
     }
 }
 
@@ -778,8 +812,8 @@ pub fn fault_case() -> impl Strategy<Value = Case> {
                 case.faults = faults;
                 // Partitions wedge turmoil's TCP for good (no retransmission): the
                 // server needs an idle timeout to reclaim such connections.
-                case.server_idle_ms = Some(server_idle);
-                case.max_connections = limit.filter(|_| swarm.limits);
+                case.server.idle_ms = Some(server_idle);
+                case.server.max_connections = limit.filter(|_| swarm.limits);
                 for (conn, give_up) in case.hosts.iter_mut().flatten().zip(give_ups) {
                     conn.give_up_ms = give_up.filter(|_| swarm.give_ups);
                 }
@@ -813,7 +847,7 @@ pub fn shutdown_fault_case() -> impl Strategy<Value = Case> {
             });
             // Echoes long enough to be mid-flight when the faults and the
             // shutdown land, with no client giving up early.
-            case.max_connections = None;
+            case.server.max_connections = None;
             for (plan, len) in case.hosts.iter_mut().flatten().zip(lens) {
                 plan.message.len = plan.message.len.max(len);
                 plan.give_up_ms = None;

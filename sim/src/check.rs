@@ -14,6 +14,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use crate::case::Case;
 use crate::coverage::Coverage;
 use crate::run::run_case;
+use crate::vocab::mix;
 use crate::world::{Report, Stats};
 
 /// A simulated scenario that a property draws from a strategy and runs.
@@ -113,14 +114,6 @@ pub struct Summary {
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
-/// SplitMix64: spreads consecutive indices into unrelated seeds.
-pub(crate) fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 fn tree<S: Strategy>(strategy: &S, seed: u64) -> S::Tree {

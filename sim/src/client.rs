@@ -16,8 +16,9 @@ use tokio::io::AsyncWrite;
 
 use crate::case::{Break, ConnPlan, Stall};
 use crate::io::{Held, SimStream};
-use crate::run::{Attempt, PORT, SERVER, World};
 use crate::tls::{MaybeTls, SERVER_NAME};
+use crate::vocab::{PORT, SERVER};
+use crate::world::{Attempt, World};
 use crate::world::{Trace, event};
 
 /// Collects a connection's echo and logs each write into the trace.

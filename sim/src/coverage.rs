@@ -73,8 +73,9 @@ impl Coverage {
     }
 }
 
-/// Every arc of the connection's state table, every action, every end a
-/// TCP run of our server and client can reach.
+/// Every arc of the connection's state table and every action a TCP run
+/// of our server and client can reach (the ends: `end` and each of
+/// [`echo_core::CloseReason::LABELS`]).
 pub const TABLE: &[&str] = &[
     "arc Open -> Closing",
     "arc Open -> Closed",
@@ -82,12 +83,6 @@ pub const TABLE: &[&str] = &[
     "action ShutdownWrite",
     "action Close",
     "action Abort",
-    "end done",
-    "end reset",
-    "end aborted",
-    "end timed out",
-    "end shut down",
-    "end io error",
 ];
 
 /// The kind of a client's verdict, as a label: `verdict done`, `verdict

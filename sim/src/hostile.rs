@@ -33,7 +33,7 @@ use crate::check::Scenario;
 use crate::io::{LocalSpawner, SimListener, SimStream};
 use crate::world::{Report, Shared};
 
-const SERVER: &str = crate::run::SERVER;
+const SERVER: &str = crate::vocab::SERVER;
 const PORT: u16 = 7;
 /// What the server may take beyond the network's round trip to act.
 const SLACK: Duration = Duration::from_millis(50);
@@ -102,6 +102,14 @@ pub enum Attack {
         source: Declared,
         /// A deny block: (address, prefix length).
         deny: Option<(IpAddr, u8)>,
+    },
+    /// A valid header trickled so that its last byte arrives at
+    /// `per_cent` of the header timeout: just in time is in time.
+    ProxyJustInTime {
+        /// 1 or 2.
+        version: u8,
+        /// When the header is complete, in per cent of the timeout.
+        per_cent: u8,
     },
     /// A v1 line that never ends (no CRLF in 107 bytes and more).
     ProxyLineTooLong(usize),
@@ -226,6 +234,12 @@ impl HostileCase {
                 };
                 (bytes, true, oracle)
             }
+            Attack::ProxyJustInTime { version, .. } => {
+                let source = Declared::V4(Ipv4Addr::new(192, 0, 2, 7));
+                let mut bytes = proxy_header(*version, source, server);
+                bytes.extend_from_slice(MESSAGE);
+                (bytes, true, Oracle::Admit(source.ip()))
+            }
             Attack::ProxyLineTooLong(len) => {
                 let mut line = b"PROXY TCP4 ".to_vec();
                 line.resize(*len, b'1');
@@ -320,6 +334,24 @@ impl HostileCase {
             ),
             Attack::ClosesAtOnce { .. } => (Vec::new(), true, Oracle::Ignore),
         }
+    }
+}
+
+impl HostileCase {
+    /// The pause after each piece of `bytes`: the case's, or for a header
+    /// sent just in time, what spreads the header's pieces over `per_cent`
+    /// of the timeout (less a round trip and a margin).
+    fn pause_ms_for(&self, bytes: &[u8]) -> u64 {
+        let Attack::ProxyJustInTime { per_cent, .. } = self.attack else {
+            return self.pause_ms;
+        };
+        let header = bytes.len() - MESSAGE.len();
+        let pieces = header.div_ceil(self.piece.max(1)) as u64;
+        let timeout = PROXY_HEADER_TIMEOUT.as_millis() as u64;
+        let target = (timeout * u64::from(per_cent) / 100)
+            .saturating_sub(2 * self.max_latency_ms + SLACK.as_millis() as u64);
+        // The last piece is followed by no pause that matters.
+        target / pieces.saturating_sub(1).max(1)
     }
 }
 
@@ -465,6 +497,7 @@ fn attack() -> impl Strategy<Value = Attack> {
     ];
     prop_oneof![
         4 => valid,
+        1 => (1u8..=2, 50u8..=95).prop_map(|(version, per_cent)| Attack::ProxyJustInTime { version, per_cent }),
         1 => (echo_core::V1_MAX_LINE + 1..300).prop_map(Attack::ProxyLineTooLong),
         2 => flaw.prop_map(Attack::ProxyV1Malformed),
         1 => prop_oneof![Just(0u8), Just(1), 3u8..16].prop_map(Attack::ProxyV2Version),
@@ -554,13 +587,8 @@ pub fn run_hostile(case: &HostileCase) -> Report {
 }
 
 fn attack_and_judge(case: &HostileCase, shared: &Shared) -> Result<Oracle, String> {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(case.seed)
-        .epoch(std::time::UNIX_EPOCH)
-        .min_message_latency(Duration::from_millis(case.min_latency_ms))
-        .max_message_latency(Duration::from_millis(case.max_latency_ms))
-        .simulation_duration(Duration::from_secs(60))
-        .build();
+    let latency = (case.min_latency_ms, case.max_latency_ms);
+    let mut sim = crate::vocab::network(case.seed, latency, Duration::from_secs(60)).build();
     let server_slot: Rc<RefCell<Option<EchoServer>>> = Rc::default();
     let events: Arc<Mutex<Vec<ServerEvent>>> = Arc::default();
     let (tls_server, tls_client) = crate::tls::pair();
@@ -665,14 +693,15 @@ fn attack_and_judge(case: &HostileCase, shared: &Shared) -> Result<Oracle, Strin
                 return Ok(());
             }
             let (mut read, mut write) = stream.into_split();
+            let pause_ms = case.pause_ms_for(&bytes);
             let writer = async {
                 for piece in bytes.chunks(case.piece.max(1)) {
                     if write.write_all(piece).await.is_err() {
                         return;
                     }
                     seen.borrow_mut().sent_all = now();
-                    if case.pause_ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(case.pause_ms)).await;
+                    if pause_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
                     }
                 }
                 if end_input {
@@ -757,6 +786,9 @@ fn judge(
     match oracle {
         Oracle::Admit(ip) => {
             shared.hit("hostile admitted");
+            if let Attack::ProxyJustInTime { .. } = case.attack {
+                shared.hit("hostile admitted just in time");
+            }
             let want = Address::Ip(SocketAddr::new(*ip, 4242));
             if made != [&want] || denied != 0 {
                 return Err(format!(

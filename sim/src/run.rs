@@ -3,79 +3,23 @@
 //! invariants checked throughout and at the end.
 
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use echo_core::{ClientConfig, ServerConfig, ServerEvent, WaterMarks};
-use echo_net::{
-    AccessList, ClientOptions, DriveConfig, EchoServer, IpNet, ServerOptions, ShutdownOutcome,
-};
+use echo_core::{ClientConfig, ServerConfig, WaterMarks};
+use echo_net::{AccessList, ClientOptions, DriveConfig, EchoServer, IpNet, ServerOptions};
 
-use crate::books::check_books;
 use crate::case::{Access, Case, Fault};
 use crate::client::connection;
 use crate::io::{LocalSpawner, SimListener};
-use crate::world::{Report, Shared};
+use crate::vocab::{LIVENESS_BOUND, PORT, SERVER, client_host};
+use crate::world::{Report, Shared, World};
 
-/// The server host's name and port.
-pub(crate) const SERVER: &str = "server";
-pub(crate) const PORT: u16 = 7;
-/// After the last fault heals, every client must be done within this.
-pub const LIVENESS_BOUND: Duration = Duration::from_secs(60);
 /// After the clients are done, the server must be back to 0 open
 /// connections within its idle timeout plus this.
 const DRAIN_SLACK: Duration = Duration::from_secs(10);
-
-fn client_host(i: usize) -> String {
-    format!("client{i}")
-}
-
-/// One client attempt that got a stream, as the client saw it.
-#[derive(Debug)]
-pub(crate) struct Attempt {
-    pub(crate) label: String,
-    /// The client's end: the server's events name it as the peer.
-    pub(crate) local: SocketAddr,
-    /// Bytes it had to send.
-    pub(crate) len: usize,
-    /// Bytes that came back.
-    pub(crate) received: usize,
-    /// It reported done (every byte back, verified).
-    pub(crate) done: bool,
-}
-
-/// Shared between the harness and the hosts.
-#[derive(Clone)]
-pub(crate) struct World {
-    /// The trace, the panics and the counters.
-    pub(crate) shared: Shared,
-    /// Every server instance started (one more per bounce).
-    pub(crate) servers: Rc<RefCell<Vec<EchoServer>>>,
-    /// The largest read each server instance's streams returned before
-    /// their shutdowns (same index as `servers`).
-    pub(crate) largest_reads: Rc<RefCell<Vec<Arc<AtomicUsize>>>>,
-    /// Echoes still running.
-    pub(crate) running: Rc<RefCell<usize>>,
-    /// Every factory event, tagged with its server instance (the index in
-    /// `servers`) and whether the shutdown had begun. Filled by
-    /// `EchoServer::observe`, which wants `Send`.
-    pub(crate) events: Arc<Mutex<Vec<(usize, ServerEvent, bool)>>>,
-    /// Set when the graceful shutdown begins; each event records it.
-    pub(crate) stopping: Arc<AtomicBool>,
-    /// Every client attempt that got a stream.
-    pub(crate) attempts: Rc<RefCell<Vec<Attempt>>>,
-    /// How the graceful shutdown ended, once it has.
-    pub(crate) shutdown: Rc<RefCell<Option<ShutdownOutcome>>>,
-    /// How long the graceful shutdown took (simulated time).
-    pub(crate) shutdown_took: Rc<RefCell<Option<Duration>>>,
-    /// The address of the client host the access list turns away.
-    pub(crate) denied: Rc<RefCell<Option<IpAddr>>>,
-    /// Connections open as the graceful shutdown began.
-    pub(crate) open_at_shutdown: Rc<RefCell<Option<usize>>>,
-}
 
 /// Runs `case` to the end and reports.
 #[must_use]
@@ -102,10 +46,13 @@ pub fn run_case(case: &Case) -> Report {
         .borrow_mut()
         .add(&crate::io::take_fired());
     let result = result.and_then(|()| {
-        let events = world.events.lock().unwrap_or_else(PoisonError::into_inner);
-        crate::logs::check_log(events.iter().map(|(_, event, _)| event), &log)?;
-        crate::logs::check_throttled_warnings(events.iter().map(|(_, event, _)| event), &log)?;
-        crate::logs::check_shutdown_line(*world.open_at_shutdown.borrow(), &log)
+        crate::invariants::after_run(
+            case,
+            &crate::invariants::Observed {
+                world: &world,
+                log: &log,
+            },
+        )
     });
     world.shared.report(result)
 }
@@ -114,7 +61,7 @@ pub fn run_case(case: &Case) -> Report {
 /// earlier draw, and each committed seed's case, stays what it was): in
 /// three cases of four, 1 to 30 per mille of reads and writes hiccup.
 fn hiccups(knobs: crate::io::IoKnobs, seed: u64, tls: bool) -> crate::io::IoKnobs {
-    let draw = crate::check::mix(seed ^ 0x6869_6363_7570);
+    let draw = crate::vocab::mix(seed ^ 0x6869_6363_7570);
     crate::io::IoKnobs {
         hiccups: if draw.is_multiple_of(4) {
             0
@@ -129,7 +76,7 @@ fn hiccups(knobs: crate::io::IoKnobs, seed: u64, tls: bool) -> crate::io::IoKnob
 /// `usual`, or in a third of the cases (by the seed) any budget from 1
 /// byte to 64 KiB.
 fn read_budget(seed: u64, usual: usize) -> usize {
-    let draw = crate::check::mix(seed ^ 0x6275_6467_6574);
+    let draw = crate::vocab::mix(seed ^ 0x6275_6467_6574);
     if draw.is_multiple_of(3) {
         crate::io::fired("driver: a random read budget");
         1 + ((draw >> 8) % 65_536) as usize
@@ -141,18 +88,18 @@ fn read_budget(seed: u64, usual: usize) -> usize {
 fn server_options(case: &Case) -> ServerOptions {
     ServerOptions {
         config: ServerConfig {
-            max_connections: case.max_connections,
-            idle_timeout: case.server_idle_ms.map(Duration::from_millis),
+            max_connections: case.server.max_connections,
+            idle_timeout: case.server.idle_ms.map(Duration::from_millis),
             faults: case.misbehave,
             banner: None,
         },
-        marks: WaterMarks::new(case.server_high, case.server_low).expect("valid marks"),
+        marks: WaterMarks::new(case.server.high, case.server.low).expect("valid marks"),
         drive: DriveConfig {
-            read_chunk: case.server_read_chunk,
+            read_chunk: case.server.read_chunk,
             // Two reads a wake, not 64 KiB: a busy connection yields to
             // the others in nearly every case, not only past 64 KiB. In a
             // third of the cases, any budget from 1 byte to 64 KiB.
-            read_budget: read_budget(case.seed, 2 * case.server_read_chunk),
+            read_budget: read_budget(case.seed, 2 * case.server.read_chunk),
             // Without a shutdown plan, long enough for any flush the case
             // can need; with one, the plan's (clients that keep reading
             // finish in it; one whose output blocks is cut off by it).
@@ -191,30 +138,26 @@ fn access_list(access: Access, hosts: usize, world: &World) -> AccessList {
 fn client_options(case: &Case) -> ClientOptions {
     ClientOptions {
         config: ClientConfig {
-            idle_timeout: Some(Duration::from_millis(case.client_idle_ms)),
-            max_undelivered: case.client_max_undelivered,
-            half_close: case.client_half_close,
+            idle_timeout: Some(Duration::from_millis(case.client.idle_ms)),
+            max_undelivered: case.client.max_undelivered,
+            half_close: case.client.half_close,
             ..ClientConfig::default()
         },
-        marks: WaterMarks::new(case.client_high, 0).expect("valid marks"),
+        marks: WaterMarks::new(case.client.high, 0).expect("valid marks"),
         drive: DriveConfig {
-            read_chunk: case.client_read_chunk,
-            read_budget: read_budget(case.seed.rotate_left(29), 2 * case.client_read_chunk),
+            read_chunk: case.client.read_chunk,
+            read_budget: read_budget(case.seed.rotate_left(29), 2 * case.client.read_chunk),
             ..ClientOptions::default().drive
         },
     }
 }
 
 fn simulate(case: &Case, world: &World) -> Result<(), String> {
-    let mut builder = turmoil::Builder::new();
-    builder
-        .rng_seed(case.seed)
-        .epoch(std::time::UNIX_EPOCH)
-        .min_message_latency(Duration::from_millis(case.min_latency_ms))
-        .max_message_latency(Duration::from_millis(case.max_latency_ms))
-        .tcp_capacity(case.tcp_capacity)
-        .simulation_duration(Duration::from_millis(case.heal_at_ms) + LIVENESS_BOUND);
-    if case.random_order {
+    let latency = (case.network.min_latency_ms, case.network.max_latency_ms);
+    let duration = Duration::from_millis(case.heal_at_ms) + LIVENESS_BOUND;
+    let mut builder = crate::vocab::network(case.seed, latency, duration);
+    builder.tcp_capacity(case.network.tcp_capacity);
+    if case.network.random_order {
         builder.enable_random_order();
     }
     let mut sim = builder.build();
@@ -225,7 +168,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     // record layer's, not the driver's.)
     let quantum =
         (!case.tls).then(|| (options.drive.read_budget + options.drive.read_chunk - 1) as u64);
-    let server_io = hiccups(case.server_io, case.seed, case.tls);
+    let server_io = hiccups(case.server.io, case.seed, case.tls);
     let (seed, shutdown) = (case.seed, case.shutdown);
     let (access, hosts) = (case.access, case.hosts.len());
     let (tls_server, tls_client) = crate::tls::pair();
@@ -292,7 +235,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     for (h, conns) in case.hosts.iter().enumerate() {
         let world = world.clone();
         let conns = conns.clone();
-        let io = hiccups(case.client_io, case.seed.rotate_left(17), case.tls);
+        let io = hiccups(case.client.io, case.seed.rotate_left(17), case.tls);
         let (faulty, one_shot) = (case.has_faults(), case.shutdown.is_some());
         let misbehave = case.misbehave;
         let denied = case.access.is_some_and(|a| a.denied == h);
@@ -396,7 +339,9 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
         if let Some(panic) = world.shared.panics.borrow().first() {
             return Err(format!("panic in a spawned task: {panic}"));
         }
-        if let (Some(limit), Some(server)) = (case.max_connections, world.servers.borrow().last()) {
+        if let (Some(limit), Some(server)) =
+            (case.server.max_connections, world.servers.borrow().last())
+        {
             let open = server.open_connections();
             if open > limit {
                 return Err(format!("{open} connections open, above the limit {limit}"));
@@ -410,7 +355,8 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     // The clients are gone: the server's count must return to 0 (idle
     // timeouts reclaim connections that a partition wedged).
     let idle = case
-        .server_idle_ms
+        .server
+        .idle_ms
         .map_or(Duration::ZERO, Duration::from_millis);
     // A graceful shutdown that is still to come must also finish.
     let stopping = case.shutdown.map_or(Duration::ZERO, |s| {
@@ -440,66 +386,6 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     if let Some(panic) = world.shared.panics.borrow().first() {
         return Err(format!("panic in a spawned task: {panic}"));
     }
-    let bound = case.server_high + case.server_read_chunk;
-    let largest_reads = world.largest_reads.borrow();
-    for (server, largest_read) in world.servers.borrow().iter().zip(largest_reads.iter()) {
-        let peak = server.peak_connection_buffer();
-        // The bound is only as good as the measure: an echo server writes
-        // each read whole into its output buffer before the socket takes
-        // any of it, so its peak is at least its largest read (over plain
-        // TCP, where a read is what the socket gave; with no fault knob
-        // holding or splitting the echo). Any echo at all makes it nonzero.
-        let echoed = server.traffic().bytes_out;
-        let largest = largest_read.load(Ordering::Relaxed);
-        if echoed > 0 && peak == 0 {
-            return Err(format!(
-                "the server echoed {echoed} bytes but its buffer peak is 0: the measure is broken"
-            ));
-        }
-        if !case.tls && case.misbehave.is_off() && peak < largest {
-            return Err(format!(
-                "a connection read {largest} bytes at once, yet the server's buffer peak is {peak}: \
-                 the measure is broken"
-            ));
-        }
-        if peak > bound {
-            return Err(format!(
-                "a connection buffered {peak} bytes, above high {} + one read {}",
-                case.server_high, case.server_read_chunk
-            ));
-        }
-        // Memory beyond queued bytes: a drained buffer gives its capacity
-        // back, so an idle connection costs almost nothing after a burst.
-        let idle = server.peak_idle_capacity();
-        if idle > echo_core::KEEP_DRAINED_CAPACITY {
-            return Err(format!(
-                "an empty output buffer kept {idle} bytes of capacity (at most {} allowed)",
-                echo_core::KEEP_DRAINED_CAPACITY
-            ));
-        }
-        // And the measure is live: when the buffer never holds more than
-        // half the kept size, its allocation never outgrows that size (a
-        // vector at most doubles as it grows), so every connection that
-        // drained kept what its largest read needed (each read goes into
-        // the buffer whole, as above). (With more, an allocation that grew
-        // past the kept size is dropped: a seed of base 225M kept 3,056
-        // after a read of 3,117.) Without faults every echo completes, so
-        // every connection drained.
-        let plain = !case.tls && case.misbehave.is_off() && case.shutdown.is_none();
-        if plain
-            && !case.has_faults()
-            && echoed > 0
-            && 2 * bound <= echo_core::KEEP_DRAINED_CAPACITY
-            && idle < largest
-        {
-            return Err(format!(
-                "the server echoed {echoed} bytes through buffers never above {bound}, \
-                 reading {largest} at once, yet reports {idle} bytes of capacity kept: \
-                 the measure is broken"
-            ));
-        }
-    }
-    check_books(case, world)?;
     world.shared.event(format!(
         "end: servers={} open=0",
         world.servers.borrow().len()
@@ -507,12 +393,6 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
     Ok(())
 }
 
-/// The server's books against what the clients saw. Per server instance:
-/// ids unique, every admission ended by exactly one loss, each event's open
-/// count right, refusals only at the limit. Per connection: the server never
-/// read more than the client sent, the client never got back more than the
-/// server read, a client that is done was read in full, and without faults
-/// (a graceful shutdown included) every byte the server read came back.
 /// Heals every partition between the server and `host`, both ways and
 /// one-way (a one-way partition needs its own repair).
 fn repair(sim: &turmoil::Sim<'_>, host: &str) {

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::io::SimStream;
 
 /// The name the server's certificate carries (the server host's name).
-pub(crate) const SERVER_NAME: &str = crate::run::SERVER;
+pub(crate) const SERVER_NAME: &str = crate::vocab::SERVER;
 
 /// The CA (PEM), the server certificate and its key, made once.
 fn pems() -> &'static (String, String, String) {

@@ -201,13 +201,9 @@ struct World {
 }
 
 fn simulate(case: &UdpCase, world: &World) -> Result<(), String> {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(case.seed)
-        .epoch(std::time::UNIX_EPOCH)
-        .min_message_latency(Duration::from_millis(case.min_latency_ms))
-        .max_message_latency(Duration::from_millis(case.max_latency_ms))
+    let latency = (case.min_latency_ms, case.max_latency_ms);
+    let mut sim = crate::vocab::network(case.seed, latency, Duration::from_secs(60))
         .udp_capacity(4_096)
-        .simulation_duration(Duration::from_secs(60))
         .build();
 
     let (seed, drop_pct, dup_pct, rate) = (

@@ -1,12 +1,22 @@
 //! What every simulated run shares between the harness and its hosts: the
 //! trace of events stamped with simulated time, the panics caught on hosts,
 //! the coverage counters, and the report they make at the end. The TCP,
-//! UDP and zoo runs each add their own books to it.
+//! UDP and zoo runs each add their own books to it; the TCP run's world
+//! ([`World`]) is here too, so that its run, its clients and its books
+//! share it without importing each other.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use std::future::Future;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use echo_core::ServerEvent;
+use echo_net::{EchoServer, ShutdownOutcome};
 
 use crate::coverage::Coverage;
 use crate::io::{CatchPanic, Panics};
@@ -140,4 +150,48 @@ impl Shared {
             coverage: self.coverage.borrow().clone(),
         }
     }
+}
+
+/// One client attempt that got a stream, as the client saw it.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub(crate) label: String,
+    /// The client's end: the server's events name it as the peer.
+    pub(crate) local: SocketAddr,
+    /// Bytes it had to send.
+    pub(crate) len: usize,
+    /// Bytes that came back.
+    pub(crate) received: usize,
+    /// It reported done (every byte back, verified).
+    pub(crate) done: bool,
+}
+
+/// Shared between the harness and the hosts.
+#[derive(Clone)]
+pub(crate) struct World {
+    /// The trace, the panics and the counters.
+    pub(crate) shared: Shared,
+    /// Every server instance started (one more per bounce).
+    pub(crate) servers: Rc<RefCell<Vec<EchoServer>>>,
+    /// The largest read each server instance's streams returned before
+    /// their shutdowns (same index as `servers`).
+    pub(crate) largest_reads: Rc<RefCell<Vec<Arc<AtomicUsize>>>>,
+    /// Echoes still running.
+    pub(crate) running: Rc<RefCell<usize>>,
+    /// Every factory event, tagged with its server instance (the index in
+    /// `servers`) and whether the shutdown had begun. Filled by
+    /// `EchoServer::observe`, which wants `Send`.
+    pub(crate) events: Arc<Mutex<Vec<(usize, ServerEvent, bool)>>>,
+    /// Set when the graceful shutdown begins; each event records it.
+    pub(crate) stopping: Arc<AtomicBool>,
+    /// Every client attempt that got a stream.
+    pub(crate) attempts: Rc<RefCell<Vec<Attempt>>>,
+    /// How the graceful shutdown ended, once it has.
+    pub(crate) shutdown: Rc<RefCell<Option<ShutdownOutcome>>>,
+    /// How long the graceful shutdown took (simulated time).
+    pub(crate) shutdown_took: Rc<RefCell<Option<Duration>>>,
+    /// The address of the client host the access list turns away.
+    pub(crate) denied: Rc<RefCell<Option<IpAddr>>>,
+    /// Connections open as the graceful shutdown began.
+    pub(crate) open_at_shutdown: Rc<RefCell<Option<usize>>>,
 }

@@ -479,13 +479,9 @@ pub fn run_zoo(case: &ZooCase) -> Report {
     let (trace, panics) = (Rc::clone(&shared.trace), Rc::clone(&shared.panics));
     let seen: Rc<RefCell<Seen>> = Rc::default();
     let verdict: Rc<RefCell<Option<Verdict>>> = Rc::default();
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(case.seed)
-        .epoch(std::time::UNIX_EPOCH)
-        .min_message_latency(Duration::from_millis(case.min_latency_ms))
-        .max_message_latency(Duration::from_millis(case.max_latency_ms))
-        .simulation_duration(Duration::from_secs(60) + case.peer_pace())
-        .build();
+    let latency = (case.min_latency_ms, case.max_latency_ms);
+    let duration = Duration::from_secs(60) + case.peer_pace();
+    let mut sim = crate::vocab::network(case.seed, latency, duration).build();
 
     // What our server behind a relay reported of each connection.
     let made: Arc<Mutex<Vec<Reported>>> = Arc::default();

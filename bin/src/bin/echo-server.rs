@@ -22,7 +22,10 @@ use echo_net::{
     AccessList, AnyListener, DriveConfig, EchoServer, IpNet, Issued, KeyKind, ServerOptions,
     ShutdownOutcome, ThrowawayCa, TlsServer, TokioSpawner, bind_udp,
 };
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use echo_bin::metrics::{Exposition, Health, MetricsListener, metrics_endpoint};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Echoes back every byte it receives (RFC 862), over TCP, TLS or
@@ -119,6 +122,14 @@ struct Args {
     /// (e.g. 10s); nothing when nothing happened
     #[arg(env = "ECHO_SERVER_STATS_INTERVAL", long, value_name = "DURATION", value_parser = positive_duration)]
     stats_interval: Option<Duration>,
+
+    /// Serve Prometheus metrics (GET /metrics: the stats line's counters),
+    /// /healthz (200 while alive) and /readyz (503 from the moment a
+    /// shutdown begins) over HTTP on this tcp: endpoint, e.g.
+    /// tcp:9090:interface=127.0.0.1 (tcp:9090 is every interface). Off by
+    /// default
+    #[arg(env = "ECHO_SERVER_METRICS", long, value_name = "DESC", value_parser = metrics_endpoint)]
+    metrics: Option<SocketAddr>,
 
     /// Echo every received chunk this long after it arrived (e.g. 50ms);
     /// delayed bytes count against --high-water
@@ -252,6 +263,15 @@ fn public(endpoint: &ServerEndpoint) -> String {
 
 /// Usage errors that need more than one flag to see (exit 2).
 fn check_usage(args: &Args) -> Result<(), String> {
+    if let Some(metrics) = args.metrics
+        && let Some(listen) = echo_bin::metrics::collision(metrics, &args.listen)
+    {
+        return Err(echo_bin::metrics::MetricsError::Collides {
+            metrics: metrics.to_string(),
+            listen: listen.to_string(),
+        }
+        .to_string());
+    }
     if args.self_signed {
         let ssl: Vec<&ServerTls> = args.listen.iter().filter_map(ssl_of).collect();
         if ssl.is_empty() {
@@ -398,7 +418,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             banner: banner(&args).map_err(anyhow::Error::msg)?,
         },
         marks: WaterMarks::new(args.high_water, 0)?,
-        count_traffic: args.stats_interval.is_some(),
+        count_traffic: args.stats_interval.is_some() || args.metrics.is_some(),
         drive: DriveConfig {
             handshake_timeout: args.handshake_timeout,
             ..DriveConfig::default()
@@ -470,12 +490,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             };
         descriptions.push(description);
     }
+    let metrics = args.metrics.map(MetricsListener::bind).transpose()?;
     // Announce only once every endpoint is bound: a later failure must not
     // follow "listening on" lines for endpoints that are then closed.
     for description in descriptions {
         if !say(format_args!("listening on {description}")) {
             tracing::warn!(%description, "cannot write to standard output; listening anyway");
         }
+    }
+    if let Some(metrics) = &metrics {
+        let addr = metrics.local_addr()?;
+        say(format_args!(
+            "metrics on http://{addr}/metrics (and /healthz, /readyz)"
+        ));
     }
     if let Some(made) = &self_signed {
         made.announce(&listeners);
@@ -507,6 +534,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(every) = args.stats_interval {
         tokio::spawn(log_stats(server.clone(), every));
     }
+    let health = Arc::new(Health::new());
+    if let Some(metrics) = metrics {
+        let source = server.clone();
+        metrics.start(
+            Exposition::new(move || source.traffic()),
+            Arc::clone(&health),
+        )?;
+    }
     let faults = args.faults();
     if !faults.is_off() {
         tracing::warn!(%faults, "misbehaving on purpose");
@@ -515,6 +550,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ = sigint.recv() => "SIGINT",
         _ = sigterm.recv() => "SIGTERM",
     };
+    // Not ready from this moment: a balancer drains this server while its
+    // open connections finish within the grace period.
+    health.shutting_down();
     tracing::info!(signal = first, grace = ?args.grace, "shutting down: no longer accepting");
     let outcome = tokio::select! {
         biased;

@@ -84,6 +84,12 @@ pub(crate) struct BenchArgs {
     #[arg(env = "ECHO_BENCH_INTERVAL", long, value_name = "DURATION", value_parser = positive_duration)]
     pub(crate) interval: Option<Duration>,
 
+    /// While running, serve live figures for Prometheus over HTTP on this
+    /// tcp: endpoint (GET /metrics): requests, errors by kind, open
+    /// connections and a latency histogram, e.g. tcp:9091:interface=127.0.0.1
+    #[arg(env = "ECHO_BENCH_METRICS", long, value_name = "DESC", value_parser = crate::metrics::metrics_endpoint)]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
+
     /// Open at most this many new connections per second while ramping up
     /// [default: as fast as possible]
     #[arg(env = "ECHO_BENCH_CONNECT_RATE", long, value_name = "CONN/S", value_parser = connect_rate)]
@@ -172,6 +178,8 @@ struct Plan {
     /// Judge the thresholds while running (`--abort-on-fail`).
     abort_on_fail: bool,
     outputs: Outputs,
+    /// Serve live figures here (`--metrics`).
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// How often `--abort-on-fail` judges the run without `--interval`.
@@ -219,6 +227,7 @@ impl BenchArgs {
             connect_rate: self.connect_rate,
             reconnect_every: self.reconnect_every,
             banner: self.banner,
+            live: None,
         };
         config.check().map_err(PlanError::Usage)?;
         let create =
@@ -237,6 +246,7 @@ impl BenchArgs {
             lines: self.interval.is_some(),
             thresholds: self.thresholds,
             abort_on_fail: self.abort_on_fail,
+            metrics: self.metrics,
             outputs,
         })
     }
@@ -290,6 +300,15 @@ pub(super) fn run(args: BenchArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    if let Some(addr) = plan.metrics {
+        match serve_live(addr) {
+            Ok(live) => plan.config.live = Some(live),
+            Err(e) => {
+                complain(format!("echo-client: {e:#}"));
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    }
     let title = title(&plan.config);
     let mut lines = Lines { json: plan.json };
     let mut series = Series::default();
@@ -427,4 +446,21 @@ fn write_outputs(
         out.fill(|f| crate::model::file::save(f, run).map_err(|e| e.to_string()))?;
     }
     Ok(())
+}
+
+/// `bench --metrics`: serves the run's live figures on `addr` (on a thread
+/// of its own) and says where, on standard error (standard output is the
+/// report's).
+fn serve_live(addr: std::net::SocketAddr) -> anyhow::Result<std::sync::Arc<crate::load::Live>> {
+    use crate::metrics::{Exposition, Health, LoadCollector, MetricsListener};
+    use std::sync::Arc;
+    let live = Arc::new(crate::load::Live::default());
+    let listener = MetricsListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    listener.start(
+        Exposition::of(LoadCollector(Arc::clone(&live))),
+        Arc::new(Health::new()),
+    )?;
+    complain(format!("echo-client: metrics on http://{bound}/metrics"));
+    Ok(live)
 }

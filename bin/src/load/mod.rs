@@ -25,6 +25,7 @@ use hdrhistogram::Histogram;
 
 mod closed;
 mod connect;
+mod live;
 mod open;
 mod plan;
 mod progress;
@@ -34,6 +35,8 @@ mod stall;
 use closed::{Job, ping_pong};
 pub use connect::idle;
 use connect::{Churn, open_stream};
+use live::LIVE_EVERY;
+pub use live::{Live, LiveFigures};
 use open::{Schedule, open_loop};
 pub use plan::{BenchConfig, DEFAULT_MAX_IN_FLIGHT, MAX_BUFFERS, MAX_LEN};
 use progress::Progress;
@@ -96,6 +99,9 @@ pub fn run(
         connector: Some(connector),
         ..Shared::default()
     });
+    if let Some(live) = &config.live {
+        live.watch(&shared);
+    }
     let threads = threads.clamp(1, config.connections.max(1));
     let mut workers = Vec::with_capacity(threads);
     let mut histograms = Vec::with_capacity(threads);
@@ -249,6 +255,16 @@ pub fn run(
         };
         interval
     };
+    let merged = || {
+        let mut merged = new_histogram();
+        for (hist, _) in &histograms {
+            if let Ok(hist) = hist.lock() {
+                let _ = merged.add(&*hist);
+            }
+        }
+        merged
+    };
+    let mut published = started;
     // Until the time is up, the request count is reached, or every
     // connection has ended.
     while !shared.stop.load(Ordering::Relaxed)
@@ -273,7 +289,16 @@ pub fn run(
                 }
             }
         }
+        if let Some(live) = &config.live
+            && published.elapsed() >= LIVE_EVERY
+        {
+            live.publish(merged());
+            published = Instant::now();
+        }
         std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(live) = &config.live {
+        live.publish(merged());
     }
     // The last interval, however short the run left it: a run of 3 s at
     // --interval 1 reports three.

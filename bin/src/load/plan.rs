@@ -49,6 +49,8 @@ pub struct BenchConfig {
     /// Each connection starts with the server's banner line naming its
     /// back end (`echo-server --banner`): read it, and report per back end.
     pub banner: bool,
+    /// Where the run's live figures go (`--metrics`), if anywhere.
+    pub live: Option<std::sync::Arc<super::Live>>,
 }
 
 /// The default for [`BenchConfig::max_in_flight`].

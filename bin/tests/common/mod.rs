@@ -32,7 +32,13 @@ impl Server {
 
     /// Runs `command` (which must exec an `echo-server`), collects its
     /// standard error and reads the port from its first line.
-    pub fn spawn(mut command: Command) -> Self {
+    pub fn spawn(command: Command) -> Self {
+        Self::spawn_reading(command, 0).0
+    }
+
+    /// [`spawn`](Self::spawn), also returning the `more` lines the server
+    /// prints after its first (another endpoint's, the metrics address).
+    pub fn spawn_reading(mut command: Command, more: usize) -> (Self, Vec<String>) {
         // Owned by a guard from the start: a failure below (no listening
         // line) must not leave the server running after the test.
         let mut child = Starting::new(
@@ -58,9 +64,18 @@ impl Server {
             }
         });
         let mut line = String::new();
-        BufReader::new(child.child().stdout.take().unwrap())
+        let mut stdout = BufReader::new(child.child().stdout.take().unwrap());
+        stdout
             .read_line(&mut line)
             .expect("read the listening line");
+        let mut lines = Vec::new();
+        for _ in 0..more {
+            let mut next = String::new();
+            stdout
+                .read_line(&mut next)
+                .expect("read the server's lines");
+            lines.push(next.trim_end().to_owned());
+        }
         if !line.starts_with("listening on ") {
             let _ = child.child().wait();
             thread::sleep(Duration::from_millis(50));
@@ -75,11 +90,14 @@ impl Server {
             .and_then(|rest| rest.split(':').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        Self {
-            child: child.take(),
-            port,
-            stderr,
-        }
+        (
+            Self {
+                child: child.take(),
+                port,
+                stderr,
+            },
+            lines,
+        )
     }
 
     pub fn connect_arg(&self) -> String {

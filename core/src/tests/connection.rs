@@ -296,3 +296,25 @@ fn a_closed_connection_hears_nothing_more_and_empty_writes_are_no_ops() {
     c.handle_read_closed(t0());
     assert!(!c.is_read_open());
 }
+
+/// Each kind of end has its own label, and `LABELS` lists them all, once:
+/// a simulation's coverage gate reads it.
+#[test]
+fn every_close_reason_has_a_label_of_its_own_listed_once() {
+    #[cfg(feature = "std")]
+    let io = crate::IoErrorKind::BrokenPipe;
+    #[cfg(not(feature = "std"))]
+    let io = crate::IoErrorKind(32);
+    let all = [
+        CloseReason::Done,
+        CloseReason::Lost(LostReason::Reset),
+        CloseReason::Lost(LostReason::Aborted),
+        CloseReason::Lost(LostReason::TimedOut),
+        CloseReason::Lost(LostReason::ShutDown),
+        CloseReason::Lost(LostReason::Io(io)),
+        CloseReason::Lost(LostReason::TlsAlert(40)),
+        CloseReason::Lost(LostReason::Tls),
+    ];
+    let labels: alloc::vec::Vec<&str> = all.iter().map(CloseReason::label).collect();
+    assert_eq!(labels, CloseReason::LABELS);
+}

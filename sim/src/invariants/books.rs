@@ -11,10 +11,13 @@ use std::time::Duration;
 use echo_core::{Address, CloseReason, ConnectionId, LostReason, ServerEvent};
 use echo_net::{DriveConfig, ShutdownOutcome};
 
+use super::Observed;
 use crate::case::Case;
-use crate::run::{Attempt, LIVENESS_BOUND, World};
+use crate::vocab::LIVENESS_BOUND;
+use crate::world::{Attempt, World};
 
-pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
+pub(crate) fn check(case: &Case, seen: &Observed<'_>) -> Result<(), String> {
+    let world: &World = seen.world;
     let events = world.events.lock().unwrap_or_else(PoisonError::into_inner);
     let attempts = world.attempts.borrow();
     let clients: HashMap<SocketAddr, &Attempt> = attempts.iter().map(|a| (a.local, a)).collect();
@@ -89,13 +92,15 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
                     admitted.insert(peer);
                 }
                 ServerEvent::ConnectionRefused { open: n, limit, .. }
-                    if case.max_connections != Some(limit) || n != limit || n != open.len() =>
+                    if case.server.max_connections != Some(limit)
+                        || n != limit
+                        || n != open.len() =>
                 {
                     return Err(format!(
                         "server {instance}: refused with open={n} limit={limit}, \
                              but {} are open and the limit is {:?}",
                         open.len(),
-                        case.max_connections
+                        case.server.max_connections
                     ));
                 }
                 ServerEvent::ConnectionRefused { .. } => refused += 1,
@@ -158,7 +163,7 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
                     // of it never leave it idle: it keeps writing).
                     let timed_out = CloseReason::Lost(LostReason::TimedOut);
                     let shut_down = CloseReason::Lost(LostReason::ShutDown);
-                    let idle = case.server_idle_ms.unwrap_or(u64::MAX);
+                    let idle = case.server.idle_ms.unwrap_or(u64::MAX);
                     let stalls = case
                         .hosts
                         .iter()
@@ -226,9 +231,9 @@ pub(crate) fn check_books(case: &Case, world: &World) -> Result<(), String> {
         // follows a flush, then a round trip: a flush that is never cut off
         // (a peer that stopped reading) would hold the shutdown far longer.
         let linger = DriveConfig::default().linger;
-        let bound =
-            Duration::from_millis(plan.grace_ms + plan.flush_ms + 2 * case.max_latency_ms + 100)
-                + linger;
+        let bound = Duration::from_millis(
+            plan.grace_ms + plan.flush_ms + 2 * case.network.max_latency_ms + 100,
+        ) + linger;
         if let Some(took) = *world.shutdown_took.borrow()
             && took > bound
         {
