@@ -3,11 +3,17 @@
 
 #![forbid(unsafe_code)]
 
-pub mod bench;
+pub mod client;
+pub mod compare;
 pub mod hlog;
+pub mod load;
 pub mod metrics;
+pub mod model;
+pub mod observe;
 pub mod plot;
+pub mod report;
 pub mod runtime;
+pub mod threshold;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -17,6 +23,10 @@ use tracing_subscriber::EnvFilter;
 
 /// Exit code for a failed run (an echo failed, a bind failed).
 pub const EXIT_FAILURE: u8 = 1;
+
+/// Exit code when a `--threshold` was breached, or `compare` found the new
+/// run worse (k6's code, which CI users know).
+pub const EXIT_BREACHED: u8 = 99;
 
 /// Writes a line to standard output. Returns `false` if it could not be
 /// written (a closed pipe, as in `echo-client | head -1`): never panics.

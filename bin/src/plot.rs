@@ -229,32 +229,74 @@ pub fn today() -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
-/// Requests per second and p99 latency per interval over time (from
-/// `bench --interval`), as an SVG document: two panels sharing the time
-/// axis, so a failover or a stall shows as a dip or a spike.
+/// One interval's point on the series plot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeriesPoint {
+    /// Since measuring began, at the interval's end.
+    pub seconds: f64,
+    /// Requests per second in the interval.
+    pub requests_per_sec: f64,
+    /// Its p99 latency, microseconds.
+    pub p99_us: f64,
+    /// The longest stall that ended in it, microseconds.
+    pub stall_us: f64,
+}
+
+/// The percentile plot of a bench run: its round trips, or for an open
+/// loop the corrected and the raw latencies.
+///
+/// # Errors
+/// As [`percentile_plot`] and [`from_histogram`].
+pub fn run_plot(title: &str, run: &crate::model::Run) -> Result<String, PlotError> {
+    let series = match &run.open_loop {
+        None => vec![from_histogram("round trip", &run.latency)?],
+        Some(open) => vec![
+            from_histogram("corrected (from the intended send)", &run.latency)?,
+            from_histogram("raw (from the actual send)", &open.raw)?,
+        ],
+    };
+    percentile_plot(title, &series)
+}
+
+/// Requests per second, p99 latency and the longest stall per interval
+/// over time (from `bench --interval`), as an SVG document: three panels
+/// sharing the time axis, so a failover or a stall shows as a dip or a
+/// spike.
 ///
 /// # Errors
 /// [`PlotError::NoSeries`] with fewer than two intervals;
 /// [`PlotError::Drawing`] if the backend fails.
-pub fn series_plot(title: &str, points: &[(f64, f64, f64)]) -> Result<String, PlotError> {
+pub fn series_plot(title: &str, points: &[SeriesPoint]) -> Result<String, PlotError> {
     if points.len() < 2 {
         return Err(PlotError::NoSeries);
     }
-    let t_max = points.iter().map(|p| p.0).fold(0f64, f64::max).max(1e-3);
-    let rps_max = points.iter().map(|p| p.1).fold(0f64, f64::max).max(1.0) * 1.1;
-    let p99_max = points.iter().map(|p| p.2).fold(0f64, f64::max).max(1.0) * 1.1;
+    let t_max = points
+        .iter()
+        .map(|p| p.seconds)
+        .fold(0f64, f64::max)
+        .max(1e-3);
+    let rps_max = points
+        .iter()
+        .map(|p| p.requests_per_sec)
+        .fold(0f64, f64::max)
+        .max(1.0)
+        * 1.1;
+    let top = |y: fn(&SeriesPoint) -> f64| points.iter().map(y).fold(0f64, f64::max).max(1.0) * 1.1;
+    let p99_max = top(|p| p.p99_us);
+    let stall_max = top(|p| p.stall_us);
     let mut svg = String::new();
     {
         let draw = |e: &dyn fmt::Display| PlotError::Drawing(e.to_string());
-        let root = SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (900, 840)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| draw(&e))?;
         let root = root
             .titled(title, ("sans-serif", 18))
             .map_err(|e| draw(&e))?;
-        let (top, bottom) = root.split_vertically(280);
-        for (area, (label, max, pick)) in [top, bottom].iter().zip([
+        let panels = root.split_evenly((3, 1));
+        for (area, (label, max, pick)) in panels.iter().zip([
             ("requests/s", rps_max, 1usize),
             ("p99 latency (µs)", p99_max, 2usize),
+            ("longest stall (µs)", stall_max, 3usize),
         ]) {
             let mut chart = ChartBuilder::on(area)
                 .margin(10)
@@ -268,13 +310,18 @@ pub fn series_plot(title: &str, points: &[(f64, f64, f64)]) -> Result<String, Pl
                 .y_desc(label)
                 .draw()
                 .map_err(|e| draw(&e))?;
-            let line = points
-                .iter()
-                .map(|p| (p.0, if pick == 1 { p.1 } else { p.2 }));
+            let line = points.iter().map(|p| {
+                let y = match pick {
+                    1 => p.requests_per_sec,
+                    2 => p.p99_us,
+                    _ => p.stall_us,
+                };
+                (p.seconds, y)
+            });
             chart
                 .draw_series(LineSeries::new(
                     line,
-                    if pick == 1 { BLUE } else { RED }.stroke_width(2),
+                    [BLUE, RED, MAGENTA][pick - 1].stroke_width(2),
                 ))
                 .map_err(|e| draw(&e))?;
         }

@@ -491,11 +491,10 @@ fn reconnects_count_only_while_measuring() {
         ],
     );
     assert_eq!(code, Some(0), "{out}{err}");
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let field = |name: &str| -> u64 {
-        out.split(&format!("\"{name}\":"))
-            .nth(1)
-            .and_then(|rest| rest.split([',', '}']).next())
-            .and_then(|n| n.parse().ok())
+        summary[name]
+            .as_u64()
             .unwrap_or_else(|| panic!("{name} in {out}"))
     };
     let (requests, connects, reconnects) =

@@ -17,12 +17,13 @@ use common::*;
 const LONG: Duration = Duration::from_secs(20);
 
 /// Every `--help` the two binaries have, by the command a user types.
-const COMMANDS: [(&str, &str, &[&str]); 6] = [
+const COMMANDS: [(&str, &str, &[&str]); 7] = [
     ("echo-server", SERVER, &[]),
     ("echo-client", CLIENT, &[]),
     ("echo-client bench", CLIENT, &["bench"]),
     ("echo-client udp", CLIENT, &["udp"]),
     ("echo-client merge", CLIENT, &["merge"]),
+    ("echo-client compare", CLIENT, &["compare"]),
     ("echo-client plot", CLIENT, &["plot"]),
 ];
 

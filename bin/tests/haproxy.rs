@@ -350,11 +350,11 @@ fn behind_haproxy_round_robin_each_backend_is_named_by_its_banner() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let json = text(&out.stdout);
+    let summary: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     let count = |name: &str| -> u64 {
-        let pattern = format!("\"{name}\":{{\"connections\":");
-        let at = json.find(&pattern).unwrap_or_else(|| panic!("{json}"));
-        let rest = &json[at + pattern.len()..];
-        rest.split(',').next().unwrap().parse().unwrap()
+        summary["backends"][name]["connections"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{json}"))
     };
     let (on_a, on_b) = (count("pod-a"), count("pod-b"));
     assert_eq!(on_a + on_b, 100, "{json}");
@@ -380,14 +380,16 @@ fn behind_haproxy_round_robin_each_backend_is_named_by_its_banner() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let intervals: Vec<&str> = stdout
+    let intervals: Vec<serde_json::Value> = stdout
         .lines()
-        .filter(|l| l.contains("\"interval\":true"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &serde_json::Value| l["interval"] == true)
         .collect();
     assert!(!intervals.is_empty(), "{stdout}");
     for line in intervals {
         assert!(
-            line.contains("\"pod-a\":{\"requests\":") && line.contains("\"pod-b\":{\"requests\":"),
+            line["backends"]["pod-a"]["requests"].is_u64()
+                && line["backends"]["pod-b"]["requests"].is_u64(),
             "{line}"
         );
     }

@@ -36,15 +36,13 @@ fn hdrh_python() -> Option<String> {
     found
 }
 
-/// A top-level JSON number.
+/// A top-level JSON number, the document parsed as JSON.
 fn number(json: &str, key: &str) -> u64 {
-    let at = json.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
-    json[at..]
-        .split([',', '}'])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    let value: serde_json::Value = serde_json::from_str(json.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {json}"));
+    value[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
 }
 
 #[test]

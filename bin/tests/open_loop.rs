@@ -60,21 +60,15 @@ impl Drop for Python {
     }
 }
 
-/// A JSON number field at the top level or in `latency_us` and friends.
+/// A number in a JSON document, by its dotted path (`latency_us.p99`):
+/// the document parsed as JSON, not split as a string.
 fn field(json: &str, path: &str) -> f64 {
-    let (object, key) = path.split_once('.').unwrap_or(("", path));
-    let scope = if object.is_empty() {
-        json
-    } else {
-        &json[json.find(&format!("\"{object}\":")).unwrap()..]
-    };
-    let at = scope.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
-    scope[at..]
-        .split([',', '}'])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
+    let value: serde_json::Value = serde_json::from_str(json.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {json}"));
+    path.split('.')
+        .fold(&value, |v, key| &v[key])
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number at {path} in {json}"))
 }
 
 fn bench(port: u16, extra: &[&str]) -> String {

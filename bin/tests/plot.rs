@@ -172,7 +172,7 @@ fn interval_series_plot_has_a_line_per_panel() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let found = lines(&svg, 3);
-    assert_eq!(found.len(), 2, "requests/s and p99: {found:?}");
+    assert_eq!(found.len(), 3, "requests/s, p99 and stall: {found:?}");
     assert!(
         found.iter().all(|&n| n >= 5),
         "a point per interval: {found:?}"

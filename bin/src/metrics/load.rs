@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
-use crate::bench::Live;
+use crate::load::Live;
 
 /// The latency histogram's bucket bounds, in seconds: 100 us to 10 s, the
 /// range between a loopback echo and a failover.
