@@ -80,10 +80,14 @@ pub(super) async fn ping_pong(
             break; // a broken or desynchronised stream proves nothing more
         }
         shared.stall_completed(&stall, start + took);
-        if counted && shared.measuring.load(Ordering::Relaxed) {
-            if let Ok(mut hist) = hist.lock() {
-                let _ = hist.record(took.as_nanos().max(1) as u64);
-            }
+        // Checked and counted under the histogram's lock: once the run
+        // has ended measuring and taken the locks, no answer slips into
+        // the histogram that the request count missed (or the reverse).
+        if counted
+            && let Ok(mut hist) = hist.lock()
+            && shared.measuring.load(Ordering::Relaxed)
+        {
+            let _ = hist.record(took.as_nanos().max(1) as u64);
             if let Some(name) = &job.backend {
                 shared.backend_answered(name, took);
             }

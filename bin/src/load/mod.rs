@@ -313,7 +313,6 @@ pub fn run(
     let stall = shared.longest_stall(started + elapsed);
     shared.measuring.store(false, Ordering::Relaxed);
     shared.halt();
-    let requests = shared.measured.load(Ordering::Relaxed);
     // Requests in flight get a bounded drain, then count as unfinished.
     let drain_until = Instant::now() + config.timeout.min(MAX_DRAIN);
     while shared.ended.load(Ordering::Relaxed) < shared.connected.load(Ordering::Relaxed)
@@ -346,6 +345,9 @@ pub fn run(
             let _ = raw.add(&*hist);
         }
     }
+    // Read after every histogram's lock was taken with measuring over: an
+    // answer counted is an answer in the histograms, and the reverse.
+    let requests = shared.measured.load(Ordering::Relaxed);
     Ok(Run {
         requests,
         elapsed,

@@ -122,13 +122,15 @@ pub(super) async fn open_loop(
                 q.pop_front();
                 shared.stall_completed(&stall, now.into_std());
             }
-            if shared.measuring.load(Ordering::Relaxed) {
+            // Under the corrected histogram's lock, as in the closed loop:
+            // the count and the histograms agree once the run took it.
+            if let Ok(mut h) = hist.lock()
+                && shared.measuring.load(Ordering::Relaxed)
+            {
                 let nanos = |d: Duration| d.as_nanos().max(1) as u64;
-                if let Ok(mut h) = hist.lock() {
-                    let _ = h.record(nanos(now.duration_since(intended)));
-                }
-                if let Ok(mut h) = raw.lock() {
-                    let _ = h.record(nanos(now.duration_since(at)));
+                let _ = h.record(nanos(now.duration_since(intended)));
+                if let Ok(mut r) = raw.lock() {
+                    let _ = r.record(nanos(now.duration_since(at)));
                 }
                 if let Some(name) = &job.backend {
                     shared.backend_answered(name, now.duration_since(intended));
