@@ -146,7 +146,13 @@ fn figures(open_loop: bool) -> Vec<Figure> {
     if open_loop {
         figures.extend((0..5).map(Figure::Raw));
     }
-    figures.extend([Figure::Connect(2), Figure::Errors, Figure::ErrorRate]);
+    figures.extend([
+        Figure::MbPerSec,
+        Figure::Connect(2),
+        Figure::Stall,
+        Figure::Errors,
+        Figure::ErrorRate,
+    ]);
     figures
 }
 

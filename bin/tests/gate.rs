@@ -198,7 +198,7 @@ fn compare_says_a_run_against_a_slowed_server_is_worse_and_exits_99() {
         new.to_str().unwrap(),
         base.to_str().unwrap(),
         "--tolerance",
-        "connect_p99=100000%,max=100000%,p99.9=100000%",
+        "connect_p99=100000%,max=100000%,p99.9=100000%,stall=100000%",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("✓ better"));
