@@ -21,6 +21,8 @@
 # of connections per back end, and a plot of the interval series.
 #
 # LAB_SHAPE=RATE (e.g. 50mbit) shapes the balancer's link with tc tbf.
+# LAB_THRESHOLDS (default 'p99<100ms', comma-separated) judge the merged run:
+# the lab exits 0 when they hold, 99 when one is breached.
 # ECHO_BIN_DIR picks the binaries (default target/release, built if absent).
 # LAB_OUT picks the report's directory (default a fresh one under /tmp).
 # Everything the lab made (namespaces, links, processes) is removed on exit,
@@ -49,6 +51,10 @@ if [ -z "${ECHO_BIN_DIR:-}" ] && [ ! -x "$bin/echo-server" ]; then
 fi
 bin=$(cd "$bin" && pwd)
 out=${LAB_OUT:-$(mktemp -d /tmp/echo-lab.XXXXXX)}
+# The verdict: thresholds on the merged latency (comma-separated).
+IFS=, read -r -a thresholds <<<"${LAB_THRESHOLDS:-p99<100ms}"
+threshold_args=()
+for t in "${thresholds[@]}"; do threshold_args+=(--threshold "$t"); done
 mkdir -p "$out"
 
 # Names unique to this run, so that a run never meets a dead one's leftovers.
@@ -59,6 +65,8 @@ pids=()
 
 teardown() {
   trap - EXIT INT TERM
+  # The shell's own "Killed" notices for its jobs are not news here.
+  exec 2>/dev/null
   for ns in "${hosts[@]}" sw; do
     # Every process in a namespace, whoever started it.
     for pid in $(ip netns pids "$lab-$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
@@ -91,8 +99,10 @@ fi
 
 backend() { # NAME: starts (or restarts) one back end
   local name=$1
-  in_ns "$name" "$bin/echo-server" --listen "haproxy:tcp:7000:interface=${addr[$name]}" \
-    --banner "$name" --grace 2s >>"$out/$name.log" 2>&1 &
+  # Started directly (not through a function or a subshell), so that the
+  # pid is the server's own: `ip netns exec` execs it.
+  ip netns exec "$lab-$name" "$bin/echo-server" --listen "haproxy:tcp:7000:interface=${addr[$name]}" \
+    --banner "$name" --grace 1s >>"$out/$name.log" 2>&1 &
   pids+=($!)
   eval "pid_$name=$!"
 }
@@ -117,7 +127,7 @@ backend echo
     server be2 ${addr[be2]}:7000 send-proxy-v2 check inter 500ms fall 2 rise 2
     server be3 ${addr[be3]}:7000 send-proxy-v2 check inter 500ms fall 2 rise 2
 EOF
-in_ns lb haproxy -db -f "$out/haproxy.cfg" >"$out/haproxy.log" 2>&1 &
+ip netns exec "$lab-lb" haproxy -db -f "$out/haproxy.cfg" >"$out/haproxy.log" 2>&1 &
 pids+=($!)
 
 # Every back end and the balancer up (and its checks passed) before load.
@@ -129,9 +139,9 @@ sleep 1.5
 
 half=$((rate / 2))
 for l in load1 load2; do
-  in_ns "$l" "$bin/echo-client" bench --connect "tcp:${addr[lb]}:8000" -c 8 --rate "$half" \
+  ip netns exec "$lab-$l" "$bin/echo-client" bench --connect "tcp:${addr[lb]}:8000" -c 8 --rate "$half" \
     --banner --interval 1s --warmup 0s -d "${seconds}s" --timeout 2s \
-    --hlog "$out/$l.hlog" >"$out/$l.txt" 2>"$out/$l.err" &
+    --hlog "$out/$l.hlog" --plot-series "$out/$l-series.svg" >"$out/$l.txt" 2>"$out/$l.err" &
   pids+=($!)
   eval "pid_$l=$!"
 done
@@ -140,7 +150,7 @@ at() { sleep "$1"; }
 quarter=$((seconds / 4))
 at "$quarter"
 echo "lab: $(date +%T) SIGKILL be1" | tee -a "$out/events.txt"
-kill -9 "$pid_be1"
+{ kill -9 "$pid_be1" && wait "$pid_be1"; } 2>/dev/null || true
 at "$quarter"
 echo "lab: $(date +%T) restart be1" | tee -a "$out/events.txt"
 backend be1
@@ -150,9 +160,12 @@ kill -TERM "$pid_be2"
 wait "$pid_be2" 2>/dev/null || true
 backend be2
 
-status=0
 for l in load1 load2; do
-  eval "wait \$pid_$l" || status=$?
+  # A failover fails some requests: each host's own exit code is reported,
+  # the verdict is the merged thresholds'.
+  code=0
+  eval "wait \$pid_$l" || code=$?
+  echo "$l: bench exited $code" >>"$out/events.txt"
 done
 
 {
@@ -160,12 +173,22 @@ done
     echo "=== $l"
     cat "$out/$l.txt"
   done
-  echo "=== merged (both load hosts)"
-  "$bin/echo-client" merge "$out/load1.hlog" "$out/load2.hlog" --plot "$out/merged.svg"
-  echo "=== HAProxy: connections per back end (its own log)"
-  grep -oE 'echo/be[0-9]' "$out/haproxy.log" | sort | uniq -c
+  echo "=== HAProxy's own log: sessions per back end, and those that ended before the run did"
+  # tcplog: CLIENT [DATE] FRONTEND BACKEND/SERVER Tw/Tc/Tt BYTES STATE ...;
+  # the readiness probe (a few bytes) is not a session of the load.
+  awk -v run_ms="$((seconds * 1000 - 500))" '
+    $1 ~ /^[0-9.]+:[0-9]+$/ && $4 ~ /^echo\/be/ && $6 >= 64 {
+      be = substr($4, 6); split($5, t, "/"); n[be]++
+      if (t[3] < run_ms) early[be]++
+    }
+    END { for (be in n) printf "haproxy %s: %d sessions, %d ended early\n", be, n[be], early[be] + 0 }
+  ' "$out/haproxy.log" | sort
   echo "=== events"
   cat "$out/events.txt"
+  echo "=== merged (both load hosts), thresholds: ${thresholds[*]}"
 } | tee "$out/report.txt"
-echo "lab: the report, logs and plots are in $out"
-exit "$status"
+verdict=0
+"$bin/echo-client" merge "$out/load1.hlog" "$out/load2.hlog" --plot "$out/merged.svg" \
+  "${threshold_args[@]}" 2>&1 | tee -a "$out/report.txt" || verdict=${PIPESTATUS[0]}
+echo "lab: the report, logs and plots are in $out (the failover: load1-series.svg, load2-series.svg)"
+exit "$verdict"
