@@ -11,8 +11,8 @@
 #   lb      10.77.0.2   a real HAProxy, mode tcp, round robin, PROXY v2 to
 #                       the back ends, health checks every 500 ms
 #   be1-3   10.77.0.11- echo-server --listen haproxy:tcp:7000 --banner beN
-#   load1-2 10.77.0.21- echo-client bench --rate RATE/2 --banner --interval 1s
-#                       --hlog, both started together
+#   load1-2 10.77.0.21- echo-client bench --rate RATE --shard i/2 --start-at
+#                       (the same instant) --banner --interval 1s --hlog
 #
 # Mid-run the lab SIGKILLs be1 (at a quarter of the run) and restarts it (at
 # half), then SIGTERMs be2 (at three quarters: a graceful restart) and
@@ -137,16 +137,21 @@ for _ in $(seq 50); do
 done
 sleep 1.5
 
-half=$((rate / 2))
+# Both hosts begin at the same instant, each shard i of 2 of one test.
+start=$(($(date +%s) + 2))
+i=0
 for l in load1 load2; do
-  ip netns exec "$lab-$l" "$bin/echo-client" bench --connect "tcp:${addr[lb]}:8000" -c 8 --rate "$half" \
+  ip netns exec "$lab-$l" "$bin/echo-client" bench --connect "tcp:${addr[lb]}:8000" -c 16 --rate "$rate" \
+    --start-at "$start" --shard "$i/2" --run-id "$lab" \
     --banner --interval 1s --warmup 0s -d "${seconds}s" --timeout 2s \
     --hlog "$out/$l.hlog" --plot-series "$out/$l-series.svg" >"$out/$l.txt" 2>"$out/$l.err" &
   pids+=($!)
   eval "pid_$l=$!"
+  i=$((i + 1))
 done
 
 at() { sleep "$1"; }
+sleep 2
 quarter=$((seconds / 4))
 at "$quarter"
 echo "lab: $(date +%T) SIGKILL be1" | tee -a "$out/events.txt"

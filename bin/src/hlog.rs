@@ -26,16 +26,21 @@ pub const TAG_RAW: &str = "raw";
 pub fn write(
     out: &mut impl std::io::Write,
     comment: &str,
+    identity: &crate::model::Identity,
     start: SystemTime,
     length: Duration,
     histograms: &[(&str, &Histogram<u64>)],
 ) -> Result<(), String> {
     let mut serializer = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
-    builder
-        .add_comment(comment)
-        .with_start_time(start)
-        .with_base_time(start);
+    builder.add_comment(comment);
+    // Which test and which share, as comments other tools skip.
+    let run = identity.run_id.as_ref().map(|id| format!("run={id}"));
+    let shard = identity.shard.map(|s| format!("shard={s}"));
+    for line in [run, shard].into_iter().flatten() {
+        builder.add_comment(&line);
+    }
+    builder.with_start_time(start).with_base_time(start);
     let mut log = builder
         .begin_log_with(out, &mut serializer)
         .map_err(|e| e.to_string())?;
@@ -44,6 +49,25 @@ pub fn write(
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Which test and which share a log says it is (its `#run=` and `#shard=`
+/// comments, as [`write`] puts them); nothing for other tools' logs.
+#[must_use]
+pub fn identity(bytes: &[u8]) -> crate::model::Identity {
+    let mut id = crate::model::Identity::default();
+    for line in bytes
+        .split(|b| *b == b'\n')
+        .take_while(|l| l.starts_with(b"#"))
+    {
+        let line = String::from_utf8_lossy(&line[1..]);
+        if let Some(run) = line.strip_prefix("run=") {
+            id.run_id = Some(run.trim().to_owned());
+        } else if let Some(shard) = line.strip_prefix("shard=") {
+            id.shard = shard.trim().parse().ok();
+        }
+    }
+    id
 }
 
 /// Every histogram in an interval log, summed per tag (untagged ones under
@@ -102,9 +126,15 @@ mod tests {
         }
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut log_a = Vec::new();
+        let shard = crate::model::Identity {
+            run_id: Some("nightly-7".into()),
+            shard: Some(crate::model::Shard::new(2, 3).unwrap()),
+            start_skew_us: None,
+        };
         write(
             &mut log_a,
             "a",
+            &shard,
             start,
             Duration::from_secs(2),
             &[(TAG_LATENCY, &a), (TAG_RAW, &b)],
@@ -114,6 +144,11 @@ mod tests {
         assert!(text.contains("Tag=latency,0.000,2.000,"), "{text}");
         assert!(text.contains(",HISTFAAA"), "compressed V2: {text}");
         let back = read(&log_a).unwrap();
+        assert_eq!(
+            identity(&log_a),
+            shard,
+            "the test and the share read back: {text}"
+        );
         let same = |x: &Histogram<u64>, y: &Histogram<u64>| {
             x.len() == y.len()
                 && x.max() == y.max()
@@ -127,6 +162,7 @@ mod tests {
         write(
             &mut log_b,
             "b",
+            &crate::model::Identity::default(),
             start,
             Duration::from_secs(2),
             &[(TAG_LATENCY, &b)],

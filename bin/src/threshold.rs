@@ -548,6 +548,7 @@ mod tests {
             backends: Vec::new(),
             tls_reason: None,
             stall: None,
+            identity: crate::model::Identity::default(),
         }
         .summary()
     }

@@ -160,15 +160,65 @@ pub(crate) struct BenchArgs {
           conflicts_with_all = ["connections", "size", "duration", "requests", "warmup", "threads", "json", "hgrm", "hlog", "plot", "plot_series", "save", "thresholds", "rate", "interval", "connect_rate", "reconnect_every"])]
     pub(crate) idle: Option<usize>,
 
+    /// Many hosts, one test: begin (warm-up, then measurement) at this
+    /// wall-clock instant, the same on every host: RFC 3339 (as
+    /// 2026-12-07T10:00:00Z) or unix seconds; how late this host began is
+    /// reported. More than 1 s in the past is refused
+    #[arg(env = "ECHO_BENCH_START_AT", long, value_name = "TIME", value_parser = start_at)]
+    pub(crate) start_at: Option<std::time::SystemTime>,
+
+    /// Many hosts, one test: this host is shard I of N (0 <= I < N) and takes
+    /// its share of --connections and --rate, its sends offset to interleave
+    /// with the others'
+    #[arg(env = "ECHO_BENCH_SHARD", long, value_name = "I/N", value_parser = shard_arg, conflicts_with = "shards")]
+    pub(crate) shard: Option<crate::model::Shard>,
+
+    /// Many hosts, one test, as a Kubernetes Indexed Job runs it: N shards,
+    /// this host's index from JOB_COMPLETION_INDEX
+    #[arg(env = "ECHO_BENCH_SHARDS", long, value_name = "N", value_parser = positive_u64)]
+    pub(crate) shards: Option<u64>,
+
+    /// The test's name, the same on every host: in --json, --save and
+    /// --hlog, so that merge refuses runs of different tests [default: from
+    /// --start-at]
+    #[arg(env = "ECHO_BENCH_RUN_ID", long, value_name = "ID")]
+    pub(crate) run_id: Option<String>,
+
     /// How long --idle holds the connections
     #[arg(env = "ECHO_BENCH_HOLD", long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration, requires = "idle")]
     pub(crate) hold: Duration,
 }
 
+/// `--start-at`: RFC 3339 or unix seconds.
+fn start_at(s: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(secs) = s.trim().parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs));
+    }
+    humantime::parse_rfc3339_weak(s.trim()).map_err(|e| {
+        format!("{s:?} is not a time: RFC 3339 (2026-12-07T10:00:00Z) or unix seconds ({e})")
+    })
+}
+
+/// `--shard I/N`.
+fn shard_arg(s: &str) -> Result<crate::model::Shard, String> {
+    s.parse()
+}
+
+/// How far in the past `--start-at` may be (a host that starts later than
+/// this would skew the shared schedule, so it refuses instead).
+const START_LATE: Duration = Duration::from_secs(1);
+
 /// What a bench run is to do, checked: the load, the outputs, the
 /// thresholds (ripgrep's high-level args, apart from clap's).
 #[derive(Debug)]
 struct Plan {
+    /// Begin at this wall-clock instant (`--start-at`).
+    start_at: Option<std::time::SystemTime>,
+    /// Which test and which share.
+    identity: crate::model::Identity,
     config: BenchConfig,
     threads: usize,
     json: bool,
@@ -208,9 +258,73 @@ impl BenchArgs {
     /// The checked plan; opens the output files first, so a bad path
     /// fails at once and never after a whole run.
     fn plan(self) -> Result<Plan, PlanError> {
+        let shard = match (self.shard, self.shards) {
+            (Some(shard), _) => Some(shard),
+            (None, Some(count)) => {
+                let index = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
+                    PlanError::Usage(
+                        "--shards N needs this host's index in JOB_COMPLETION_INDEX (as a \
+                         Kubernetes Indexed Job sets it); or say --shard I/N"
+                            .into(),
+                    )
+                })?;
+                let index: u32 = index.trim().parse().map_err(|_| {
+                    PlanError::Usage(format!(
+                        "JOB_COMPLETION_INDEX={index:?} is not a shard number"
+                    ))
+                })?;
+                let count = u32::try_from(count)
+                    .map_err(|_| PlanError::Usage(format!("--shards {count} is too many")))?;
+                Some(crate::model::Shard::new(index, count).map_err(PlanError::Usage)?)
+            }
+            (None, None) => None,
+        };
+        if let Some(at) = self.start_at
+            && let Ok(late) = std::time::SystemTime::now().duration_since(at)
+            && late > START_LATE
+        {
+            return Err(PlanError::Usage(format!(
+                "--start-at is {:.1} s in the past: every host must start at the same \
+                 instant, and this one would start late (give a time ahead, as now + 30 s)",
+                late.as_secs_f64()
+            )));
+        }
+        let connections = match shard {
+            Some(shard) => {
+                let part = shard.part(self.connections);
+                if part == 0 {
+                    return Err(PlanError::Usage(format!(
+                        "--connections {} leaves shard {shard} without one: give at least one \
+                         connection per shard",
+                        self.connections
+                    )));
+                }
+                part
+            }
+            None => self.connections,
+        };
+        let count = shard.map_or(1.0, |s| f64::from(s.count));
+        let rate = self.rate.map(|r| r / count);
+        // The shards' sends interleave: shard I starts I sends (of the
+        // whole test's rate) after shard 0.
+        let shift = match (shard, self.rate) {
+            (Some(shard), Some(total)) => Duration::from_secs_f64(f64::from(shard.index) / total),
+            _ => Duration::ZERO,
+        };
+        let run_id = self.run_id.clone().or_else(|| {
+            self.start_at.map(|at| {
+                let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                format!("start-{}", secs.as_secs())
+            })
+        });
+        let identity = crate::model::Identity {
+            run_id,
+            shard,
+            start_skew_us: None,
+        };
         let config = BenchConfig {
             endpoint: self.connect,
-            connections: self.connections,
+            connections,
             len: self.size,
             duration: self
                 .duration
@@ -220,7 +334,7 @@ impl BenchArgs {
             timeout: self.timeout,
             send_proxy: self.proxy.header(),
             insecure: self.tls.insecure,
-            rate: self.rate,
+            rate,
             max_in_flight: self.max_in_flight,
             // --abort-on-fail judges once a second without --interval.
             interval: self.interval.or(self.abort_on_fail.then_some(ABORT_CHECK)),
@@ -228,6 +342,7 @@ impl BenchArgs {
             reconnect_every: self.reconnect_every,
             banner: self.banner,
             live: None,
+            shift,
         };
         config.check().map_err(PlanError::Usage)?;
         let create =
@@ -240,6 +355,8 @@ impl BenchArgs {
             save: create(self.save.as_deref())?,
         };
         Ok(Plan {
+            start_at: self.start_at,
+            identity,
             config,
             threads: self.threads,
             json: self.json,
@@ -327,8 +444,15 @@ pub(super) fn run(args: BenchArgs) -> ExitCode {
         observers.push(&mut abort);
     }
     let mut observer = All(observers);
+    let skew = plan.start_at.map(wait_until);
     let run = match crate::load::run(plan.config.clone(), plan.threads, &mut observer) {
-        Ok(run) => run,
+        Ok(mut run) => {
+            run.identity = crate::model::Identity {
+                start_skew_us: skew,
+                ..plan.identity.clone()
+            };
+            run
+        }
         Err(e) => {
             complain(format!("echo-client: {e}"));
             return ExitCode::from(EXIT_FAILURE);
@@ -352,6 +476,25 @@ pub(super) fn run(args: BenchArgs) -> ExitCode {
         return ExitCode::from(EXIT_FAILURE);
     }
     verdict(&summary, !plan.thresholds.is_empty(), held)
+}
+
+/// Sleeps until `at` (the last 2 ms spinning: a sleep can wake late by
+/// more than that on a busy host); returns how late it woke, in
+/// microseconds (negative: early, when `at` was already past by less than
+/// the allowed second).
+fn wait_until(at: std::time::SystemTime) -> f64 {
+    const SPIN: Duration = Duration::from_millis(2);
+    loop {
+        match at.duration_since(std::time::SystemTime::now()) {
+            Ok(left) if left > SPIN => std::thread::sleep(left - SPIN),
+            Ok(left) if !left.is_zero() => std::hint::spin_loop(),
+            _ => break,
+        }
+    }
+    match std::time::SystemTime::now().duration_since(at) {
+        Ok(late) => late.as_secs_f64() * 1e6,
+        Err(early) => -early.duration().as_secs_f64() * 1e6,
+    }
 }
 
 /// The plots' and `.hlog`'s title.
@@ -432,7 +575,7 @@ fn write_outputs(
         if let Some(open) = &run.open_loop {
             histograms.push((crate::hlog::TAG_RAW, &open.raw));
         }
-        out.fill(|f| crate::hlog::write(f, title, start, run.elapsed, &histograms))?;
+        out.fill(|f| crate::hlog::write(f, title, &run.identity, start, run.elapsed, &histograms))?;
     }
     if let Some(out) = outputs.plot.as_mut() {
         let svg = crate::plot::run_plot(title, run).map_err(|e| e.to_string());

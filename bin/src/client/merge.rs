@@ -38,6 +38,56 @@ pub(crate) struct MergeArgs {
     /// verdict and one exit code for a many-host run
     #[arg(env = "ECHO_MERGE_THRESHOLD", long = "threshold", value_name = "EXPR", value_parser = crate::threshold::parse, value_delimiter = ',')]
     pub(crate) thresholds: Vec<Threshold>,
+
+    /// Merge even when some shards of the test are missing (each run says
+    /// its bench --shard I/N); without it a missing shard is a warning and
+    /// exit 1 after the report
+    #[arg(value_parser = switch, env = "ECHO_MERGE_ALLOW_MISSING", long)]
+    pub(crate) allow_missing: bool,
+
+    /// Merge runs of different tests (different bench --run-id) too
+    #[arg(value_parser = switch, env = "ECHO_MERGE_ALLOW_MIXED", long)]
+    pub(crate) allow_mixed: bool,
+}
+
+/// One test, or exit 2 saying why not; the shards missing from it, each
+/// warned about (exit 1 after the report unless `--allow-missing`).
+fn check_test(args: &MergeArgs, ids: &[crate::model::Identity]) -> Vec<u32> {
+    let refs: Vec<&crate::model::Identity> = ids.iter().collect();
+    match crate::model::missing_shards(&refs, args.allow_mixed) {
+        Ok(missing) => {
+            if !missing.is_empty() {
+                let count = ids.iter().find_map(|i| i.shard).map_or(0, |s| s.count);
+                let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+                complain(format!(
+                    "echo-client: warning: shard{} {} of {count} missing: the merge is not the whole test{}",
+                    if missing.len() > 1 { "s" } else { "" },
+                    list.join(", "),
+                    if args.allow_missing {
+                        " (--allow-missing)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            missing
+        }
+        Err(e) => usage_error(
+            Some("merge"),
+            clap::error::ErrorKind::ValueValidation,
+            e.to_string(),
+        ),
+    }
+}
+
+/// The exit code once the report is out: the verdict's, or 1 for a test
+/// with shards missing (unless allowed).
+fn with_missing(args: &MergeArgs, missing: &[u32], code: ExitCode) -> ExitCode {
+    if missing.is_empty() || args.allow_missing || code != ExitCode::SUCCESS {
+        code
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
 }
 
 /// What `merge` failed on (exit 1).
@@ -87,11 +137,17 @@ fn label(path: &Path) -> String {
 
 /// Saved runs: [`Run::merge`], then the same report and verdict as bench.
 fn merge_runs(args: &MergeArgs) -> Result<ExitCode, Failed> {
-    let mut total: Option<Run> = None;
-    let mut series = Vec::new();
+    let mut runs = Vec::new();
     for path in &args.files {
         let run = crate::model::file::load_run(&read(path)?)
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        runs.push((path, run));
+    }
+    let ids: Vec<_> = runs.iter().map(|(_, r)| r.identity.clone()).collect();
+    let missing = check_test(args, &ids);
+    let mut total: Option<Run> = None;
+    let mut series = Vec::new();
+    for (path, run) in runs {
         if args.plot.is_some() {
             series.push(
                 crate::plot::from_histogram(&label(path), &run.latency)
@@ -115,7 +171,8 @@ fn merge_runs(args: &MergeArgs) -> Result<ExitCode, Failed> {
         return Err("cannot write to standard output".into());
     }
     draw(args, series, &total.latency)?;
-    Ok(verdict(&summary, !args.thresholds.is_empty(), held))
+    let code = verdict(&summary, !args.thresholds.is_empty(), held);
+    Ok(with_missing(args, &missing, code))
 }
 
 /// What merging `.hlog` files gives: latencies only.
@@ -154,12 +211,20 @@ fn merge_hlogs(args: &MergeArgs) -> Result<ExitCode, Failed> {
             ),
         );
     }
+    let mut files = Vec::new();
+    for path in &args.files {
+        files.push((path, read(path)?));
+    }
+    let ids: Vec<_> = files
+        .iter()
+        .map(|(_, b)| crate::hlog::identity(b))
+        .collect();
+    let missing = check_test(args, &ids);
     let mut total: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
     let mut series = Vec::new();
     let mut raw_files = 0;
-    for path in &args.files {
-        let logs =
-            crate::hlog::read(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+    for (path, bytes) in &files {
+        let logs = crate::hlog::read(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         raw_files += usize::from(logs.contains_key(TAG_RAW));
         for (tag, h) in logs {
             if tag == TAG_LATENCY && args.plot.is_some() {
@@ -199,6 +264,7 @@ fn merge_hlogs(args: &MergeArgs) -> Result<ExitCode, Failed> {
         backends: Vec::new(),
         tls_reason: None,
         stall: None,
+        identity: crate::model::Identity::default(),
     };
     let mut judged = run.summary();
     let held = crate::threshold::judge_all(&args.thresholds, &mut judged);
@@ -237,7 +303,8 @@ fn merge_hlogs(args: &MergeArgs) -> Result<ExitCode, Failed> {
         return Err("cannot write to standard output".into());
     }
     draw(args, series, latency)?;
-    Ok(verdict(&judged, !args.thresholds.is_empty(), held))
+    let code = verdict(&judged, !args.thresholds.is_empty(), held);
+    Ok(with_missing(args, &missing, code))
 }
 
 /// `--plot`: one line per file and one for the merged total.

@@ -389,6 +389,7 @@ pub fn run(
         reconnects: shared.reconnects.load(Ordering::Relaxed),
         tls_reason: shared.tls_reason.lock().ok().and_then(|mut r| r.take()),
         stall,
+        identity: crate::model::Identity::default(),
         open_loop: config.rate.map(|rate| OpenLoop {
             rate,
             raw,
@@ -451,7 +452,8 @@ async fn shard(
                 let per = config.connections as f64 / rate;
                 let schedule = Schedule {
                     interval: Duration::from_secs_f64(per),
-                    offset: Duration::from_secs_f64(per * conn as f64 / config.connections as f64),
+                    offset: Duration::from_secs_f64(per * conn as f64 / config.connections as f64)
+                        + config.shift,
                     max_in_flight: config.max_in_flight,
                 };
                 let hists = (Arc::clone(hist), Arc::clone(raw));

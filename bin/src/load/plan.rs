@@ -51,6 +51,10 @@ pub struct BenchConfig {
     pub banner: bool,
     /// Where the run's live figures go (`--metrics`), if anywhere.
     pub live: Option<std::sync::Arc<super::Live>>,
+    /// Open loop, many hosts: this host's sends come this much after the
+    /// schedule's, so that the shards' sends interleave (shard I of a test
+    /// at R requests/s in all: I/R).
+    pub shift: Duration,
 }
 
 /// The default for [`BenchConfig::max_in_flight`].

@@ -158,6 +158,11 @@ mod tests {
                 began: Duration::from_millis(810),
                 length: Duration::from_millis(300) + Duration::from_micros(seed),
             }),
+            identity: crate::model::Identity {
+                run_id: Some("nightly-42".into()),
+                shard: Some(crate::model::Shard::new(1, 3).unwrap()),
+                start_skew_us: Some(212.5),
+            },
         }
     }
 

@@ -8,6 +8,7 @@ pub mod file;
 pub mod histogram;
 pub mod interval;
 pub mod run;
+pub mod shard;
 pub mod summary;
 
 pub use failure::{Failure, Failures};
@@ -16,6 +17,7 @@ pub use interval::{
     BackendInterval, Interval, IntervalBackend, IntervalLatency, IntervalSummary, SoFar,
 };
 pub use run::{Backend, MergeError, OpenLoop, Run, Stall};
+pub use shard::{Identity, SetError, Shard, missing_shards};
 pub use summary::{
     BackendSummary, ConnectPercentiles, HandshakeSummary, OpenLoopSummary, Percentiles,
     SCHEMA_VERSION, StallSummary, Summary,

@@ -50,6 +50,9 @@ pub struct Run {
     /// owed; none before any request.
     #[serde(default)]
     pub stall: Option<Stall>,
+    /// Which test it belongs to and its share (many hosts, one test).
+    #[serde(default, skip_serializing_if = "super::Identity::is_empty")]
+    pub identity: super::Identity,
 }
 
 /// The longest stall of a run: which connection, when, how long.
@@ -183,6 +186,17 @@ impl Run {
         }
         self.requests += other.requests;
         self.elapsed = self.elapsed.max(other.elapsed);
+        // The sum is the whole test: its id stays, the shard goes, the
+        // skew is the worst of any host's.
+        self.identity.shard = None;
+        if self.identity.run_id != other.identity.run_id {
+            self.identity.run_id = None;
+        }
+        self.identity.start_skew_us =
+            match (self.identity.start_skew_us, other.identity.start_skew_us) {
+                (Some(a), Some(b)) => Some(if a.abs() >= b.abs() { a } else { b }),
+                (a, b) => a.or(b),
+            };
         self.failures.add(&other.failures);
         self.connections += other.connections;
         self.reconnects += other.reconnects;
@@ -207,5 +221,55 @@ impl Run {
             self.tls_reason.clone_from(&other.tls_reason);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_of(samples: &[u64]) -> Run {
+        let mut latency = crate::model::new_histogram();
+        for v in samples {
+            latency.record(*v).unwrap();
+        }
+        Run {
+            requests: samples.len() as u64,
+            elapsed: Duration::from_secs(1),
+            failures: Failures::default(),
+            latency,
+            len: 64,
+            connections: 1,
+            open_loop: None,
+            connects: crate::model::new_histogram(),
+            handshakes: crate::model::new_histogram(),
+            reconnects: 0,
+            backends: Vec::new(),
+            tls_reason: None,
+            stall: None,
+            identity: crate::model::Identity::default(),
+        }
+    }
+
+    /// Many hosts' runs merge into exactly the figures one host would have
+    /// had with all the samples: HDR histograms add exactly.
+    #[test]
+    fn merged_shards_have_the_percentiles_of_one_histogram_fed_every_sample() {
+        let samples: Vec<u64> = (1..=30_000u64)
+            .map(|i| (i * 7_919) % 5_000_000 + 1_000)
+            .collect();
+        let mut merged = run_of(&samples[..10_000]);
+        merged.merge(&run_of(&samples[10_000..20_000])).unwrap();
+        merged.merge(&run_of(&samples[20_000..])).unwrap();
+        let whole = run_of(&samples);
+        assert_eq!(merged.requests, whole.requests);
+        assert_eq!(merged.summary().latency_us, whole.summary().latency_us);
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.latency.value_at_quantile(q),
+                whole.latency.value_at_quantile(q),
+                "q={q}"
+            );
+        }
     }
 }

@@ -66,6 +66,10 @@ pub struct Summary {
     /// The thresholds judged (`--threshold`), in the order given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub thresholds: Vec<Verdict>,
+    /// Which test it belongs to and its share (`--run-id`, `--shard`),
+    /// and how late it began after `--start-at`.
+    #[serde(flatten, default)]
+    pub identity: super::Identity,
 }
 
 /// Latency percentiles in microseconds.
@@ -226,6 +230,7 @@ impl Run {
                 })
                 .collect(),
             thresholds: Vec::new(),
+            identity: self.identity.clone(),
         }
     }
 }

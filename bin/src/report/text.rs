@@ -26,6 +26,24 @@ pub fn summary(s: &Summary) -> String {
         short(c),
         s.connects
     );
+    let id = &s.identity;
+    if !id.is_empty() {
+        let mut parts = Vec::new();
+        if let Some(run) = &id.run_id {
+            parts.push(format!("run {run}"));
+        }
+        if let Some(shard) = id.shard {
+            parts.push(format!("shard {shard}"));
+        }
+        if let Some(skew) = id.start_skew_us {
+            parts.push(format!(
+                "began {} {} --start-at",
+                crate::threshold::show_time(skew.abs()),
+                if skew < 0.0 { "before" } else { "after" }
+            ));
+        }
+        let _ = write!(out, "\n{}", parts.join(", "));
+    }
     if let Some(stall) = &s.stall {
         let _ = write!(
             out,
