@@ -17,8 +17,9 @@
 # Mid-run the lab SIGKILLs be1 (at a quarter of the run) and restarts it (at
 # half), then SIGTERMs be2 (at three quarters: a graceful restart) and
 # restarts it. The report: each load host's summary (per back end, errors by
-# kind, intervals), the merge of both hosts' latency logs, HAProxy's own log
-# of connections per back end, and a plot of the interval series.
+# kind, intervals), the merge of both hosts' saved runs (judged by
+# LAB_THRESHOLDS), HAProxy's own log of sessions per back end, and plots of
+# the interval series.
 #
 # LAB_SHAPE=RATE (e.g. 50mbit) shapes the balancer's link with tc tbf.
 # LAB_THRESHOLDS (default 'p99<100ms', comma-separated) judge the merged run:
@@ -144,7 +145,8 @@ for l in load1 load2; do
   ip netns exec "$lab-$l" "$bin/echo-client" bench --connect "tcp:${addr[lb]}:8000" -c 16 --rate "$rate" \
     --start-at "$start" --shard "$i/2" --run-id "$lab" \
     --banner --interval 1s --warmup 0s -d "${seconds}s" --timeout 2s \
-    --hlog "$out/$l.hlog" --plot-series "$out/$l-series.svg" >"$out/$l.txt" 2>"$out/$l.err" &
+    --save "$out/$l.json" --hlog "$out/$l.hlog" --plot-series "$out/$l-series.svg" \
+    >"$out/$l.txt" 2>"$out/$l.err" &
   pids+=($!)
   eval "pid_$l=$!"
   i=$((i + 1))
@@ -193,7 +195,9 @@ done
   echo "=== merged (both load hosts), thresholds: ${thresholds[*]}"
 } | tee "$out/report.txt"
 verdict=0
-"$bin/echo-client" merge "$out/load1.hlog" "$out/load2.hlog" --plot "$out/merged.svg" \
+# The saved runs, whole: the merged report has the per-back-end split, the
+# errors by kind and the longest stall too (the .hlog files hold latencies).
+"$bin/echo-client" merge "$out/load1.json" "$out/load2.json" --plot "$out/merged.svg" \
   "${threshold_args[@]}" 2>&1 | tee -a "$out/report.txt" || verdict=${PIPESTATUS[0]}
 echo "lab: the report, logs and plots are in $out (the failover: load1-series.svg, load2-series.svg)"
 exit "$verdict"

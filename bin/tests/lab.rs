@@ -120,12 +120,32 @@ fn a_failover_seen_from_two_load_hosts_is_what_haproxy_logged() {
         theirs["be1"].1 > 0 && theirs["be2"].1 > 0 && theirs["be3"].1 == 0,
         "the killed and the restarted back ends lost connections, the third none:\n{report}"
     );
-    // The merge is both hosts' requests.
+    // The merge is both hosts' runs: their requests, their cut
+    // connections, every back end.
     let merged = report
+        .split("2 runs merged:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no merged report:\n{report}"));
+    let load = merged
         .lines()
-        .find(|l| l.starts_with("2 files: "))
-        .unwrap_or_else(|| panic!("no merged line:\n{report}"));
-    assert_eq!(number_after(merged, "2 files: "), requests, "{report}");
+        .find(|l| l.contains(" requests in "))
+        .unwrap_or_else(|| panic!("no merged load line:\n{report}"));
+    assert_eq!(number_after(load, ": "), requests, "{report}");
+    assert!(
+        load.contains(&format!("errors {cut} ({cut} closed early by the server)")),
+        "{load}"
+    );
+    for backend in ["be1", "be2", "be3"] {
+        let line = merged
+            .lines()
+            .find(|l| l.starts_with(&format!("backend {backend}: ")))
+            .unwrap_or_else(|| panic!("no {backend} in the merge:\n{report}"));
+        assert_eq!(
+            number_after(line, &format!("backend {backend}: ")),
+            ours[backend],
+            "{line}"
+        );
+    }
     assert!(report.contains("✓ p99<500ms"), "{report}");
     assert!(out.join("load1-series.svg").exists());
 
