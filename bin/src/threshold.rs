@@ -538,17 +538,9 @@ mod tests {
             requests: 199,
             elapsed: std::time::Duration::from_secs(1),
             failures,
-            latency,
             len: 64,
             connections: 1,
-            open_loop: None,
-            connects: crate::model::new_histogram(),
-            handshakes: crate::model::new_histogram(),
-            reconnects: 0,
-            backends: Vec::new(),
-            tls_reason: None,
-            stall: None,
-            identity: crate::model::Identity::default(),
+            ..crate::model::Run::of_latencies(latency, None)
         }
         .summary()
     }

@@ -245,27 +245,7 @@ fn merge_hlogs(args: &MergeArgs) -> Result<ExitCode, Failed> {
         .ok_or("no latency histograms in these files")?;
     let raw = total.get(TAG_RAW);
     // The thresholds read a run made of what the logs hold.
-    let run = Run {
-        requests: latency.len(),
-        elapsed: std::time::Duration::ZERO,
-        failures: crate::model::Failures::default(),
-        latency: latency.clone(),
-        len: 0,
-        connections: 0,
-        open_loop: raw.map(|raw| crate::model::OpenLoop {
-            rate: 0.0,
-            raw: raw.clone(),
-            late: 0,
-            skipped: 0,
-        }),
-        connects: crate::model::new_histogram(),
-        handshakes: crate::model::new_histogram(),
-        reconnects: 0,
-        backends: Vec::new(),
-        tls_reason: None,
-        stall: None,
-        identity: crate::model::Identity::default(),
-    };
+    let run = Run::of_latencies(latency.clone(), raw.cloned());
     let mut judged = run.summary();
     let held = crate::threshold::judge_all(&args.thresholds, &mut judged);
     let merged = HlogMerge {

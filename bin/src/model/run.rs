@@ -128,6 +128,33 @@ impl fmt::Display for MergeError {
 impl std::error::Error for MergeError {}
 
 impl Run {
+    /// A run known only by its latencies (what `.hlog` files hold):
+    /// `requests` is the histogram's count; everything else is empty.
+    #[must_use]
+    pub fn of_latencies(latency: Histogram<u64>, raw: Option<Histogram<u64>>) -> Self {
+        Self {
+            requests: latency.len(),
+            elapsed: Duration::ZERO,
+            failures: Failures::default(),
+            latency,
+            len: 0,
+            connections: 0,
+            open_loop: raw.map(|raw| OpenLoop {
+                rate: 0.0,
+                raw,
+                late: 0,
+                skipped: 0,
+            }),
+            connects: super::new_histogram(),
+            handshakes: super::new_histogram(),
+            reconnects: 0,
+            backends: Vec::new(),
+            tls_reason: None,
+            stall: None,
+            identity: super::Identity::default(),
+        }
+    }
+
     /// Failed requests of every kind.
     #[must_use]
     pub fn errors(&self) -> u64 {
@@ -234,20 +261,10 @@ mod tests {
             latency.record(*v).unwrap();
         }
         Run {
-            requests: samples.len() as u64,
             elapsed: Duration::from_secs(1),
-            failures: Failures::default(),
-            latency,
             len: 64,
             connections: 1,
-            open_loop: None,
-            connects: crate::model::new_histogram(),
-            handshakes: crate::model::new_histogram(),
-            reconnects: 0,
-            backends: Vec::new(),
-            tls_reason: None,
-            stall: None,
-            identity: crate::model::Identity::default(),
+            ..Run::of_latencies(latency, None)
         }
     }
 
