@@ -185,7 +185,9 @@ where
                             conn.is_read_open(),
                             config.linger,
                             clean,
-                            config.read_budget,
+                            // This turn's reads so far count against the
+                            // drain's first budget.
+                            (read_chunk, config.read_budget, spent),
                         ))
                         .await;
                     }
@@ -238,6 +240,10 @@ where
                 if close_armed && close_requested.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Woke::Close);
                 }
+                // The task yields: its next poll is a new turn. (Not
+                // before: a turn that comes back for a timer or an action
+                // keeps what it has read.)
+                spent = 0;
                 Poll::Pending
             })
             .await;
@@ -309,9 +315,8 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
 ) -> Poll<io::Result<()>> {
     let spent = io.spent;
     if *spent > 0 && *spent >= io.read_budget {
-        // The turn's budget went on reads before an action: the others'
-        // turn first.
-        *spent = 0;
+        // The turn's budget went on reads before an action or a timer:
+        // the others' turn first.
         cx.waker().wake_by_ref();
         return Poll::Pending;
     }
@@ -339,9 +344,7 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
         }
         progressed |= app.poll_app(cx, conn).is_ready();
         if !progressed {
-            // Nothing moved: every waker this pass met is registered, and
-            // the next wake starts a new turn.
-            *spent = 0;
+            // Nothing moved: every waker this pass met is registered.
             return Poll::Pending;
         }
         let rearm = conn
@@ -352,7 +355,6 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
         }
         if *spent > 0 && *spent >= io.read_budget {
             // The socket may still hold more: the others' turn first.
-            *spent = 0;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -476,7 +478,7 @@ async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
     read_open: bool,
     linger: Duration,
     clean: bool,
-    read_budget: usize,
+    (read_chunk, read_budget, spent): (usize, usize, usize),
 ) {
     let started = tokio::time::Instant::now();
     let shutdown_for = if clean {
@@ -491,8 +493,10 @@ async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(
     let drain = async {
         // On the heap, and only now: an array here would sit inline in every
         // connection's future for its whole life (4 KiB per idle connection).
-        let mut sink = vec![0u8; 4096];
-        let mut this_turn = 0;
+        // Reads no larger than the connection's own, so that a turn is
+        // its read budget plus one read here too.
+        let mut sink = vec![0u8; read_chunk.clamp(1, 4096)];
+        let mut this_turn = spent;
         loop {
             let n = match stream.read(&mut sink).await {
                 Ok(0) => break,

@@ -720,9 +720,12 @@ fn attack_and_judge(case: &HostileCase, shared: &Shared) -> Result<Oracle, Strin
                 }
                 seen.borrow_mut().freed = Some(now());
             };
+            // Biased: select!'s random branch order is not the simulation's
+            // seed, and a replay must be identical.
             tokio::select! {
-                () = writer => {}
+                biased;
                 () = reader => {}
+                () = writer => {}
             }
             Ok(())
         });
