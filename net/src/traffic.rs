@@ -26,6 +26,22 @@ pub struct Losses {
     pub io: u64,
 }
 
+impl Losses {
+    /// Each count with its name, in one order: what the stats line and
+    /// the metrics both print.
+    #[must_use]
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+        [
+            ("clean", self.clean),
+            ("reset", self.reset),
+            ("timed_out", self.timed_out),
+            ("aborted", self.aborted),
+            ("shut_down", self.shut_down),
+            ("io_error", self.io),
+        ]
+    }
+}
+
 /// A snapshot of a server's counters, or the difference of two.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -121,15 +137,7 @@ impl fmt::Display for Traffic {
         if self.bad_headers > 0 {
             write!(f, " bad_proxy_headers={}", self.bad_headers)?;
         }
-        let l = &self.lost;
-        for (name, n) in [
-            ("clean", l.clean),
-            ("reset", l.reset),
-            ("timed_out", l.timed_out),
-            ("aborted", l.aborted),
-            ("shut_down", l.shut_down),
-            ("io_error", l.io),
-        ] {
+        for (name, n) in self.lost.by_reason() {
             if n > 0 {
                 write!(f, " lost_{name}={n}")?;
             }

@@ -206,14 +206,7 @@ impl Collector for TrafficCollector {
             None,
             MetricType::Counter,
         )?;
-        for (reason, n) in [
-            ("clean", l.clean),
-            ("reset", l.reset),
-            ("timed_out", l.timed_out),
-            ("aborted", l.aborted),
-            ("shut_down", l.shut_down),
-            ("io_error", l.io),
-        ] {
+        for (reason, n) in l.by_reason() {
             let labels = [("reason", reason)];
             ConstCounter::new(n).encode(ended.encode_family(&labels)?)?;
         }
