@@ -604,6 +604,8 @@ fn serve_live(addr: std::net::SocketAddr) -> anyhow::Result<std::sync::Arc<crate
         Exposition::of(LoadCollector(Arc::clone(&live))),
         Arc::new(Health::new()),
     )?;
-    complain(format!("echo-client: metrics on http://{bound}/metrics"));
+    // On standard error, where the report is not; worded as echo-server's
+    // line, not as a complaint ("echo-client: ..." prefixes failures).
+    complain(format!("metrics on http://{bound}/metrics"));
     Ok(live)
 }
