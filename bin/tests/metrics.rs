@@ -76,6 +76,15 @@ fn sample(exposition: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no sample {name} in\n{exposition}"))
 }
 
+/// `body` if `name` reads `want` there, else a scrape that does.
+fn scrape_until_in(port: u16, body: String, name: &str, want: u64) -> String {
+    if sample(&body, name) == want {
+        body
+    } else {
+        scrape_until(port, name, want)
+    }
+}
+
 /// Scrapes until `name` reads `want` (connections end a moment after
 /// their clients exit), failing after ten seconds.
 fn scrape_until(port: u16, name: &str, want: u64) -> String {
@@ -128,11 +137,11 @@ fn a_scrape_counts_exactly_the_connections_made_and_their_bytes() {
 }
 
 #[test]
-fn completed_and_failed_tls_handshakes_are_counted() {
+fn completed_resumed_and_failed_tls_handshakes_are_counted_by_kind_and_reason() {
     let mut command = Command::new(SERVER);
     command.args([
         "--listen",
-        "ssl:0:interface=127.0.0.1",
+        "ssl:0:interface=127.0.0.1:sessionTickets=1",
         "--self-signed",
         "--metrics",
         "tcp:0:interface=127.0.0.1",
@@ -148,16 +157,71 @@ fn completed_and_failed_tls_handshakes_are_counted() {
         .iter()
         .find_map(|l| l.strip_prefix("try: echo-client --connect "))
         .unwrap_or_else(|| panic!("no client command: {lines:?}"));
-    let out = client(&["--connect", connect, "--connections", "3"]);
+    // One connection, then four one after the other over one client's
+    // session: a full handshake, then resumed ones.
+    let out = client(&["--connect", connect, "--connections", "1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    // Plain text to a TLS port: a failed handshake.
+    let out = output_within(
+        Command::new(CLIENT).args([
+            "bench",
+            "--connect",
+            connect,
+            "--connections",
+            "1",
+            "--requests",
+            "8",
+            "--reconnect-every",
+            "2",
+        ]),
+        EXIT_LIMIT,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Plain text to a TLS port: a failed handshake, for not being TLS.
     let mut plain = TcpStream::connect(server.addr()).unwrap();
     plain.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     let mut rest = Vec::new();
     let _ = plain.read_to_end(&mut rest);
-    let body = scrape_until(metrics, "echo_tls_handshake_failures_total", 1);
-    assert_eq!(sample(&body, "echo_tls_handshakes_total"), 3);
-    assert_eq!(sample(&body, "echo_connections_accepted_total"), 3);
+    let body = scrape_until(
+        metrics,
+        "echo_tls_handshake_failures_total{reason=\"not_tls\"}",
+        1,
+    );
+    let made = sample(&body, "echo_connections_accepted_total");
+    assert!(made >= 5, "{body}");
+    // Each client's first handshake is a full one, the reconnects resume.
+    assert_eq!(sample(&body, "echo_tls_handshakes_total{kind=\"full\"}"), 2);
+    assert_eq!(
+        sample(&body, "echo_tls_handshakes_total{kind=\"resumed\"}"),
+        made - 2
+    );
+    assert_eq!(
+        sample(&body, "echo_tls_handshake_duration_seconds_count"),
+        made
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "echo_tls_handshake_duration_seconds_bucket{le=\"+Inf\"}"
+        ),
+        made
+    );
+    for reason in ["timed_out", "closed", "certificate", "io_error"] {
+        let name = format!("echo_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+        assert_eq!(sample(&body, &name), 0, "{body}");
+    }
+    if have("promtool") {
+        let checked = output_fed(
+            Command::new("promtool").args(["check", "metrics"]),
+            Some(body.into_bytes()),
+            EXIT_LIMIT,
+        );
+        assert!(
+            checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+            "promtool check metrics: {}{}",
+            text(&checked.stdout),
+            text(&checked.stderr)
+        );
+    }
 }
 
 #[test]
@@ -237,12 +301,26 @@ fn proxy_health_checks_and_bad_headers_are_counted() {
     let echoed = send(b"PROXY TCP4 10.0.0.1 10.0.0.2 40000 8888\r\nhello");
     assert_eq!(echoed, b"hello");
     send(b"NOT A PROXY HEADER\r\n");
-    let body = scrape_until(metrics, "echo_proxy_headers_rejected_total", 1);
-    let body = if sample(&body, "echo_connections_accepted_total") == 3 {
-        body
-    } else {
-        scrape_until(metrics, "echo_connections_accepted_total", 3)
-    };
+    send(b"PROXY TCP4 10.0.0.1 10.0.0.2 40000\r\n");
+    let body = scrape_until(
+        metrics,
+        "echo_proxy_headers_rejected_total{reason=\"missing\"}",
+        1,
+    );
+    let body = scrape_until_in(
+        metrics,
+        body,
+        "echo_proxy_headers_rejected_total{reason=\"malformed\"}",
+        1,
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "echo_proxy_headers_rejected_total{reason=\"timed_out\"}"
+        ),
+        0
+    );
+    let body = scrape_until_in(metrics, body, "echo_connections_accepted_total", 3);
     assert_eq!(sample(&body, "echo_proxy_health_checks_total"), 2);
 }
 

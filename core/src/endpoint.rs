@@ -15,7 +15,7 @@
 //! | `tcp6` | like `tcp`, interface `::` by default, IPv6 only | — |
 //! | `unix` | `unix:PATH[:mode=OCTAL][:backlog=N][:lockfile=0\|1]` | `unix:PATH[:timeout=SECS][:lockfile=0\|1]` |
 //! | `udp` | `udp:PORT[:interface=IP]` | `udp:HOST:PORT` |
-//! | `ssl` / `tls` | `ssl:PORT[:privateKey=PEM][:certKey=PEM][:extraCertChain=PEM][:caCerts=PEM][:sslmethod=M]` + the `tcp` keywords | `tls:HOST:PORT[:trustRoots=PEM\|DIR][:certificate=PEM][:privateKey=PEM]` + `timeout`, `bindAddress` |
+//! | `ssl` / `tls` | `ssl:PORT[:privateKey=PEM][:certKey=PEM][:extraCertChain=PEM][:caCerts=PEM][:sslmethod=M][:sessionTickets=N]` + the `tcp` keywords | `tls:HOST:PORT[:trustRoots=PEM\|DIR][:certificate=PEM][:privateKey=PEM]` + `timeout`, `bindAddress` |
 //!
 //! TLS follows Twisted's spellings (`ssl:` to listen, `tls:` to connect);
 //! `caCerts` (require client certificates signed by that CA), a single PEM
@@ -39,6 +39,9 @@ use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::str::FromStr;
 use core::time::Duration;
+
+/// The most session tickets `sessionTickets=` sends after one handshake.
+pub const MAX_SESSION_TICKETS: u8 = 8;
 
 /// Default listen backlog: 1024, as tokio's `TcpListener::bind` uses.
 ///
@@ -123,6 +126,13 @@ pub struct ServerTls {
     /// `dhParameters`: accepted for Twisted compatibility and ignored
     /// (rustls offers no finite-field Diffie-Hellman suites).
     pub dh_parameters: Option<String>,
+    /// `sessionTickets` (our extension): how many TLS 1.3 session tickets
+    /// to send after each handshake, so that clients can resume (and TLS
+    /// 1.2 clients get tickets too). 0, the default, sends none and keeps
+    /// no sessions: every handshake is a full one. Tickets are the only
+    /// bytes a TLS 1.3 server sends unasked, and a client that closes
+    /// without reading them makes its kernel answer with a reset.
+    pub session_tickets: u8,
 }
 
 impl ServerTls {
@@ -527,6 +537,22 @@ impl Bound {
         }
     }
 
+    /// How many TLS 1.3 tickets a handshake ends with: a few are enough
+    /// (a client uses one per resumption; browsers and OpenSSL ask for 2).
+    fn session_tickets(&mut self) -> Result<u8, EndpointError> {
+        match self.take("sessionTickets") {
+            None => Ok(0),
+            Some(v) => match v.parse::<u8>() {
+                Ok(n) if n <= MAX_SESSION_TICKETS => Ok(n),
+                _ => Err(self.invalid(
+                    "sessionTickets",
+                    v,
+                    "a whole number of tickets from 0 (none: every handshake a full one) to 8",
+                )),
+            },
+        }
+    }
+
     fn flag(&mut self, name: &'static str, default: bool) -> Result<bool, EndpointError> {
         match self.take(name).as_deref() {
             None => Ok(default),
@@ -663,6 +689,7 @@ impl FromStr for ServerEndpoint {
                         "extraCertChain",
                         "dhParameters",
                         "caCerts",
+                        "sessionTickets",
                     ],
                     6,
                     Binding::Strict,
@@ -695,6 +722,7 @@ impl FromStr for ServerEndpoint {
                     ca_certs: p.file("caCerts")?,
                     method,
                     dh_parameters: p.file("dhParameters")?,
+                    session_tickets: p.session_tickets()?,
                 };
                 Ok(Self::Ssl {
                     port,
@@ -923,6 +951,9 @@ impl fmt::Display for ServerEndpoint {
                 }
                 if tls.method != TlsMethod::Any {
                     write!(f, ":sslmethod={}", tls.method.name())?;
+                }
+                if tls.session_tickets > 0 {
+                    write!(f, ":sessionTickets={}", tls.session_tickets)?;
                 }
                 Ok(())
             }

@@ -128,7 +128,7 @@ pub use echo::server::{
 };
 pub use endpoint::{
     ClientEndpoint, ClientTls, DEFAULT_BACKLOG, DEFAULT_CONNECT_TIMEOUT, DEFAULT_UNIX_MODE,
-    EndpointError, Role, ServerEndpoint, ServerTls, TlsMethod,
+    EndpointError, MAX_SESSION_TICKETS, Role, ServerEndpoint, ServerTls, TlsMethod,
 };
 pub use error::{ConfigError, UsageError};
 pub use protocol::{Factory, Protocol};

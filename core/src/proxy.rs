@@ -90,6 +90,44 @@ pub enum ProxyError {
     BadTlv,
 }
 
+impl ProxyError {
+    /// Each refusal's label (in the order of [`label`](Self::label)'s
+    /// indices): what the metrics count a refused header by.
+    pub const LABELS: [&'static str; 9] = [
+        "missing",
+        "line_too_long",
+        "malformed",
+        "version",
+        "command",
+        "family",
+        "too_long",
+        "short_address",
+        "bad_tlv",
+    ];
+
+    /// This refusal's index in [`LABELS`](Self::LABELS).
+    #[must_use]
+    pub fn index(&self) -> usize {
+        match self {
+            Self::Missing => 0,
+            Self::LineTooLong => 1,
+            Self::Malformed(_) => 2,
+            Self::Version(_) => 3,
+            Self::Command(_) => 4,
+            Self::Family(_) => 5,
+            Self::TooLong(_) => 6,
+            Self::ShortAddress => 7,
+            Self::BadTlv => 8,
+        }
+    }
+
+    /// This refusal's label, e.g. `line_too_long`.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+}
+
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

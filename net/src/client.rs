@@ -111,6 +111,9 @@ pub struct Connected<S> {
     /// How long the TLS handshake took (`tls:` only): what TLS balancers
     /// are measured by.
     pub handshake: Option<Duration>,
+    /// Whether that handshake resumed an earlier session (the server sent
+    /// tickets: `sessionTickets=`) rather than doing a full one.
+    pub resumed: bool,
 }
 
 /// Client settings beyond the endpoint.
@@ -188,6 +191,15 @@ impl Connector {
         })
     }
 
+    /// Resumes no TLS session: every handshake a full one (`bench
+    /// --no-resume`). By default a `tls:` connector keeps the session
+    /// tickets servers send and resumes with them on its next connects.
+    #[must_use]
+    pub fn without_resumption(mut self) -> Self {
+        self.tls = self.tls.map(|tls| tls.without_resumption());
+        self
+    }
+
     /// Sends `proxy` first on every connection.
     #[must_use]
     pub fn send_proxy(mut self, proxy: Option<SendProxy>) -> Self {
@@ -252,6 +264,7 @@ impl Connector {
                         peer: Address::unix(path),
                         stream: AnyStream::Unix(stream),
                         handshake: None,
+                        resumed: false,
                     },
                     Err(source) => return Err(connect_error(target.to_owned(), source)),
                 }
@@ -278,9 +291,11 @@ impl Connector {
                 target: target.to_owned(),
                 reason: describe_tls_error(&e),
             })?;
+        let handshake = Some(started.elapsed());
         Ok(Connected {
+            resumed: crate::tls::was_resumed(stream.get_ref().1),
             stream: AnyStream::Tls(Box::new(stream)),
-            handshake: Some(started.elapsed()),
+            handshake,
             ..connected
         })
     }
@@ -329,6 +344,7 @@ async fn connect_addr(
         peer: stream.peer_addr()?.into(),
         stream: AnyStream::Tcp(stream),
         handshake: None,
+        resumed: false,
     })
 }
 

@@ -54,8 +54,9 @@ pub use signal::CloseSignal;
 pub use spawn::{Spawner, TokioSpawner};
 pub use stream::{AnyStream, Prefixed, Stream};
 pub use tls::{
-    DEFAULT_HANDSHAKE_TIMEOUT, Issued, KeyKind, ThrowawayCa, TlsClient, TlsError, TlsServer,
-    client_subject, describe as describe_tls_error, tls_reason,
+    DEFAULT_HANDSHAKE_TIMEOUT, HandshakeFailure, Issued, KeyKind, SESSION_CACHE, ThrowawayCa,
+    TlsClient, TlsError, TlsServer, client_subject, describe as describe_tls_error, tls_reason,
+    was_resumed,
 };
-pub use traffic::{Losses, Traffic};
+pub use traffic::{HandshakeTimes, Losses, PROXY_REFUSALS, Traffic};
 pub use udp::{Datagrams, bind_udp, connect_udp, udp_echo};

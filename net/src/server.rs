@@ -21,8 +21,8 @@ use crate::listener::{Accepted, Listener};
 use crate::signal::CloseSignal;
 use crate::spawn::Spawner;
 use crate::stream::{Prefixed, Stream};
-use crate::tls::{TlsServer, client_subject, describe_on_server};
-use crate::traffic::{Counters, Metered, Traffic};
+use crate::tls::{HandshakeFailure, TlsServer, client_subject, describe_on_server, was_resumed};
+use crate::traffic::{Counters, Metered, ProxyRefusal, Traffic};
 use crate::warnings::{Throttle, Warning};
 
 /// First pause after an accept error that is not about one connection
@@ -384,7 +384,7 @@ impl EchoServer {
     #[must_use]
     pub fn traffic(&self) -> Traffic {
         let counters = &self.inner.counters;
-        Traffic {
+        let mut traffic = Traffic {
             open: counters.open.load(Ordering::Relaxed),
             accepted: counters.accepted.load(Ordering::Relaxed),
             refused: counters.refused.load(Ordering::Relaxed),
@@ -392,12 +392,12 @@ impl EchoServer {
             bytes_in: counters.bytes_in.load(Ordering::Relaxed),
             bytes_out: counters.bytes_out.load(Ordering::Relaxed),
             lost: counters.losses(),
-            bad_headers: counters.bad_headers(),
-            tls_failures: counters.tls_failures(),
-            tls_handshakes: counters.tls_handshakes(),
             udp: counters.udp(),
             health_checks: counters.health_checks.load(Ordering::Relaxed),
-        }
+            ..Traffic::default()
+        };
+        counters.fill_tls_and_proxy(&mut traffic);
+        traffic
     }
 
     /// The largest echo any ended connection ever owed at once (unsent,
@@ -577,11 +577,19 @@ async fn proxy_header<S: Stream>(inner: &Inner, accepted: Accepted<S>) -> Option
                 first,
             });
         }
-        Ok(Ok(Some(Err(error)))) => error.to_string(),
-        Ok(Err(error)) => format!("socket error before the PROXY header: {error}"),
-        Err(_) => format!("no PROXY header within {PROXY_HEADER_TIMEOUT:?}"),
+        Ok(Ok(Some(Err(error)))) => {
+            inner.counters.bad_header(&ProxyRefusal::Header(&error));
+            error.to_string()
+        }
+        Ok(Err(error)) => {
+            inner.counters.bad_header(&ProxyRefusal::Io);
+            format!("socket error before the PROXY header: {error}")
+        }
+        Err(_) => {
+            inner.counters.bad_header(&ProxyRefusal::TimedOut);
+            format!("no PROXY header within {PROXY_HEADER_TIMEOUT:?}")
+        }
     };
-    inner.counters.bad_header();
     if inner
         .warnings
         .allow(Warning::ProxyHeader, &socket_peer, &reason)
@@ -647,10 +655,15 @@ async fn tls_connection<S: Stream>(
     // then the echo's are allocated as each begins: a task's future holds
     // room for its largest stage from the start, and a peer stalled before
     // its first record must cost a few bytes, not that.
+    let started = tokio::time::Instant::now();
     let handshake = Box::pin(tls.accept(Prefixed::new(first, stream)));
-    let reason = match tokio::time::timeout_at(deadline, handshake).await {
+    let (why, reason) = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(stream)) => {
-            inner.counters.tls_handshake();
+            let resumed = was_resumed(stream.get_ref().1);
+            inner.counters.tls_handshake(started.elapsed(), resumed);
+            if resumed {
+                tracing::debug!(%peer, "TLS session resumed");
+            }
             if !*inner.accepting.borrow() {
                 return; // shut down during the handshake
             }
@@ -660,10 +673,13 @@ async fn tls_connection<S: Stream>(
             }
             return;
         }
-        Ok(Err(error)) => describe_on_server(&error),
-        Err(_) => format!("no TLS handshake within {timeout:?}"),
+        Ok(Err(error)) => (HandshakeFailure::of(&error), describe_on_server(&error)),
+        Err(_) => (
+            HandshakeFailure::TimedOut,
+            format!("no TLS handshake within {timeout:?}"),
+        ),
     };
-    inner.counters.tls_failure();
+    inner.counters.tls_failure(why);
     if inner.warnings.allow(Warning::TlsHandshake, &peer, &reason) {
         let via = arrival.via.as_ref().map(tracing::field::display);
         tracing::warn!(%peer, via, %reason, "TLS handshake failed");

@@ -136,7 +136,8 @@ impl TlsServer {
             ca.as_ref()
                 .map(|(pem, path)| (pem.as_slice(), path.as_path())),
             tls.method,
-        )
+        )?
+        .with_session_tickets(tls.session_tickets)
     }
 
     /// From PEM text in memory: the certificate chain (ours first), its
@@ -201,17 +202,54 @@ impl TlsServer {
                     ),
                     cause,
                 })?;
-        // No TLS 1.3 session tickets: they are the only bytes a TLS 1.3
-        // server sends unasked, and a client that closes without reading
-        // them (one with nothing to echo) makes its kernel answer with a
-        // reset, which the server would log as a lost connection (the
-        // simulation found it). Every handshake is then a full one, which
-        // is also what a handshake benchmark wants to measure.
+        // By default no resumption at all: no TLS 1.3 session tickets
+        // (they are the only bytes a TLS 1.3 server sends unasked, and a
+        // client that closes without reading them, one with nothing to
+        // echo, makes its kernel answer with a reset, which the server
+        // would log as a lost connection: the simulation found it), and no
+        // TLS 1.2 session IDs kept. Every handshake is then a full one,
+        // which is also what a handshake benchmark wants to measure;
+        // `sessionTickets=N` turns resumption on.
         config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             mutual,
         })
+    }
+
+    /// Lets clients resume their sessions (`sessionTickets=N`): `tickets`
+    /// TLS 1.3 tickets after each full handshake, and TLS 1.2 tickets or
+    /// session IDs. Tickets are stateless (sealed with a key that rotates
+    /// every 6 hours), so any number of clients costs the server no
+    /// memory; TLS 1.2 session IDs, for clients without tickets, are kept
+    /// in a cache of [`SESSION_CACHE`] entries. 0 keeps every handshake
+    /// a full one.
+    ///
+    /// # Errors
+    /// The ticket key could not be made (no system randomness).
+    pub fn with_session_tickets(self, tickets: u8) -> Result<Self, TlsError> {
+        if tickets == 0 {
+            return Ok(self);
+        }
+        let mut config = (**self.acceptor.config()).clone();
+        config.send_tls13_tickets = usize::from(tickets);
+        config.ticketer =
+            rustls::crypto::ring::Ticketer::new().map_err(|cause| TlsError::Rustls {
+                what: "session tickets".into(),
+                cause,
+            })?;
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+        Ok(Self {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            mutual: self.mutual,
+        })
+    }
+
+    /// Whether clients can resume sessions (`sessionTickets=` above 0).
+    #[must_use]
+    pub fn resumes(&self) -> bool {
+        self.acceptor.config().send_tls13_tickets > 0
     }
 
     /// Whether clients must present a certificate (mutual TLS).
@@ -230,6 +268,18 @@ impl TlsServer {
     ) -> io::Result<tokio_rustls::server::TlsStream<S>> {
         self.acceptor.accept(stream).await
     }
+}
+
+/// How many TLS 1.2 session IDs a resuming server keeps (rustls' own
+/// default): a bound on its memory, the oldest forgotten first.
+pub const SESSION_CACHE: usize = 256;
+
+/// Whether a finished handshake resumed an earlier session rather than
+/// doing a full one (what a balancer that reuses sessions to its back
+/// ends is judged by).
+#[must_use]
+pub fn was_resumed(conn: &rustls::CommonState) -> bool {
+    conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
 }
 
 /// The subject of the certificate a client presented, as text
@@ -336,6 +386,18 @@ impl TlsClient {
         })
     }
 
+    /// The same client, resuming no session: every handshake a full one
+    /// (`bench --no-resume`). By default a client keeps the tickets a
+    /// server sends (up to 256 servers' worth) and resumes with them.
+    #[must_use]
+    pub fn without_resumption(&self) -> Self {
+        let mut config = (**self.connector.config()).clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        Self {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        }
+    }
+
     /// Runs the client side of a handshake with `host` over `stream`:
     /// `host` is sent as SNI (when it is a name) and must be in the
     /// server's certificate.
@@ -432,6 +494,73 @@ pub fn tls_reason(error: &io::Error) -> Option<String> {
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
         .map(|_| describe(error))
+}
+
+/// Why a server's TLS handshake failed, as the metrics count it (the log
+/// line says it in words: [`describe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeFailure {
+    /// Not finished within the handshake timeout.
+    TimedOut,
+    /// The peer closed the connection part way.
+    Closed,
+    /// The peer's bytes are not TLS (a plain-text client, a scanner).
+    NotTls,
+    /// A client certificate missing or refused (`caCerts=`).
+    Certificate,
+    /// No protocol version or cipher suite in common.
+    Incompatible,
+    /// The peer ended the handshake with an alert.
+    Alert,
+    /// Any other breach of the protocol.
+    Protocol,
+    /// A socket error (a reset).
+    Io,
+}
+
+impl HandshakeFailure {
+    /// Each reason's label, in the order of their indices.
+    pub const LABELS: [&'static str; 8] = [
+        "timed_out",
+        "closed",
+        "not_tls",
+        "certificate",
+        "incompatible",
+        "alert",
+        "protocol",
+        "io_error",
+    ];
+
+    /// The reason a handshake ended with `error`.
+    #[must_use]
+    pub fn of(error: &io::Error) -> Self {
+        use rustls::{AlertDescription as Alert, Error as E};
+        match error.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+            Some(E::InvalidMessage(_)) => Self::NotTls,
+            Some(E::InvalidCertificate(_) | E::NoCertificatesPresented) => Self::Certificate,
+            Some(
+                E::PeerIncompatible(_)
+                | E::AlertReceived(Alert::ProtocolVersion | Alert::HandshakeFailure),
+            ) => Self::Incompatible,
+            Some(E::AlertReceived(_)) => Self::Alert,
+            Some(_) => Self::Protocol,
+            None if error.kind() == io::ErrorKind::UnexpectedEof => Self::Closed,
+            None => Self::Io,
+        }
+    }
+
+    /// This reason's index in [`LABELS`](Self::LABELS).
+    #[must_use]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// This reason's label, e.g. `not_tls`.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
 }
 
 /// [`describe`] for the server's log: where the cause is the client's

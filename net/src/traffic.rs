@@ -5,7 +5,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use echo_core::{CloseReason, Connection, Echo, EchoFactory, LostReason, UdpStats};
+use echo_core::{CloseReason, Connection, Echo, EchoFactory, LostReason, ProxyError, UdpStats};
+
+use crate::tls::HandshakeFailure;
 
 use crate::driver::App;
 
@@ -42,6 +44,100 @@ impl Losses {
     }
 }
 
+/// Why `haproxy:` connections were closed before their echo: the header
+/// decoder's refusals ([`ProxyError::LABELS`], in that order), then no
+/// header within the timeout, then a socket error while reading it.
+pub const PROXY_REFUSALS: [&str; 11] = [
+    ProxyError::LABELS[0],
+    ProxyError::LABELS[1],
+    ProxyError::LABELS[2],
+    ProxyError::LABELS[3],
+    ProxyError::LABELS[4],
+    ProxyError::LABELS[5],
+    ProxyError::LABELS[6],
+    ProxyError::LABELS[7],
+    ProxyError::LABELS[8],
+    "timed_out",
+    "io_error",
+];
+
+/// Where a refused PROXY header is counted in [`PROXY_REFUSALS`].
+pub(crate) enum ProxyRefusal<'a> {
+    Header(&'a ProxyError),
+    TimedOut,
+    Io,
+}
+
+impl ProxyRefusal<'_> {
+    fn index(&self) -> usize {
+        match self {
+            Self::Header(error) => error.index(),
+            Self::TimedOut => ProxyError::LABELS.len(),
+            Self::Io => ProxyError::LABELS.len() + 1,
+        }
+    }
+}
+
+/// How long TLS handshakes took, from the ClientHello's first record to
+/// the handshake's end, in the fixed buckets of a Prometheus histogram:
+/// `counts[i]` handshakes took at most `BOUNDS[i]` seconds (and more than
+/// the bound before it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandshakeTimes {
+    /// Handshakes per bucket (not cumulative).
+    pub counts: [u64; 12],
+    /// Their total, in microseconds.
+    pub sum_micros: u64,
+}
+
+impl HandshakeTimes {
+    /// The buckets' upper bounds in seconds: 0.5 ms (a resumed handshake
+    /// on loopback) to 5 s, and the rest.
+    pub const BOUNDS: [f64; 12] = [
+        0.000_5,
+        0.001,
+        0.002_5,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        1.0,
+        5.0,
+        f64::INFINITY,
+    ];
+
+    /// How many handshakes were timed.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    fn bucket(took: std::time::Duration) -> usize {
+        let seconds = took.as_secs_f64();
+        Self::BOUNDS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(Self::BOUNDS.len() - 1)
+    }
+
+    fn since(&self, earlier: &Self) -> Self {
+        Self {
+            counts: minus(self.counts, earlier.counts),
+            sum_micros: self.sum_micros.saturating_sub(earlier.sum_micros),
+        }
+    }
+}
+
+fn minus<const N: usize>(now: [u64; N], then: [u64; N]) -> [u64; N] {
+    let mut out = now;
+    for (o, t) in out.iter_mut().zip(then) {
+        *o = o.saturating_sub(t);
+    }
+    out
+}
+
 /// A snapshot of a server's counters, or the difference of two.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -60,12 +156,22 @@ pub struct Traffic {
     /// Connections that ended, by reason.
     pub lost: Losses,
     /// `haproxy:` connections closed for a missing, malformed or late
-    /// PROXY header.
+    /// PROXY header (the sum of `proxy_refused`).
     pub bad_headers: u64,
-    /// `ssl:` connections whose TLS handshake failed or timed out.
+    /// Those, by reason, in the order of [`PROXY_REFUSALS`].
+    pub proxy_refused: [u64; 11],
+    /// `ssl:` connections whose TLS handshake failed or timed out (the sum
+    /// of `tls_failed`).
     pub tls_failures: u64,
+    /// Those, by reason, in the order of [`HandshakeFailure::LABELS`].
+    pub tls_failed: [u64; 8],
     /// `ssl:` connections whose TLS handshake completed.
     pub tls_handshakes: u64,
+    /// Those that resumed an earlier session (`sessionTickets=`); the
+    /// rest were full handshakes.
+    pub tls_resumed: u64,
+    /// How long the completed handshakes took.
+    pub handshake_times: HandshakeTimes,
     /// UDP datagrams, over every `udp:` endpoint.
     pub udp: UdpStats,
     /// `haproxy:` connections that were a balancer's health check (PROXY
@@ -86,8 +192,12 @@ impl Traffic {
             bytes_in: l(self.bytes_in, earlier.bytes_in),
             bytes_out: l(self.bytes_out, earlier.bytes_out),
             bad_headers: l(self.bad_headers, earlier.bad_headers),
+            proxy_refused: minus(self.proxy_refused, earlier.proxy_refused),
             tls_failures: l(self.tls_failures, earlier.tls_failures),
+            tls_failed: minus(self.tls_failed, earlier.tls_failed),
             tls_handshakes: l(self.tls_handshakes, earlier.tls_handshakes),
+            tls_resumed: l(self.tls_resumed, earlier.tls_resumed),
+            handshake_times: self.handshake_times.since(&earlier.handshake_times),
             health_checks: l(self.health_checks, earlier.health_checks),
             udp: UdpStats {
                 received: l(self.udp.received, earlier.udp.received),
@@ -131,6 +241,13 @@ impl fmt::Display for Traffic {
         if self.denied > 0 {
             write!(f, " denied={}", self.denied)?;
         }
+        if self.tls_handshakes > 0 {
+            write!(
+                f,
+                " tls_handshakes={} tls_resumed={}",
+                self.tls_handshakes, self.tls_resumed
+            )?;
+        }
         if self.tls_failures > 0 {
             write!(f, " tls_handshake_failures={}", self.tls_failures)?;
         }
@@ -159,9 +276,11 @@ pub(crate) struct Counters {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     lost: [AtomicU64; 6],
-    bad_headers: AtomicU64,
-    tls_failures: AtomicU64,
-    tls_handshakes: AtomicU64,
+    proxy_refused: [AtomicU64; 11],
+    tls_failed: [AtomicU64; 8],
+    tls_resumed: AtomicU64,
+    handshake_buckets: [AtomicU64; 12],
+    handshake_micros: AtomicU64,
     /// [`UdpStats`]' fields, in their order, summed over the sockets.
     udp: [AtomicU64; 6],
     pub(crate) health_checks: AtomicU64,
@@ -177,13 +296,16 @@ impl Counters {
         self.denied.store(factory.denied(), Ordering::Relaxed);
     }
 
-    /// Counts a completed TLS handshake.
-    pub(crate) fn tls_handshake(&self) {
-        self.tls_handshakes.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn tls_handshakes(&self) -> u64 {
-        self.tls_handshakes.load(Ordering::Relaxed)
+    /// Counts a completed TLS handshake that took `took`.
+    pub(crate) fn tls_handshake(&self, took: std::time::Duration, resumed: bool) {
+        if resumed {
+            self.tls_resumed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.handshake_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.handshake_buckets[HandshakeTimes::bucket(took)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds what one UDP socket's counters (`now`) gained since `seen`.
@@ -232,20 +354,29 @@ impl Counters {
     }
 
     /// Counts a connection closed for its PROXY header.
-    pub(crate) fn bad_header(&self) {
-        self.bad_headers.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn bad_header(&self, why: &ProxyRefusal<'_>) {
+        self.proxy_refused[why.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn bad_headers(&self) -> u64 {
-        self.bad_headers.load(Ordering::Relaxed)
+    /// Counts a failed TLS handshake.
+    pub(crate) fn tls_failure(&self, why: HandshakeFailure) {
+        self.tls_failed[why.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn tls_failure(&self) {
-        self.tls_failures.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn tls_failures(&self) -> u64 {
-        self.tls_failures.load(Ordering::Relaxed)
+    /// The TLS and PROXY counts of `traffic`, the totals summed from the
+    /// counts by reason (so that the two always agree).
+    pub(crate) fn fill_tls_and_proxy(&self, traffic: &mut Traffic) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        traffic.proxy_refused = self.proxy_refused.each_ref().map(load);
+        traffic.bad_headers = traffic.proxy_refused.iter().sum();
+        traffic.tls_failed = self.tls_failed.each_ref().map(load);
+        traffic.tls_failures = traffic.tls_failed.iter().sum();
+        traffic.handshake_times = HandshakeTimes {
+            counts: self.handshake_buckets.each_ref().map(load),
+            sum_micros: load(&self.handshake_micros),
+        };
+        traffic.tls_handshakes = traffic.handshake_times.count();
+        traffic.tls_resumed = load(&self.tls_resumed);
     }
 
     pub(crate) fn losses(&self) -> Losses {

@@ -83,6 +83,7 @@ async fn tokio_client_against_blocking_server() {
         peer: s.peer_addr().unwrap().into(),
         stream: s,
         handshake: None,
+        resumed: false,
     };
     let echo = echo_message(connected, Bytes::from(message()), ClientOptions::default())
         .await

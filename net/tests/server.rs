@@ -95,6 +95,7 @@ async fn refused_connections_are_closed_at_once_and_slots_free_up() {
         peer: s.peer_addr().unwrap().into(),
         stream: s,
         handshake: None,
+        resumed: false,
     };
     let echo = echo_message(
         connected,
@@ -158,6 +159,7 @@ async fn driver_echoes_exactly_through_a_seven_byte_pipe() {
         host: addr.into(),
         peer: addr.into(),
         handshake: None,
+        resumed: false,
     };
     let options = ClientOptions {
         config: ClientConfig {
@@ -337,6 +339,7 @@ async fn a_half_close_that_cannot_finish_does_not_stop_the_clock() {
         host: addr.into(),
         peer: addr.into(),
         handshake: None,
+        resumed: false,
     };
     let options = ClientOptions {
         config: ClientConfig {

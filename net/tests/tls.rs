@@ -9,8 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use echo_core::{ClientEndpoint, ServerConfig, ServerEvent, TlsMethod};
 use echo_net::{
-    AnyListener, ClientError, ClientOptions, Connected, Connector, DriveConfig, EchoServer, Issued,
-    KeyKind, ServerOptions, ThrowawayCa, TlsClient, TlsServer, TokioSpawner, echo_message,
+    AnyListener, ClientError, ClientOptions, Connected, Connector, DriveConfig, EchoServer,
+    HandshakeFailure, Issued, KeyKind, ServerOptions, ThrowawayCa, TlsClient, TlsServer,
+    TokioSpawner, echo_message,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -202,6 +203,7 @@ async fn mutual_tls_admits_a_certificate_from_its_ca_and_books_the_subject() {
         peer: peer.into(),
         stream,
         handshake: None,
+        resumed: false,
     };
     let echo = echo_message(
         connected,
@@ -262,6 +264,12 @@ async fn mutual_tls_refuses_no_certificate_and_one_from_another_ca_then_serves_o
     })
     .await;
     assert_eq!(
+        server.traffic().tls_failed[HandshakeFailure::Certificate.index()],
+        2,
+        "both for the client's certificate: {:?}",
+        server.traffic().tls_failed
+    );
+    assert_eq!(
         server.totals(),
         (0, 0),
         "a failed handshake is never admitted"
@@ -315,6 +323,15 @@ async fn garbage_plain_text_and_silence_are_counted_and_do_not_hurt_the_server()
         server.traffic().tls_failures == 4
     })
     .await;
+    let failed = server.traffic().tls_failed;
+    assert_eq!(
+        (
+            failed[HandshakeFailure::NotTls.index()],
+            failed[HandshakeFailure::TimedOut.index()]
+        ),
+        (3, 1),
+        "three not TLS, one silent: {failed:?}"
+    );
     assert_eq!(server.totals(), (0, 0));
     assert_eq!(server.open_connections(), 0);
     // Still serving.

@@ -249,6 +249,7 @@ pub(crate) async fn connection(
             host: host.into(),
             peer: peer.into(),
             handshake: None,
+            resumed: false,
         };
         let (client, input) = if plan.streaming {
             let input = Pieces {

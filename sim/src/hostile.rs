@@ -25,7 +25,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use echo_core::{Address, ServerConfig, ServerEvent};
-use echo_net::{AccessList, DriveConfig, EchoServer, IpNet, PROXY_HEADER_TIMEOUT, ServerOptions};
+use echo_net::{
+    AccessList, DriveConfig, EchoServer, HandshakeFailure, IpNet, PROXY_HEADER_TIMEOUT,
+    PROXY_REFUSALS, ServerOptions,
+};
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -186,6 +189,9 @@ enum Oracle {
     Refuse {
         /// Part of the logged reason.
         why: &'static str,
+        /// The reason it is counted under (`echo_net::PROXY_REFUSALS`,
+        /// `HandshakeFailure::LABELS`): what the metrics show.
+        counted: &'static str,
         /// The timer that must free it, if the peer stalls.
         timeout: Option<Duration>,
         /// TLS (a failed handshake) or PROXY (a bad header).
@@ -212,8 +218,9 @@ impl HostileCase {
     /// them), whether the peer then ends its input, and what the server
     /// must do.
     fn plan(&self, peer: SocketAddr, server: SocketAddr) -> (Vec<u8>, bool, Oracle) {
-        let refuse = |why, timeout: Option<Duration>| Oracle::Refuse {
+        let refuse = |why, counted, timeout: Option<Duration>| Oracle::Refuse {
             why,
+            counted,
             timeout,
             tls: self.tls(),
         };
@@ -243,7 +250,7 @@ impl HostileCase {
             Attack::ProxyLineTooLong(len) => {
                 let mut line = b"PROXY TCP4 ".to_vec();
                 line.resize(*len, b'1');
-                (line, false, refuse("without CRLF", None))
+                (line, false, refuse("without CRLF", "line_too_long", None))
             }
             Attack::ProxyV1Malformed(flaw) => {
                 let (src, dst) = (peer.ip(), server.ip());
@@ -258,39 +265,39 @@ impl HostileCase {
                 (
                     line.into_bytes(),
                     false,
-                    refuse("malformed PROXY v1 line", None),
+                    refuse("malformed PROXY v1 line", "malformed", None),
                 )
             }
             Attack::ProxyV2Version(v) => (
                 v2(v << 4 | 1, 0x11, &v4_block(peer, server)),
                 false,
-                refuse("version", None),
+                refuse("version", "version", None),
             ),
             Attack::ProxyV2Command(c) => (
                 v2(0x20 | c, 0x11, &v4_block(peer, server)),
                 false,
-                refuse("command", None),
+                refuse("command", "command", None),
             ),
             Attack::ProxyV2Family(f) => (
                 v2(0x21, *f, &v4_block(peer, server)),
                 false,
-                refuse("famil", None),
+                refuse("famil", "family", None),
             ),
             Attack::ProxyV2TooLong(len) => {
                 let mut bytes = SIGNATURE.to_vec();
                 bytes.extend_from_slice(&[0x21, 0x11]);
                 bytes.extend_from_slice(&len.to_be_bytes());
-                (bytes, false, refuse("", None))
+                (bytes, false, refuse("", "too_long", None))
             }
             Attack::ProxyV2ShortAddress => (
                 v2(0x21, 0x11, &v4_block(peer, server)[..8]),
                 false,
-                refuse("", None),
+                refuse("", "short_address", None),
             ),
             Attack::ProxyMissing => (
                 b"GET / HTTP/1.1\r\nHost: echo\r\n\r\n".to_vec(),
                 false,
-                refuse("no PROXY header", None),
+                refuse("no PROXY header", "missing", None),
             ),
             Attack::ProxyStall { version, keep } => {
                 let mut bytes = proxy_header(*version, Declared::V4(Ipv4Addr::LOCALHOST), server);
@@ -302,21 +309,25 @@ impl HostileCase {
                 };
                 let oracle = if *keep == 0 {
                     // Nothing sent at all: still a stalled header.
-                    refuse("no PROXY header within", Some(PROXY_HEADER_TIMEOUT))
+                    refuse(
+                        "no PROXY header within",
+                        "timed_out",
+                        Some(PROXY_HEADER_TIMEOUT),
+                    )
                 } else {
-                    refuse(why, Some(PROXY_HEADER_TIMEOUT))
+                    refuse(why, "timed_out", Some(PROXY_HEADER_TIMEOUT))
                 };
                 (bytes, false, oracle)
             }
             Attack::TlsGarbage => (
                 b"\x00\x01garbage, not a TLS record".to_vec(),
                 false,
-                refuse("", None),
+                refuse("", "not_tls", None),
             ),
             Attack::TlsTruncated { keep } => {
                 let mut bytes = vec![0x16, 0x03, 0x01, 0x01, 0x00];
                 bytes.extend(std::iter::repeat_n(0x01, *keep));
-                (bytes, true, refuse("", None))
+                (bytes, true, refuse("", "closed", None))
             }
             Attack::TlsStallInRecord { keep } => {
                 let mut bytes = vec![0x16, 0x03, 0x01, 0x01, 0x00];
@@ -324,13 +335,13 @@ impl HostileCase {
                 (
                     bytes,
                     false,
-                    refuse("no TLS handshake within", Some(handshake)),
+                    refuse("no TLS handshake within", "timed_out", Some(handshake)),
                 )
             }
             Attack::TlsStallAfterHello => (
                 Vec::new(),
                 false,
-                refuse("no TLS handshake within", Some(handshake)),
+                refuse("no TLS handshake within", "timed_out", Some(handshake)),
             ),
             Attack::ClosesAtOnce { .. } => (Vec::new(), true, Oracle::Ignore),
         }
@@ -822,7 +833,12 @@ fn judge(
                 ));
             }
         }
-        Oracle::Refuse { timeout, tls, .. } => {
+        Oracle::Refuse {
+            timeout,
+            tls,
+            counted: label,
+            ..
+        } => {
             let counted = if *tls { t.tls_failures } else { t.bad_headers };
             if counted != 1 || t.accepted != 0 || !made.is_empty() || t.bytes_out != 0 {
                 return Err(format!(
@@ -830,6 +846,27 @@ fn judge(
                     case.attack
                 ));
             }
+            let (labels, counts): (&[&str], &[u64]) = if *tls {
+                (&HandshakeFailure::LABELS, &t.tls_failed)
+            } else {
+                (&PROXY_REFUSALS, &t.proxy_refused)
+            };
+            let by_reason: Vec<(&str, u64)> = labels
+                .iter()
+                .copied()
+                .zip(counts.iter().copied())
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            if by_reason != [(*label, 1)] {
+                return Err(format!(
+                    "{:?} must be counted as {label}, not {by_reason:?}",
+                    case.attack
+                ));
+            }
+            shared.hit(format!(
+                "{} counted: {label}",
+                if *tls { "tls" } else { "proxy" }
+            ));
             if !*tls && !seen.received.is_empty() {
                 return Err(format!(
                     "a refused PROXY peer got {} bytes back",

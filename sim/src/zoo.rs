@@ -632,6 +632,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
                 host: host.into(),
                 peer: peer.into(),
                 handshake: None,
+                resumed: false,
             },
             client,
             &mut pipe,

@@ -117,6 +117,18 @@ const HOSTILE: &[&str] = &[
     "tls refused: no TLS handshake within",
     "tls refused: received corrupt message of type InvalidContentType",
     "tls refused: the peer closed the connection during the handshake",
+    "proxy counted: line_too_long",
+    "proxy counted: malformed",
+    "proxy counted: version",
+    "proxy counted: command",
+    "proxy counted: family",
+    "proxy counted: too_long",
+    "proxy counted: short_address",
+    "proxy counted: missing",
+    "proxy counted: timed_out",
+    "tls counted: not_tls",
+    "tls counted: closed",
+    "tls counted: timed_out",
 ];
 
 use sim::{

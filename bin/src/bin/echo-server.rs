@@ -729,6 +729,7 @@ fn tls_server(
         ca.as_deref(),
         tls.method,
     )
+    .and_then(|server| server.with_session_tickets(tls.session_tickets))
     .with_context(|| format!("ssl:{port}"))
 }
 

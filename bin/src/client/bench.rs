@@ -58,6 +58,12 @@ pub(crate) struct BenchArgs {
     #[command(flatten)]
     pub(crate) tls: TlsArgs,
 
+    /// tls: endpoints: resume no TLS session, so that every handshake is a
+    /// full one (by default the client keeps the session tickets a server
+    /// sends, echo-server's sessionTickets=N, and resumes with them)
+    #[arg(value_parser = switch, env = "ECHO_BENCH_NO_RESUME", long)]
+    pub(crate) no_resume: bool,
+
     /// Each connection starts with the server's banner line naming its back
     /// end (echo-server --banner): report connections, requests, p50 and p99
     /// per back end
@@ -334,6 +340,7 @@ impl BenchArgs {
             timeout: self.timeout,
             send_proxy: self.proxy.header(),
             insecure: self.tls.insecure,
+            resume: !self.no_resume,
             rate,
             max_in_flight: self.max_in_flight,
             // --abort-on-fail judges once a second without --interval.
@@ -400,6 +407,16 @@ fn idle(connect: &ClientEndpoint, n: usize, hold: Duration) -> ExitCode {
 pub(super) fn run(args: BenchArgs) -> ExitCode {
     if let Some(n) = args.idle {
         return idle(&args.connect, n, args.hold);
+    }
+    if args.no_resume && !matches!(args.connect, ClientEndpoint::Tls { .. }) {
+        super::usage_error(
+            Some("bench"),
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "--no-resume is for tls: endpoints, and {} is not one",
+                args.connect
+            ),
+        );
     }
     // Checks --insecure and loads the TLS files once before the run, so a
     // bad path fails at once with its own message.

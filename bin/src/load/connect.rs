@@ -15,7 +15,12 @@ pub(super) async fn open_stream(
         Some(connector) => connector.connect().await?,
         None => connect(&config.endpoint).await?,
     };
-    shared.connect_took(started.elapsed(), connected.handshake, reconnect);
+    shared.connect_took(
+        started.elapsed(),
+        connected.handshake,
+        connected.resumed,
+        reconnect,
+    );
     let mut stream = connected.stream;
     if !config.banner {
         return Ok((stream, None));

@@ -95,6 +95,11 @@ pub fn run(
     let connector = Connector::new(&config.endpoint, config.insecure)
         .map_err(|e| e.to_string())?
         .send_proxy(config.send_proxy);
+    let connector = if config.resume {
+        connector
+    } else {
+        connector.without_resumption()
+    };
     let shared = Arc::new(Shared {
         connector: Some(connector),
         ..Shared::default()
@@ -387,6 +392,7 @@ pub fn run(
             .and_then(|mut h| h.take())
             .unwrap_or_else(new_histogram),
         reconnects: shared.reconnects.load(Ordering::Relaxed),
+        resumed: shared.resumed.load(Ordering::Relaxed),
         tls_reason: shared.tls_reason.lock().ok().and_then(|mut r| r.take()),
         stall,
         identity: crate::model::Identity::default(),

@@ -32,6 +32,9 @@ pub struct BenchConfig {
     pub send_proxy: Option<echo_net::SendProxy>,
     /// `tls:`: accept any server certificate.
     pub insecure: bool,
+    /// `tls:`: resume sessions when the server sends tickets (`false`:
+    /// every handshake a full one).
+    pub resume: bool,
     /// Open loop: this many requests per second in all, spread evenly over
     /// the connections; `None` for closed-loop ping-pong.
     pub rate: Option<f64>,

@@ -63,6 +63,8 @@ pub(super) struct Shared {
     pub(super) connect_times: std::sync::Mutex<Option<Histogram<u64>>>,
     /// How long TLS handshakes took, nanoseconds.
     pub(super) handshake_times: std::sync::Mutex<Option<Histogram<u64>>>,
+    /// Of those, the handshakes that resumed a session.
+    pub(super) resumed: AtomicU64,
     /// Connects (TLS settings loaded once for every connection).
     pub(super) connector: Option<Connector>,
     /// Per back end (with banners): connections, requests, latencies.
@@ -97,12 +99,14 @@ impl Shared {
         self.halted.notify_waiters();
     }
 
-    /// A connect took `took` (its handshake `handshake`); a reconnect
-    /// counts only while measuring, so connects per second can be derived.
+    /// A connect took `took` (its handshake `handshake`, which `resumed` a
+    /// session or not); a reconnect counts only while measuring, so
+    /// connects per second can be derived.
     pub(super) fn connect_took(
         &self,
         took: Duration,
         handshake: Option<Duration>,
+        resumed: bool,
         reconnect: bool,
     ) {
         if reconnect {
@@ -121,6 +125,9 @@ impl Shared {
         record(&self.connect_times, took);
         if let Some(handshake) = handshake {
             record(&self.handshake_times, handshake);
+            if resumed {
+                self.resumed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -3,9 +3,9 @@
 
 use std::fmt;
 
-use echo_net::Traffic;
+use echo_net::{HandshakeFailure, HandshakeTimes, PROXY_REFUSALS, Traffic};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -118,7 +118,7 @@ impl Collector for TrafficCollector {
                 MetricType::Gauge,
             )
             .and_then(|m| ConstGauge::new(open).encode(m))?;
-        let counters: [(&str, &str, Option<&Unit>, u64); 12] = [
+        let counters: [(&str, &str, Option<&Unit>, u64); 9] = [
             (
                 "echo_connections_accepted",
                 "Connections admitted (past the access list and the connection limit).",
@@ -148,24 +148,6 @@ impl Collector for TrafficCollector {
                 "Bytes echoed back to peers.",
                 Some(&Unit::Bytes),
                 t.bytes_out,
-            ),
-            (
-                "echo_tls_handshakes",
-                "TLS handshakes completed on ssl: endpoints.",
-                None,
-                t.tls_handshakes,
-            ),
-            (
-                "echo_tls_handshake_failures",
-                "TLS handshakes that failed or timed out on ssl: endpoints.",
-                None,
-                t.tls_failures,
-            ),
-            (
-                "echo_proxy_headers_rejected",
-                "haproxy: connections closed for a missing, malformed or late PROXY header.",
-                None,
-                t.bad_headers,
             ),
             (
                 "echo_proxy_health_checks",
@@ -209,6 +191,53 @@ impl Collector for TrafficCollector {
         for (reason, n) in l.by_reason() {
             let labels = [("reason", reason)];
             ConstCounter::new(n).encode(ended.encode_family(&labels)?)?;
+        }
+        let mut handshakes = encoder.encode_descriptor(
+            "echo_tls_handshakes",
+            "TLS handshakes completed on ssl: endpoints, by kind: full, or resumed (a session ticket or ID, with sessionTickets=).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, n) in [
+            ("full", t.tls_handshakes.saturating_sub(t.tls_resumed)),
+            ("resumed", t.tls_resumed),
+        ] {
+            ConstCounter::new(n).encode(handshakes.encode_family(&[("kind", kind)])?)?;
+        }
+        let mut failed = encoder.encode_descriptor(
+            "echo_tls_handshake_failures",
+            "TLS handshakes that failed on ssl: endpoints, by reason: timed_out, closed (by the peer, part way), not_tls, certificate (a client certificate missing or refused), incompatible (no version or cipher suite in common), alert (sent by the peer), protocol, io_error.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in HandshakeFailure::LABELS.into_iter().zip(t.tls_failed) {
+            ConstCounter::new(n).encode(failed.encode_family(&[("reason", reason)])?)?;
+        }
+        let times = &t.handshake_times;
+        let buckets: Vec<(f64, u64)> = HandshakeTimes::BOUNDS
+            .into_iter()
+            .zip(times.counts)
+            .collect();
+        encoder
+            .encode_descriptor(
+                "echo_tls_handshake_duration",
+                "How long completed TLS handshakes took on the server, from the ClientHello's first record to the end.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )
+            .and_then(|mut m| {
+                #[allow(clippy::cast_precision_loss)] // microseconds: exact below 2^53
+                let sum = times.sum_micros as f64 / 1e6;
+                m.encode_histogram::<NoLabelSet>(sum, times.count(), &buckets, None)
+            })?;
+        let mut rejected = encoder.encode_descriptor(
+            "echo_proxy_headers_rejected",
+            "haproxy: connections closed for their PROXY header, by reason: the decoder's (missing, line_too_long, malformed, version, command, family, too_long, short_address, bad_tlv), timed_out, io_error.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in PROXY_REFUSALS.into_iter().zip(t.proxy_refused) {
+            ConstCounter::new(n).encode(rejected.encode_family(&[("reason", reason)])?)?;
         }
         let mut dropped = encoder.encode_descriptor(
             "echo_udp_datagrams_dropped",

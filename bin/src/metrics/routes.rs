@@ -99,7 +99,7 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use echo_net::{Losses, Traffic};
+    use echo_net::{HandshakeTimes, Losses, Traffic};
 
     fn exposition() -> Exposition {
         Exposition::new(|| Traffic {
@@ -115,8 +115,15 @@ mod tests {
                 ..Losses::default()
             },
             bad_headers: 5,
+            proxy_refused: [0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0],
             tls_failures: 6,
+            tls_failed: [2, 0, 4, 0, 0, 0, 0, 0],
             tls_handshakes: 8,
+            tls_resumed: 3,
+            handshake_times: HandshakeTimes {
+                counts: [3, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                sum_micros: 6_500_000,
+            },
             health_checks: 4,
             udp: echo_core::UdpStats {
                 received: 9,
@@ -154,9 +161,21 @@ mod tests {
             "echo_connections_denied_total 3",
             "echo_received_bytes_total 640",
             "echo_sent_bytes_total 512",
-            "echo_tls_handshakes_total 8",
-            "echo_tls_handshake_failures_total 6",
-            "echo_proxy_headers_rejected_total 5",
+            "echo_tls_handshakes_total{kind=\"full\"} 5",
+            "echo_tls_handshakes_total{kind=\"resumed\"} 3",
+            "echo_tls_handshake_failures_total{reason=\"timed_out\"} 2",
+            "echo_tls_handshake_failures_total{reason=\"not_tls\"} 4",
+            "echo_tls_handshake_failures_total{reason=\"certificate\"} 0",
+            "echo_tls_handshake_duration_seconds_bucket{le=\"0.0005\"} 3",
+            "echo_tls_handshake_duration_seconds_bucket{le=\"0.0025\"} 7",
+            "echo_tls_handshake_duration_seconds_bucket{le=\"5\"} 7",
+            "echo_tls_handshake_duration_seconds_bucket{le=\"+Inf\"} 8",
+            "echo_tls_handshake_duration_seconds_count 8",
+            "echo_tls_handshake_duration_seconds_sum 6.5",
+            "echo_proxy_headers_rejected_total{reason=\"line_too_long\"} 2",
+            "echo_proxy_headers_rejected_total{reason=\"timed_out\"} 3",
+            "echo_proxy_headers_rejected_total{reason=\"missing\"} 0",
+            "# TYPE echo_tls_handshake_duration_seconds histogram",
             "echo_proxy_health_checks_total 4",
             "echo_connections_ended_total{reason=\"clean\"} 4",
             "echo_connections_ended_total{reason=\"reset\"} 1",

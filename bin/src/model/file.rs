@@ -146,6 +146,7 @@ mod tests {
             connects,
             handshakes: new_histogram(),
             reconnects: 0,
+            resumed: 0,
             backends: vec![Backend {
                 name: "pod-a".into(),
                 connections: 2,

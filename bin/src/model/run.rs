@@ -42,6 +42,10 @@ pub struct Run {
     /// Reconnects made while measuring (`--reconnect-every`); `connects`
     /// holds them and the first connect of each connection.
     pub reconnects: u64,
+    /// Of the TLS handshakes, those that resumed a session (the server
+    /// sent tickets; not with `--no-resume`); the rest were full ones.
+    #[serde(default)]
+    pub resumed: u64,
     /// With `banner`: per back end, by name.
     pub backends: Vec<Backend>,
     /// The first TLS failure's reason, when any request failed so.
@@ -148,6 +152,7 @@ impl Run {
             connects: super::new_histogram(),
             handshakes: super::new_histogram(),
             reconnects: 0,
+            resumed: 0,
             backends: Vec::new(),
             tls_reason: None,
             stall: None,
@@ -227,6 +232,7 @@ impl Run {
         self.failures.add(&other.failures);
         self.connections += other.connections;
         self.reconnects += other.reconnects;
+        self.resumed += other.resumed;
         for theirs in &other.backends {
             match self.backends.iter_mut().find(|b| b.name == theirs.name) {
                 Some(mine) => {

@@ -142,6 +142,9 @@ pub struct OpenLoopSummary {
 pub struct HandshakeSummary {
     /// Handshakes made.
     pub handshakes: u64,
+    /// Of those, resumed sessions (the rest were full handshakes).
+    #[serde(default)]
+    pub resumed: u64,
     /// How long they took.
     pub handshake_us: ConnectPercentiles,
 }
@@ -212,6 +215,7 @@ impl Run {
             connect_us: ConnectPercentiles::of(&self.connects),
             handshakes: (!self.handshakes.is_empty()).then(|| HandshakeSummary {
                 handshakes: self.handshakes.len(),
+                resumed: self.resumed,
                 handshake_us: ConnectPercentiles::of(&self.handshakes),
             }),
             tls_reason: self.tls_reason.clone(),

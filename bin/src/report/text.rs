@@ -56,9 +56,11 @@ pub fn summary(s: &Summary) -> String {
     if let Some(tls) = &s.handshakes {
         let _ = write!(
             out,
-            "\ntls handshake us: {} ({} handshakes)",
+            "\ntls handshake us: {} ({} handshakes: {} full, {} resumed)",
             short(&tls.handshake_us),
-            tls.handshakes
+            tls.handshakes,
+            tls.handshakes.saturating_sub(tls.resumed),
+            tls.resumed
         );
     }
     if let Some(reason) = &s.tls_reason {

@@ -379,29 +379,33 @@ fn server_endpoint() -> impl Strategy<Value = ServerEndpoint> {
                 Just(TlsMethod::Tls12),
                 Just(TlsMethod::Tls13)
             ],
+            0..=crate::MAX_SESSION_TICKETS,
         )
-            .prop_map(|(port, interface, backlog, files, method)| {
-                let [
-                    private_key,
-                    cert_key,
-                    extra_cert_chain,
-                    ca_certs,
-                    dh_parameters,
-                ] = files;
-                ServerEndpoint::Ssl {
-                    port,
-                    interface,
-                    backlog,
-                    tls: Box::new(ServerTls {
+            .prop_map(
+                |(port, interface, backlog, files, method, session_tickets)| {
+                    let [
                         private_key,
                         cert_key,
                         extra_cert_chain,
                         ca_certs,
-                        method,
                         dh_parameters,
-                    }),
+                    ] = files;
+                    ServerEndpoint::Ssl {
+                        port,
+                        interface,
+                        backlog,
+                        tls: Box::new(ServerTls {
+                            private_key,
+                            cert_key,
+                            extra_cert_chain,
+                            ca_certs,
+                            method,
+                            dh_parameters,
+                            session_tickets,
+                        }),
+                    }
                 }
-            }),
+            ),
     ]
 }
 
@@ -535,9 +539,14 @@ fn ssl_server_takes_twisteds_keywords() {
                 ca_certs: Some("ca.pem".into()),
                 method: TlsMethod::Tls12,
                 dh_parameters: None,
+                session_tickets: 0,
             }),
         }
     );
+    let ServerEndpoint::Ssl { tls, .. } = server("ssl:8443:sessionTickets=2") else {
+        panic!("not ssl");
+    };
+    assert_eq!(tls.session_tickets, 2, "resumption is asked for by name");
     // Positional order as in `_parseSSL(port, privateKey, certKey, ...)`.
     let ServerEndpoint::Ssl { port, tls, .. } = server("ssl:8443:key.pem:cert.pem") else {
         panic!("not ssl");
@@ -614,7 +623,19 @@ fn tls_errors_say_what_is_wrong() {
         ),
         (
             "ssl:443:trustRoots=ca.pem",
-            "ssl endpoint has no parameter \"trustRoots\" (it takes port, privateKey, certKey, sslmethod, interface, backlog, extraCertChain, dhParameters, caCerts)",
+            "ssl endpoint has no parameter \"trustRoots\" (it takes port, privateKey, certKey, sslmethod, interface, backlog, extraCertChain, dhParameters, caCerts, sessionTickets)",
+        ),
+        (
+            "ssl:443:sessionTickets=9",
+            "ssl endpoint sessionTickets \"9\" is not valid: expected a whole number of tickets from 0 (none: every handshake a full one) to 8",
+        ),
+        (
+            "ssl:443:sessionTickets=-1",
+            "ssl endpoint sessionTickets \"-1\" is not valid: expected a whole number of tickets from 0 (none: every handshake a full one) to 8",
+        ),
+        (
+            "ssl:443:sessionTickets=",
+            "ssl endpoint sessionTickets \"\" is not valid: expected a whole number of tickets from 0 (none: every handshake a full one) to 8",
         ),
     ];
     for (bad, message) in cases {
