@@ -1,6 +1,6 @@
 //! Configuration the way people write it: environment variables with one
-//! meaning each (and the README's table of them, checked against
-//! `--help`), yes/no values as containers and systemd write them, lists
+//! meaning each (and the reference table of them,
+//! `docs/reference/environment.md`, checked against `--help`), yes/no values as containers and systemd write them, lists
 //! from the environment, one duration and one size syntax for every flag,
 //! a `RUST_LOG` typo that never silences warnings, and shell completions
 //! that complete after a subcommand.
@@ -16,52 +16,28 @@ use common::*;
 
 const LONG: Duration = Duration::from_secs(20);
 
-/// Every `--help` the two binaries have, by the command a user types.
-const COMMANDS: [(&str, &str, &[&str]); 7] = [
-    ("echo-server", SERVER, &[]),
-    ("echo-client", CLIENT, &[]),
-    ("echo-client bench", CLIENT, &["bench"]),
-    ("echo-client udp", CLIENT, &["udp"]),
-    ("echo-client merge", CLIENT, &["merge"]),
-    ("echo-client compare", CLIENT, &["compare"]),
-    ("echo-client plot", CLIENT, &["plot"]),
-];
-
 /// (variable, flag, command) for every environment variable `--help`
 /// names, read with a clean environment.
 fn variables_in_help() -> Vec<(String, String, String)> {
     let mut rows = Vec::new();
     for (name, binary, sub) in COMMANDS {
-        let out = output_within(
-            Command::new(binary).args(sub).arg("--help").env_clear(),
-            EXIT_LIMIT,
-        );
-        let mut flag = String::new();
-        for line in text(&out.stdout).lines() {
-            // An option's first line: `  -l, --listen <DESC>` or
-            // `      --grace <DURATION>`, its help and env after it or on it.
-            if line.starts_with("  -") || line.starts_with("      --") {
-                flag = line
-                    .split([',', ' '])
-                    .find(|w| w.starts_with("--"))
-                    .unwrap_or("")
-                    .trim_end_matches("...")
-                    .to_owned();
-            }
-            if let Some(rest) = line.split("[env: ").nth(1) {
-                let variable = rest.split('=').next().unwrap().to_owned();
-                rows.push((variable, flag.clone(), name.to_owned()));
+        for option in options_in_help(binary, sub) {
+            if let Some(variable) = option.env {
+                rows.push((variable, option.flag, name.to_owned()));
             }
         }
     }
     rows
 }
 
-/// The README's table, as `| variable | flag | commands |` rows.
-fn variables_in_readme() -> BTreeMap<String, (String, String)> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    readme
+/// The reference table, as `| variable | flag | commands |` rows.
+fn variables_in_reference() -> BTreeMap<String, (String, String)> {
+    let reference = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/reference/environment.md"
+    ))
+    .unwrap();
+    reference
         .lines()
         .filter(|l| l.starts_with("| `ECHO_"))
         .map(|l| {
@@ -75,7 +51,7 @@ fn variables_in_readme() -> BTreeMap<String, (String, String)> {
 }
 
 #[test]
-fn every_variable_has_one_meaning_and_the_readme_table_matches_help() {
+fn every_variable_has_one_meaning_and_the_reference_table_matches_help() {
     let mut table: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for (variable, flag, command) in variables_in_help() {
         let entry = table
@@ -93,13 +69,13 @@ fn every_variable_has_one_meaning_and_the_readme_table_matches_help() {
         .iter()
         .map(|(v, (flag, commands))| (v.clone(), (flag.clone(), commands.join(", "))))
         .collect();
-    let readme = variables_in_readme();
-    if readme != expected {
+    let reference = variables_in_reference();
+    if reference != expected {
         let rows: String = expected
             .iter()
             .map(|(v, (flag, commands))| format!("| `{v}` | `{flag}` | {commands} |\n"))
             .collect();
-        panic!("the README's table differs from --help; it should read:\n{rows}");
+        panic!("docs/reference/environment.md differs from --help; its table should read:\n{rows}");
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use echo_core::{ClientEndpoint, ServerConfig, ServerEvent, TlsMethod};
+use echo_core::{ClientEndpoint, ServerConfig, ServerEndpoint, ServerEvent, TlsMethod};
 use echo_net::{
     AnyListener, ClientError, ClientOptions, Connected, Connector, DriveConfig, EchoServer,
     HandshakeFailure, Issued, KeyKind, ServerOptions, ThrowawayCa, TlsClient, TlsServer,
@@ -525,4 +525,77 @@ fn scratch(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// What `ssl:` names about resumption reaches the server whichever way its
+/// certificate comes (files here), and our client resumes on its next
+/// connect: `sessionTickets=2` gives resumed handshakes, the default none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_tickets_named_on_an_ssl_endpoint_let_the_next_connect_resume() {
+    let pki = pki();
+    let dir = scratch("tickets");
+    std::fs::write(dir.join("cert.pem"), &pki.server.cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &pki.server.key_pem).unwrap();
+    std::fs::write(dir.join("ca.pem"), pki.ca.pem()).unwrap();
+    for (extra, resumes) in [(":sessionTickets=2", true), ("", false)] {
+        let endpoint: ServerEndpoint = format!(
+            "ssl:0:privateKey={}:certKey={}{extra}",
+            dir.join("key.pem").display(),
+            dir.join("cert.pem").display()
+        )
+        .parse()
+        .unwrap();
+        let ServerEndpoint::Ssl { tls, .. } = &endpoint else {
+            panic!("not ssl");
+        };
+        let tls = TlsServer::from_files(tls).unwrap();
+        assert_eq!(tls.resumes(), resumes, "{extra:?}");
+        let (server, addr, _) = start(ServerOptions::default(), tls, false).await;
+        let client: ClientEndpoint = format!(
+            "tls:localhost:{}:trustRoots={}",
+            addr.port(),
+            dir.join("ca.pem").display()
+        )
+        .parse()
+        .unwrap();
+        let connector = Connector::new(&client, false).unwrap();
+        let mut kinds = Vec::new();
+        for _ in 0..3 {
+            let connected = connector.connect().await.unwrap();
+            kinds.push(connected.resumed);
+            // Reading the echo reads the tickets that came before it.
+            let echo = echo_message(
+                connected,
+                Bytes::from_static(b"t"),
+                ClientOptions::default(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(echo, b"t");
+        }
+        let want = if resumes {
+            [false, true, true]
+        } else {
+            [false; 3]
+        };
+        assert_eq!(kinds, want, "{extra:?}");
+        eventually("the server counts them alike", || {
+            let t = server.traffic();
+            t.tls_handshakes == 3 && t.tls_resumed == if resumes { 2 } else { 0 }
+        })
+        .await;
+        // And a client that resumes nothing makes full handshakes only.
+        let full = Connector::new(&client, false).unwrap().without_resumption();
+        for _ in 0..2 {
+            let connected = full.connect().await.unwrap();
+            assert!(!connected.resumed);
+            echo_message(
+                connected,
+                Bytes::from_static(b"f"),
+                ClientOptions::default(),
+            )
+            .await
+            .unwrap();
+        }
+    }
 }

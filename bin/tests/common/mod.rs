@@ -532,3 +532,51 @@ pub fn announced(mut command: Command) -> (Peer, u16) {
         .unwrap_or_else(|| panic!("the peer said {line:?}, not PORT <n>"));
     (child, port)
 }
+
+/// Every `--help` the two binaries have, by the command a user types.
+pub const COMMANDS: [(&str, &str, &[&str]); 7] = [
+    ("echo-server", SERVER, &[]),
+    ("echo-client", CLIENT, &[]),
+    ("echo-client bench", CLIENT, &["bench"]),
+    ("echo-client udp", CLIENT, &["udp"]),
+    ("echo-client merge", CLIENT, &["merge"]),
+    ("echo-client compare", CLIENT, &["compare"]),
+    ("echo-client plot", CLIENT, &["plot"]),
+];
+
+/// One option as `--help` lists it.
+pub struct HelpOption {
+    /// `--listen`.
+    pub flag: String,
+    /// `ECHO_SERVER_LISTEN`, when it has one.
+    pub env: Option<String>,
+}
+
+/// The options `binary sub --help` lists (`--help` and `--version` too),
+/// read with a clean environment.
+pub fn options_in_help(binary: &str, sub: &[&str]) -> Vec<HelpOption> {
+    let out = output_within(
+        Command::new(binary).args(sub).arg("--help").env_clear(),
+        EXIT_LIMIT,
+    );
+    let mut options: Vec<HelpOption> = Vec::new();
+    for line in text(&out.stdout).lines() {
+        // An option's first line: `  -l, --listen <DESC>` or
+        // `      --grace <DURATION>`, its help and env after it or on it.
+        if line.starts_with("  -") || line.starts_with("      --") {
+            let flag = line
+                .split([',', ' '])
+                .find(|w| w.starts_with("--"))
+                .unwrap_or("")
+                .trim_end_matches("...")
+                .to_owned();
+            options.push(HelpOption { flag, env: None });
+        }
+        if let Some(rest) = line.split("[env: ").nth(1)
+            && let Some(option) = options.last_mut()
+        {
+            option.env = Some(rest.split('=').next().unwrap().to_owned());
+        }
+    }
+    options
+}
