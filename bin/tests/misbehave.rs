@@ -163,7 +163,7 @@ fn a_throttle_caps_the_rate() {
 
 #[test]
 fn close_after_echoes_exactly_that_many_bytes_then_closes() {
-    let server = Server::start(&["--close-after", "5"]);
+    let server = Server::start(&["--close-after", "5", "--stats-interval", "50ms"]);
     let (n, how, _, _) = probe(server.port, 12);
     assert_eq!((n, how.as_str()), (5, "eof"));
     let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
@@ -173,11 +173,13 @@ fn close_after_echoes_exactly_that_many_bytes_then_closes() {
         stderr.contains("truncated: sent 12 bytes, received 5"),
         "{stderr}"
     );
+    // Both cut off, and counted so (the metrics read the same counter).
+    server.wait_counted("cut_off_close", 2, LONG);
 }
 
 #[test]
 fn reset_after_echoes_then_resets() {
-    let server = Server::start(&["--reset-after", "100"]);
+    let server = Server::start(&["--reset-after", "100", "--stats-interval", "50ms"]);
     let (n, how, _, _) = probe(server.port, 300);
     assert_eq!(how, "reset", "a reset, not a clean close");
     assert!(n <= 100, "at most the 100 bytes before the reset, got {n}");
@@ -188,6 +190,7 @@ fn reset_after_echoes_then_resets() {
         "{}",
         text(&out.stderr)
     );
+    server.wait_counted("cut_off_reset", 2, LONG);
 }
 
 #[test]
@@ -219,10 +222,23 @@ fn stall_after_goes_silent_until_the_idle_timeout() {
 #[test]
 fn the_fault_ratio_picks_a_reproducible_share() {
     let run = || {
-        let server = Server::start(&["--close-after", "0", "--fault-ratio", "0.5", "--seed", "7"]);
-        (0..40)
+        let server = Server::start(&[
+            "--close-after",
+            "0",
+            "--fault-ratio",
+            "0.5",
+            "--seed",
+            "7",
+            "--stats-interval",
+            "50ms",
+        ]);
+        let fine = (0..40)
             .map(|_| probe(server.port, 4).0 == 4)
-            .collect::<Vec<bool>>()
+            .collect::<Vec<bool>>();
+        // Exactly the connections cut off are counted as such.
+        let cut = fine.iter().filter(|&&ok| !ok).count();
+        server.wait_counted("cut_off_close", cut, LONG);
+        fine
     };
     let first = run();
     let fine = first.iter().filter(|&&ok| ok).count();

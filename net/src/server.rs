@@ -394,6 +394,7 @@ impl EchoServer {
             lost: counters.losses(),
             udp: counters.udp(),
             health_checks: counters.health_checks.load(Ordering::Relaxed),
+            cut_offs: counters.cut_offs(),
             ..Traffic::default()
         };
         counters.fill_tls_and_proxy(&mut traffic);

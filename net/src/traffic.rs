@@ -177,6 +177,9 @@ pub struct Traffic {
     /// `haproxy:` connections that were a balancer's health check (PROXY
     /// LOCAL or UNKNOWN), among the accepted.
     pub health_checks: u64,
+    /// Connections the fault knobs cut off, by kind (close, reset, stall:
+    /// [`echo_core::Cutoff::LABELS`]).
+    pub cut_offs: [u64; 3],
 }
 
 impl Traffic {
@@ -199,6 +202,7 @@ impl Traffic {
             tls_resumed: l(self.tls_resumed, earlier.tls_resumed),
             handshake_times: self.handshake_times.since(&earlier.handshake_times),
             health_checks: l(self.health_checks, earlier.health_checks),
+            cut_offs: minus(self.cut_offs, earlier.cut_offs),
             udp: UdpStats {
                 received: l(self.udp.received, earlier.udp.received),
                 echoed: l(self.udp.echoed, earlier.udp.echoed),
@@ -259,6 +263,11 @@ impl fmt::Display for Traffic {
                 write!(f, " lost_{name}={n}")?;
             }
         }
+        for (name, n) in echo_core::Cutoff::LABELS.into_iter().zip(self.cut_offs) {
+            if n > 0 {
+                write!(f, " cut_off_{name}={n}")?;
+            }
+        }
         Ok(())
     }
 }
@@ -273,6 +282,7 @@ pub(crate) struct Counters {
     pub(crate) accepted: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) denied: AtomicU64,
+    cut_offs: [AtomicU64; 3],
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     lost: [AtomicU64; 6],
@@ -294,6 +304,13 @@ impl Counters {
         self.accepted.store(factory.accepted(), Ordering::Relaxed);
         self.refused.store(factory.refused(), Ordering::Relaxed);
         self.denied.store(factory.denied(), Ordering::Relaxed);
+        for (counter, n) in self.cut_offs.iter().zip(factory.cut_offs()) {
+            counter.store(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn cut_offs(&self) -> [u64; 3] {
+        self.cut_offs.each_ref().map(|a| a.load(Ordering::Relaxed))
     }
 
     /// Counts a completed TLS handshake that took `took`.

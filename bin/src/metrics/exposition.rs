@@ -239,6 +239,15 @@ impl Collector for TrafficCollector {
         for (reason, n) in PROXY_REFUSALS.into_iter().zip(t.proxy_refused) {
             ConstCounter::new(n).encode(rejected.encode_family(&[("reason", reason)])?)?;
         }
+        let mut cut = encoder.encode_descriptor(
+            "echo_fault_cutoffs",
+            "Connections the fault knobs cut off, by action: close (--close-after), reset (--reset-after), stall (--stall-after).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (action, n) in echo_core::Cutoff::LABELS.into_iter().zip(t.cut_offs) {
+            ConstCounter::new(n).encode(cut.encode_family(&[("action", action)])?)?;
+        }
         let mut dropped = encoder.encode_descriptor(
             "echo_udp_datagrams_dropped",
             "UDP datagrams not echoed, by reason: rate_limited (--udp-rate), loop_port (from a port that would echo back), not_sent (queue full or the send failed).",

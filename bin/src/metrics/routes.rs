@@ -125,6 +125,7 @@ mod tests {
                 sum_micros: 6_500_000,
             },
             health_checks: 4,
+            cut_offs: [0, 2, 0],
             udp: echo_core::UdpStats {
                 received: 9,
                 echoed: 7,
@@ -175,6 +176,8 @@ mod tests {
             "echo_proxy_headers_rejected_total{reason=\"line_too_long\"} 2",
             "echo_proxy_headers_rejected_total{reason=\"timed_out\"} 3",
             "echo_proxy_headers_rejected_total{reason=\"missing\"} 0",
+            "echo_fault_cutoffs_total{action=\"reset\"} 2",
+            "echo_fault_cutoffs_total{action=\"close\"} 0",
             "# TYPE echo_tls_handshake_duration_seconds histogram",
             "echo_proxy_health_checks_total 4",
             "echo_connections_ended_total{reason=\"clean\"} 4",

@@ -30,6 +30,20 @@ pub enum Cutoff {
 }
 
 impl Cutoff {
+    /// Each kind's label (in [`index`](Self::index) order): what the
+    /// metrics count cut-offs by.
+    pub const LABELS: [&'static str; 3] = ["close", "reset", "stall"];
+
+    /// This kind's index in [`LABELS`](Self::LABELS).
+    #[must_use]
+    pub fn index(self) -> usize {
+        match self {
+            Self::CloseAfter(_) => 0,
+            Self::ResetAfter(_) => 1,
+            Self::StallAfter(_) => 2,
+        }
+    }
+
     fn bytes(self) -> u64 {
         match self {
             Self::CloseAfter(n) | Self::ResetAfter(n) | Self::StallAfter(n) => n,
@@ -184,6 +198,11 @@ impl Faults {
             peak_owed: 0,
             rng: mix(roll),
         })
+    }
+
+    /// The cut-off this connection reached, if it did.
+    pub(crate) fn cut_off(&self) -> Option<Cutoff> {
+        self.cutoff.map(|(cutoff, _)| cutoff).filter(|_| self.done)
     }
 
     /// The connection is up: a cut-off after zero bytes happens now.

@@ -12,7 +12,7 @@ use core::time::Duration;
 use crate::time::Instant;
 
 use crate::connection::Connection;
-use crate::echo::faults::{FaultConfig, Faults};
+use crate::echo::faults::{Cutoff, FaultConfig, Faults};
 use crate::protocol::{Factory, Protocol};
 use crate::reason::{CloseReason, LostReason};
 use crate::transport::Transport;
@@ -109,6 +109,13 @@ impl Echo {
     #[must_use]
     pub fn peak_owed(&self) -> usize {
         self.faults.as_ref().map_or(0, |f| f.peak_owed())
+    }
+
+    /// The fault knobs' cut-off, once this connection has reached it
+    /// (`--close-after`, `--reset-after`, `--stall-after`).
+    #[must_use]
+    pub fn cut_off(&self) -> Option<Cutoff> {
+        self.faults.as_ref().and_then(|f| f.cut_off())
     }
 }
 
@@ -326,6 +333,9 @@ pub struct EchoFactory {
     refused: u64,
     /// Connections the access list turned away so far.
     denied: u64,
+    /// Connections that ended cut off by the fault knobs, by
+    /// [`Cutoff::index`].
+    cut_offs: [u64; 3],
     /// Events not yet polled.
     events: VecDeque<ServerEvent>,
 }
@@ -370,6 +380,13 @@ impl EchoFactory {
         self.denied
     }
 
+    /// Connections that ended cut off by the fault knobs so far, by kind
+    /// (in [`Cutoff::LABELS`] order).
+    #[must_use]
+    pub fn cut_offs(&self) -> [u64; 3] {
+        self.cut_offs
+    }
+
     /// Connection `id` ended for `reason` after receiving `received` bytes.
     ///
     /// Returns whether `id` was open; a second report, or one for an id this
@@ -403,7 +420,11 @@ impl EchoFactory {
             .close_reason()
             .unwrap_or(CloseReason::Lost(LostReason::ShutDown));
         let echo = conn.protocol();
-        self.handle_connection_lost(echo.id(), reason, echo.received())
+        let ended = self.handle_connection_lost(echo.id(), reason, echo.received());
+        if ended && let Some(cutoff) = echo.cut_off() {
+            self.cut_offs[cutoff.index()] += 1;
+        }
+        ended
     }
 
     /// Books a connection the access list turned away: counted apart from
