@@ -20,7 +20,7 @@ use tokio::net::{TcpSocket, UnixStream};
 
 use crate::driver::{App, DriveConfig, drive, now};
 use crate::listener::unix_address;
-use crate::stream::{AnyStream, Stream};
+use crate::stream::{AnyStream, MaybeTls, Socket, Stream};
 use crate::tls::{TlsClient, TlsError, describe as describe_tls_error};
 
 /// Most bytes read from the input source at once.
@@ -262,7 +262,7 @@ impl Connector {
                             .local_addr()
                             .map_or_else(|_| Address::unnamed_unix(), |a| unix_address(&a)),
                         peer: Address::unix(path),
-                        stream: AnyStream::Unix(stream),
+                        stream: Socket::Unix(stream),
                         handshake: None,
                         resumed: false,
                     },
@@ -281,7 +281,13 @@ impl Connector {
                 })?;
         }
         let (Some(tls), ClientEndpoint::Tls { host, .. }) = (&self.tls, &self.endpoint) else {
-            return Ok(connected);
+            return Ok(Connected {
+                stream: MaybeTls::Plain(connected.stream),
+                host: connected.host,
+                peer: connected.peer,
+                handshake: None,
+                resumed: false,
+            });
         };
         let started = std::time::Instant::now();
         let stream = tls
@@ -294,9 +300,10 @@ impl Connector {
         let handshake = Some(started.elapsed());
         Ok(Connected {
             resumed: crate::tls::was_resumed(stream.get_ref().1),
-            stream: AnyStream::Tls(Box::new(stream)),
+            stream: MaybeTls::Tls(Box::new(stream)),
             handshake,
-            ..connected
+            host: connected.host,
+            peer: connected.peer,
         })
     }
 }
@@ -305,7 +312,7 @@ async fn connect_tcp(
     host: &str,
     port: u16,
     bind: Option<std::net::IpAddr>,
-) -> Result<Connected<AnyStream>, ClientError> {
+) -> Result<Connected<Socket>, ClientError> {
     let addrs = tokio::net::lookup_host((host, port))
         .await
         .map_err(|source| ClientError::Resolve {
@@ -328,7 +335,7 @@ async fn connect_tcp(
 async fn connect_addr(
     addr: SocketAddr,
     bind: Option<std::net::IpAddr>,
-) -> io::Result<Connected<AnyStream>> {
+) -> io::Result<Connected<Socket>> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -342,7 +349,7 @@ async fn connect_addr(
     Ok(Connected {
         host: stream.local_addr()?.into(),
         peer: stream.peer_addr()?.into(),
-        stream: AnyStream::Tcp(stream),
+        stream: Socket::Tcp(stream),
         handshake: None,
         resumed: false,
     })

@@ -52,7 +52,7 @@ pub use listener::{Accepted, AnyListener, Listener, LockFile, SocketFile};
 pub use server::{EchoServer, PROXY_HEADER_TIMEOUT, ServerOptions, ShutdownOutcome};
 pub use signal::CloseSignal;
 pub use spawn::{Spawner, TokioSpawner};
-pub use stream::{AnyStream, Prefixed, Stream};
+pub use stream::{AnyStream, MaybeTls, Prefixed, Socket, Stream};
 pub use tls::{
     DEFAULT_HANDSHAKE_TIMEOUT, HandshakeFailure, Issued, KeyKind, SESSION_CACHE, ThrowawayCa,
     TlsClient, TlsError, TlsServer, client_subject, describe as describe_tls_error, tls_reason,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use echo_core::{Address, ServerEndpoint};
 use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixStream};
 
-use crate::stream::{AnyStream, Stream};
+use crate::stream::{AnyStream, MaybeTls, Socket, Stream};
 
 /// An accepted connection.
 #[derive(Debug)]
@@ -237,7 +237,7 @@ impl Listener for AnyListener {
                 stream.set_nodelay(true)?;
                 let host = stream.local_addr()?;
                 Ok(Accepted {
-                    stream: AnyStream::Tcp(stream),
+                    stream: MaybeTls::Plain(Socket::Tcp(stream)),
                     peer: peer.into(),
                     host: host.into(),
                 })
@@ -245,7 +245,7 @@ impl Listener for AnyListener {
             Self::Unix { listener, host, .. } => {
                 let (stream, peer) = listener.accept().await?;
                 Ok(Accepted {
-                    stream: AnyStream::Unix(stream),
+                    stream: MaybeTls::Plain(Socket::Unix(stream)),
                     peer: unix_address(&peer),
                     host: host.clone(),
                 })

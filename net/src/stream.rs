@@ -127,7 +127,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 
-    /// Passed on: see `AnyStream`'s.
+    /// Passed on: see `MaybeTls`'s.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -149,24 +149,35 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// A TCP, TLS or Unix-domain stream: what endpoint strings connect or
-/// accept.
+/// A TCP or Unix-domain socket: what endpoint strings connect to or
+/// accept, before any TLS.
 #[derive(Debug)]
-pub enum AnyStream {
+pub enum Socket {
     /// A TCP connection.
     Tcp(TcpStream),
     /// A Unix-domain stream connection.
     Unix(UnixStream),
-    /// A TLS client connection (`tls:`) over one of the others.
-    Tls(Box<tokio_rustls::client::TlsStream<Self>>),
 }
 
-impl Stream for AnyStream {
+/// A client's stream over socket `S`, plain or TLS (`tls:`): one type
+/// for both, so that the same code runs either way. Generic, so that a
+/// simulated socket gets the very wrapper a real one does.
+#[derive(Debug)]
+pub enum MaybeTls<S> {
+    /// Plain bytes over the socket.
+    Plain(S),
+    /// A TLS client connection over it.
+    Tls(Box<tokio_rustls::client::TlsStream<S>>),
+}
+
+/// What endpoint strings connect (plain or TLS) or accept (plain).
+pub type AnyStream = MaybeTls<Socket>;
+
+impl Stream for Socket {
     fn set_reset_on_close(&mut self) {
         match self {
             Self::Tcp(s) => s.set_reset_on_close(),
             Self::Unix(s) => s.set_reset_on_close(),
-            Self::Tls(s) => s.set_reset_on_close(),
         }
     }
 
@@ -174,34 +185,96 @@ impl Stream for AnyStream {
         match self {
             Self::Tcp(s) => s.buffers_writes(),
             Self::Unix(s) => s.buffers_writes(),
+        }
+    }
+}
+
+impl<S: Stream> Stream for MaybeTls<S> {
+    fn set_reset_on_close(&mut self) {
+        match self {
+            Self::Plain(s) => s.set_reset_on_close(),
+            Self::Tls(s) => s.set_reset_on_close(),
+        }
+    }
+
+    fn buffers_writes(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.buffers_writes(),
             Self::Tls(s) => s.buffers_writes(),
         }
     }
 }
 
-impl AsyncRead for AnyStream {
+/// Passes each call on to whichever stream `$self` holds, as `$s`.
+macro_rules! either {
+    ($self:expr, $s:ident => $call:expr, $($variant:path),+) => {
+        match $self {
+            $($variant($s) => $call,)+
+        }
+    };
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        either!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf), Self::Tcp, Self::Unix)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for AnyStream {
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        either!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf), Self::Tcp, Self::Unix)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        either!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs), Self::Tcp, Self::Unix)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        either!(self, s => s.is_write_vectored(), Self::Tcp, Self::Unix)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self.get_mut(), s => Pin::new(s).poll_flush(cx), Self::Tcp, Self::Unix)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx), Self::Tcp, Self::Unix)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -216,32 +289,28 @@ impl AsyncWrite for AnyStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            Self::Tcp(s) => s.is_write_vectored(),
-            Self::Unix(s) => s.is_write_vectored(),
+            Self::Plain(s) => s.is_write_vectored(),
             Self::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use echo_core::{Cutoff, EchoClient, EchoError, FaultConfig};
-use echo_net::{ClientError, ClientOptions, Connected, Pipe, TlsClient, run};
+use echo_net::{ClientError, ClientOptions, Connected, MaybeTls, Pipe, TlsClient, run};
 use tokio::io::AsyncWrite;
 
 use crate::case::{Break, ConnPlan, Stall};
 use crate::io::{Held, SimStream};
-use crate::tls::{MaybeTls, SERVER_NAME};
+use crate::tls::SERVER_NAME;
 use crate::vocab::{PORT, SERVER};
 use crate::world::{Attempt, World};
 use crate::world::{Trace, event};
