@@ -11,28 +11,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use echo_core::{
-    Address, CloseReason, Cutoff, EchoClient, EchoError, FaultConfig, LostReason, ProxyHeader,
-    ServerConfig, ServerEvent,
-};
-use echo_net::{
-    AccessList, ClientError, ClientOptions, Connected, EchoServer, IpNet, Pipe, ServerOptions,
-    Summary, run,
-};
+use echo_core::{Address, CloseReason, Cutoff, EchoClient, EchoError, FaultConfig};
+use echo_net::{ClientError, ClientOptions, Connected, EchoServer, Pipe, Summary, run};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::check::Scenario;
-use crate::io::{IoKnobs, LocalSpawner, SimListener, SimStream};
+use crate::io::{IoKnobs, SimStream};
 use crate::world::{Report, Shared, Stats, event};
 
+mod closing;
+mod corrupting;
+mod faulty;
+mod relays;
+mod slow;
+
 const PEER: &str = "peer";
-const ECHO: &str = "echo";
 const PORT: u16 = 7;
-/// How long a corrupting peer waits between the two writes around a seam:
-/// longer than the most latency a zoo case draws, so the client has read
-/// the first before the second arrives (when its window is open).
-const SEAM_PAUSE_MS: u64 = 60;
 
 /// A server that is not ours, or a relay in front of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +183,7 @@ pub fn zoo_case() -> impl Strategy<Value = ZooCase> {
                 delay_ms,
             }
         }),
-        knob().prop_map(|faults| Peer::Faulty { faults }),
+        faulty::knob().prop_map(|faults| Peer::Faulty { faults }),
     ];
     let knobs = prop_oneof![
         Just(IoKnobs::PLAIN),
@@ -337,56 +332,6 @@ impl ZooCase {
     }
 }
 
-/// The verdict a client must give our misbehaving server: a delayed or
-/// throttled echo completes, but no sooner than the knob allows; a cut-off
-/// at `n` bytes ends the echo with exactly what the knob says.
-fn judge_knob(
-    case: &ZooCase,
-    faults: &FaultConfig,
-    verdict: &Result<Summary, ClientError>,
-    at: Duration,
-) -> bool {
-    let len = case.len as u64;
-    let done = matches!(verdict, Ok(s) if s.sent == len && s.received == len);
-    match (faults.cutoff, verdict) {
-        (Some(cutoff), _) if crate::knobs::cut_bytes(cutoff) >= len => done,
-        (Some(cutoff), Err(ClientError::Echo(error))) => {
-            crate::knobs::cut_off_as_told(cutoff, error)
-        }
-        (Some(_), _) => false,
-        (None, _) => {
-            let rtt = Duration::from_millis(2 * case.min_latency_ms);
-            done && at >= crate::knobs::earliest_done(faults, len, rtt)
-        }
-    }
-}
-
-/// One fault knob of our server (per mille for the cut-offs, fixed up by
-/// the message's length).
-fn knob() -> impl Strategy<Value = FaultConfig> {
-    let every = FaultConfig::EVERY_CONNECTION;
-    let cut = move |c: Cutoff| FaultConfig {
-        cutoff: Some(c),
-        cutoff_per_million: every,
-        ..FaultConfig::default()
-    };
-    prop_oneof![
-        (10u64..200, 0u64..50).prop_map(|(d, j)| FaultConfig {
-            delay: Duration::from_millis(d),
-            jitter: Duration::from_millis(j),
-            seed: d,
-            ..FaultConfig::default()
-        }),
-        (20_000u64..200_000).prop_map(|rate| FaultConfig {
-            throttle: Some(rate),
-            ..FaultConfig::default()
-        }),
-        (0u64..1_100).prop_map(move |n| cut(Cutoff::CloseAfter(n))),
-        (0u64..1_100).prop_map(move |n| cut(Cutoff::ResetAfter(n))),
-        (0u64..1_100).prop_map(move |n| cut(Cutoff::StallAfter(n))),
-    ]
-}
-
 impl ZooCase {
     /// How long the peer itself needs to pass the echo on at its pace: a
     /// trickle sleeps before every byte, a relay before every piece (each
@@ -486,108 +431,12 @@ pub fn run_zoo(case: &ZooCase) -> Report {
     // What our server behind a relay reported of each connection.
     let made: Arc<Mutex<Vec<Reported>>> = Arc::default();
     if let Peer::Relay { .. } | Peer::ProxyRelay { .. } = case.peer {
-        let panics = Rc::clone(&panics);
-        let proxied = matches!(case.peer, Peer::ProxyRelay { .. });
-        let made = Arc::clone(&made);
-        let deny = case.deny;
-        let banner = case.banner.map(banner_text);
-        sim.host(ECHO, move || {
-            let (panics, made) = (Rc::clone(&panics), Arc::clone(&made));
-            async move {
-                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
-                let server = EchoServer::new(ServerOptions {
-                    config: ServerConfig {
-                        idle_timeout: Some(Duration::from_secs(5)),
-                        banner,
-                        ..ServerConfig::default()
-                    },
-                    ..ServerOptions::default()
-                });
-                if let Some(deny) = deny {
-                    let host = match deny {
-                        Denied::Relay => PEER,
-                        Denied::Client => "client",
-                    };
-                    server.restrict(AccessList {
-                        allow: Vec::new(),
-                        deny: vec![IpNet::from(turmoil::lookup(host))],
-                    });
-                }
-                server.observe(move |event| {
-                    if let ServerEvent::ConnectionMade {
-                        peer,
-                        via,
-                        health_check,
-                        ..
-                    } = event
-                    {
-                        let mut made = made.lock().unwrap_or_else(PoisonError::into_inner);
-                        made.push((peer.clone(), via.clone(), *health_check));
-                    }
-                });
-                let listener = SimListener::new(listener, IoKnobs::PLAIN, 1);
-                if proxied {
-                    server
-                        .serve_proxied(
-                            listener,
-                            LocalSpawner {
-                                panics,
-                                quantum: None,
-                            },
-                        )
-                        .await;
-                } else {
-                    server
-                        .serve(
-                            listener,
-                            LocalSpawner {
-                                panics,
-                                quantum: None,
-                            },
-                        )
-                        .await;
-                }
-                Ok(())
-            }
-        });
+        relays::host_server(&mut sim, case, &shared, &made);
     }
     let (peer, len) = (case.peer, case.len);
     let faulty: Rc<RefCell<Option<EchoServer>>> = Rc::default();
-    // The misbehaving server's high-water mark follows the client's window
-    // (from a few bytes to 70 KB): delayed and throttled bytes held past it
-    // must pause reading, and resume it once they drain.
-    let faulty_high = (case.client_high / 2).max(1);
     if let Peer::Faulty { faults } = peer {
-        let (panics, slot) = (Rc::clone(&panics), Rc::clone(&faulty));
-        sim.host(PEER, move || {
-            let (panics, slot) = (Rc::clone(&panics), Rc::clone(&slot));
-            async move {
-                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
-                let server = EchoServer::new(ServerOptions {
-                    config: ServerConfig {
-                        idle_timeout: Some(Duration::from_secs(10)),
-                        faults,
-                        ..ServerConfig::default()
-                    },
-                    marks: echo_core::WaterMarks::new(faulty_high, faulty_high / 4)
-                        .expect("high > 0"),
-                    count_traffic: true,
-                    ..ServerOptions::default()
-                });
-                *slot.borrow_mut() = Some(server.clone());
-                let listener = SimListener::new(listener, IoKnobs::PLAIN, 1);
-                server
-                    .serve(
-                        listener,
-                        LocalSpawner {
-                            panics,
-                            quantum: None,
-                        },
-                    )
-                    .await;
-                Ok(())
-            }
-        });
+        faulty::host_server(&mut sim, faults, case.client_high, &shared, &faulty);
     } else {
         let (peer_seen, peer_shared) = (Rc::clone(&seen), shared.clone());
         sim.host(PEER, move || {
@@ -655,26 +504,19 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         Ok(())
     });
     let mut ran = sim.run().map_err(|e| format!("simulation failed: {e}"));
-    // Our misbehaving server's books: once its connection ends (a stalled
-    // one at its 10 s idle timeout), nothing is open, the one connection
-    // is counted lost, and its counters agree with what the peer sent.
-    if let Some(server) = faulty.borrow().clone() {
+    // Our misbehaving server's books, once its connection has ended.
+    if let (Some(server), Peer::Faulty { faults }) = (faulty.borrow().clone(), case.peer) {
         while ran.is_ok() && server.open_connections() > 0 {
             ran = sim
                 .step()
                 .map(|_| ())
                 .map_err(|e| format!("the server never let go of its connection: {e}"));
         }
-        let t = server.traffic();
-        let lost = t.lost.clean + t.lost.reset + t.lost.timed_out + t.lost.aborted + t.lost.io;
-        if ran.is_ok() && (t.accepted != 1 || lost != 1 || t.bytes_in > len as u64) {
-            ran = Err(format!(
-                "the misbehaving server's books do not balance: {t:?}"
-            ));
+        if ran.is_ok() {
+            ran = faulty::books(&server, &faults, len);
         }
     }
-    // Behind a relay, our server reports the client only when the relay
-    // declared it in a PROXY header; a plain relay is the peer itself.
+    // Behind a relay, what our server reported of the client.
     if ran.is_ok()
         && let Peer::ProxyRelay { .. } | Peer::Relay { .. } = case.peer
     {
@@ -693,27 +535,7 @@ pub fn run_zoo(case: &ZooCase) -> Report {
         }
         let made = made.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let client = client_addr.borrow().map(Address::Ip);
-        let declared = matches!(case.peer, Peer::ProxyRelay { .. });
-        let right = match made.as_slice() {
-            // Turned away by the access list: never admitted.
-            [] => case.turned_away(),
-            // A header declaring someone else than the balancer is a
-            // client's connection, never a health check (HAProxy's v1
-            // check declares the balancer's own address).
-            [(peer, via, health_check)] => {
-                !case.turned_away()
-                    && (Some(peer) == client.as_ref()) == declared
-                    && via.is_some() == declared
-                    && !health_check
-            }
-            _ => false,
-        };
-        if !right {
-            ran = Err(format!(
-                "behind {:?} the server reported {made:?}; the client was {client:?}",
-                case.peer
-            ));
-        }
+        ran = relays::reported_right(case, &made, client.as_ref());
     }
     let done = matches!(verdict.borrow().as_ref(), Some((Ok(_), _)));
     let result = ran.and_then(|()| {
@@ -750,322 +572,167 @@ pub fn run_zoo(case: &ZooCase) -> Report {
     shared.report(result)
 }
 
-/// The verdict `case`'s peer earned, given what it did.
+/// What a verdict is judged by: the case, what the peer did, and the
+/// client's outcome and when it came.
+struct Judging<'a> {
+    case: &'a ZooCase,
+    seen: &'a Seen,
+    verdict: &'a Result<Summary, ClientError>,
+    at: Duration,
+    /// The message the client sent.
+    sent: Vec<u8>,
+}
+
+impl Judging<'_> {
+    fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    /// Bytes the peer wrote back.
+    fn back(&self) -> usize {
+        self.seen.wrote.len()
+    }
+
+    /// Every byte came back, and the client said so.
+    fn done(&self) -> bool {
+        let whole = self.len() as u64;
+        matches!(self.verdict, Ok(s) if s.sent == whole && s.received == whole)
+    }
+
+    /// Cut short after `k` correct bytes: the client says so, never "done":
+    /// truncated after exactly `k` when the peer's FIN came, or lost with
+    /// at most `k` when the peer's close with unread input turned into a
+    /// reset (which may destroy what was still in flight, as in real TCP).
+    fn cut_at(&self, k: usize) -> bool {
+        match self.verdict {
+            Err(ClientError::Echo(EchoError::Truncated { received, .. })) => *received == k as u64,
+            Err(ClientError::Echo(EchoError::ConnectionLost {
+                reason: CloseReason::Lost(_),
+                received,
+                ..
+            })) => *received <= k as u64,
+            _ => false,
+        }
+    }
+}
+
+/// The verdict `case`'s peer earned, given what it did: each family of
+/// peers judges its own, beside how it serves.
 fn judge(
     case: &ZooCase,
     seen: &Seen,
     verdict: &Result<Summary, ClientError>,
     at: Duration,
 ) -> Result<(), String> {
-    let sent = message(case);
-    let len = sent.len();
-    let back = seen.wrote.len();
-    let whole = Summary {
-        sent: len as u64,
-        received: len as u64,
-    };
-    let done = |v: &Result<Summary, ClientError>| matches!(v, Ok(s) if *s == whole);
-    // Cut short after `k` correct bytes: the client says so, never "done":
-    // truncated after exactly `k` when the peer's FIN came, or lost with at
-    // most `k` when the peer's close with unread input turned into a reset
-    // (which may destroy what was still in flight, as in real TCP).
-    let cut_at = |k: usize| match verdict {
-        Err(ClientError::Echo(EchoError::Truncated { received, .. })) => *received == k as u64,
-        Err(ClientError::Echo(EchoError::ConnectionLost {
-            reason: CloseReason::Lost(_),
-            received,
-            ..
-        })) => *received <= k as u64,
-        _ => false,
+    let j = Judging {
+        case,
+        seen,
+        verdict,
+        at,
+        sent: message(case),
     };
     let ok = match case.peer {
-        // Denied before any echo: nothing comes back (an empty echo cannot
-        // tell, and is done).
-        Peer::Relay { .. } | Peer::ProxyRelay { .. } if case.turned_away() => {
-            cut_at(0) || (len == 0 && done(verdict))
-        }
-        Peer::Relay { .. } | Peer::ProxyRelay { .. }
-            if case.banner.is_some_and(|n| n > echo_core::MAX_BANNER) =>
-        {
-            matches!(verdict, Err(ClientError::Echo(EchoError::NoBanner)))
-        }
-        Peer::CloseOnEof | Peer::Trickle { .. } | Peer::Relay { .. } => done(verdict),
-        // The client sends at most its window ahead of the echo: a message
-        // that fits is echoed after the FIN; a longer one stalls with a
-        // window's worth sent and nothing back, until the timeout.
-        Peer::AfterEof if len <= case.client_high => done(verdict),
-        Peer::AfterEof => matches!(
-            verdict,
-            Err(ClientError::Echo(EchoError::TimedOut { sent, received: 0, .. }))
-                if *sent == case.client_high as u64
-        ),
-        Peer::ProxyRelay { .. } => done(verdict),
-        Peer::FirstChunkThenClose => {
-            if back == len {
-                done(verdict)
-            } else {
-                cut_at(back)
-            }
-        }
-        Peer::ShortThenClose { keep } => {
-            if keep >= len {
-                done(verdict)
-            } else {
-                cut_at(keep)
-            }
-        }
-        Peer::ResetMidEcho { .. } if len == 0 => done(verdict),
-        // The rest of the message always reaches it unread: a reset, with
-        // at most `keep` bytes back (the reset may destroy some in flight).
-        Peer::ResetMidEcho { keep } => matches!(
-            verdict,
-            Err(ClientError::Echo(EchoError::ConnectionLost {
-                reason: CloseReason::Lost(LostReason::Reset),
-                received,
-                ..
-            })) if *received <= keep as u64
-        ),
-        Peer::Faulty { faults } => judge_knob(case, &faults, verdict, at),
-        Peer::WrongByte { offset, .. } if offset < len => matches!(
-            verdict,
-            Err(ClientError::Echo(EchoError::Mismatch { offset: o, expected, found }))
-                if *o == offset as u64 && *expected == sent[offset] && *found == !sent[offset]
-        ),
-        Peer::WrongByte { .. } => done(verdict),
-        // Extra bytes in the same read as the last echo byte are seen; in a
-        // later one, after the client said done and closed, they are not.
-        Peer::ExtraBytes { .. } => {
-            done(verdict)
-                || matches!(
-                    verdict,
-                    Err(ClientError::Echo(EchoError::Unexpected { offset })) if *offset == len as u64
-                )
-        }
-        Peer::Silent if len == 0 => done(verdict),
-        // At the timeout: the client's last write reached the peer by its
-        // last read, at most one latency after it was sent.
-        Peer::Silent => {
-            let idle = Duration::from_millis(case.idle_ms);
-            let latest = seen.last_read_at + idle + Duration::from_millis(5);
-            let earliest = (seen.last_read_at + idle)
-                .saturating_sub(Duration::from_millis(case.max_latency_ms + 5));
-            matches!(
-                verdict,
-                Err(ClientError::Echo(EchoError::TimedOut { received: 0, .. }))
-            ) && (earliest..=latest).contains(&at)
-        }
+        Peer::CloseOnEof
+        | Peer::AfterEof
+        | Peer::FirstChunkThenClose
+        | Peer::ShortThenClose { .. }
+        | Peer::ResetMidEcho { .. } => closing::earned(&j),
+        Peer::WrongByte { .. } | Peer::ExtraBytes { .. } => corrupting::earned(&j),
+        Peer::Trickle { .. } | Peer::Silent => slow::earned(&j),
+        Peer::Relay { .. } | Peer::ProxyRelay { .. } => relays::earned(&j),
+        Peer::Faulty { faults } => faulty::earned(&j, &faults),
     };
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "against {:?} with a {len}-byte message (the peer read {} and wrote back {back}, \
+            "against {:?} with a {}-byte message (the peer read {} and wrote back {}, \
              last read at {:?}): the client said {verdict:?} at {at:?}",
-            case.peer, seen.read, seen.last_read_at
+            case.peer,
+            j.len(),
+            seen.read,
+            j.back(),
+            seen.last_read_at
         ))
     }
 }
 
-/// Serves one connection as `peer` does.
+/// Records what a peer did, as it does it.
+struct Log(Rc<RefCell<Seen>>);
+
+impl Log {
+    fn read(&self, n: usize) {
+        let mut seen = self.0.borrow_mut();
+        seen.read += n;
+        seen.last_read_at = turmoil::sim_elapsed().unwrap_or_default();
+    }
+
+    fn wrote(&self, bytes: &[u8]) {
+        self.0.borrow_mut().wrote.extend_from_slice(bytes);
+    }
+}
+
+/// Serves one connection as `peer` does (its family says how).
 async fn serve_peer(
     peer: Peer,
     len: usize,
-    mut stream: turmoil::net::TcpStream,
+    stream: turmoil::net::TcpStream,
     seen: Rc<RefCell<Seen>>,
 ) {
-    let mut buf = vec![0u8; 4_096];
-    let mut offset = 0usize;
-    let read = |n: usize| {
-        let mut seen = seen.borrow_mut();
-        seen.read += n;
-        seen.last_read_at = turmoil::sim_elapsed().unwrap_or_default();
-    };
-    let wrote = |bytes: &[u8]| seen.borrow_mut().wrote.extend_from_slice(bytes);
+    let log = Log(seen);
     match peer {
-        Peer::Relay { chunk, delay_ms } => {
-            if let Ok(upstream) = turmoil::net::TcpStream::connect((ECHO, PORT)).await {
-                relay(stream, upstream, chunk, delay_ms).await;
-            }
-        }
-        Peer::ProxyRelay {
-            version,
-            chunk,
-            delay_ms,
-        } => {
-            let Ok(mut upstream) = turmoil::net::TcpStream::connect((ECHO, PORT)).await else {
-                return;
-            };
-            let (Ok(client), Ok(me)) = (stream.peer_addr(), stream.local_addr()) else {
-                return;
-            };
-            let header = ProxyHeader::Proxied {
-                version,
-                source: client,
-                destination: me,
-                tlvs: echo_core::Tlvs::default(),
-            };
-            // Sent in pieces too: the server must take a header split
-            // anywhere. The last piece goes out with the client's first
-            // bytes, in one write, as a balancer may coalesce them: the
-            // server must keep what follows the header in the same read.
-            // It waits for those bytes a moment only: a server that speaks
-            // first (a banner) must hear the whole header before the client
-            // has anything to say.
-            let encoded = header.encode(version);
-            let pieces: Vec<&[u8]> = encoded.chunks(chunk.clamp(1, 7)).collect();
-            let Some((last, head)) = pieces.split_last() else {
-                return;
-            };
-            for piece in head {
-                if upstream.write_all(piece).await.is_err() {
-                    return;
-                }
-            }
-            let mut first = last.to_vec();
-            let mut buf = vec![0u8; chunk.max(1)];
-            let early = tokio::time::timeout(Duration::from_millis(20), stream.read(&mut buf));
-            if let Ok(Ok(n)) = early.await {
-                first.extend_from_slice(&buf[..n]);
-            }
-            if upstream.write_all(&first).await.is_err() {
-                return;
-            }
-            relay(stream, upstream, chunk, delay_ms).await;
-        }
-        Peer::ResetMidEcho { keep } => {
-            let mut echoed = 0;
-            while echoed < keep {
-                let want = (keep - echoed).min(buf.len());
-                let n = match stream.read(&mut buf[..want]).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                read(n);
-                if stream.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-                wrote(&buf[..n]);
-                echoed += n;
-            }
-            // Close once more input waits unread (at most 2 s on): the
-            // close then resets the connection instead of sending FIN.
-            let mut one = [0u8; 1];
-            let _ = tokio::time::timeout(Duration::from_secs(2), stream.peek(&mut one)).await;
-        }
-        Peer::AfterEof => {
-            let mut all = Vec::new();
-            loop {
-                match stream.read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        read(n);
-                        all.extend_from_slice(&buf[..n]);
-                    }
-                    Err(_) => return,
-                }
-            }
-            if stream.write_all(&all).await.is_ok() {
-                wrote(&all);
-            }
-        }
-        Peer::FirstChunkThenClose => {
-            if let Ok(n @ 1..) = stream.read(&mut buf).await {
-                read(n);
-                if stream.write_all(&buf[..n]).await.is_ok() {
-                    wrote(&buf[..n]);
-                }
-            }
-        }
-        _ => loop {
-            let n = match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break, // EOF: close at once (Twisted's default)
-                Ok(n) => n,
-            };
-            read(n);
-            let mut data = buf[..n].to_vec();
-            match peer {
-                Peer::Silent => continue,
-                Peer::WrongByte { offset: at, seam } if (offset..offset + n).contains(&at) => {
-                    let i = at - offset;
-                    data[i] = !data[i];
-                    // The seam: the bytes before the split go now, the
-                    // rest a moment later, so that the client reads them
-                    // apart.
-                    let split = match seam {
-                        Seam::Anywhere => 0,
-                        Seam::Starts => i,
-                        Seam::Ends => i + 1,
-                    };
-                    if split > 0 && split < data.len() {
-                        if stream.write_all(&data[..split]).await.is_err() {
-                            return;
-                        }
-                        wrote(&data[..split]);
-                        tokio::time::sleep(Duration::from_millis(SEAM_PAUSE_MS)).await;
-                        data.drain(..split);
-                    }
-                }
-                Peer::ShortThenClose { keep } => data.truncate(keep.saturating_sub(offset)),
-                _ => {}
-            }
-            offset += n;
-            if let Peer::Trickle { delay_ms } = peer {
-                for byte in &data {
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                    if stream.write_all(std::slice::from_ref(byte)).await.is_err() {
-                        return;
-                    }
-                    wrote(std::slice::from_ref(byte));
-                }
-                continue;
-            }
-            // The model knows the message's length: the extra bytes follow
-            // the last byte of the echo, in the same write.
-            if let Peer::ExtraBytes { extra } = peer
-                && offset >= len
-            {
-                data.extend(std::iter::repeat_n(0x5a, extra));
-            }
-            if stream.write_all(&data).await.is_err() {
-                return;
-            }
-            wrote(&data);
-            if let Peer::ShortThenClose { keep } = peer
-                && offset >= keep
-            {
-                return;
-            }
-        },
+        Peer::Relay { .. } | Peer::ProxyRelay { .. } => relays::serve(peer, stream).await,
+        Peer::ResetMidEcho { keep } => closing::reset_mid_echo(keep, stream, &log).await,
+        Peer::AfterEof => closing::after_eof(stream, &log).await,
+        Peer::FirstChunkThenClose => closing::first_chunk(stream, &log).await,
+        _ => echo_reads(peer, len, stream, &log).await,
     }
 }
 
-/// Forwards both ways, re-chunked and delayed, until both sides close.
-async fn relay(
-    client: turmoil::net::TcpStream,
-    server: turmoil::net::TcpStream,
-    chunk: usize,
-    delay_ms: u64,
-) {
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
-    tokio::join!(
-        pump(client_read, server_write, chunk, delay_ms),
-        pump(server_read, client_write, chunk, delay_ms)
-    );
-}
-
-async fn pump(
-    mut from: turmoil::net::tcp::OwnedReadHalf,
-    mut to: turmoil::net::tcp::OwnedWriteHalf,
-    chunk: usize,
-    delay_ms: u64,
-) {
-    let mut buf = vec![0u8; chunk.max(1)];
-    while let Ok(n @ 1..) = from.read(&mut buf).await {
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        if to.write_all(&buf[..n]).await.is_err() {
+/// The loop of the peers that echo what each read brings, shaped by their
+/// family: until end-of-file, then close at once (Twisted's default).
+async fn echo_reads(peer: Peer, len: usize, mut stream: turmoil::net::TcpStream, log: &Log) {
+    let mut buf = vec![0u8; 4_096];
+    let mut offset = 0usize;
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        log.read(n);
+        let mut data = buf[..n].to_vec();
+        match peer {
+            Peer::Silent => continue,
+            Peer::WrongByte { offset: at, seam } => {
+                let sent = corrupting::corrupt((at, seam), offset, &mut data, &mut stream, log);
+                if sent.await.is_none() {
+                    return;
+                }
+            }
+            Peer::ShortThenClose { keep } => closing::short(keep, offset, &mut data),
+            _ => {}
+        }
+        offset += n;
+        if let Peer::Trickle { delay_ms } = peer {
+            if slow::trickle(delay_ms, &data, &mut stream, log)
+                .await
+                .is_none()
+            {
+                return;
+            }
+            continue;
+        }
+        if let Peer::ExtraBytes { extra } = peer {
+            corrupting::extra(extra, offset, len, &mut data);
+        }
+        if stream.write_all(&data).await.is_err() {
+            return;
+        }
+        log.wrote(&data);
+        if let Peer::ShortThenClose { keep } = peer
+            && offset >= keep
+        {
             return;
         }
     }
-    let _ = to.shutdown().await;
 }
