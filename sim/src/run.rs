@@ -336,17 +336,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
             healed = true;
         }
         let finished = sim.step().map_err(|e| format!("simulation failed: {e}"))?;
-        if let Some(panic) = world.shared.panics.borrow().first() {
-            return Err(format!("panic in a spawned task: {panic}"));
-        }
-        if let (Some(limit), Some(server)) =
-            (case.server.max_connections, world.servers.borrow().last())
-        {
-            let open = server.open_connections();
-            if open > limit {
-                return Err(format!("{open} connections open, above the limit {limit}"));
-            }
-        }
+        crate::invariants::every_step(case, world)?;
         if finished {
             break;
         }
@@ -382,9 +372,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
         }
         sim.step()
             .map_err(|e| format!("simulation failed while draining: {e}"))?;
-    }
-    if let Some(panic) = world.shared.panics.borrow().first() {
-        return Err(format!("panic in a spawned task: {panic}"));
+        crate::invariants::every_step(case, world)?;
     }
     world.shared.event(format!(
         "end: servers={} open=0",

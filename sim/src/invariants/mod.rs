@@ -1,12 +1,14 @@
-//! What must hold once a TCP case has run, each a named unit in a file of
-//! its own, all listed in [`AFTER_RUN`]: a new property is one more file
-//! and one more line there. (What must hold at every step, such as the
-//! connection limit and panics, is checked by the run as it steps.)
+//! What must hold in a TCP case, each a named unit in a file of its own:
+//! at every step of the simulation ([`EVERY_STEP`]) and once it has run
+//! ([`AFTER_RUN`]). A new property is one more file and one more line in
+//! one of the two lists.
 
 mod books;
 mod buffers;
+mod limit;
 mod log;
 mod memory;
+mod panics;
 
 use crate::case::Case;
 use crate::world::World;
@@ -17,6 +19,20 @@ pub(crate) struct Observed<'a> {
     pub(crate) world: &'a World,
     /// The server's captured log.
     pub(crate) log: &'a str,
+}
+
+/// One property of every step.
+type StepInvariant = fn(&Case, &World) -> Result<(), String>;
+
+/// What must hold after every step, in the order they are checked.
+const EVERY_STEP: &[(&str, StepInvariant)] = &[("panics", panics::check), ("limit", limit::check)];
+
+/// Checks every property in [`EVERY_STEP`]; the first violated one is named.
+pub(crate) fn every_step(case: &Case, world: &World) -> Result<(), String> {
+    for (name, check) in EVERY_STEP {
+        check(case, world).map_err(|violation| format!("{name}: {violation}"))?;
+    }
+    Ok(())
 }
 
 /// One property of a finished run.
