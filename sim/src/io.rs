@@ -2,7 +2,7 @@
 //! do by itself: merged reads, short writes and random read sizes, so the
 //! driver meets real-TCP chunking down to one byte.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -370,6 +370,9 @@ pub struct SimListener {
     knobs: IoKnobs,
     rng: RefCell<Rng>,
     largest_read: Option<Arc<AtomicUsize>>,
+    /// Accept failures of the whole listener injected so far (out of file
+    /// descriptors): each must be warned of, thinned, and backed off.
+    accept_failures: Option<Rc<Cell<usize>>>,
 }
 
 impl SimListener {
@@ -380,7 +383,20 @@ impl SimListener {
             knobs,
             rng: RefCell::new(Rng::new(seed)),
             largest_read: None,
+            accept_failures: None,
         }
+    }
+
+    /// Injects accept errors among the hiccups (where errors may be
+    /// injected: `hiccup_errors`): a connection that was reset before it
+    /// was accepted (`ConnectionAborted`: the next accept goes on at once)
+    /// and the process out of file descriptors (`EMFILE`: the accept loop
+    /// warns and backs off), counting the latter in `failures`. Neither
+    /// takes a waiting connection away.
+    #[must_use]
+    pub fn accept_errors(mut self, failures: Rc<Cell<usize>>) -> Self {
+        self.accept_failures = Some(failures);
+        self
     }
 
     /// Records in `largest` the most bytes any accepted stream returned
@@ -400,11 +416,33 @@ impl Listener for SimListener {
     async fn accept(&self) -> io::Result<Accepted<SimStream>> {
         // Now and then the accept loop is sent away once before a
         // connection that is already waiting.
-        let early = self.knobs.hiccups > 0
-            && self.rng.borrow_mut().next() % 1_000 < 10 * u64::from(self.knobs.hiccups);
-        if early {
+        // One draw per accept, as before errors were injected: each seed's
+        // streams stay what they were.
+        let roll = if self.knobs.hiccups > 0 {
+            self.rng.borrow_mut().next() % 1_000
+        } else {
+            u64::MAX
+        };
+        let early = 10 * u64::from(self.knobs.hiccups);
+        if roll < early {
             fired("accept: early Pending");
             tokio::task::yield_now().await;
+        }
+        if let Some(failures) = self
+            .accept_failures
+            .as_ref()
+            .filter(|_| self.knobs.hiccup_errors)
+        {
+            let aborted = early + 2 * u64::from(self.knobs.hiccups);
+            if roll >= early && roll < aborted {
+                fired("accept: connection aborted");
+                return Err(io::ErrorKind::ConnectionAborted.into());
+            }
+            if roll >= aborted && roll < aborted + u64::from(self.knobs.hiccups) {
+                fired("accept: out of file descriptors");
+                failures.set(failures.get() + 1);
+                return Err(io::Error::from_raw_os_error(24)); // EMFILE
+            }
         }
         let (stream, peer) = self.inner.accept().await?;
         let host = stream.local_addr()?;

@@ -104,13 +104,16 @@ pub(crate) fn check_log<'a>(
     Ok(())
 }
 
-/// The warnings a peer can cause are thinned, never lost nor invented:
-/// for refusals at the limit and for denials alike, the first five come in
-/// full, and the lines in full plus the counts in the summaries never
-/// exceed the events (what is still held when a case ends is in no line
-/// yet).
+/// The warnings a peer (or the process's limits) can cause are thinned,
+/// never lost nor invented: for refusals at the limit, for denials and
+/// for failed accepts (`accept_failures` of them) alike, the first five
+/// come in full, and the lines in full plus the counts in the summaries
+/// never exceed the events (what is still held when a case ends is in no
+/// line yet). An accept that failed for one connection only is no
+/// warning at all.
 pub(crate) fn check_throttled_warnings<'a>(
     events: impl Iterator<Item = &'a ServerEvent>,
+    accept_failures: usize,
     log: &str,
 ) -> Result<(), String> {
     let (mut refused, mut denied) = (0, 0);
@@ -133,6 +136,12 @@ pub(crate) fn check_throttled_warnings<'a>(
             denied,
             "connection denied by --allow/--deny",
             "more connections denied by --allow/--deny",
+        ),
+        (
+            "accept failures",
+            accept_failures,
+            "accept failed; backing off",
+            "more accept failures",
         ),
     ];
     for (what, events, full, summary) in kinds {

@@ -36,6 +36,7 @@ pub fn run_case(case: &Case) -> Report {
         shutdown_took: Rc::default(),
         denied: Rc::default(),
         open_at_shutdown: Rc::default(),
+        accept_failures: Rc::default(),
     };
     let _ = crate::io::take_fired();
     let (result, log, table) = crate::logs::capture(|| simulate(case, &world));
@@ -204,7 +205,9 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
                 panics: Rc::clone(&world.shared.panics),
                 quantum,
             };
-            let listener = SimListener::new(listener, server_io, seed).measure_reads(largest_read);
+            let listener = SimListener::new(listener, server_io, seed)
+                .measure_reads(largest_read)
+                .accept_errors(Rc::clone(&world.accept_failures));
             let serve: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match tls {
                 Some(tls) => Box::pin(server.serve_tls(listener, spawner, tls, false)),
                 None => Box::pin(server.serve(listener, spawner)),

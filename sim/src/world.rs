@@ -5,7 +5,7 @@
 //! ([`World`]) is here too, so that its run, its clients and its books
 //! share it without importing each other.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use std::future::Future;
@@ -194,4 +194,7 @@ pub(crate) struct World {
     pub(crate) denied: Rc<RefCell<Option<IpAddr>>>,
     /// Connections open as the graceful shutdown began.
     pub(crate) open_at_shutdown: Rc<RefCell<Option<usize>>>,
+    /// Accept failures injected (out of file descriptors), over every
+    /// server instance.
+    pub(crate) accept_failures: Rc<Cell<usize>>,
 }

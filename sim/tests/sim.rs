@@ -20,6 +20,8 @@ const ECHO: &[&str] = &[
     "io hiccup: write spurious wake-up",
     "io hiccup: one-byte write",
     "accept: early Pending",
+    "accept: connection aborted",
+    "accept: out of file descriptors",
     "driver: a random read budget",
 ];
 
