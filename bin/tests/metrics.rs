@@ -76,6 +76,21 @@ fn sample(exposition: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no sample {name} in\n{exposition}"))
 }
 
+/// `promtool check metrics` passes `body` without a word.
+fn promtool_finds_nothing_wrong(body: String) {
+    let checked = output_fed(
+        Command::new("promtool").args(["check", "metrics"]),
+        Some(body.into_bytes()),
+        EXIT_LIMIT,
+    );
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        text(&checked.stdout),
+        text(&checked.stderr)
+    );
+}
+
 /// `body` if `name` reads `want` there, else a scrape that does.
 fn scrape_until_in(port: u16, body: String, name: &str, want: u64) -> String {
     if sample(&body, name) == want {
@@ -210,17 +225,7 @@ fn completed_resumed_and_failed_tls_handshakes_are_counted_by_kind_and_reason() 
         assert_eq!(sample(&body, &name), 0, "{body}");
     }
     if have("promtool") {
-        let checked = output_fed(
-            Command::new("promtool").args(["check", "metrics"]),
-            Some(body.into_bytes()),
-            EXIT_LIMIT,
-        );
-        assert!(
-            checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
-            "promtool check metrics: {}{}",
-            text(&checked.stdout),
-            text(&checked.stderr)
-        );
+        promtool_finds_nothing_wrong(body);
     }
 }
 
@@ -333,17 +338,7 @@ fn promtool_finds_nothing_wrong_with_the_exposition() {
     let out = client(&["--connect", &server.connect_arg(), "--connections", "2"]);
     assert!(out.status.success());
     let body = scrape_until(metrics, "echo_connections_accepted_total", 2);
-    let checked = output_fed(
-        Command::new("promtool").args(["check", "metrics"]),
-        Some(body.into_bytes()),
-        EXIT_LIMIT,
-    );
-    assert!(
-        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        text(&checked.stdout),
-        text(&checked.stderr)
-    );
+    promtool_finds_nothing_wrong(body);
 }
 
 #[test]
@@ -659,17 +654,7 @@ fn bench_serves_live_figures_while_it_runs() {
         assert_eq!(sample(&body, &name), 0, "{body}");
     }
     if have("promtool") {
-        let checked = output_fed(
-            Command::new("promtool").args(["check", "metrics"]),
-            Some(body.clone().into_bytes()),
-            EXIT_LIMIT,
-        );
-        assert!(
-            checked.status.success(),
-            "{}{}",
-            text(&checked.stdout),
-            text(&checked.stderr)
-        );
+        promtool_finds_nothing_wrong(body.clone());
     }
     let status = wait_within(&mut bench.0, EXIT_LIMIT);
     assert!(status.success());
