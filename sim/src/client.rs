@@ -166,6 +166,9 @@ pub(crate) async fn connection(
     let shutting_down = one_shot;
     let one_shot = one_shot || denied || cutoff.is_some();
     let message = Bytes::from(plan.message.bytes());
+    while !world.listening.get() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     tokio::time::sleep(Duration::from_millis(plan.start_ms)).await;
     let mut backoff = Duration::from_millis(20);
     let mut attempt = 0u64;

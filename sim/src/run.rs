@@ -37,6 +37,7 @@ pub fn run_case(case: &Case) -> Report {
         denied: Rc::default(),
         open_at_shutdown: Rc::default(),
         accept_failures: Rc::default(),
+        listening: Rc::default(),
     };
     let _ = crate::io::take_fired();
     let (result, log, table) = crate::logs::capture(|| simulate(case, &world));
@@ -182,6 +183,7 @@ fn simulate(case: &Case, world: &World) -> Result<(), String> {
         async move {
             world.shared.event("server starts".into());
             let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+            world.listening.set(true);
             let server = EchoServer::new(options);
             if let Some(access) = access {
                 server.restrict(access_list(access, hosts, &world));

@@ -197,4 +197,8 @@ pub(crate) struct World {
     /// Accept failures injected (out of file descriptors), over every
     /// server instance.
     pub(crate) accept_failures: Rc<Cell<usize>>,
+    /// The first server instance listens: clients start only then, as a
+    /// test waits for a server's listening line (a connect refused before
+    /// it would be a retry no property means).
+    pub(crate) listening: Rc<Cell<bool>>,
 }
