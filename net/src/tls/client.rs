@@ -125,7 +125,7 @@ impl TlsClient {
     ///
     /// # Errors
     /// A host that is neither a DNS name nor an address (`InvalidInput`),
-    /// or the handshake's failure (see [`describe`]).
+    /// or the handshake's failure (see [`describe`](super::describe)).
     pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         host: &str,

@@ -178,7 +178,7 @@ impl TlsServer {
     /// Runs the server side of a handshake over `stream`.
     ///
     /// # Errors
-    /// The handshake's failure (see [`describe`] for a readable reason).
+    /// The handshake's failure (see [`describe`](super::describe) for a readable reason).
     pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         stream: S,
