@@ -52,7 +52,7 @@ pub fn write(
 }
 
 /// Which test and which share a log says it is (its `#run=` and `#shard=`
-/// comments, as [`write`] puts them); nothing for other tools' logs.
+/// comments, as [`write`](fn@write) puts them); nothing for other tools' logs.
 #[must_use]
 pub fn identity(bytes: &[u8]) -> crate::model::Identity {
     let mut id = crate::model::Identity::default();

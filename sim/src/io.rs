@@ -345,7 +345,7 @@ impl AsyncWrite for SimStream {
     /// after the data before it, as the window opens; so does this: it waits
     /// for one credit (credits plus segments in flight equal the channel's
     /// capacity, so the FIN will fit). A peer that makes no room within
-    /// [`FIN_WAIT`] (it stopped reading, or it is gone) gets the FIN anyway,
+    /// `FIN_WAIT` (it stopped reading, or it is gone) gets the FIN anyway,
     /// so a shutdown never hangs on it.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;

@@ -8,7 +8,7 @@ pub(super) const LIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// A running benchmark's live figures. Counts are read from the run's own
 /// counters; the latency histogram is the one the coordinator merged last
-/// (every [`LIVE_EVERY`]), so a scrape never takes a lock a connection
+/// (every `LIVE_EVERY`), so a scrape never takes a lock a connection
 /// takes.
 #[derive(Debug, Default)]
 pub struct Live {

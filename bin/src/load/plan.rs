@@ -41,7 +41,7 @@ pub struct BenchConfig {
     /// Open loop: the most requests one connection has in flight; a send
     /// due beyond it is skipped (and counted).
     pub max_in_flight: usize,
-    /// Report every this long while measuring ([`Interval`]).
+    /// Report every this long while measuring (`Interval`).
     pub interval: Option<Duration>,
     /// Open at most this many new connections per second while ramping up
     /// (`None`: as fast as possible).
