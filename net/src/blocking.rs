@@ -9,12 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_core::{
-    Action, CloseReason, Connection, EchoFactory, Factory, LostReason, Protocol, WaterMarks,
-};
+use echo_core::{Action, Connection, EchoFactory, Factory, Protocol, WaterMarks};
 
-/// Bytes per blocking read.
-const READ_CHUNK: usize = 16 * 1024;
+use crate::policy::{DEFAULT_LINGER, DEFAULT_READ_CHUNK, drain_events, reason_for};
 
 /// Drives `conn` over a blocking stream until it closes, handing each event
 /// to `on_event`. Reads and writes alternate (one thread); a read waits at
@@ -28,7 +25,7 @@ pub fn drive<P: Protocol>(
     conn: &mut Connection<P>,
     mut on_event: impl FnMut(P::Event),
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut buf = vec![0u8; DEFAULT_READ_CHUNK];
     loop {
         // A write to a peer that does not read waits at most until the
         // core's next deadline, like a read.
@@ -103,18 +100,14 @@ pub fn drive<P: Protocol>(
     }
 }
 
-/// How long a close keeps reading (and discarding) what the peer still
-/// sends, as the tokio driver's default linger.
-const LINGER: Duration = Duration::from_secs(2);
-
 /// Closes after a flush. If the peer may still be sending, half-close first
-/// and read until its end-of-file or [`LINGER`], so that unread bytes do not
+/// and read until its end-of-file or [`DEFAULT_LINGER`], so that unread bytes do not
 /// turn the close into a reset that destroys our last echoes in flight.
 fn lingering_close(stream: &mut TcpStream, read_open: bool) {
     if stream.shutdown(Shutdown::Write).is_err() || !read_open {
         return;
     }
-    let until = Instant::now() + LINGER;
+    let until = Instant::now() + DEFAULT_LINGER;
     let mut sink = [0u8; 4096];
     loop {
         let left = until.saturating_duration_since(Instant::now());
@@ -143,7 +136,7 @@ fn until_deadline<P: Protocol>(conn: &Connection<P>) -> Option<Duration> {
 }
 
 fn lose<P: Protocol>(conn: &mut Connection<P>, kind: ErrorKind) {
-    conn.handle_connection_lost(CloseReason::Lost(LostReason::from_io(kind)), Instant::now());
+    conn.handle_connection_lost(reason_for(&kind.into()), Instant::now());
 }
 
 /// Serves echo on `listener`, a thread per admitted connection, counting
@@ -182,8 +175,8 @@ pub fn serve(
 fn with_factory<R>(factory: &Mutex<EchoFactory>, f: impl FnOnce(&mut EchoFactory) -> R) -> R {
     let mut factory = factory.lock().unwrap_or_else(PoisonError::into_inner);
     let result = f(&mut factory);
-    while let Some(event) = factory.poll_event() {
-        tracing::debug!(?event, "server event");
-    }
+    drain_events(&mut factory, |event| {
+        tracing::debug!(?event, "server event")
+    });
     result
 }

@@ -7,15 +7,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use echo_core::{Action, CloseReason, Connection, LostReason, Protocol};
+use echo_core::{Action, Connection, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::policy::{DEFAULT_LINGER, DEFAULT_READ_CHUNK, reason_for};
 use crate::signal::CloseSignal;
 use crate::stream::Stream;
-
-/// Bytes read per `read` call: the "one read" in the buffer bound
-/// `high + one read`.
-pub const DEFAULT_READ_CHUNK: usize = 16 * 1024;
 
 /// Bytes a connection may read in one wake before it lets the others run:
 /// what the C epoll reference server reads per ready connection per round.
@@ -89,7 +86,7 @@ impl Default for DriveConfig {
         Self {
             read_chunk: DEFAULT_READ_CHUNK,
             read_budget: DEFAULT_READ_BUDGET,
-            linger: Duration::from_secs(2),
+            linger: DEFAULT_LINGER,
             flush_timeout: Duration::from_secs(5),
             handshake_timeout: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
         }
@@ -249,7 +246,7 @@ where
             .await;
             match woke {
                 Woke::Io(Ok(())) => {}
-                Woke::Io(Err(e)) => conn.handle_connection_lost(lost(&e), now()),
+                Woke::Io(Err(e)) => conn.handle_connection_lost(reason_for(&e), now()),
                 Woke::Timer => {
                     armed = None;
                     conn.handle_timeout(now());
@@ -531,20 +528,6 @@ enum Woke {
     Timer,
     /// The server was told to close its connections.
     Close,
-}
-
-/// Why a socket error ended a connection; a TLS error says what TLS said.
-fn lost(error: &io::Error) -> CloseReason {
-    if let Some(tls) = error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
-    {
-        return CloseReason::Lost(match tls {
-            rustls::Error::AlertReceived(alert) => LostReason::TlsAlert(u8::from(*alert)),
-            _ => LostReason::Tls,
-        });
-    }
-    CloseReason::Lost(LostReason::from_io(error.kind()))
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub mod blocking;
 mod client;
 mod driver;
 mod listener;
+mod policy;
 mod server;
 mod signal;
 mod spawn;
@@ -45,10 +46,11 @@ pub use client::{
     ClientError, ClientOptions, Connected, Connector, Pipe, SendProxy, Summary, connect,
     echo_message, echo_message_from, run,
 };
-pub use driver::{App, DEFAULT_READ_CHUNK, DriveConfig, NoApp, drive, now};
+pub use driver::{App, DriveConfig, NoApp, drive, now};
 /// CIDR blocks, as [`AccessList`] takes them (the `ipnet` crate's).
 pub use ipnet::IpNet;
 pub use listener::{Accepted, AnyListener, Listener, LockFile, SocketFile};
+pub use policy::{DEFAULT_LINGER, DEFAULT_READ_CHUNK, drain_events, reason_for};
 pub use server::{EchoServer, PROXY_HEADER_TIMEOUT, ServerOptions, ShutdownOutcome};
 pub use signal::CloseSignal;
 pub use spawn::{Spawner, TokioSpawner};

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::access::AccessList;
 use crate::driver::DriveConfig;
 use crate::listener::Listener;
+use crate::policy::drain_events;
 use crate::signal::CloseSignal;
 use crate::spawn::Spawner;
 use crate::tls::TlsServer;
@@ -122,9 +123,9 @@ impl Inner {
     fn with_factory<R>(&self, f: impl FnOnce(&mut EchoFactory) -> R) -> R {
         let mut factory = self.factory.lock().unwrap_or_else(PoisonError::into_inner);
         let result = f(&mut factory);
-        while let Some(event) = factory.poll_event() {
-            log_event(&event, &self.warnings);
-            match &event {
+        drain_events(&mut factory, |event| {
+            log_event(event, &self.warnings);
+            match event {
                 ServerEvent::ConnectionLost { reason, .. } => self.counters.lost(reason),
                 ServerEvent::ConnectionMade {
                     health_check: true, ..
@@ -134,9 +135,9 @@ impl Inner {
                 _ => {}
             }
             if let Some(Observer(observe)) = self.observer.get() {
-                observe(&event);
+                observe(event);
             }
-        }
+        });
         self.counters.publish(&factory);
         self.open.send_replace(factory.open_connections());
         result
