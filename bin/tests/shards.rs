@@ -251,6 +251,12 @@ fn an_indexed_job_gives_the_shard_through_job_completion_index() {
 fn bad_shards_and_start_times_are_usage_errors() {
     let past = start_in(Duration::ZERO);
     let past = format!("{:.3}", past.parse::<f64>().unwrap() - 10.0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Unix milliseconds given for seconds: 55 years ahead.
+    let millis = format!("{}", (now + 60) * 1000);
     assert_usage_errors(
         CLIENT,
         &[
@@ -261,6 +267,9 @@ fn bad_shards_and_start_times_are_usage_errors() {
             &["bench", "--shards", "3"],
             &["bench", "--start-at", "yesterday"],
             &["bench", "--start-at", &past],
+            // More than a day ahead: milliseconds for seconds, and 2106.
+            &["bench", "--start-at", &millis],
+            &["bench", "--start-at", "4294967296"],
             &["bench", "-c", "2", "--shard", "2/3"],
         ],
     );

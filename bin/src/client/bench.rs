@@ -169,7 +169,8 @@ pub(crate) struct BenchArgs {
     /// Many hosts, one test: begin (warm-up, then measurement) at this
     /// wall-clock instant, the same on every host: RFC 3339 (as
     /// 2026-12-07T10:00:00Z) or unix seconds; how late this host began is
-    /// reported. More than 1 s in the past is refused
+    /// reported. More than 1 s in the past, or more than a day ahead, is
+    /// refused
     #[arg(env = "ECHO_BENCH_START_AT", long, value_name = "TIME", value_parser = start_at)]
     pub(crate) start_at: Option<std::time::SystemTime>,
 
@@ -216,6 +217,11 @@ fn shard_arg(s: &str) -> Result<crate::model::Shard, String> {
 /// How far in the past `--start-at` may be (a host that starts later than
 /// this would skew the shared schedule, so it refuses instead).
 const START_LATE: Duration = Duration::from_secs(1);
+
+/// How far ahead `--start-at` may be: further is taken for a typo (unix
+/// milliseconds for seconds, a wrong year), which would otherwise wait in
+/// silence for years.
+const START_AHEAD: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What a bench run is to do, checked: the load, the outputs, the
 /// thresholds (ripgrep's high-level args, apart from clap's).
@@ -285,6 +291,16 @@ impl BenchArgs {
             }
             (None, None) => None,
         };
+        if let Some(at) = self.start_at
+            && let Ok(ahead) = at.duration_since(std::time::SystemTime::now())
+            && ahead > START_AHEAD
+        {
+            return Err(PlanError::Usage(format!(
+                "--start-at is {:.1} h ahead, more than a day: unix seconds (not milliseconds) \
+                 or RFC 3339, as now + 30 s",
+                ahead.as_secs_f64() / 3600.0
+            )));
+        }
         if let Some(at) = self.start_at
             && let Ok(late) = std::time::SystemTime::now().duration_since(at)
             && late > START_LATE
