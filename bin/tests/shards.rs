@@ -270,6 +270,11 @@ fn bad_shards_and_start_times_are_usage_errors() {
             // More than a day ahead: milliseconds for seconds, and 2106.
             &["bench", "--start-at", &millis],
             &["bench", "--start-at", "4294967296"],
+            // Beyond what a time can hold, or negative: no panic either.
+            &["bench", "--start-at", "18446744073709551616"],
+            &["bench", "--start-at", "1e300"],
+            &["bench", "--start-at", "-5"],
+            &["bench", "--start-at", "NaN"],
             &["bench", "-c", "2", "--shard", "2/3"],
         ],
     );

@@ -198,11 +198,11 @@ pub(crate) struct BenchArgs {
 
 /// `--start-at`: RFC 3339 or unix seconds.
 fn start_at(s: &str) -> Result<std::time::SystemTime, String> {
-    if let Ok(secs) = s.trim().parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs));
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|d| std::time::UNIX_EPOCH.checked_add(d))
+            .ok_or_else(|| format!("{s:?} is not a time this machine can reach (unix seconds)"));
     }
     humantime::parse_rfc3339_weak(s.trim()).map_err(|e| {
         format!("{s:?} is not a time: RFC 3339 (2026-12-07T10:00:00Z) or unix seconds ({e})")
