@@ -152,9 +152,15 @@ def moved(description, old_rev, scratch, repo):
 
 
 def file_lines(repo, rev, path, cache={}):
+    """The lines of `path` at `rev`; none where it does not exist there (a
+    file since split or moved: its mutants are named with `--same`)."""
     if (rev, path) not in cache:
-        cache[rev, path] = subprocess.check_output(
-            ["git", "show", f"{rev}:{path}"], cwd=repo, text=True).split("\n")
+        try:
+            cache[rev, path] = subprocess.check_output(
+                ["git", "show", f"{rev}:{path}"], cwd=repo, text=True,
+                stderr=subprocess.DEVNULL).split("\n")
+        except subprocess.CalledProcessError:
+            cache[rev, path] = []
     return cache[rev, path]
 
 
