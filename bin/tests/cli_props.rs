@@ -147,9 +147,12 @@ fn values(kind: &str, role: &str) -> Vec<OsString> {
         ("REQ/S" | "CONN/S", _) => ["0", "1000", "1e3", "-1", "", "x", "inf"]
             .map(String::from)
             .to_vec(),
-        ("FILE", _) => vec![
+        // Every other file (FILE, FILE.json, ...): under /tmp or nowhere,
+        // never a bare name, which would land in the working tree (a
+        // `--save 4294967296` did).
+        (file, _) if file.starts_with("FILE") => vec![
             "/nonexistent/lat.hgrm".into(),
-            format!("/tmp/echo-props-{}.hgrm", std::process::id()),
+            format!("/tmp/echo-props-{}.out", std::process::id()),
             String::new(),
         ],
         // Counts, sizes and rates.
