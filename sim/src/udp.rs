@@ -336,13 +336,28 @@ fn simulate(case: &UdpCase, world: &World) -> Result<(), String> {
     check(case, world)
 }
 
-/// The invariants, from the logs.
+/// One property of a finished UDP run.
+type Invariant = fn(&UdpCase, &World) -> Result<(), String>;
+
+/// What must hold once a UDP case has run, each a named unit, checked in
+/// this order: a new property is one more function and one more line.
+const AFTER_RUN: &[(&str, Invariant)] = &[
+    ("client reports", client_reports),
+    ("server books", server_books),
+];
+
+/// The invariants, from the logs; the first violated one is named.
 fn check(case: &UdpCase, world: &World) -> Result<(), String> {
+    for (name, check) in AFTER_RUN {
+        check(case, world).map_err(|violation| format!("{name}: {violation}"))?;
+    }
+    Ok(())
+}
+
+/// Each client's report is what arrived, counted independently, and what
+/// the network was made to do; paced; told once.
+fn client_reports(case: &UdpCase, world: &World) -> Result<(), String> {
     let server_wire = world.server_wire.borrow();
-    let server_stats = world
-        .server_stats
-        .borrow()
-        .ok_or("the UDP server did not stop when told to")?;
     let server_addr = world
         .server_addr
         .borrow()
@@ -356,7 +371,6 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
             case.clients.len()
         ));
     }
-    let mut requests_delivered = 0u64;
     let faultless = case.rate == 0
         && case.drop_requests_pct == 0
         && case.drop_replies_pct == 0
@@ -367,7 +381,6 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
             .report
             .ok_or_else(|| format!("client {i} ended without a report"))?;
         let wire = client.wire.borrow();
-        requests_delivered += wire.sent.iter().map(|s| u64::from(s.copies)).sum::<u64>();
         // Paced: no two datagrams closer than the interval.
         let interval = Duration::from_millis(plan.interval_ms);
         if let Some(w) = wire.sent.windows(2).find(|w| w[1].at - w[0].at < interval) {
@@ -448,8 +461,31 @@ fn check(case: &UdpCase, world: &World) -> Result<(), String> {
         stats.duplicates += report.duplicates;
         stats.reordered += report.reordered;
     }
-    // The server's books: every request that reached it is counted, and
-    // each was echoed or dropped by the rate limit, nothing else.
+    Ok(())
+}
+
+/// The server's books: every request that reached it is counted, and each
+/// was echoed or dropped by the rate limit (an independent model of it),
+/// nothing else.
+fn server_books(case: &UdpCase, world: &World) -> Result<(), String> {
+    let server_wire = world.server_wire.borrow();
+    let server_stats = world
+        .server_stats
+        .borrow()
+        .ok_or("the UDP server did not stop when told to")?;
+    let requests_delivered: u64 = world
+        .clients
+        .borrow()
+        .iter()
+        .flat_map(|c| {
+            c.wire
+                .borrow()
+                .sent
+                .iter()
+                .map(|s| u64::from(s.copies))
+                .collect::<Vec<_>>()
+        })
+        .sum();
     let expected = UdpStats {
         received: requests_delivered,
         echoed: server_wire.sent.len() as u64,
