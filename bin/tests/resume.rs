@@ -155,20 +155,14 @@ impl Balancer {
             dir = dir.display()
         );
         std::fs::write(dir.join("nginx.conf"), config).unwrap();
-        let child = Command::new("nginx")
+        let mut nginx = Command::new("nginx");
+        nginx
             .arg("-p")
             .arg(&dir)
             .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nginx");
-        let balancer = Self { child, port, dir };
-        wait_listening(port, LONG);
-        balancer
+            .arg(dir.join("error.log"));
+        nginx.arg("-c").arg(dir.join("nginx.conf"));
+        Self::run(nginx, port, dir)
     }
 
     /// HAProxy with an `ssl` server line: it reuses the back end's session
@@ -187,13 +181,19 @@ impl Balancer {
             ),
         )
         .unwrap();
-        let child = Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(dir.join("haproxy.cfg"))
+        let mut haproxy = Command::new("haproxy");
+        haproxy.args(["-db", "-f"]).arg(dir.join("haproxy.cfg"));
+        Self::run(haproxy, port, dir)
+    }
+
+    /// Starts `command`, owned (and ended, its files removed, on drop)
+    /// before the wait for it to listen on `port`, which may fail.
+    fn run(mut command: Command, port: u16, dir: PathBuf) -> Self {
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start haproxy");
+            .expect("start the balancer");
         let balancer = Self { child, port, dir };
         wait_listening(port, LONG);
         balancer

@@ -179,40 +179,38 @@ impl Collector for TrafficCollector {
                 .encode_descriptor(name, help, unit, MetricType::Counter)
                 .and_then(|m| ConstCounter::new(value).encode(m))?;
         }
-        let l = &t.lost;
-        // One family, so that its sum is every connection that ended
-        // (accepted minus open).
-        let mut ended = encoder.encode_descriptor(
-            "echo_connections_ended",
-            "Connections that ended, by how: clean, reset (by the peer), timed_out (--idle-timeout), aborted (by the server), shut_down, io_error.",
-            None,
-            MetricType::Counter,
+        // One family per count by reason, so that its sum is the whole
+        // (connections ended: accepted minus open).
+        labelled(
+            &mut encoder,
+            (
+                "echo_connections_ended",
+                "Connections that ended, by how: clean, reset (by the peer), timed_out (--idle-timeout), aborted (by the server), shut_down, io_error.",
+            ),
+            "reason",
+            t.lost.by_reason(),
         )?;
-        for (reason, n) in l.by_reason() {
-            let labels = [("reason", reason)];
-            ConstCounter::new(n).encode(ended.encode_family(&labels)?)?;
-        }
-        let mut handshakes = encoder.encode_descriptor(
-            "echo_tls_handshakes",
-            "TLS handshakes completed on ssl: endpoints, by kind: full, or resumed (a session ticket or ID, with sessionTickets=).",
-            None,
-            MetricType::Counter,
+        labelled(
+            &mut encoder,
+            (
+                "echo_tls_handshakes",
+                "TLS handshakes completed on ssl: endpoints, by kind: full, or resumed (a session ticket or ID, with sessionTickets=).",
+            ),
+            "kind",
+            [
+                ("full", t.tls_handshakes.saturating_sub(t.tls_resumed)),
+                ("resumed", t.tls_resumed),
+            ],
         )?;
-        for (kind, n) in [
-            ("full", t.tls_handshakes.saturating_sub(t.tls_resumed)),
-            ("resumed", t.tls_resumed),
-        ] {
-            ConstCounter::new(n).encode(handshakes.encode_family(&[("kind", kind)])?)?;
-        }
-        let mut failed = encoder.encode_descriptor(
-            "echo_tls_handshake_failures",
-            "TLS handshakes that failed on ssl: endpoints, by reason: timed_out, closed (by the peer, part way), not_tls, certificate (a client certificate missing or refused), incompatible (no version or cipher suite in common), alert (sent by the peer), protocol, io_error.",
-            None,
-            MetricType::Counter,
+        labelled(
+            &mut encoder,
+            (
+                "echo_tls_handshake_failures",
+                "TLS handshakes that failed on ssl: endpoints, by reason: timed_out, closed (by the peer, part way), not_tls, certificate (a client certificate missing or refused), incompatible (no version or cipher suite in common), alert (sent by the peer), protocol, io_error.",
+            ),
+            "reason",
+            HandshakeFailure::LABELS.into_iter().zip(t.tls_failed),
         )?;
-        for (reason, n) in HandshakeFailure::LABELS.into_iter().zip(t.tls_failed) {
-            ConstCounter::new(n).encode(failed.encode_family(&[("reason", reason)])?)?;
-        }
         let times = &t.handshake_times;
         let buckets: Vec<(f64, u64)> = HandshakeTimes::BOUNDS
             .into_iter()
@@ -230,38 +228,51 @@ impl Collector for TrafficCollector {
                 let sum = times.sum_micros as f64 / 1e6;
                 m.encode_histogram::<NoLabelSet>(sum, times.count(), &buckets, None)
             })?;
-        let mut rejected = encoder.encode_descriptor(
-            "echo_proxy_headers_rejected",
-            "haproxy: connections closed for their PROXY header, by reason: the decoder's (missing, line_too_long, malformed, version, command, family, too_long, short_address, bad_tlv), timed_out, io_error.",
-            None,
-            MetricType::Counter,
+        labelled(
+            &mut encoder,
+            (
+                "echo_proxy_headers_rejected",
+                "haproxy: connections closed for their PROXY header, by reason: the decoder's (missing, line_too_long, malformed, version, command, family, too_long, short_address, bad_tlv), timed_out, io_error.",
+            ),
+            "reason",
+            PROXY_REFUSALS.into_iter().zip(t.proxy_refused),
         )?;
-        for (reason, n) in PROXY_REFUSALS.into_iter().zip(t.proxy_refused) {
-            ConstCounter::new(n).encode(rejected.encode_family(&[("reason", reason)])?)?;
-        }
-        let mut cut = encoder.encode_descriptor(
-            "echo_fault_cutoffs",
-            "Connections the fault knobs cut off, by action: close (--close-after), reset (--reset-after), stall (--stall-after).",
-            None,
-            MetricType::Counter,
+        labelled(
+            &mut encoder,
+            (
+                "echo_fault_cutoffs",
+                "Connections the fault knobs cut off, by action: close (--close-after), reset (--reset-after), stall (--stall-after).",
+            ),
+            "action",
+            echo_core::Cutoff::LABELS.into_iter().zip(t.cut_offs),
         )?;
-        for (action, n) in echo_core::Cutoff::LABELS.into_iter().zip(t.cut_offs) {
-            ConstCounter::new(n).encode(cut.encode_family(&[("action", action)])?)?;
-        }
-        let mut dropped = encoder.encode_descriptor(
-            "echo_udp_datagrams_dropped",
-            "UDP datagrams not echoed, by reason: rate_limited (--udp-rate), loop_port (from a port that would echo back), not_sent (queue full or the send failed).",
-            None,
-            MetricType::Counter,
+        labelled(
+            &mut encoder,
+            (
+                "echo_udp_datagrams_dropped",
+                "UDP datagrams not echoed, by reason: rate_limited (--udp-rate), loop_port (from a port that would echo back), not_sent (queue full or the send failed).",
+            ),
+            "reason",
+            [
+                ("rate_limited", t.udp.rate_limited),
+                ("loop_port", t.udp.loop_ports),
+                ("not_sent", t.udp.not_sent),
+            ],
         )?;
-        for (reason, n) in [
-            ("rate_limited", t.udp.rate_limited),
-            ("loop_port", t.udp.loop_ports),
-            ("not_sent", t.udp.not_sent),
-        ] {
-            let labels = [("reason", reason)];
-            ConstCounter::new(n).encode(dropped.encode_family(&labels)?)?;
-        }
         Ok(())
     }
+}
+
+/// One counter family, `(name, help)`, with a sample per `label` value.
+fn labelled(
+    encoder: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    label: &str,
+    counts: impl IntoIterator<Item = (&'static str, u64)>,
+) -> Result<(), fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in counts {
+        ConstCounter::new(n).encode(family.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
 }
