@@ -7,6 +7,7 @@
 //! [`State`] by the table on [`Connection`].
 
 use crate::time::Instant;
+use alloc::vec::Vec;
 use core::time::Duration;
 
 use crate::address::Address;
@@ -36,6 +37,21 @@ pub enum Action {
     /// Reset the connection (close without flushing; RST where the platform
     /// allows: `SO_LINGER` 0). Unsent output was discarded.
     Abort,
+}
+
+/// What became of bytes given to [`Connection::handle_data`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Received {
+    /// The protocol took them.
+    Delivered,
+    /// Reading had already stopped: the connection is closing or closed
+    /// (a local close, an abort, a shutdown). A readiness adapter reads
+    /// only while [`Connection::wants_read`] holds and never sees this; on
+    /// a completion runtime a read posted before the close completes after
+    /// it, which is normal, and its bytes are dropped as a close drops
+    /// what the peer sends late.
+    Discarded,
 }
 
 /// The target of the trace events that name every arc of the state table
@@ -160,29 +176,30 @@ impl<P: Protocol> Connection<P> {
     /// Bytes read from the socket, in any chunking.
     ///
     /// An empty slice is ignored: end-of-file is
-    /// [`handle_read_closed`](Self::handle_read_closed).
+    /// [`handle_read_closed`](Self::handle_read_closed). Bytes that arrive
+    /// while reading is paused (reads a completion runtime posted ahead)
+    /// are delivered: with `k` reads in flight an echo holds at most the
+    /// high-water mark plus `k` reads. Bytes that arrive once the
+    /// connection is closing or closed are [`Received::Discarded`].
     ///
     /// # Errors
-    /// [`UsageError`] if the read side is already closed, the connection is
-    /// closing or closed; the bytes are then not delivered. A correct
-    /// adapter reads only while [`wants_read`](Self::wants_read) holds and
-    /// never sees these.
-    pub fn handle_data(&mut self, data: &[u8], now: Instant) -> Result<(), UsageError> {
+    /// [`UsageError::AfterReadClosed`] if the peer's end-of-file was
+    /// already reported: no socket delivers bytes after it, so the adapter
+    /// mixed up its reads.
+    pub fn handle_data(&mut self, data: &[u8], now: Instant) -> Result<Received, UsageError> {
         let now = self.advance_time(now);
-        if matches!(self.state, State::Closed(_)) {
-            return Err(UsageError::Closed);
-        }
-        if !self.read_open {
+        if !self.read_open && !matches!(self.state, State::Closed(_)) {
             return Err(UsageError::AfterReadClosed);
         }
-        if matches!(self.state, State::Closing { .. }) {
-            return Err(UsageError::Closing);
+        if self.state != State::Open {
+            tracing::debug!(len = data.len(), "data after reading stopped; discarded");
+            return Ok(Received::Discarded);
         }
         if !data.is_empty() {
             self.protocol.data_received(data, &mut self.transport, now);
             self.settle(now);
         }
-        Ok(())
+        Ok(Received::Delivered)
     }
 
     /// The peer closed its write side (a read returned 0). Idempotent.
@@ -195,15 +212,19 @@ impl<P: Protocol> Connection<P> {
         }
     }
 
-    /// The socket accepted the first `n` bytes of
-    /// [`pending_output`](Self::pending_output). `n == 0` is a no-op.
+    /// The socket accepted the next `n` bytes: the front of what is in
+    /// flight ([`poll_transmit`](Self::poll_transmit)) while anything is,
+    /// else the front of [`pending_output`](Self::pending_output).
+    /// `n == 0` is a no-op. A completion that arrives after an abort or a
+    /// close is accepted: the kernel held those bytes, the abort could not
+    /// take them back.
     ///
     /// # Errors
-    /// [`UsageError::WrittenTooMuch`] if `n` exceeds what was pending; nothing
-    /// changes then.
+    /// [`UsageError::WrittenTooMuch`] if `n` exceeds what was in flight (or,
+    /// with nothing in flight, pending); nothing changes then.
     pub fn handle_written(&mut self, n: usize, now: Instant) -> Result<(), UsageError> {
         let now = self.advance_time(now);
-        let pending = self.transport.buffered();
+        let pending = self.transport.acknowledgeable();
         if n > pending {
             return Err(UsageError::WrittenTooMuch {
                 written: n,
@@ -388,18 +409,41 @@ impl<P: Protocol> Connection<P> {
         self.state
     }
 
-    /// The front of the unsent buffer: write from here, then report
-    /// [`handle_written`](Self::handle_written). Empty when nothing is owed
-    /// (and always empty after an abort).
+    /// The queued output, borrowed, for a readiness adapter: write from
+    /// here, then report [`handle_written`](Self::handle_written). Empty
+    /// when nothing is owed (and always empty after an abort). The buffer
+    /// may move on the next input, so nothing may keep a pointer into it
+    /// (a completion runtime takes [`poll_transmit`](Self::poll_transmit)).
     #[must_use]
     pub fn pending_output(&self) -> &[u8] {
         self.transport.pending()
     }
 
-    /// Unsent bytes.
+    /// Moves up to `max` queued bytes to the end of `buf`, which the caller
+    /// owns (and may hand to a kernel) until the write completes; they are
+    /// in flight until [`handle_written`](Self::handle_written)
+    /// acknowledges them, still counted by [`buffered`](Self::buffered).
+    /// Returns how many were moved. An empty `buf` that takes the whole
+    /// queue swaps allocations with it instead of copying (keep reusing
+    /// one per connection). A short write is the caller's to resubmit from
+    /// its own buffer; bytes queued later come after the ones in flight.
+    /// After quinn-proto's `poll_transmit(now, max, buf)`; Twisted's IOCP
+    /// reactor keeps its `dataBuffer` apart from new writes the same way.
+    pub fn poll_transmit(&mut self, max: usize, buf: &mut Vec<u8>) -> usize {
+        self.transport.transmit(max, buf)
+    }
+
+    /// Unsent bytes: queued and in flight.
     #[must_use]
     pub fn buffered(&self) -> usize {
         self.transport.buffered()
+    }
+
+    /// Bytes handed out by [`poll_transmit`](Self::poll_transmit) whose
+    /// writes have not completed.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.transport.in_flight()
     }
 
     /// Whether the adapter should read from the socket now (level-triggered):

@@ -21,12 +21,6 @@ pub enum UsageError {
     /// Data after the peer's end-of-file.
     #[error("data received after the read side was closed")]
     AfterReadClosed,
-    /// Data after a close was requested (reading should have stopped).
-    #[error("data received after the connection started closing")]
-    Closing,
-    /// Any input after the connection was reported lost.
-    #[error("the connection is already closed")]
-    Closed,
 }
 
 /// A configuration value the core cannot work with.

@@ -68,7 +68,9 @@
 //!     if conn.wants_read() {
 //!         match socket.read(&mut buf)? {
 //!             0 => conn.handle_read_closed(Instant::now()),
-//!             n => conn.handle_data(&buf[..n], Instant::now())?,
+//!             n => {
+//!                 conn.handle_data(&buf[..n], Instant::now())?;
+//!             }
 //!         }
 //!     }
 //! }
@@ -81,7 +83,13 @@
 //! * [`Action::ShutdownWrite`] and [`Action::Close`] come only after the
 //!   output is flushed; `connection_lost` runs exactly once.
 //! * A peer that never reads makes the server hold at most the high-water mark
-//!   plus one read.
+//!   plus one read (plus `k` reads with `k` posted ahead, as a completion
+//!   runtime does).
+//! * Output can be borrowed ([`Connection::pending_output`], for readiness
+//!   runtimes) or moved into a buffer the caller owns
+//!   ([`Connection::poll_transmit`], for completion runtimes such as
+//!   io_uring, whose kernel holds it until the write completes); a
+//!   completion after an abort and a read after a close are normal there.
 //! * After `handle_timeout(t)`, `poll_timeout()` is `None` or later than `t`.
 
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -111,7 +119,7 @@ mod transport;
 mod tests;
 
 pub use address::Address;
-pub use connection::{Action, Connection, State, TABLE};
+pub use connection::{Action, Connection, Received, State, TABLE};
 pub use datagram::MAX_DATAGRAM;
 pub use datagram::client::{
     UDP_CLIENT_HEADER, UDP_MAX_COUNT, UdpClientConfig, UdpClientError, UdpClientEvent,

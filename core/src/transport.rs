@@ -100,8 +100,13 @@ pub(crate) enum CloseRequest {
 /// [`Connection`](crate::Connection). Nothing here touches a socket.
 #[derive(Debug)]
 pub struct Transport {
-    /// Bytes written by the protocol and not yet accepted by the socket.
+    /// Bytes written by the protocol and not yet handed to the socket.
     out: Unsent,
+    /// Bytes handed out by [`Connection::poll_transmit`](crate::Connection::poll_transmit)
+    /// and not yet acknowledged: a completion runtime's kernel owns them
+    /// until the write completes. They count as unsent (for the water
+    /// marks and the flush), but an abort cannot take them back.
+    in_flight: usize,
     /// Flow-control thresholds for `out`.
     marks: WaterMarks,
     /// Paused because `out` went above `marks.high`.
@@ -130,6 +135,7 @@ impl Transport {
     pub(crate) fn new(host: Address, peer: Address, marks: WaterMarks) -> Self {
         Self {
             out: Unsent::default(),
+            in_flight: 0,
             marks,
             paused_by_buffer: false,
             paused_by_protocol: false,
@@ -162,8 +168,8 @@ impl Transport {
             return;
         }
         self.out.push(data);
-        self.peak = self.peak.max(self.out.len());
-        if self.out.len() > self.marks.high {
+        self.peak = self.peak.max(self.buffered());
+        if self.buffered() > self.marks.high {
             self.paused_by_buffer = true;
         }
     }
@@ -209,14 +215,15 @@ impl Transport {
     /// reading, so they are discarded and the connection reset. Either way the
     /// connection is reported lost with `reason`.
     pub fn close_because(&mut self, reason: LostReason) {
-        if self.out.is_empty() {
+        if self.buffered() == 0 {
             self.request(CloseRequest::Flush(Some(reason)));
         } else {
             self.abort_because(reason);
         }
     }
 
-    /// Discards unsent output and asks for a reset, reported as `reason`.
+    /// Discards queued output and asks for a reset, reported as `reason`.
+    /// Bytes in flight stay counted: their completions are still to come.
     pub(crate) fn abort_because(&mut self, reason: LostReason) {
         self.request(CloseRequest::Abort(reason));
         self.out = Unsent::default();
@@ -260,10 +267,18 @@ impl Transport {
         }
     }
 
-    /// Unsent bytes.
+    /// Unsent bytes: queued ones and those in flight.
     #[must_use]
     pub fn buffered(&self) -> usize {
-        self.out.len()
+        self.out.len() + self.in_flight
+    }
+
+    /// Bytes handed to the socket by
+    /// [`poll_transmit`](crate::Connection::poll_transmit) whose writes
+    /// have not completed yet.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
     }
 
     /// The most bytes that were ever unsent at once: what backpressure is
@@ -326,9 +341,38 @@ impl Transport {
         self.write_shut_requested
     }
 
-    /// The socket accepted the first `n` pending bytes (`n <= buffered()`).
+    /// How many bytes one write report may acknowledge: the bytes in
+    /// flight while there are any (a completion reports on what was
+    /// submitted), else the queued ones (a readiness adapter writes from
+    /// [`pending`](Self::pending) directly).
+    pub(crate) fn acknowledgeable(&self) -> usize {
+        if self.in_flight > 0 {
+            self.in_flight
+        } else {
+            self.out.len()
+        }
+    }
+
+    /// Moves up to `max` queued bytes to the end of `buf`, in flight from
+    /// then on. An empty `buf` taking the whole queue trades allocations
+    /// with it: no byte is copied.
+    pub(crate) fn transmit(&mut self, max: usize, buf: &mut Vec<u8>) -> usize {
+        let n = max.min(self.out.len());
+        if n > 0 {
+            self.out.take_into(n, buf);
+            self.in_flight += n;
+        }
+        n
+    }
+
+    /// The socket accepted the first `n` unsent bytes
+    /// (`n <= acknowledgeable()`).
     pub(crate) fn consume(&mut self, n: usize) {
-        self.out.consume(n);
+        if self.in_flight > 0 {
+            self.in_flight -= n;
+        } else {
+            self.out.consume(n);
+        }
         self.written += n as u64;
         if self.out.is_empty() {
             if self.out.capacity() > KEEP_DRAINED_CAPACITY {
@@ -336,7 +380,7 @@ impl Transport {
             }
             self.peak_idle = self.peak_idle.max(self.out.capacity());
         }
-        if self.paused_by_buffer && self.out.len() <= self.marks.low {
+        if self.paused_by_buffer && self.buffered() <= self.marks.low {
             self.paused_by_buffer = false;
         }
     }
@@ -383,6 +427,18 @@ impl Unsent {
             self.start = 0;
         }
         self.buf.extend_from_slice(data);
+    }
+
+    /// Moves the first `n` bytes (`n <= len()`) to the end of `buf`; the
+    /// whole buffer into an empty `buf` by swapping the two vectors.
+    fn take_into(&mut self, n: usize, buf: &mut Vec<u8>) {
+        if self.start == 0 && n == self.buf.len() && buf.is_empty() {
+            core::mem::swap(&mut self.buf, buf);
+            self.buf.clear();
+        } else {
+            buf.extend_from_slice(&self.as_slice()[..n]);
+            self.consume(n);
+        }
     }
 
     /// Drops the first `n` bytes (at most all of them).

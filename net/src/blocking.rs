@@ -88,9 +88,10 @@ pub fn drive<P: Protocol>(
         stream.set_read_timeout(wait)?;
         match stream.read(&mut buf) {
             Ok(0) => conn.handle_read_closed(Instant::now()),
-            Ok(n) => conn
-                .handle_data(&buf[..n], Instant::now())
-                .map_err(io::Error::other)?,
+            Ok(n) => {
+                conn.handle_data(&buf[..n], Instant::now())
+                    .map_err(io::Error::other)?;
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 conn.handle_timeout(Instant::now());
             }

@@ -1,4 +1,5 @@
 mod client;
+mod completion;
 mod connection;
 mod datagram;
 mod endpoint;

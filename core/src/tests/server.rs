@@ -5,7 +5,7 @@ use super::prelude::*;
 
 use super::util::*;
 use crate::{
-    Action, CloseReason, EchoFactory, Factory, FaultConfig, LostReason, ProducerState,
+    Action, CloseReason, EchoFactory, Factory, FaultConfig, LostReason, ProducerState, Received,
     ServerConfig, ServerEvent, State, UsageError, WaterMarks,
 };
 
@@ -350,7 +350,11 @@ fn edge_inputs_are_typed_errors_not_corruption() {
         Some(CloseReason::Done),
         "the first report stands"
     );
-    assert_eq!(conn.handle_data(b"x", t0()), Err(UsageError::Closed));
+    assert_eq!(
+        conn.handle_data(b"x", t0()),
+        Ok(Received::Discarded),
+        "a read completing after the close is dropped, not misuse"
+    );
     assert_eq!(
         UsageError::WrittenTooMuch {
             written: 4,
@@ -362,13 +366,13 @@ fn edge_inputs_are_typed_errors_not_corruption() {
 }
 
 #[test]
-fn data_while_closing_is_refused() {
+fn data_while_closing_is_discarded_and_not_echoed() {
     let mut factory = EchoFactory::default();
     let mut conn = server_conn(&mut factory, WaterMarks::default(), t0());
     conn.handle_data(b"ab", t0()).unwrap();
     conn.close(t0());
     assert!(!conn.wants_read());
-    assert_eq!(conn.handle_data(b"c", t0()), Err(UsageError::Closing));
+    assert_eq!(conn.handle_data(b"c", t0()), Ok(Received::Discarded));
     assert_eq!(
         conn.pending_output(),
         b"ab",

@@ -47,8 +47,10 @@ pub(super) fn start<S: Stream>(
     };
     let now = now();
     let mut conn = Connection::new(echo, host, peer, inner.options.marks, now);
-    if !first.is_empty() && conn.handle_data(first, now).is_err() {
-        tracing::debug!("bytes after the PROXY header came too late");
+    if !first.is_empty() {
+        // A banner or a fault knob may have closed the connection at once;
+        // the core then discards them (and says so at debug level).
+        let _ = conn.handle_data(first, now);
     }
     Some((
         Served {
