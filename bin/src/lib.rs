@@ -6,6 +6,7 @@
 pub mod client;
 pub mod compare;
 pub mod hlog;
+pub mod io_model;
 pub mod load;
 pub mod metrics;
 pub mod model;

@@ -22,7 +22,10 @@
 //!   [`ThrowawayCa`] makes certificates for `--self-signed` and tests.
 //! * [`blocking`]: the same core on blocking `std::net` sockets, no tokio.
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: the io_uring path (`server::uring`, feature
+// "uring") hands the kernel buffers that must stay put until their
+// completion; it alone allows `unsafe`, and says why each block holds.
+#![deny(unsafe_code)]
 
 mod access;
 pub mod blocking;
@@ -52,6 +55,11 @@ pub use ipnet::IpNet;
 pub use listener::{Accepted, AnyListener, Listener, LockFile, SocketFile};
 pub use policy::{DEFAULT_LINGER, DEFAULT_READ_CHUNK, drain_events, reason_for};
 pub use server::{EchoServer, PROXY_HEADER_TIMEOUT, ServerOptions, ShutdownOutcome};
+/// The io_uring path: [`EchoServer::serve_uring`], and whether it can run.
+#[cfg(all(feature = "uring", target_os = "linux"))]
+pub mod uring {
+    pub use crate::server::uring::{UringError, probe};
+}
 pub use signal::CloseSignal;
 pub use spawn::{Spawner, TokioSpawner};
 pub use stream::{AnyStream, MaybeTls, Prefixed, Socket, Stream};

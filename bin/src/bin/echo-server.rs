@@ -25,6 +25,7 @@ use echo_net::{
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
+use echo_bin::io_model::{self, IoModel};
 use echo_bin::metrics::{Exposition, Health, MetricsListener, metrics_endpoint};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -80,6 +81,21 @@ struct Args {
     /// multi-threaded runtime for everything
     #[arg(env = "ECHO_SERVER_WORKERS", long, value_name = "N", default_value_t = 0, value_parser = worker_count)]
     workers: usize,
+
+    /// What drives the TCP sockets: epoll (tokio's readiness; every
+    /// endpoint), uring (io_uring completions, one ring and thread per
+    /// listener, or per worker with --workers; tcp: and haproxy:tcp:
+    /// endpoints only; Linux 6.0 or later where no seccomp filter forbids
+    /// it, else an error) or auto (io_uring where it works for those
+    /// endpoints, epoll for the rest and as the fallback, saying why)
+    #[arg(
+        env = "ECHO_IO",
+        long = "io",
+        value_name = "MODEL",
+        default_value = "epoll",
+        value_enum
+    )]
+    io: IoModel,
 
     /// Serve only peers in this CIDR block (repeatable; e.g. 10.0.0.0/8,
     /// 2001:db8::/32, 127.0.0.1). Decided on the peer the server reports:
@@ -289,6 +305,7 @@ fn check_usage(args: &Args) -> Result<(), String> {
             );
         }
     }
+    io_model::check_usage(args.io, &args.listen)?;
     banner(args).map(|_| ())
 }
 
@@ -440,54 +457,74 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if !access.is_open() {
         server.restrict(access);
     }
+    let uring = io_model::resolve(args.io).map_err(anyhow::Error::msg)?;
     let mut listeners = Vec::new();
+    let mut rings: Vec<(std::net::TcpListener, bool)> = Vec::new();
     let mut shards: Vec<Vec<std::net::TcpListener>> = Vec::new();
     let mut udp_sockets = Vec::new();
     let mut descriptions = Vec::new();
     for endpoint in &args.listen {
-        let description =
-            if let (ServerEndpoint::Tcp { backlog, .. }, 1..) = (endpoint, args.workers) {
-                let group = AnyListener::bind_tcp_shards(endpoint, args.workers)
-                    .with_context(|| format!("cannot listen on {endpoint}"))?;
-                let addr = group[0].local_addr()?;
-                shards.push(group);
-                ServerEndpoint::Tcp {
-                    port: addr.port(),
-                    interface: addr.ip(),
-                    backlog: *backlog,
-                }
-                .to_string()
-            } else if let ServerEndpoint::Udp { interface, .. } = endpoint {
-                let socket = bind_udp(endpoint)
-                    .await
-                    .with_context(|| format!("cannot listen on {endpoint}"))?;
-                let port = socket.local_addr()?.port();
-                udp_sockets.push(socket);
-                ServerEndpoint::Udp {
-                    port,
-                    interface: *interface,
-                }
-                .to_string()
-            } else {
-                let listener = AnyListener::bind(endpoint)
-                    .await
-                    .with_context(|| format!("cannot listen on {endpoint}"))?;
-                let description = listener.describe(endpoint)?;
-                let (proxied, inner) = match endpoint {
-                    ServerEndpoint::Haproxy(inner) => (true, &**inner),
-                    other => (false, other),
-                };
-                let mode = match inner {
-                    ServerEndpoint::Ssl { tls, port, .. } => Mode::Tls {
-                        tls: tls_server(tls, self_signed.as_ref(), *port)?,
-                        proxied,
-                    },
-                    _ if proxied => Mode::Proxied,
-                    _ => Mode::Plain,
-                };
-                listeners.push((listener, mode));
-                description
+        let on_ring = io_model::uring_endpoint(endpoint).filter(|_| uring);
+        let description = if let Some((tcp, proxied)) = on_ring {
+            let group = AnyListener::bind_tcp_shards(tcp, args.workers.max(1))
+                .with_context(|| format!("cannot listen on {endpoint}"))?;
+            let addr = group[0].local_addr()?;
+            let ServerEndpoint::Tcp { backlog, .. } = tcp else {
+                unreachable!("io_uring listens on tcp: endpoints")
             };
+            rings.extend(group.into_iter().map(|l| (l, proxied)));
+            let canonical = ServerEndpoint::Tcp {
+                port: addr.port(),
+                interface: addr.ip(),
+                backlog: *backlog,
+            };
+            if proxied {
+                format!("haproxy:{canonical} (io_uring)")
+            } else {
+                format!("{canonical} (io_uring)")
+            }
+        } else if let (ServerEndpoint::Tcp { backlog, .. }, 1..) = (endpoint, args.workers) {
+            let group = AnyListener::bind_tcp_shards(endpoint, args.workers)
+                .with_context(|| format!("cannot listen on {endpoint}"))?;
+            let addr = group[0].local_addr()?;
+            shards.push(group);
+            ServerEndpoint::Tcp {
+                port: addr.port(),
+                interface: addr.ip(),
+                backlog: *backlog,
+            }
+            .to_string()
+        } else if let ServerEndpoint::Udp { interface, .. } = endpoint {
+            let socket = bind_udp(endpoint)
+                .await
+                .with_context(|| format!("cannot listen on {endpoint}"))?;
+            let port = socket.local_addr()?.port();
+            udp_sockets.push(socket);
+            ServerEndpoint::Udp {
+                port,
+                interface: *interface,
+            }
+            .to_string()
+        } else {
+            let listener = AnyListener::bind(endpoint)
+                .await
+                .with_context(|| format!("cannot listen on {endpoint}"))?;
+            let description = listener.describe(endpoint)?;
+            let (proxied, inner) = match endpoint {
+                ServerEndpoint::Haproxy(inner) => (true, &**inner),
+                other => (false, other),
+            };
+            let mode = match inner {
+                ServerEndpoint::Ssl { tls, port, .. } => Mode::Tls {
+                    tls: tls_server(tls, self_signed.as_ref(), *port)?,
+                    proxied,
+                },
+                _ if proxied => Mode::Proxied,
+                _ => Mode::Plain,
+            };
+            listeners.push((listener, mode));
+            description
+        };
         descriptions.push(description);
     }
     let metrics = args.metrics.map(MetricsListener::bind).transpose()?;
@@ -521,6 +558,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
     }
     let workers = start_workers(&server, shards, args.workers)?;
+    let (ring_failed, mut ring_failures) = tokio::sync::mpsc::unbounded_channel();
+    let ring_threads =
+        io_model::start(&server, rings, &ring_failed).context("cannot start an io_uring thread")?;
     let udp = UdpConfig {
         rate: args.udp_rate,
         ..UdpConfig::default()
@@ -549,6 +589,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let first = tokio::select! {
         _ = sigint.recv() => "SIGINT",
         _ = sigterm.recv() => "SIGTERM",
+        Some(failure) = ring_failures.recv() => {
+            server.stop_accepting();
+            server.close_all();
+            anyhow::bail!(failure);
+        }
     };
     // Not ready from this moment: a balancer drains this server while its
     // open connections finish within the grace period.
@@ -563,7 +608,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     while let Some(Ok(stats)) = udp_tasks.join_next().await {
         log_udp(&stats);
     }
-    for worker in workers {
+    for worker in workers.into_iter().chain(ring_threads) {
         // Each ends once no connection is open anywhere, as shutdown did.
         let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     }

@@ -28,6 +28,8 @@ mod accept;
 mod handshake;
 mod proxy;
 mod served;
+#[cfg(all(feature = "uring", target_os = "linux"))]
+pub(crate) mod uring;
 
 /// How long a `haproxy:` connection has to send its PROXY header (the spec
 /// asks for at least 3 s, to cover a TCP retransmission).

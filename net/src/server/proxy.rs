@@ -60,61 +60,94 @@ pub(super) async fn proxy_header<S: Stream>(
         host: socket_host,
     } = accepted;
     let header = tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut stream)).await;
-    let reason = match header {
+    let refusal = match header {
         Ok(Ok(None)) => {
             tracing::debug!(peer = %socket_peer, "closed before sending a PROXY header");
             return None;
         }
         Ok(Ok(Some(Ok((header, first))))) => {
-            let (peer, host, via, health_check) = match header {
-                ProxyHeader::Proxied {
-                    source,
-                    destination,
-                    tlvs,
-                    ..
-                } => {
-                    tracing::debug!(?tlvs, %source, via = %socket_peer, "PROXY header");
-                    // A PROXY command is a connection, whatever client it
-                    // declares (HAProxy's v1 checks declare their own
-                    // socket, but so may a real client on the same host).
-                    (source.into(), destination.into(), Some(socket_peer), false)
-                }
-                // LOCAL (v2) and UNKNOWN (v1) declare no client: the
-                // balancer's own health checks.
-                _ => (socket_peer, socket_host, None, true),
-            };
+            let (peer, host, arrival) = declared(header, socket_peer, socket_host);
             return Some(Arrived {
                 stream,
                 peer,
                 host,
-                arrival: Arrival {
-                    via,
-                    health_check,
-                    client_subject: None,
-                },
+                arrival,
                 first,
             });
         }
-        Ok(Ok(Some(Err(error)))) => {
+        Ok(Ok(Some(Err(error)))) => Refusal::Header(error),
+        Ok(Err(error)) => Refusal::Io(error),
+        Err(_) => Refusal::TimedOut,
+    };
+    refuse(inner, &socket_peer, refusal);
+    None
+}
+
+/// Who a valid header says the connection is from and to: the declared
+/// client (the balancer is its `via`), or for a health check (LOCAL,
+/// UNKNOWN) the socket's own ends.
+pub(super) fn declared(
+    header: ProxyHeader,
+    socket_peer: Address,
+    socket_host: Address,
+) -> (Address, Address, Arrival) {
+    let (peer, host, via, health_check) = match header {
+        ProxyHeader::Proxied {
+            source,
+            destination,
+            tlvs,
+            ..
+        } => {
+            tracing::debug!(?tlvs, %source, via = %socket_peer, "PROXY header");
+            // A PROXY command is a connection, whatever client it
+            // declares (HAProxy's v1 checks declare their own
+            // socket, but so may a real client on the same host).
+            (source.into(), destination.into(), Some(socket_peer), false)
+        }
+        // LOCAL (v2) and UNKNOWN (v1) declare no client: the
+        // balancer's own health checks.
+        _ => (socket_peer, socket_host, None, true),
+    };
+    let arrival = Arrival {
+        via,
+        health_check,
+        client_subject: None,
+    };
+    (peer, host, arrival)
+}
+
+/// Why a connection is closed without its PROXY header.
+pub(super) enum Refusal {
+    /// Malformed, overlong, or missing (data that is no header).
+    Header(ProxyError),
+    /// The socket failed first.
+    Io(io::Error),
+    /// Nothing complete within [`PROXY_HEADER_TIMEOUT`].
+    TimedOut,
+}
+
+/// Counts the refusal by reason and logs it (thinned per peer).
+pub(super) fn refuse(inner: &Inner, socket_peer: &Address, refusal: Refusal) {
+    let reason = match refusal {
+        Refusal::Header(error) => {
             inner.counters.bad_header(&ProxyRefusal::Header(&error));
             error.to_string()
         }
-        Ok(Err(error)) => {
+        Refusal::Io(error) => {
             inner.counters.bad_header(&ProxyRefusal::Io);
             format!("socket error before the PROXY header: {error}")
         }
-        Err(_) => {
+        Refusal::TimedOut => {
             inner.counters.bad_header(&ProxyRefusal::TimedOut);
             format!("no PROXY header within {PROXY_HEADER_TIMEOUT:?}")
         }
     };
     if inner
         .warnings
-        .allow(Warning::ProxyHeader, &socket_peer, &reason)
+        .allow(Warning::ProxyHeader, socket_peer, &reason)
     {
         tracing::warn!(peer = %socket_peer, %reason, "closing a connection without a valid PROXY header");
     }
-    None
 }
 
 /// Reads until the PROXY header is complete; returns it and the bytes that

@@ -24,6 +24,29 @@ pub(super) fn start<S: Stream>(
     arrival: Arrival,
     first: &[u8],
 ) -> Option<(Served<S>, tracing::Span)> {
+    let (conn, span) = admit(inner, peer, host, arrival, first, now())?;
+    Some((
+        Served {
+            stream: Some(stream),
+            conn,
+            inner: Arc::clone(inner),
+            seen: (0, 0),
+        },
+        span,
+    ))
+}
+
+/// Admits a connection (or turns it away: access list, limit), whatever
+/// drives its socket: the echo, started at `now` with `first` (bytes that
+/// came with a PROXY header) already fed, and its span.
+pub(super) fn admit(
+    inner: &Inner,
+    peer: Address,
+    host: Address,
+    arrival: Arrival,
+    first: &[u8],
+    now: std::time::Instant,
+) -> Option<(Connection<Echo>, tracing::Span)> {
     if let Some(access) = inner.access.get()
         && !access.admits(&peer)
     {
@@ -45,22 +68,30 @@ pub(super) fn start<S: Stream>(
         Some(via) => tracing::info_span!("conn", id = %echo.id(), %peer, %via),
         None => tracing::info_span!("conn", id = %echo.id(), %peer),
     };
-    let now = now();
     let mut conn = Connection::new(echo, host, peer, inner.options.marks, now);
     if !first.is_empty() {
         // A banner or a fault knob may have closed the connection at once;
         // the core then discards them (and says so at debug level).
         let _ = conn.handle_data(first, now);
     }
-    Some((
-        Served {
-            stream: Some(stream),
-            conn,
-            inner: Arc::clone(inner),
-            seen: (0, 0),
-        },
-        span,
-    ))
+    Some((conn, span))
+}
+
+/// Books a connection's end, exactly once, once its socket is closed: its
+/// peaks, its last bytes, and the factory's count.
+pub(super) fn book_end(inner: &Inner, conn: &Connection<Echo>, seen: &mut (u64, u64)) {
+    // Bytes a fault knob holds back count as buffered ones do.
+    let peak = conn
+        .transport()
+        .peak_buffered()
+        .max(conn.protocol().peak_owed());
+    inner.peak_buffered.fetch_max(peak, Ordering::Relaxed);
+    let idle = conn.transport().peak_idle_capacity();
+    inner.peak_idle_capacity.fetch_max(idle, Ordering::Relaxed);
+    if inner.options.count_traffic {
+        Metered::count(&inner.counters, seen, conn);
+    }
+    inner.with_factory(|f| f.connection_ended(conn));
 }
 
 /// One served connection. Its drop closes the socket and then reports the
@@ -104,22 +135,7 @@ impl<S: Stream> Served<S> {
 impl<S> Drop for Served<S> {
     fn drop(&mut self) {
         drop(self.stream.take());
-        // Bytes a fault knob holds back count as buffered ones do.
-        let peak = self
-            .conn
-            .transport()
-            .peak_buffered()
-            .max(self.conn.protocol().peak_owed());
-        self.inner.peak_buffered.fetch_max(peak, Ordering::Relaxed);
-        let idle = self.conn.transport().peak_idle_capacity();
-        self.inner
-            .peak_idle_capacity
-            .fetch_max(idle, Ordering::Relaxed);
-        if self.inner.options.count_traffic {
-            Metered::count(&self.inner.counters, &mut self.seen, &self.conn);
-        }
-        let conn = &self.conn;
-        self.inner.with_factory(|f| f.connection_ended(conn));
+        book_end(&self.inner, &self.conn, &mut self.seen);
     }
 }
 

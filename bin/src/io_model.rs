@@ -1,0 +1,127 @@
+//! `echo-server --io`: which kernel interface drives the TCP sockets.
+//! epoll (tokio's readiness) is the default and the path the simulation
+//! covers; io_uring (completions, one ring and thread per listener) serves
+//! `tcp:` and `haproxy:tcp:` endpoints with the same core and the same
+//! server; `auto` takes io_uring where this kernel and sandbox allow it.
+
+use std::net::TcpListener;
+use std::thread::JoinHandle;
+
+use echo_core::ServerEndpoint;
+use echo_net::EchoServer;
+
+/// The `--io` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoModel {
+    /// tokio's readiness (epoll): every endpoint
+    Epoll,
+    /// io_uring completions: tcp: and haproxy:tcp: endpoints only; an
+    /// error where io_uring is not available
+    Uring,
+    /// io_uring for tcp: and haproxy:tcp: where available (else epoll,
+    /// saying why); the other endpoints on epoll
+    Auto,
+}
+
+/// The TCP endpoint io_uring would listen on for `endpoint`, and whether
+/// a PROXY header comes first; `None` for what stays on epoll (ssl:,
+/// unix:, udp:).
+#[must_use]
+pub fn uring_endpoint(endpoint: &ServerEndpoint) -> Option<(&ServerEndpoint, bool)> {
+    match endpoint {
+        ServerEndpoint::Tcp { .. } => Some((endpoint, false)),
+        ServerEndpoint::Haproxy(inner) if matches!(**inner, ServerEndpoint::Tcp { .. }) => {
+            Some((inner, true))
+        }
+        _ => None,
+    }
+}
+
+/// `--io uring` takes only endpoints it drives: anything else would run
+/// on epoll while the user asked for io_uring.
+///
+/// # Errors
+/// The first endpoint io_uring does not serve, in words.
+pub fn check_usage(model: IoModel, listen: &[ServerEndpoint]) -> Result<(), String> {
+    if model != IoModel::Uring {
+        return Ok(());
+    }
+    match listen.iter().find(|e| uring_endpoint(e).is_none()) {
+        Some(other) => Err(format!(
+            "--io uring serves tcp: and haproxy:tcp: endpoints, and {other} is not one: use --io auto to serve it on epoll beside them, or --io epoll"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether the TCP endpoints run on io_uring: `--io uring` where it is
+/// not available is an error; `auto` falls back to epoll with one line
+/// saying why.
+///
+/// # Errors
+/// `--io uring` where io_uring cannot run, with the reason.
+pub fn resolve(model: IoModel) -> Result<bool, String> {
+    match (model, available()) {
+        (IoModel::Epoll, _) => Ok(false),
+        (IoModel::Uring, Ok(())) | (IoModel::Auto, Ok(())) => Ok(true),
+        (IoModel::Uring, Err(why)) => Err(format!("--io uring: io_uring is not available: {why}")),
+        (IoModel::Auto, Err(why)) => {
+            tracing::info!(reason = %why, "--io auto: serving on epoll, io_uring is not available");
+            Ok(false)
+        }
+    }
+}
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+fn available() -> Result<(), String> {
+    echo_net::uring::probe().map_err(|e| e.to_string())
+}
+
+#[cfg(not(all(feature = "uring", target_os = "linux")))]
+fn available() -> Result<(), String> {
+    Err("this echo-server was built without io_uring (Linux only, cargo feature \"uring\")".into())
+}
+
+/// Starts one thread per listener, each serving it on a ring of its own
+/// until the server stops accepting and its connections ended. A ring
+/// that fails is reported on `failed` (the server then exits 1).
+///
+/// # Errors
+/// A thread could not be started.
+pub fn start(
+    server: &EchoServer,
+    listeners: Vec<(TcpListener, bool)>,
+    failed: &tokio::sync::mpsc::UnboundedSender<String>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::with_capacity(listeners.len());
+    for (i, (listener, proxied)) in listeners.into_iter().enumerate() {
+        let (server, failed) = (server.clone(), failed.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("uring-{i}"))
+            .spawn(move || serve(&server, listener, proxied, &failed))?;
+        threads.push(thread);
+    }
+    Ok(threads)
+}
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+fn serve(
+    server: &EchoServer,
+    listener: TcpListener,
+    proxied: bool,
+    failed: &tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    if let Err(error) = server.serve_uring(listener, proxied) {
+        let _ = failed.send(format!("io_uring loop failed: {error}"));
+    }
+}
+
+#[cfg(not(all(feature = "uring", target_os = "linux")))]
+fn serve(
+    _server: &EchoServer,
+    _listener: TcpListener,
+    _proxied: bool,
+    failed: &tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    let _ = failed.send(available().unwrap_err());
+}

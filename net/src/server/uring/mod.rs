@@ -1,0 +1,709 @@
+//! The echo server on io_uring: a completion-driven loop, one thread, one
+//! ring, the same `echo-core` state machines and the same server (factory,
+//! access list, limits, counters, warnings, graceful shutdown) as the tokio
+//! path. The kernel accepts (multishot), receives into buffers the loop
+//! lends it (multishot, one pool per loop: an idle connection holds no
+//! buffer) and sends from a buffer each connection owns while the send is
+//! in flight (`Connection::poll_transmit`).
+//!
+//! Serves `tcp:` and `haproxy:tcp:` endpoints; TLS and Unix sockets stay on
+//! the tokio path. Every `unsafe` block of the crate is in this module:
+//! each hands the kernel memory that must stay put until its completion,
+//! and says why it does.
+
+#![allow(unsafe_code)]
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use echo_core::{Address, Arrival, Factory, ProxyDecoder, ProxyError};
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use super::proxy::{Refusal, declared, refuse};
+use super::served::{admit, book_end};
+use super::{EchoServer, Inner, PROXY_HEADER_TIMEOUT};
+use crate::traffic::Metered;
+use crate::warnings::Warning;
+
+mod conn;
+mod pool;
+mod token;
+
+use conn::{Conn, End, Recv, Todo};
+use pool::{GROUP, Pool};
+use token::{Kind, Token};
+
+/// Submission queue entries per ring (the completion queue is twice that,
+/// and the kernel keeps completions that overflow it).
+const RING_ENTRIES: u32 = 4096;
+/// Receive buffers per loop.
+const BUFFERS: u16 = 1024;
+/// How often an idle loop looks whether the server stopped accepting or
+/// was told to close its connections.
+const CONTROL_TICK: Duration = Duration::from_millis(50);
+/// The oldest kernel with multishot accept and multishot receive.
+const MIN_KERNEL: (u32, u32) = (6, 0);
+
+/// Why the io_uring path cannot run here.
+#[derive(Debug, thiserror::Error)]
+pub enum UringError {
+    /// The kernel is older than multishot receive (6.0).
+    #[error(
+        "the kernel is {found}; io_uring needs 6.0 or later here (multishot accept and receive)"
+    )]
+    KernelTooOld {
+        /// The kernel's release.
+        found: String,
+    },
+    /// `io_uring_setup` failed: a seccomp profile (Docker's default, most
+    /// container runtimes') or `kernel.io_uring_disabled` forbid it.
+    #[error("io_uring_setup failed: {error}{hint}")]
+    Setup {
+        /// What the system call said.
+        error: io::Error,
+        /// Where that usually comes from.
+        hint: &'static str,
+    },
+}
+
+/// Whether this process may use io_uring as the server does: the kernel
+/// is new enough and a ring can be set up (no seccomp filter or sysctl
+/// forbids it). `--io auto` asks this and falls back to epoll if not.
+///
+/// # Errors
+/// Why not, in words a user can act on.
+pub fn probe() -> Result<(), UringError> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    if let (Some(major), Some(minor)) = (numbers.next(), numbers.next())
+        && (major, minor) < MIN_KERNEL
+    {
+        return Err(UringError::KernelTooOld {
+            found: release.to_owned(),
+        });
+    }
+    match IoUring::new(8) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(setup_error(error)),
+    }
+}
+
+fn setup_error(error: io::Error) -> UringError {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .is_ok_and(|v| v.trim() != "0");
+    let hint = match error.raw_os_error() {
+        Some(libc::EPERM) if disabled => " (kernel.io_uring_disabled forbids it for this process)",
+        Some(libc::EPERM) => {
+            " (a seccomp filter forbids it: Docker's and most container runtimes' default profiles do)"
+        }
+        Some(libc::ENOSYS) => " (the kernel was built without io_uring)",
+        _ => "",
+    };
+    UringError::Setup { error, hint }
+}
+
+impl EchoServer {
+    /// Serves `listener` on io_uring on this thread until the server stops
+    /// accepting and every connection this loop accepted has ended: as
+    /// [`serve`](Self::serve) does, or, with `proxied`, as
+    /// [`serve_proxied`](Self::serve_proxied). Call [`probe`] first for a
+    /// clear reason when io_uring is not available.
+    ///
+    /// # Errors
+    /// The ring cannot be set up or fails: the listener is closed, and its
+    /// connections with it.
+    pub fn serve_uring(&self, listener: TcpListener, proxied: bool) -> Result<(), UringError> {
+        let ring = IoUring::builder()
+            .build(RING_ENTRIES)
+            .map_err(setup_error)?;
+        let chunk = self.inner.options.drive.read_chunk.clamp(512, 64 * 1024);
+        let mut event_loop = Loop {
+            inner: Arc::clone(&self.inner),
+            pool: Pool::new(BUFFERS, chunk),
+            ring,
+            listener: Some(listener),
+            proxied,
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            timers: BinaryHeap::new(),
+            accept: Recv::Idle,
+            closed_all: false,
+            backoff_until: None,
+            live: 0,
+        };
+        self.inner.with_factory(Factory::do_start);
+        let result = event_loop.run();
+        self.inner.with_factory(Factory::do_stop);
+        if result.is_err() {
+            // Operations may still be posted: the kernel may write into
+            // the pool until the ring is gone, so the pool is never freed.
+            std::mem::forget(event_loop.pool);
+            drop(event_loop.ring);
+        }
+        result.map_err(|error| UringError::Setup { error, hint: "" })
+    }
+}
+
+/// Pushes `entry` on the submission queue, submitting first if it is full.
+///
+/// # Safety
+/// Whatever memory `entry` points at must stay valid and unmoved until the
+/// operation completes.
+unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
+    loop {
+        // SAFETY: the caller's promise.
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            return Ok(());
+        }
+        ring.submit()?;
+    }
+}
+
+/// A connection's slot: its socket and where it is in its life.
+struct Slot {
+    socket: TcpStream,
+    generation: u32,
+    stage: Stage,
+    span: tracing::Span,
+    /// The deadline its timer entry is queued for: a new one is queued
+    /// only when the deadline moves earlier or this one fired, so the
+    /// queue holds a few entries per connection, not one per completion.
+    armed: Option<Instant>,
+}
+
+enum Stage {
+    /// A `haproxy:` connection before its header is complete.
+    Header(Header),
+    /// Admitted: the echo.
+    Echo(Box<Conn>),
+}
+
+/// A PROXY header on its way.
+struct Header {
+    decoder: ProxyDecoder,
+    /// A byte came (a peer that closes before any is a TCP health check).
+    any: bool,
+    deadline: Instant,
+    peer: Address,
+    host: Address,
+    recv: Recv,
+    /// The header was judged: the socket closes once the receive ended.
+    done: bool,
+}
+
+struct Loop {
+    inner: Arc<Inner>,
+    /// Declared before the ring: dropped after it.
+    pool: Pool,
+    ring: IoUring,
+    listener: Option<TcpListener>,
+    proxied: bool,
+    slots: Vec<Option<Slot>>,
+    /// Each slot's generation: bumped when it is freed, so a late
+    /// completion for its last connection is not taken for the next one.
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    /// Deadlines (lazily invalidated: checked against the slot's own).
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// The multishot accept.
+    accept: Recv,
+    closed_all: bool,
+    /// After an accept error that is not about one connection (out of
+    /// descriptors), when to accept again.
+    backoff_until: Option<(Instant, Duration)>,
+    /// Slots in use.
+    live: usize,
+}
+
+impl Loop {
+    fn run(&mut self) -> io::Result<()> {
+        self.pool.provide_all(&mut self.ring)?;
+        let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(256);
+        loop {
+            let now = Instant::now();
+            let accepting = *self.inner.accepting.borrow();
+            self.control(accepting, now)?;
+            if !accepting && self.accept == Recv::Idle && self.live == 0 {
+                self.listener = None;
+                return Ok(());
+            }
+            let wait = self
+                .next_deadline()
+                .map_or(CONTROL_TICK, |at| at.saturating_duration_since(now))
+                .min(CONTROL_TICK);
+            let ts = types::Timespec::from(wait);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+                // The completion queue is full: drain it first.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => return Err(e),
+            }
+            completions.clear();
+            completions.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            let now = Instant::now();
+            for &(user_data, result, flags) in &completions {
+                self.complete(user_data, result, flags, now)?;
+            }
+            self.expire(now)?;
+        }
+    }
+
+    /// Starts or stops accepting, and closes every connection once told to.
+    fn control(&mut self, accepting: bool, now: Instant) -> io::Result<()> {
+        match (accepting, self.accept) {
+            (true, Recv::Idle) => {
+                if let Some((until, _)) = self.backoff_until
+                    && now < until
+                {
+                    return Ok(());
+                }
+                if let Some(listener) = &self.listener {
+                    let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build()
+                        .user_data(Token::new(Kind::Accept, 0, 0).into());
+                    // SAFETY: an accept points at no memory of ours.
+                    unsafe { push(&mut self.ring, &entry)? };
+                    self.accept = Recv::Armed;
+                }
+            }
+            (false, Recv::Armed) => {
+                self.cancel(Token::new(Kind::Accept, 0, 0))?;
+                self.accept = Recv::Cancelling;
+            }
+            _ => {}
+        }
+        if !self.closed_all && self.inner.close.is_triggered() {
+            self.closed_all = true;
+            let flush_timeout = self.inner.options.drive.flush_timeout;
+            for index in 0..self.slots.len() {
+                let Some(slot) = self.slots[index].as_mut() else {
+                    continue;
+                };
+                if let Stage::Echo(conn) = &mut slot.stage {
+                    let _entered = slot.span.clone().entered();
+                    conn.on_close_all(now, flush_timeout);
+                }
+                self.settle(index as u32, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let backoff = self.backoff_until.map(|(at, _)| at);
+        match (timer, backoff) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn cancel(&mut self, target: Token) -> io::Result<()> {
+        let entry = opcode::AsyncCancel::new(target.into())
+            .build()
+            .user_data(Token::new(Kind::Cancel, target.generation, target.slot).into());
+        // SAFETY: a cancellation points at no memory.
+        unsafe { push(&mut self.ring, &entry) }
+    }
+
+    fn complete(
+        &mut self,
+        user_data: u64,
+        result: i32,
+        flags: u32,
+        now: Instant,
+    ) -> io::Result<()> {
+        let Some(token) = Token::parse(user_data) else {
+            return Ok(());
+        };
+        tracing::trace!(?token, result, flags, "completion");
+        match token.kind {
+            Kind::Accept => self.accepted(result, flags, now),
+            Kind::Recv => self.received(token, result, flags, now),
+            Kind::Send => self.sent(token, result, now),
+            Kind::Cancel => Ok(()),
+            Kind::Provide => {
+                // Only failures complete (SKIP_SUCCESS): the pool shrinks.
+                tracing::warn!(
+                    error = %io::Error::from_raw_os_error(-result),
+                    "io_uring: a receive buffer could not be given back"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn accepted(&mut self, result: i32, flags: u32, now: Instant) -> io::Result<()> {
+        if !cqueue::more(flags) {
+            self.accept = Recv::Idle;
+        }
+        if result < 0 {
+            let error = io::Error::from_raw_os_error(-result);
+            if matches!(
+                error.kind(),
+                io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::Interrupted
+                    | io::ErrorKind::WouldBlock
+            ) || result == -libc::ECANCELED
+            {
+                tracing::debug!(%error, "accept failed for one connection");
+                return Ok(());
+            }
+            let backoff = self
+                .backoff_until
+                .map_or(Duration::from_millis(5), |(_, b)| {
+                    (b * 2).min(Duration::from_secs(1))
+                });
+            if self
+                .inner
+                .warnings
+                .allow(Warning::AcceptFailed, &"-", &error.to_string())
+            {
+                tracing::warn!(%error, retry_in = ?backoff, "accept failed; backing off");
+            }
+            self.backoff_until = Some((now + backoff, backoff));
+            if self.accept == Recv::Armed {
+                self.cancel(Token::new(Kind::Accept, 0, 0))?;
+                self.accept = Recv::Cancelling;
+            }
+            return Ok(());
+        }
+        self.backoff_until = None;
+        // SAFETY: the kernel made this descriptor for us, and nothing else
+        // owns it.
+        let socket = unsafe { TcpStream::from_raw_fd(result) };
+        let (Ok(peer), Ok(host)) = (socket.peer_addr(), socket.local_addr()) else {
+            return Ok(()); // gone already: closed here
+        };
+        let _ = socket.set_nodelay(true);
+        let (peer, host) = (Address::from(peer), Address::from(host));
+        let stage = if self.proxied {
+            Stage::Header(Header {
+                decoder: ProxyDecoder::new(),
+                any: false,
+                deadline: now + PROXY_HEADER_TIMEOUT,
+                peer,
+                host,
+                recv: Recv::Idle,
+                done: false,
+            })
+        } else {
+            let Some((echo, span)) = admit(&self.inner, peer, host, Arrival::default(), &[], now)
+            else {
+                return Ok(()); // refused: closed at once
+            };
+            let slot = self.insert(
+                socket,
+                Stage::Echo(Box::new(Conn::new(echo, Recv::Idle))),
+                span,
+            );
+            return self.settle(slot, now);
+        };
+        let slot = self.insert(socket, stage, tracing::Span::none());
+        self.settle(slot, now)
+    }
+
+    fn insert(&mut self, socket: TcpStream, stage: Stage, span: tracing::Span) -> u32 {
+        self.live += 1;
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.slots.push(None);
+                self.generations.push(0);
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 connections")
+            }
+        };
+        self.slots[index as usize] = Some(Slot {
+            socket,
+            generation: self.generations[index as usize],
+            stage,
+            span,
+            armed: None,
+        });
+        index
+    }
+
+    /// The slot a completion or a timer is about, if it is still the same
+    /// connection.
+    fn slot(&mut self, index: u32, generation: u32) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(index as usize)?
+            .as_mut()
+            .filter(|s| s.generation == generation)
+    }
+
+    fn received(&mut self, token: Token, result: i32, flags: u32, now: Instant) -> io::Result<()> {
+        let buffer = cqueue::buffer_select(flags).filter(|id| self.pool.holds(*id));
+        let more = cqueue::more(flags);
+        let count = self.inner.options.count_traffic;
+        let inner = Arc::clone(&self.inner);
+        let Some(slot) = self
+            .slots
+            .get_mut(token.slot as usize)
+            .and_then(Option::as_mut)
+            .filter(|s| s.generation == token.generation)
+        else {
+            if let Some(id) = buffer {
+                self.pool.give_back(&mut self.ring, id)?;
+            }
+            return Ok(());
+        };
+        let _entered = slot.span.clone().entered();
+        let data = match (result, buffer) {
+            (n, Some(id)) if n > 0 => Some(self.pool.filled(id, n as usize)),
+            _ => None,
+        };
+        match &mut slot.stage {
+            Stage::Echo(conn) => {
+                match data {
+                    Some(bytes) => conn.on_data(bytes, now),
+                    None if result == 0 => conn.on_eof(now),
+                    None if result == -libc::ENOBUFS || result == -libc::ECANCELED => {}
+                    None if result < 0 => {
+                        conn.on_recv_error(&io::Error::from_raw_os_error(-result), now);
+                    }
+                    None => {}
+                }
+                if !more {
+                    conn.on_recv_ended();
+                }
+                if count {
+                    Metered::count(&inner.counters, &mut conn.seen, &conn.echo);
+                }
+            }
+            Stage::Header(header) => {
+                if !more {
+                    header.recv = Recv::Idle;
+                }
+                if !header.done {
+                    match data {
+                        Some(bytes) => {
+                            header.any = true;
+                            match header.decoder.feed(bytes) {
+                                Ok(None) => {}
+                                Ok(Some((parsed, used))) => {
+                                    let first = bytes[used..].to_vec();
+                                    let (peer, host, arrival) =
+                                        declared(parsed, header.peer.clone(), header.host.clone());
+                                    let recv = header.recv;
+                                    if !*inner.accepting.borrow() {
+                                        header.done = true; // shut down meanwhile
+                                    } else if let Some((echo, span)) =
+                                        admit(&inner, peer, host, arrival, &first, now)
+                                    {
+                                        slot.stage = Stage::Echo(Box::new(Conn::new(echo, recv)));
+                                        slot.span = span;
+                                    } else {
+                                        header.done = true;
+                                    }
+                                }
+                                Err(error) => {
+                                    refuse(&inner, &header.peer, Refusal::Header(error));
+                                    header.done = true;
+                                }
+                            }
+                        }
+                        None if result == 0 => {
+                            if header.any {
+                                refuse(&inner, &header.peer, Refusal::Header(ProxyError::Missing));
+                            } else {
+                                tracing::debug!(peer = %header.peer, "closed before sending a PROXY header");
+                            }
+                            header.done = true;
+                        }
+                        None if result == -libc::ENOBUFS || result == -libc::ECANCELED => {}
+                        None if result < 0 => {
+                            refuse(
+                                &inner,
+                                &header.peer,
+                                Refusal::Io(io::Error::from_raw_os_error(-result)),
+                            );
+                            header.done = true;
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+        if let Some(id) = buffer {
+            self.pool.give_back(&mut self.ring, id)?;
+        }
+        self.settle(token.slot, now)
+    }
+
+    fn sent(&mut self, token: Token, result: i32, now: Instant) -> io::Result<()> {
+        let Some(slot) = self.slot(token.slot, token.generation) else {
+            return Ok(());
+        };
+        if let Stage::Echo(conn) = &mut slot.stage {
+            let _entered = slot.span.clone().entered();
+            let result = if result < 0 {
+                Err(io::Error::from_raw_os_error(-result))
+            } else {
+                Ok(result as usize)
+            };
+            conn.on_sent(result, now);
+        }
+        self.settle(token.slot, now)
+    }
+
+    /// Runs the timers that are due.
+    fn expire(&mut self, now: Instant) -> io::Result<()> {
+        let inner = Arc::clone(&self.inner);
+        if self.backoff_until.is_some_and(|(at, _)| at <= now) {
+            // The next accept is posted by `control`.
+            if let Some((_, backoff)) = self.backoff_until {
+                self.backoff_until = Some((now, backoff));
+            }
+        }
+        while let Some(Reverse((at, index, generation))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(slot) = self.slot(index, generation) else {
+                continue;
+            };
+            if slot.armed != Some(at) {
+                continue; // replaced by an earlier deadline, which ran
+            }
+            slot.armed = None;
+            let _entered = slot.span.clone().entered();
+            match &mut slot.stage {
+                Stage::Echo(conn) => {
+                    // A deadline that moved later is queued again by `settle`.
+                    if conn.deadline().is_some_and(|due| due <= now) {
+                        conn.on_timeout(now);
+                    }
+                }
+                Stage::Header(header) => {
+                    if !header.done && header.deadline <= now {
+                        refuse(&inner, &header.peer, Refusal::TimedOut);
+                        header.done = true;
+                    }
+                }
+            }
+            self.settle(index, now)?;
+        }
+        Ok(())
+    }
+
+    /// After anything happened to a slot: posts what it needs, re-arms its
+    /// timer, and frees it once its socket may close.
+    fn settle(&mut self, index: u32, now: Instant) -> io::Result<()> {
+        let linger = self.inner.options.drive.linger;
+        let Some(slot) = self.slots.get_mut(index as usize).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        let generation = slot.generation;
+        let fd = types::Fd(slot.socket.as_raw_fd());
+        let recv_token = Token::new(Kind::Recv, generation, index);
+        let send_token = Token::new(Kind::Send, generation, index);
+        let (todo, deadline, finished, send) = match &mut slot.stage {
+            Stage::Echo(conn) => {
+                let _entered = slot.span.clone().entered();
+                let todo = conn.step(now, linger);
+                let send = todo.send.then(|| {
+                    let bytes = conn.unsent();
+                    (
+                        bytes.as_ptr(),
+                        u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                    )
+                });
+                (todo, conn.deadline(), conn.finished(), send)
+            }
+            Stage::Header(header) => {
+                let mut todo = Todo::default();
+                match (header.done, header.recv) {
+                    (false, Recv::Idle) => {
+                        header.recv = Recv::Armed;
+                        todo.arm_recv = true;
+                    }
+                    (true, Recv::Armed) => {
+                        header.recv = Recv::Cancelling;
+                        todo.cancel_recv = true;
+                    }
+                    _ => {}
+                }
+                let finished = (header.done && header.recv == Recv::Idle).then_some(End::Close);
+                (
+                    todo,
+                    (!header.done).then_some(header.deadline),
+                    finished,
+                    None,
+                )
+            }
+        };
+        if todo.shutdown_write {
+            let _ = slot.socket.shutdown(Shutdown::Write);
+        }
+        if let Some(end) = finished {
+            let slot = self.slots[index as usize].take().expect("present");
+            if end == End::Reset
+                && let Err(error) =
+                    socket2::SockRef::from(&slot.socket).set_linger(Some(Duration::ZERO))
+            {
+                tracing::debug!(%error, "could not arm reset on close");
+            }
+            drop(slot.socket);
+            if let Stage::Echo(mut conn) = slot.stage {
+                let _entered = slot.span.entered();
+                book_end(&self.inner, &conn.echo, &mut conn.seen);
+            }
+            self.generations[index as usize] = generation.wrapping_add(1);
+            self.free.push(index);
+            self.live -= 1;
+            return Ok(());
+        }
+        if todo.arm_recv {
+            let entry = opcode::RecvMulti::new(fd, GROUP)
+                .build()
+                .user_data(recv_token.into());
+            // SAFETY: the receive writes only into the pool's buffers,
+            // which outlive the ring.
+            unsafe { push(&mut self.ring, &entry)? };
+        }
+        if todo.cancel_recv {
+            self.cancel(recv_token)?;
+        }
+        if let Some((ptr, len)) = send {
+            let entry = opcode::Send::new(fd, ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(send_token.into());
+            // SAFETY: the bytes are the connection's own `out` buffer, on
+            // the heap, which nothing changes or frees until this send
+            // completes (`Conn::is_sending`; the slot is not freed while it
+            // is).
+            unsafe { push(&mut self.ring, &entry)? };
+        }
+        if todo.cancel_send {
+            self.cancel(send_token)?;
+        }
+        if let Some(at) = deadline
+            && let Some(slot) = self.slots[index as usize].as_mut()
+            && slot.armed.is_none_or(|armed| at < armed)
+        {
+            slot.armed = Some(at);
+            self.timers.push(Reverse((at, index, generation)));
+        }
+        Ok(())
+    }
+}
