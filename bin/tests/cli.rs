@@ -14,22 +14,24 @@ const LONG: Duration = Duration::from_secs(20);
 
 #[test]
 fn the_seed_scenario_ten_clients_say_hello() {
-    let server = Server::start(&[]);
-    // `localhost` may resolve to ::1 first; the client must fall back.
-    let out = client(&["--connect", &format!("tcp:localhost:{}", server.port)]);
-    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    assert_eq!(stdout.lines().count(), 10, "{stdout}");
-    assert!(
-        stdout.lines().all(|l| l == "> from server: hello server"),
-        "{stdout}"
-    );
-    assert_eq!(text(&out.stderr), "");
-    server.wait_log("connection lost", 10, LONG);
-    let log = server.log();
-    assert_eq!(log.matches("connection made").count(), 10);
-    assert!(log.contains("reason=closed cleanly received=12"), "{log}");
-    assert!(log.contains("open=0"), "{log}");
+    each_io(|_io| {
+        let server = Server::start(&[]);
+        // `localhost` may resolve to ::1 first; the client must fall back.
+        let out = client(&["--connect", &format!("tcp:localhost:{}", server.port)]);
+        assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert_eq!(stdout.lines().count(), 10, "{stdout}");
+        assert!(
+            stdout.lines().all(|l| l == "> from server: hello server"),
+            "{stdout}"
+        );
+        assert_eq!(text(&out.stderr), "");
+        server.wait_log("connection lost", 10, LONG);
+        let log = server.log();
+        assert_eq!(log.matches("connection made").count(), 10);
+        assert!(log.contains("reason=closed cleanly received=12"), "{log}");
+        assert!(log.contains("open=0"), "{log}");
+    });
 }
 
 #[test]
@@ -48,21 +50,23 @@ fn stdin_streams_8_mib_of_binary_data_exactly() {
 
 #[test]
 fn stdin_with_a_banner_names_the_back_end_and_echoes_the_rest() {
-    let server = Server::start(&["--banner", "pod-a"]);
-    let out = client_with_stdin(
-        &[
-            "--stdin",
-            "--banner",
-            "-v",
-            "--connect",
-            &server.connect_arg(),
-        ],
-        b"hello".to_vec(),
-    );
-    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    assert_eq!(out.stdout, b"hello", "the echo only, not the banner line");
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("backend=pod-a"), "{stderr}");
+    each_io(|_io| {
+        let server = Server::start(&["--banner", "pod-a"]);
+        let out = client_with_stdin(
+            &[
+                "--stdin",
+                "--banner",
+                "-v",
+                "--connect",
+                &server.connect_arg(),
+            ],
+            b"hello".to_vec(),
+        );
+        assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+        assert_eq!(out.stdout, b"hello", "the echo only, not the banner line");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("backend=pod-a"), "{stderr}");
+    });
 }
 
 #[test]
@@ -94,163 +98,173 @@ fn many_concurrent_clients_with_a_long_message() {
 
 #[test]
 fn max_connections_refuses_the_excess_and_recovers() {
-    let server = Server::start(&["--max-connections", "1"]);
-    let mut holder = TcpStream::connect(server.addr()).unwrap();
-    holder.write_all(b"x").unwrap();
-    let mut byte = [0u8; 1];
-    holder.read_exact(&mut byte).unwrap(); // admitted and served
-    let out = client(&[
-        "--connect",
-        &server.connect_arg(),
-        "-n",
-        "1",
-        "--timeout",
-        "5",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "stdout: {}", text(&out.stdout));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.starts_with("echo-client: connection 1: "),
-        "{stderr}"
-    );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    server.wait_log("connection refused: limit reached", 1, LONG);
-    drop(holder);
-    server.wait_log("open=0", 1, LONG);
-    let out = client(&["--connect", &server.connect_arg(), "-n", "1"]);
-    assert!(
-        out.status.success(),
-        "a slot freed up: {}",
-        text(&out.stderr)
-    );
+    each_io(|_io| {
+        let server = Server::start(&["--max-connections", "1"]);
+        let mut holder = TcpStream::connect(server.addr()).unwrap();
+        holder.write_all(b"x").unwrap();
+        let mut byte = [0u8; 1];
+        holder.read_exact(&mut byte).unwrap(); // admitted and served
+        let out = client(&[
+            "--connect",
+            &server.connect_arg(),
+            "-n",
+            "1",
+            "--timeout",
+            "5",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "stdout: {}", text(&out.stdout));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.starts_with("echo-client: connection 1: "),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        server.wait_log("connection refused: limit reached", 1, LONG);
+        drop(holder);
+        server.wait_log("open=0", 1, LONG);
+        let out = client(&["--connect", &server.connect_arg(), "-n", "1"]);
+        assert!(
+            out.status.success(),
+            "a slot freed up: {}",
+            text(&out.stderr)
+        );
+    });
 }
 
 #[test]
 fn idle_timeout_closes_a_silent_connection() {
-    let server = Server::start(&["--idle-timeout", "0.3"]);
-    let mut silent = TcpStream::connect(server.addr()).unwrap();
-    silent
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let start = Instant::now();
-    let mut buf = [0u8; 8];
-    assert_eq!(silent.read(&mut buf).unwrap(), 0, "the server closed it");
-    assert!(start.elapsed() >= Duration::from_millis(250));
-    server.wait_log("reason=lost: timed out", 1, LONG);
-    server.wait_log("open=0", 1, LONG);
+    each_io(|_io| {
+        let server = Server::start(&["--idle-timeout", "0.3"]);
+        let mut silent = TcpStream::connect(server.addr()).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 8];
+        assert_eq!(silent.read(&mut buf).unwrap(), 0, "the server closed it");
+        assert!(start.elapsed() >= Duration::from_millis(250));
+        server.wait_log("reason=lost: timed out", 1, LONG);
+        server.wait_log("open=0", 1, LONG);
+    });
 }
 
 #[test]
 fn shutdown_lets_running_transfers_finish_then_exits_0() {
-    let mut server = Server::start(&[]);
-    let mut client = StdinClient::start(&server.connect_arg());
-    let input = random_bytes(1 << 20, 3);
-    client.write(&input[..1 << 19]);
-    server.wait_log("connection made", 1, LONG);
-    server.signal("TERM");
-    server.wait_log("shutting down", 1, LONG);
-    thread::sleep(Duration::from_millis(200));
-    assert!(
-        server.child.try_wait().unwrap().is_none(),
-        "still serving the open transfer"
-    );
-    assert!(
-        TcpStream::connect(server.addr()).is_err(),
-        "no longer accepting"
-    );
-    client.write(&input[1 << 19..]);
-    client.close_stdin();
-    let (code, stdout, stderr) = client.finish();
-    assert_eq!(code, Some(0), "stderr: {stderr}");
-    assert!(stdout == input, "the transfer completed byte for byte");
-    assert_eq!(server.wait_exit(LONG).code(), Some(0));
-    assert!(server.log().contains("all connections finished"));
+    each_io(|_io| {
+        let mut server = Server::start(&[]);
+        let mut client = StdinClient::start(&server.connect_arg());
+        let input = random_bytes(1 << 20, 3);
+        client.write(&input[..1 << 19]);
+        server.wait_log("connection made", 1, LONG);
+        server.signal("TERM");
+        server.wait_log("shutting down", 1, LONG);
+        thread::sleep(Duration::from_millis(200));
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "still serving the open transfer"
+        );
+        assert!(
+            TcpStream::connect(server.addr()).is_err(),
+            "no longer accepting"
+        );
+        client.write(&input[1 << 19..]);
+        client.close_stdin();
+        let (code, stdout, stderr) = client.finish();
+        assert_eq!(code, Some(0), "stderr: {stderr}");
+        assert!(stdout == input, "the transfer completed byte for byte");
+        assert_eq!(server.wait_exit(LONG).code(), Some(0));
+        assert!(server.log().contains("all connections finished"));
+    });
 }
 
 #[test]
 fn grace_expiry_flushes_what_was_read_then_closes() {
-    let mut server = Server::start(&["--grace", "0.5"]);
-    let mut client = StdinClient::start(&server.connect_arg());
-    let input = random_bytes(100_000, 5);
-    client.write(&input);
-    server.wait_log("connection made", 1, LONG);
-    thread::sleep(Duration::from_millis(300)); // let the echo arrive
-    server.signal("TERM");
-    // The client's input stays open: the transfer is still running.
-    assert_eq!(server.wait_exit(LONG).code(), Some(0));
-    let (code, stdout, stderr) = client.finish();
-    assert_eq!(code, Some(1));
-    assert!(stdout == input, "every byte the server read came back");
-    assert_eq!(
-        stderr.trim(),
-        "echo-client: truncated: sent 100000 bytes, received 100000 before the server closed"
-    );
-    let log = server.log();
-    assert!(log.contains("grace period expired"), "{log}");
-    assert!(
-        log.contains("reason=lost: server shut down received=100000"),
-        "the server ended it, not the client: {log}"
-    );
+    each_io(|_io| {
+        let mut server = Server::start(&["--grace", "0.5"]);
+        let mut client = StdinClient::start(&server.connect_arg());
+        let input = random_bytes(100_000, 5);
+        client.write(&input);
+        server.wait_log("connection made", 1, LONG);
+        thread::sleep(Duration::from_millis(300)); // let the echo arrive
+        server.signal("TERM");
+        // The client's input stays open: the transfer is still running.
+        assert_eq!(server.wait_exit(LONG).code(), Some(0));
+        let (code, stdout, stderr) = client.finish();
+        assert_eq!(code, Some(1));
+        assert!(stdout == input, "every byte the server read came back");
+        assert_eq!(
+            stderr.trim(),
+            "echo-client: truncated: sent 100000 bytes, received 100000 before the server closed"
+        );
+        let log = server.log();
+        assert!(log.contains("grace period expired"), "{log}");
+        assert!(
+            log.contains("reason=lost: server shut down received=100000"),
+            "the server ended it, not the client: {log}"
+        );
+    });
 }
 
 #[test]
 fn grace_expiry_while_the_client_keeps_sending_loses_no_echo() {
-    // Closing a socket with unread input sends RST, which can destroy echoes
-    // still in flight to the client; the server half-closes and drains
-    // instead, so the client gets every byte the server read.
-    let mut server = Server::start(&["--grace", "0.3"]);
-    let mut client = StdinClient::start(&server.connect_arg());
-    let mut stdin = client.stdin.take().unwrap();
-    let input = random_bytes(64 << 20, 9);
-    let feed = input.clone();
-    let writer = thread::spawn(move || {
-        for chunk in feed.chunks(64 << 10) {
-            if stdin.write_all(chunk).is_err() {
-                break; // the client exited
+    each_io(|_io| {
+        // Closing a socket with unread input sends RST, which can destroy echoes
+        // still in flight to the client; the server half-closes and drains
+        // instead, so the client gets every byte the server read.
+        let mut server = Server::start(&["--grace", "0.3"]);
+        let mut client = StdinClient::start(&server.connect_arg());
+        let mut stdin = client.stdin.take().unwrap();
+        let input = random_bytes(64 << 20, 9);
+        let feed = input.clone();
+        let writer = thread::spawn(move || {
+            for chunk in feed.chunks(64 << 10) {
+                if stdin.write_all(chunk).is_err() {
+                    break; // the client exited
+                }
+                thread::sleep(Duration::from_millis(2));
             }
-            thread::sleep(Duration::from_millis(2));
-        }
+        });
+        server.wait_log("connection made", 1, LONG);
+        thread::sleep(Duration::from_millis(300));
+        // Stop reading echoes so they back up into the server's socket, and let
+        // the grace period expire meanwhile; then read again.
+        client
+            .stall
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        server.signal("TERM");
+        thread::sleep(Duration::from_millis(800));
+        client
+            .stall
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(server.wait_exit(LONG).code(), Some(0));
+        let (code, stdout, stderr) = client.finish();
+        writer.join().unwrap();
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            input.starts_with(&stdout),
+            "what came back is a prefix of what was sent"
+        );
+        let received: usize = stderr
+            .split("received ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no truncation report: {stderr}"));
+        assert!(
+            stderr.contains("truncated: sent"),
+            "a clean truncation, not a reset: {stderr}"
+        );
+        assert_eq!(stdout.len(), received);
+        let echoed: usize = server
+            .log()
+            .split("received=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("the server logged the connection's bytes");
+        assert_eq!(received, echoed, "every byte the server read came back");
+        assert!(received > 0);
     });
-    server.wait_log("connection made", 1, LONG);
-    thread::sleep(Duration::from_millis(300));
-    // Stop reading echoes so they back up into the server's socket, and let
-    // the grace period expire meanwhile; then read again.
-    client
-        .stall
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    server.signal("TERM");
-    thread::sleep(Duration::from_millis(800));
-    client
-        .stall
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(server.wait_exit(LONG).code(), Some(0));
-    let (code, stdout, stderr) = client.finish();
-    writer.join().unwrap();
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        input.starts_with(&stdout),
-        "what came back is a prefix of what was sent"
-    );
-    let received: usize = stderr
-        .split("received ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no truncation report: {stderr}"));
-    assert!(
-        stderr.contains("truncated: sent"),
-        "a clean truncation, not a reset: {stderr}"
-    );
-    assert_eq!(stdout.len(), received);
-    let echoed: usize = server
-        .log()
-        .split("received=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("the server logged the connection's bytes");
-    assert_eq!(received, echoed, "every byte the server read came back");
-    assert!(received > 0);
 }
 
 #[test]
@@ -510,19 +524,21 @@ fn unix_domain_sockets_work_both_ways() {
 
 #[test]
 fn a_one_byte_high_water_mark_still_echoes_exactly() {
-    let server = Server::start(&["--high-water", "1"]);
-    let input = random_bytes(1 << 20, 21);
-    let out = client_with_stdin(
-        &["--stdin", "--connect", &server.connect_arg()],
-        input.clone(),
-    );
-    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    assert!(out.stdout == input);
-    let out = Command::new(SERVER)
-        .args(["--high-water", "0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    each_io(|_io| {
+        let server = Server::start(&["--high-water", "1"]);
+        let input = random_bytes(1 << 20, 21);
+        let out = client_with_stdin(
+            &["--stdin", "--connect", &server.connect_arg()],
+            input.clone(),
+        );
+        assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+        assert!(out.stdout == input);
+        let out = Command::new(SERVER)
+            .args(["--high-water", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+    });
 }
 
 #[test]

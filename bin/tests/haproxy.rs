@@ -144,104 +144,115 @@ fn the_client_is_logged_through(server_options: &str, local_checks: bool) {
 
 #[test]
 fn behind_haproxy_send_proxy_the_client_is_the_peer() {
-    if !have("haproxy") || !have("python3") {
-        return;
-    }
-    the_client_is_logged_through("send-proxy check inter 300ms", false);
+    each_io(|_io| {
+        if !have("haproxy") || !have("python3") {
+            return;
+        }
+        the_client_is_logged_through("send-proxy check inter 300ms", false);
+    });
 }
 
 #[test]
 fn behind_haproxy_send_proxy_v2_the_client_is_the_peer() {
-    if !have("haproxy") || !have("python3") {
-        return;
-    }
-    the_client_is_logged_through("send-proxy-v2 check inter 300ms", true);
+    each_io(|_io| {
+        if !have("haproxy") || !have("python3") {
+            return;
+        }
+        the_client_is_logged_through("send-proxy-v2 check inter 300ms", true);
+    });
 }
 
 #[test]
 fn haproxy_accept_proxy_takes_our_clients_header() {
-    if !have("haproxy") {
-        return;
-    }
-    let server = Server::start(&[]);
-    let haproxy = Haproxy::start("accept-proxy", server.port, "");
-    let connect = format!("tcp:127.0.0.1:{}", haproxy.port);
-    for version in ["v1", "v2"] {
-        let out = client(&["--connect", &connect, "-c", "2", "--send-proxy", version]);
-        assert!(out.status.success(), "{version}: {}", text(&out.stderr));
-    }
-    let out = client(&["--connect", &connect, "-c", "1", "--timeout", "2"]);
-    assert_eq!(out.status.code(), Some(1), "no header: HAProxy drops it");
+    each_io(|_io| {
+        if !have("haproxy") {
+            return;
+        }
+        let server = Server::start(&[]);
+        let haproxy = Haproxy::start("accept-proxy", server.port, "");
+        let connect = format!("tcp:127.0.0.1:{}", haproxy.port);
+        for version in ["v1", "v2"] {
+            let out = client(&["--connect", &connect, "-c", "2", "--send-proxy", version]);
+            assert!(out.status.success(), "{version}: {}", text(&out.stderr));
+        }
+        let out = client(&["--connect", &connect, "-c", "1", "--timeout", "2"]);
+        assert_eq!(out.status.code(), Some(1), "no header: HAProxy drops it");
+    });
 }
 
 #[test]
 fn a_bad_or_missing_header_is_closed_logged_and_counted() {
-    let server = Server::start_listening(
-        &["--listen", "haproxy:tcp:0:interface=127.0.0.1"],
-        &["--stats-interval", "200ms"],
-    );
-    let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
-    assert_eq!(out.status.code(), Some(1));
-    let mut garbage = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    std::io::Write::write_all(&mut garbage, b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n").unwrap();
-    let mut line = String::new();
-    let _ = BufReader::new(&garbage).read_line(&mut line);
-    assert_eq!(line, "", "closed, nothing echoed");
-    server.wait_log("bad port", 1, LONG);
-    server.wait_counted("bad_proxy_headers", 2, LONG);
+    each_io(|_io| {
+        let server = Server::start_listening(
+            &["--listen", "haproxy:tcp:0:interface=127.0.0.1"],
+            &["--stats-interval", "200ms"],
+        );
+        let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
+        assert_eq!(out.status.code(), Some(1));
+        let mut garbage = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        std::io::Write::write_all(&mut garbage, b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n").unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(&garbage).read_line(&mut line);
+        assert_eq!(line, "", "closed, nothing echoed");
+        server.wait_log("bad port", 1, LONG);
+        server.wait_counted("bad_proxy_headers", 2, LONG);
+    });
 }
 
 #[test]
 fn deny_and_allow_decide_on_the_peer() {
-    let server = Server::start(&["--deny", "127.0.0.0/8"]);
-    let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert!(
-        text(&out.stderr).contains("received 0"),
-        "{}",
-        text(&out.stderr)
-    );
-    server.wait_log("denied by --allow/--deny", 1, LONG);
-    // More denials: the first five in full, the rest counted into one
-    // summary line (bin/tests/answers.rs follows it to its end).
-    for _ in 0..20 {
-        drop(TcpStream::connect(server.addr()));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let warnings = server.log().matches("denied by --allow/--deny").count();
-    assert_eq!(warnings, 5, "{}", server.log());
+    each_io(|_io| {
+        let server = Server::start(&["--deny", "127.0.0.0/8"]);
+        let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stderr).contains("received 0"),
+            "{}",
+            text(&out.stderr)
+        );
+        server.wait_log("denied by --allow/--deny", 1, LONG);
+        // More denials: the first five in full, the rest counted into one
+        // summary line (bin/tests/answers.rs follows it to its end).
+        for _ in 0..20 {
+            drop(TcpStream::connect(server.addr()));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let warnings = server.log().matches("denied by --allow/--deny").count();
+        assert_eq!(warnings, 5, "{}", server.log());
 
-    let server = Server::start(&["--allow", "127.0.0.2/32"]);
-    let from = |ip: &str| {
-        client(&[
-            "--connect",
-            &format!("tcp:host=127.0.0.1:port={}:bindAddress={ip}", server.port),
-            "-c",
-            "1",
-        ])
-    };
-    assert_eq!(from("127.0.0.1").status.code(), Some(1));
-    assert!(from("127.0.0.2").status.success());
-    let bad = Command::new(SERVER)
-        .args(["--allow", "10.0.0.0/33"])
-        .output()
-        .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(text(&bad.stderr).contains("not an IP address or CIDR block"));
+        let server = Server::start(&["--allow", "127.0.0.2/32"]);
+        let from = |ip: &str| {
+            client(&[
+                "--connect",
+                &format!("tcp:host=127.0.0.1:port={}:bindAddress={ip}", server.port),
+                "-c",
+                "1",
+            ])
+        };
+        assert_eq!(from("127.0.0.1").status.code(), Some(1));
+        assert!(from("127.0.0.2").status.success());
+        let bad = Command::new(SERVER)
+            .args(["--allow", "10.0.0.0/33"])
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(2));
+        assert!(text(&bad.stderr).contains("not an IP address or CIDR block"));
+    });
 }
 
 #[test]
 fn behind_haproxy_deny_applies_to_the_declared_client() {
-    if !have("haproxy") || !have("python3") {
-        return;
-    }
-    let server = Server::start_listening(
-        &["--listen", "haproxy:tcp:0:interface=127.0.0.1"],
-        &["--deny", "127.0.0.3/32"],
-    );
-    let haproxy = Haproxy::start("", server.port, "send-proxy-v2");
-    echo_from("127.0.0.2", haproxy.port);
-    let script = r#"
+    each_io(|_io| {
+        if !have("haproxy") || !have("python3") {
+            return;
+        }
+        let server = Server::start_listening(
+            &["--listen", "haproxy:tcp:0:interface=127.0.0.1"],
+            &["--deny", "127.0.0.3/32"],
+        );
+        let haproxy = Haproxy::start("", server.port, "send-proxy-v2");
+        echo_from("127.0.0.2", haproxy.port);
+        let script = r#"
 import socket, sys
 s = socket.socket()
 s.bind(("127.0.0.3", 0))
@@ -249,29 +260,33 @@ s.connect(("127.0.0.1", int(sys.argv[1])))
 s.sendall(b"x")
 print(repr(s.recv(10)))
 "#;
-    let out = Command::new("python3")
-        .args(["-c", script, &haproxy.port.to_string()])
-        .output()
-        .unwrap();
-    assert_eq!(text(&out.stdout).trim(), "b''", "denied behind HAProxy too");
+        let out = Command::new("python3")
+            .args(["-c", script, &haproxy.port.to_string()])
+            .output()
+            .unwrap();
+        assert_eq!(text(&out.stdout).trim(), "b''", "denied behind HAProxy too");
+    });
 }
 
 #[test]
 fn a_connection_that_never_sends_its_header_is_closed_after_five_seconds() {
-    let server = Server::start_listening(&["--listen", "haproxy:tcp:0:interface=127.0.0.1"], &[]);
-    let silent = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    silent
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    let start = Instant::now();
-    let mut line = String::new();
-    let _ = BufReader::new(&silent).read_line(&mut line);
-    let waited = start.elapsed();
-    assert!(
-        (Duration::from_millis(4_500)..Duration::from_secs(10)).contains(&waited),
-        "closed after {waited:?}"
-    );
-    server.wait_log("no PROXY header within 5s", 1, LONG);
+    each_io(|_io| {
+        let server =
+            Server::start_listening(&["--listen", "haproxy:tcp:0:interface=127.0.0.1"], &[]);
+        let silent = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let start = Instant::now();
+        let mut line = String::new();
+        let _ = BufReader::new(&silent).read_line(&mut line);
+        let waited = start.elapsed();
+        assert!(
+            (Duration::from_millis(4_500)..Duration::from_secs(10)).contains(&waited),
+            "closed after {waited:?}"
+        );
+        server.wait_log("no PROXY header within 5s", 1, LONG);
+    });
 }
 
 #[test]
@@ -328,98 +343,102 @@ fn bad_proxy_flag_values_are_usage_errors() {
 
 #[test]
 fn behind_haproxy_round_robin_each_backend_is_named_by_its_banner() {
-    if !have("haproxy") {
-        return;
-    }
-    let a = Server::start(&["--banner", "pod-a"]);
-    let b = Server::start(&["--banner", "pod-b"]);
-    let haproxy = Haproxy::round_robin(&[a.port, b.port]);
-    let connect = format!("tcp:127.0.0.1:{}", haproxy.port);
-    let out = client(&[
-        "bench",
-        "--connect",
-        &connect,
-        "-c",
-        "100",
-        "-d",
-        "1",
-        "-w",
-        "0",
-        "--banner",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let json = text(&out.stdout);
-    let summary: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
-    let count = |name: &str| -> u64 {
-        summary["backends"][name]["connections"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{json}"))
-    };
-    let (on_a, on_b) = (count("pod-a"), count("pod-b"));
-    assert_eq!(on_a + on_b, 100, "{json}");
-    assert!(
-        (40..=60).contains(&on_a),
-        "about half each: {on_a} and {on_b}"
-    );
-    // Per interval too: each line names both back ends.
-    let out = client(&[
-        "bench",
-        "--connect",
-        &connect,
-        "-c",
-        "10",
-        "-d",
-        "1.1",
-        "-w",
-        "0",
-        "--banner",
-        "--interval",
-        "0.5",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    let intervals: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|l: &serde_json::Value| l["interval"] == true)
-        .collect();
-    assert!(!intervals.is_empty(), "{stdout}");
-    for line in intervals {
+    each_io(|_io| {
+        if !have("haproxy") {
+            return;
+        }
+        let a = Server::start(&["--banner", "pod-a"]);
+        let b = Server::start(&["--banner", "pod-b"]);
+        let haproxy = Haproxy::round_robin(&[a.port, b.port]);
+        let connect = format!("tcp:127.0.0.1:{}", haproxy.port);
+        let out = client(&[
+            "bench",
+            "--connect",
+            &connect,
+            "-c",
+            "100",
+            "-d",
+            "1",
+            "-w",
+            "0",
+            "--banner",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let json = text(&out.stdout);
+        let summary: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        let count = |name: &str| -> u64 {
+            summary["backends"][name]["connections"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{json}"))
+        };
+        let (on_a, on_b) = (count("pod-a"), count("pod-b"));
+        assert_eq!(on_a + on_b, 100, "{json}");
         assert!(
-            line["backends"]["pod-a"]["requests"].is_u64()
-                && line["backends"]["pod-b"]["requests"].is_u64(),
-            "{line}"
+            (40..=60).contains(&on_a),
+            "about half each: {on_a} and {on_b}"
         );
-    }
-    let out = client(&["--connect", &connect, "-c", "2", "--banner"]);
-    let stdout = text(&out.stdout);
-    assert!(
-        stdout.contains("> from pod-a: hello server")
-            && stdout.contains("> from pod-b: hello server"),
-        "{stdout}"
-    );
+        // Per interval too: each line names both back ends.
+        let out = client(&[
+            "bench",
+            "--connect",
+            &connect,
+            "-c",
+            "10",
+            "-d",
+            "1.1",
+            "-w",
+            "0",
+            "--banner",
+            "--interval",
+            "0.5",
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let intervals: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|l: &serde_json::Value| l["interval"] == true)
+            .collect();
+        assert!(!intervals.is_empty(), "{stdout}");
+        for line in intervals {
+            assert!(
+                line["backends"]["pod-a"]["requests"].is_u64()
+                    && line["backends"]["pod-b"]["requests"].is_u64(),
+                "{line}"
+            );
+        }
+        let out = client(&["--connect", &connect, "-c", "2", "--banner"]);
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("> from pod-a: hello server")
+                && stdout.contains("> from pod-b: hello server"),
+            "{stdout}"
+        );
+    });
 }
 
 #[test]
 fn behind_haproxy_its_health_checks_are_served_past_allow_and_said_once() {
-    if !have("haproxy") {
-        return;
-    }
-    // HAProxy's own address (127.0.0.1) is not allowed; its v2 checks
-    // (LOCAL) declare no client, so the list does not judge them.
-    let server = Server::start_listening(
-        &["--listen", "haproxy:tcp:0:interface=127.0.0.1"],
-        &["--allow", "198.51.100.0/24", "-v"],
-    );
-    let _haproxy = Haproxy::start("", server.port, "send-proxy-v2 check inter 200ms");
-    server.wait_log("health check ended", 3, LONG);
-    let log = server.log();
-    assert_eq!(
-        log.matches("serving the balancer's health checks").count(),
-        1,
-        "{log}"
-    );
-    assert!(!log.contains("denied"), "{log}");
+    each_io(|_io| {
+        if !have("haproxy") {
+            return;
+        }
+        // HAProxy's own address (127.0.0.1) is not allowed; its v2 checks
+        // (LOCAL) declare no client, so the list does not judge them.
+        let server = Server::start_listening(
+            &["--listen", "haproxy:tcp:0:interface=127.0.0.1"],
+            &["--allow", "198.51.100.0/24", "-v"],
+        );
+        let _haproxy = Haproxy::start("", server.port, "send-proxy-v2 check inter 200ms");
+        server.wait_log("health check ended", 3, LONG);
+        let log = server.log();
+        assert_eq!(
+            log.matches("serving the balancer's health checks").count(),
+            1,
+            "{log}"
+        );
+        assert!(!log.contains("denied"), "{log}");
+    });
 }

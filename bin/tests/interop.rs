@@ -243,53 +243,57 @@ fn our_client_against_node() {
 
 #[test]
 fn twisted_clients_against_our_server() {
-    let Some(python) = twisted_python() else {
-        return;
-    };
-    let server = Server::start(&[]);
-    let port = server.port.to_string();
-    let client = peer_script("twisted_echo_client.py");
-    for (connections, size) in [("10", "12"), ("3", "1048576")] {
-        let out = Command::new(&python)
-            .args([&client, &port, connections, size])
-            .output()
-            .unwrap();
-        assert_eq!(
-            text(&out.stdout).trim(),
-            format!("ok {connections}"),
-            "{}",
-            text(&out.stderr)
-        );
-    }
+    each_io(|_io| {
+        let Some(python) = twisted_python() else {
+            return;
+        };
+        let server = Server::start(&[]);
+        let port = server.port.to_string();
+        let client = peer_script("twisted_echo_client.py");
+        for (connections, size) in [("10", "12"), ("3", "1048576")] {
+            let out = Command::new(&python)
+                .args([&client, &port, connections, size])
+                .output()
+                .unwrap();
+            assert_eq!(
+                text(&out.stdout).trim(),
+                format!("ok {connections}"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+    });
 }
 
 #[test]
 fn asyncio_clients_against_our_server() {
-    if !have("python3") {
-        return;
-    }
-    let server = Server::start(&[]);
-    let port = server.port.to_string();
-    // Big writes then a half-close (our server flushes before its FIN), and
-    // one-byte writes waiting for every byte.
-    for args in [
-        ["1048576", "65536", "eof"],
-        ["3000", "1", "wait"],
-        ["3000", "1", "eof"],
-    ] {
-        let out = Command::new("python3")
-            .arg(peer_script("asyncio_echo_client.py"))
-            .arg(&port)
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(
-            text(&out.stdout).trim(),
-            "ok",
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-    }
+    each_io(|_io| {
+        if !have("python3") {
+            return;
+        }
+        let server = Server::start(&[]);
+        let port = server.port.to_string();
+        // Big writes then a half-close (our server flushes before its FIN), and
+        // one-byte writes waiting for every byte.
+        for args in [
+            ["1048576", "65536", "eof"],
+            ["3000", "1", "wait"],
+            ["3000", "1", "eof"],
+        ] {
+            let out = Command::new("python3")
+                .arg(peer_script("asyncio_echo_client.py"))
+                .arg(&port)
+                .args(args)
+                .output()
+                .unwrap();
+            assert_eq!(
+                text(&out.stdout).trim(),
+                "ok",
+                "{args:?}: {}",
+                text(&out.stderr)
+            );
+        }
+    });
 }
 
 /// Runs a command-line client with `input` on standard input; returns what
@@ -310,24 +314,26 @@ fn pipe_through(mut command: Command, input: &[u8]) -> Vec<u8> {
 
 #[test]
 fn socat_and_ncat_as_clients_of_our_server() {
-    let server = Server::start(&[]);
-    let input = random_bytes(1 << 20, 13);
-    if have("socat") {
-        let mut socat = Command::new("socat");
-        socat.args(["-t", "10", "-", &format!("TCP:127.0.0.1:{}", server.port)]);
-        assert!(
-            pipe_through(socat, &input) == input,
-            "socat got a different echo"
-        );
-    }
-    if have("ncat") {
-        let mut ncat = Command::new("ncat");
-        ncat.args(["127.0.0.1", &server.port.to_string()]);
-        assert!(
-            pipe_through(ncat, &input) == input,
-            "ncat got a different echo"
-        );
-    }
+    each_io(|_io| {
+        let server = Server::start(&[]);
+        let input = random_bytes(1 << 20, 13);
+        if have("socat") {
+            let mut socat = Command::new("socat");
+            socat.args(["-t", "10", "-", &format!("TCP:127.0.0.1:{}", server.port)]);
+            assert!(
+                pipe_through(socat, &input) == input,
+                "socat got a different echo"
+            );
+        }
+        if have("ncat") {
+            let mut ncat = Command::new("ncat");
+            ncat.args(["127.0.0.1", &server.port.to_string()]);
+            assert!(
+                pipe_through(ncat, &input) == input,
+                "ncat got a different echo"
+            );
+        }
+    });
 }
 
 /// socat half-closes after its input (a FIN) and waits for the echo: a
@@ -335,40 +341,44 @@ fn socat_and_ncat_as_clients_of_our_server() {
 /// closes, not drop what it holds at the FIN.
 #[test]
 fn socat_half_closing_gets_an_echo_held_back_by_a_delay() {
-    if !have("socat") {
-        return;
-    }
-    let server = Server::start(&["--delay", "300ms"]);
-    let input = random_bytes(64 << 10, 17);
-    let mut socat = Command::new("socat");
-    socat.args(["-t", "10", "-", &format!("TCP:127.0.0.1:{}", server.port)]);
-    let started = Instant::now();
-    let echo = pipe_through(socat, &input);
-    assert!(
-        echo == input,
-        "socat got {} of {} bytes back",
-        echo.len(),
-        input.len()
-    );
-    assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "the delay held"
-    );
+    each_io(|_io| {
+        if !have("socat") {
+            return;
+        }
+        let server = Server::start(&["--delay", "300ms"]);
+        let input = random_bytes(64 << 10, 17);
+        let mut socat = Command::new("socat");
+        socat.args(["-t", "10", "-", &format!("TCP:127.0.0.1:{}", server.port)]);
+        let started = Instant::now();
+        let echo = pipe_through(socat, &input);
+        assert!(
+            echo == input,
+            "socat got {} of {} bytes back",
+            echo.len(),
+            input.len()
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "the delay held"
+        );
+    });
 }
 
 #[test]
 fn node_client_against_our_server() {
-    if !have("node") {
-        return;
-    }
-    let server = Server::start(&[]);
-    let out = Command::new("node")
-        .args([
-            &peer_script("node_echo_client.js"),
-            &server.port.to_string(),
-            "1048576",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(text(&out.stdout).trim(), "ok", "{}", text(&out.stderr));
+    each_io(|_io| {
+        if !have("node") {
+            return;
+        }
+        let server = Server::start(&[]);
+        let out = Command::new("node")
+            .args([
+                &peer_script("node_echo_client.js"),
+                &server.port.to_string(),
+                "1048576",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(text(&out.stdout).trim(), "ok", "{}", text(&out.stderr));
+    });
 }

@@ -88,135 +88,147 @@ print(len(got), int((time.monotonic() - t0) * 1000), got == data)
 
 #[test]
 fn a_delay_holds_every_echo_back_that_long() {
-    let server = Server::start(&["--delay", "300ms"]);
-    let (n, how, first_ms, _) = probe(server.port, 12);
-    assert_eq!((n, how.as_str()), (12, "whole"));
-    assert!(
-        (300..1_500).contains(&first_ms),
-        "first byte after {first_ms} ms"
-    );
-    // Our client: every round trip takes at least the delay.
-    let start = Instant::now();
-    let out = client(&["--connect", &server.connect_arg(), "-c", "2"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(start.elapsed() >= Duration::from_millis(300));
-    // An operator is told, once, that the server misbehaves on purpose.
-    server.wait_log("misbehaving on purpose", 1, LONG);
+    each_io(|_io| {
+        let server = Server::start(&["--delay", "300ms"]);
+        let (n, how, first_ms, _) = probe(server.port, 12);
+        assert_eq!((n, how.as_str()), (12, "whole"));
+        assert!(
+            (300..1_500).contains(&first_ms),
+            "first byte after {first_ms} ms"
+        );
+        // Our client: every round trip takes at least the delay.
+        let start = Instant::now();
+        let out = client(&["--connect", &server.connect_arg(), "-c", "2"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        // An operator is told, once, that the server misbehaves on purpose.
+        server.wait_log("misbehaving on purpose", 1, LONG);
+    });
 }
 
 #[test]
 fn a_graceful_shutdown_sends_the_echo_a_delay_still_holds() {
-    let mut server = Server::start(&["--delay", "60s", "--grace", "0"]);
-    let mut peer = Peer(
-        Command::new("python3")
-            .args([
-                "-c",
-                HALF_CLOSE_PROBE,
-                &server.port.to_string(),
-                "1000",
-                "then-wait",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("run python3"),
-    );
-    let mut lines = BufReader::new(peer.0.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "sent");
-    server.signal("TERM");
-    assert!(server.wait_exit(LONG).success(), "{}", server.log());
-    // Held for a minute, released by the shutdown: nothing read is lost.
-    let said = lines.next().unwrap().unwrap();
-    assert!(
-        said.starts_with("1000 ") && said.ends_with(" True"),
-        "{said}\n{}",
-        server.log()
-    );
-    assert!(peer.0.wait().unwrap().success());
+    each_io(|_io| {
+        let mut server = Server::start(&["--delay", "60s", "--grace", "0"]);
+        let mut peer = Peer(
+            Command::new("python3")
+                .args([
+                    "-c",
+                    HALF_CLOSE_PROBE,
+                    &server.port.to_string(),
+                    "1000",
+                    "then-wait",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("run python3"),
+        );
+        let mut lines = BufReader::new(peer.0.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "sent");
+        server.signal("TERM");
+        assert!(server.wait_exit(LONG).success(), "{}", server.log());
+        // Held for a minute, released by the shutdown: nothing read is lost.
+        let said = lines.next().unwrap().unwrap();
+        assert!(
+            said.starts_with("1000 ") && said.ends_with(" True"),
+            "{said}\n{}",
+            server.log()
+        );
+        assert!(peer.0.wait().unwrap().success());
+    });
 }
 
 #[test]
 fn a_throttle_caps_the_rate() {
-    let server = Server::start(&["--throttle", "100KiB/s"]);
-    let len = 150 * 1024;
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            HALF_CLOSE_PROBE,
-            &server.port.to_string(),
-            &len.to_string(),
-        ])
-        .output()
-        .unwrap();
-    let stdout = text(&out.stdout);
-    let f: Vec<u64> = stdout
-        .split_whitespace()
-        .take(2)
-        .map(|x| x.parse().unwrap())
-        .collect();
-    assert_eq!(f[0], len as u64, "every byte back: {stdout}");
-    assert!(stdout.trim_end().ends_with("True"), "exact: {stdout}");
-    // A tenth of a second's worth goes at once, the rest at 100 KiB/s:
-    // 140 KiB take 1.4 s.
-    assert!(f[1] >= 1_350, "{len} bytes in {} ms", f[1]);
-    assert!(f[1] < 5_000, "{len} bytes in {} ms", f[1]);
+    each_io(|_io| {
+        let server = Server::start(&["--throttle", "100KiB/s"]);
+        let len = 150 * 1024;
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                HALF_CLOSE_PROBE,
+                &server.port.to_string(),
+                &len.to_string(),
+            ])
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        let f: Vec<u64> = stdout
+            .split_whitespace()
+            .take(2)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(f[0], len as u64, "every byte back: {stdout}");
+        assert!(stdout.trim_end().ends_with("True"), "exact: {stdout}");
+        // A tenth of a second's worth goes at once, the rest at 100 KiB/s:
+        // 140 KiB take 1.4 s.
+        assert!(f[1] >= 1_350, "{len} bytes in {} ms", f[1]);
+        assert!(f[1] < 5_000, "{len} bytes in {} ms", f[1]);
+    });
 }
 
 #[test]
 fn close_after_echoes_exactly_that_many_bytes_then_closes() {
-    let server = Server::start(&["--close-after", "5", "--stats-interval", "50ms"]);
-    let (n, how, _, _) = probe(server.port, 12);
-    assert_eq!((n, how.as_str()), (5, "eof"));
-    let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("truncated: sent 12 bytes, received 5"),
-        "{stderr}"
-    );
-    // Both cut off, and counted so (the metrics read the same counter).
-    server.wait_counted("cut_off_close", 2, LONG);
+    each_io(|_io| {
+        let server = Server::start(&["--close-after", "5", "--stats-interval", "50ms"]);
+        let (n, how, _, _) = probe(server.port, 12);
+        assert_eq!((n, how.as_str()), (5, "eof"));
+        let out = client(&["--connect", &server.connect_arg(), "-c", "1"]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("truncated: sent 12 bytes, received 5"),
+            "{stderr}"
+        );
+        // Both cut off, and counted so (the metrics read the same counter).
+        server.wait_counted("cut_off_close", 2, LONG);
+    });
 }
 
 #[test]
 fn reset_after_echoes_then_resets() {
-    let server = Server::start(&["--reset-after", "100", "--stats-interval", "50ms"]);
-    let (n, how, _, _) = probe(server.port, 300);
-    assert_eq!(how, "reset", "a reset, not a clean close");
-    assert!(n <= 100, "at most the 100 bytes before the reset, got {n}");
-    let out = client(&["--connect", &server.connect_arg(), "-s", "1000", "-c", "1"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("reset by peer"),
-        "{}",
-        text(&out.stderr)
-    );
-    server.wait_counted("cut_off_reset", 2, LONG);
+    each_io(|_io| {
+        let server = Server::start(&["--reset-after", "100", "--stats-interval", "50ms"]);
+        let (n, how, _, _) = probe(server.port, 300);
+        assert_eq!(how, "reset", "a reset, not a clean close");
+        assert!(n <= 100, "at most the 100 bytes before the reset, got {n}");
+        let out = client(&["--connect", &server.connect_arg(), "-s", "1000", "-c", "1"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("reset by peer"),
+            "{}",
+            text(&out.stderr)
+        );
+        server.wait_counted("cut_off_reset", 2, LONG);
+    });
 }
 
 #[test]
 fn stall_after_goes_silent_until_the_idle_timeout() {
-    let server = Server::start(&["--stall-after", "3", "--idle-timeout", "1"]);
-    let (n, how, _, end_ms) = probe(server.port, 12);
-    assert_eq!(
-        (n, how.as_str()),
-        (3, "eof"),
-        "3 bytes, then the idle close"
-    );
-    assert!((900..4_000).contains(&end_ms), "closed after {end_ms} ms");
-    let out = client(&[
-        "--connect",
-        &server.connect_arg(),
-        "-c",
-        "1",
-        "--timeout",
-        "0.3",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("timed out"),
-        "{}",
-        text(&out.stderr)
-    );
+    each_io(|_io| {
+        let server = Server::start(&["--stall-after", "3", "--idle-timeout", "1"]);
+        let (n, how, _, end_ms) = probe(server.port, 12);
+        assert_eq!(
+            (n, how.as_str()),
+            (3, "eof"),
+            "3 bytes, then the idle close"
+        );
+        assert!((900..4_000).contains(&end_ms), "closed after {end_ms} ms");
+        let out = client(&[
+            "--connect",
+            &server.connect_arg(),
+            "-c",
+            "1",
+            "--timeout",
+            "0.3",
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("timed out"),
+            "{}",
+            text(&out.stderr)
+        );
+    });
 }
 
 #[test]

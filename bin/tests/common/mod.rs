@@ -11,6 +11,78 @@ use std::time::{Duration, Instant};
 pub const SERVER: &str = env!("CARGO_BIN_EXE_echo-server");
 pub const CLIENT: &str = env!("CARGO_BIN_EXE_echo-client");
 
+thread_local! {
+    /// The `--io` that [`Server`]s started on this thread get (through
+    /// `ECHO_IO`): set by [`each_io`].
+    static IO: std::cell::Cell<&'static str> = const { std::cell::Cell::new("epoll") };
+}
+
+/// Runs `body` once per `echo-server --io` value this machine can run
+/// (epoll, and io_uring where the kernel and sandbox allow it; with
+/// `ECHO_REQUIRE_PEERS=1`, as in CI, they must): every [`Server`] it
+/// starts runs on that path, and says so in its listening line.
+pub fn each_io(body: impl Fn(&'static str)) {
+    for io in io_models() {
+        IO.set(io);
+        eprintln!("--- with --io {io}");
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(io)));
+        IO.set("epoll");
+        if let Err(panic) = outcome {
+            eprintln!("--- failed with --io {io}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// The `--io` values this machine runs: epoll, and uring if a server
+/// started with it comes up on io_uring.
+pub fn io_models() -> Vec<&'static str> {
+    static MODELS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    MODELS
+        .get_or_init(|| {
+            let mut probe = Command::new(SERVER);
+            probe.args(["--io", "uring", "--listen", "tcp:0:interface=127.0.0.1"]);
+            let (available, why) = uring_comes_up(probe);
+            if available {
+                vec!["epoll", "uring"]
+            } else {
+                assert!(
+                    std::env::var_os("ECHO_REQUIRE_PEERS").is_none(),
+                    "ECHO_REQUIRE_PEERS=1 but echo-server --io uring does not run here: {why}"
+                );
+                eprintln!("io_uring not available here ({why}): the --io uring runs are skipped");
+                vec!["epoll"]
+            }
+        })
+        .clone()
+}
+
+/// Whether `command` (an `echo-server --io uring`) listens on io_uring;
+/// else what it said.
+fn uring_comes_up(mut command: Command) -> (bool, String) {
+    let mut child = Starting::new(
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start echo-server"),
+    );
+    let mut line = String::new();
+    let _ = BufReader::new(child.child().stdout.take().unwrap()).read_line(&mut line);
+    if line.contains("(io_uring)") {
+        return (true, line);
+    }
+    let mut err = String::new();
+    let _ = child
+        .child()
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err);
+    (false, err)
+}
+
 /// A running `echo-server` whose standard error is collected.
 pub struct Server {
     pub child: Child,
@@ -39,6 +111,9 @@ impl Server {
     /// [`spawn`](Self::spawn), also returning the `more` lines the server
     /// prints after its first (another endpoint's, the metrics address).
     pub fn spawn_reading(mut command: Command, more: usize) -> (Self, Vec<String>) {
+        if IO.get() != "epoll" {
+            command.env("ECHO_IO", IO.get());
+        }
         // Owned by a guard from the start: a failure below (no listening
         // line) must not leave the server running after the test.
         let mut child = Starting::new(
@@ -51,6 +126,7 @@ impl Server {
         );
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
+        let io = IO.get();
         let mut err = child.child().stderr.take().unwrap();
         thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -84,6 +160,10 @@ impl Server {
                 stderr.lock().unwrap()
             );
         }
+        assert!(
+            io != "uring" || line.contains("(io_uring)"),
+            "asked for --io uring, got {line:?}"
+        );
         let port = line
             .split(":port=")
             .nth(1)

@@ -1,5 +1,5 @@
 //! One echo connection on the io_uring path, without the ring: what its
-//! socket has in flight (a multishot receive, one send from a buffer the
+//! socket has in flight (a receive, one send from a buffer the
 //! connection owns), what the core asks for next, and when the socket may
 //! be closed (never while the kernel still holds one of its operations).
 //! Pure bookkeeping over completions, so a property test can drive it with
@@ -15,14 +15,14 @@ use crate::policy::reason_for;
 /// The most bytes one send hands the kernel.
 const MAX_SEND: usize = 256 * 1024;
 
-/// Where the connection's multishot receive stands.
+/// Where the connection's receive stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Recv {
-    /// None posted (or its last completion came).
+    /// None posted (or its completion came).
     Idle,
-    /// Posted: completions keep coming until one without `MORE`.
+    /// Posted: its completion is to come.
     Armed,
-    /// Posted, and asked to stop; completions may still come.
+    /// Posted, and asked to stop; it may still complete with bytes.
     Cancelling,
 }
 
@@ -38,7 +38,7 @@ pub(super) enum End {
 /// What the ring must do for the connection after a step.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Todo {
-    /// Post a multishot receive.
+    /// Post a receive.
     pub(super) arm_recv: bool,
     /// Cancel the posted receive.
     pub(super) cancel_recv: bool,
@@ -118,8 +118,8 @@ impl Conn {
         }
     }
 
-    /// The multishot receive ended (cancelled, out of buffers, or after
-    /// its last completion).
+    /// The receive ended: its completion came (bytes, end-of-file, an
+    /// error, a cancellation, no buffer free), and none is posted now.
     pub(super) fn on_recv_ended(&mut self) {
         self.recv = Recv::Idle;
     }
@@ -241,5 +241,244 @@ impl Conn {
     #[cfg(test)]
     pub(super) fn recv(&self) -> Recv {
         self.recv
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The bookkeeping against a model of the kernel: a receive posted at
+    //! most once and completing (with bytes, end-of-file, or its end) even
+    //! after it was cancelled; one send at a time whose bytes must not
+    //! change until it completes, in full, short, failed or cancelled.
+
+    use super::*;
+    use echo_core::{EchoFactory, Factory, WaterMarks};
+    use proptest::prelude::*;
+
+    const LINGER: Duration = Duration::from_millis(100);
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        /// The posted receive completes with this many bytes.
+        Data(usize),
+        /// ... with end-of-file.
+        Eof,
+        /// ... ends (cancelled, or out of buffers).
+        RecvEnds,
+        /// The posted send completes with a share of its bytes.
+        Sent(u8),
+        /// The posted send fails (the peer reset).
+        SendFails,
+        /// The server closes every connection.
+        CloseAll,
+        Tick(u16),
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            6 => (1usize..3000).prop_map(Event::Data),
+            1 => Just(Event::Eof),
+            1 => Just(Event::RecvEnds),
+            6 => any::<u8>().prop_map(Event::Sent),
+            1 => Just(Event::SendFails),
+            1 => Just(Event::CloseAll),
+            1 => (0u16..300).prop_map(Event::Tick),
+        ]
+    }
+
+    /// The kernel's side: what is posted.
+    #[derive(Default)]
+    struct Kernel {
+        recv: bool,
+        recv_cancelled: bool,
+        eof_sent: bool,
+        send: Option<Vec<u8>>,
+        send_cancelled: bool,
+    }
+
+    impl Kernel {
+        fn apply(&mut self, conn: &Conn, todo: Todo) -> Result<(), TestCaseError> {
+            if todo.arm_recv {
+                prop_assert!(!self.recv, "a second receive posted");
+                self.recv = true;
+                self.recv_cancelled = false;
+            }
+            if todo.cancel_recv {
+                prop_assert!(self.recv, "cancelled a receive never posted");
+                self.recv_cancelled = true;
+            }
+            if todo.send {
+                prop_assert!(self.send.is_none(), "a second send posted");
+                prop_assert!(!conn.unsent().is_empty(), "an empty send posted");
+                self.send = Some(conn.unsent().to_vec());
+                self.send_cancelled = false;
+            }
+            if todo.cancel_send {
+                prop_assert!(self.send.is_some(), "cancelled a send never posted");
+                self.send_cancelled = true;
+            }
+            Ok(())
+        }
+    }
+
+    fn run(high: usize, idle: Option<u64>, events: &[Event]) -> Result<(), TestCaseError> {
+        let t0 = Instant::now();
+        let mut factory = EchoFactory::new(echo_core::ServerConfig {
+            idle_timeout: idle.map(Duration::from_millis),
+            ..echo_core::ServerConfig::default()
+        });
+        let addr: std::net::SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let echo = factory
+            .build_protocol(&addr.into(), &addr.into())
+            .expect("admitted");
+        let marks = WaterMarks::new(high, 0).unwrap();
+        let mut conn = Conn::new(Connection::new(echo, addr, addr, marks, t0), Recv::Idle);
+        let mut kernel = Kernel::default();
+        let (mut fed, mut wire) = (Vec::<u8>::new(), Vec::<u8>::new());
+        let mut now = t0;
+        let todo = conn.step(now, LINGER);
+        kernel.apply(&conn, todo)?;
+        for (step, event) in events.iter().enumerate() {
+            if conn.finished().is_some() {
+                break;
+            }
+            match *event {
+                Event::Data(n) if kernel.recv && !kernel.eof_sent => {
+                    let bytes: Vec<u8> = (0..n).map(|i| (fed.len() + i) as u8).collect();
+                    let before = conn.echo.protocol().received();
+                    conn.on_data(&bytes, now);
+                    if conn.echo.protocol().received() > before {
+                        fed.extend_from_slice(&bytes);
+                    }
+                }
+                Event::Eof if kernel.recv && !kernel.eof_sent => {
+                    kernel.eof_sent = true;
+                    kernel.recv = false;
+                    conn.on_eof(now);
+                    conn.on_recv_ended();
+                }
+                Event::RecvEnds if kernel.recv => {
+                    kernel.recv = false;
+                    conn.on_recv_ended();
+                }
+                Event::Sent(share) => {
+                    if let Some(posted) = kernel.send.take() {
+                        prop_assert_eq!(
+                            conn.unsent(),
+                            &posted[..],
+                            "step {}: the bytes of a send in flight changed",
+                            step
+                        );
+                        let n = (posted.len() * usize::from(share) / 255).max(1);
+                        wire.extend_from_slice(&posted[..n]);
+                        conn.on_sent(Ok(n), now);
+                    }
+                }
+                Event::SendFails => {
+                    if let Some(_posted) = kernel.send.take() {
+                        let error = if kernel.send_cancelled {
+                            io::Error::from_raw_os_error(libc::ECANCELED)
+                        } else {
+                            io::Error::from(io::ErrorKind::ConnectionReset)
+                        };
+                        conn.on_sent(Err(error), now);
+                    }
+                }
+                Event::CloseAll => conn.on_close_all(now, Duration::from_millis(500)),
+                Event::Tick(ms) => {
+                    now += Duration::from_millis(u64::from(ms));
+                    if conn.deadline().is_some_and(|at| at <= now) {
+                        conn.on_timeout(now);
+                    }
+                }
+                _ => continue,
+            }
+            prop_assert_eq!(conn.recv() != Recv::Idle, kernel.recv, "step {}", step);
+            prop_assert_eq!(conn.is_sending(), kernel.send.is_some(), "step {}", step);
+            let todo = conn.step(now, LINGER);
+            kernel.apply(&conn, todo)?;
+            prop_assert!(
+                fed.starts_with(&wire),
+                "step {step}: sent bytes that were never received, or out of order"
+            );
+            if let Some(end) = conn.finished() {
+                prop_assert!(
+                    !kernel.recv && kernel.send.is_none(),
+                    "step {step}: {end:?} with an operation still in the kernel"
+                );
+            }
+        }
+        // The peer reads everything and closes: a connection that was not
+        // reset echoes all it took, then its socket may close.
+        for _ in 0..10_000 {
+            if conn.finished().is_some() {
+                break;
+            }
+            if let Some(posted) = kernel.send.take() {
+                wire.extend_from_slice(&posted);
+                conn.on_sent(Ok(posted.len()), now);
+            } else if kernel.recv {
+                kernel.recv = false;
+                if kernel.recv_cancelled || kernel.eof_sent {
+                    conn.on_recv_ended();
+                } else {
+                    kernel.eof_sent = true;
+                    conn.on_eof(now);
+                    conn.on_recv_ended();
+                }
+            } else {
+                now += LINGER + Duration::from_secs(1);
+                conn.on_timeout(now);
+            }
+            let todo = conn.step(now, LINGER);
+            kernel.apply(&conn, todo)?;
+        }
+        let end = conn.finished();
+        prop_assert!(end.is_some(), "the connection never finished");
+        prop_assert!(fed.starts_with(&wire));
+        if end == Some(End::Close) && conn.echo.close_reason().is_some_and(|r| r.is_clean()) {
+            prop_assert!(wire == fed, "a clean close lost echoed bytes");
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_uring_bookkeeping_never_moves_a_posted_buffer_and_echoes_in_order(
+            high in 1usize..20_000,
+            idle in proptest::option::of(50u64..2000),
+            events in proptest::collection::vec(event(), 1..300),
+        ) {
+            run(high, idle, &events)?;
+        }
+    }
+
+    #[test]
+    fn a_paused_connection_cancels_its_receive_and_takes_what_completes_meanwhile() {
+        let t0 = Instant::now();
+        let mut factory = EchoFactory::default();
+        let addr: std::net::SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let echo = factory.build_protocol(&addr.into(), &addr.into()).unwrap();
+        let marks = WaterMarks::new(100, 0).unwrap();
+        let mut conn = Conn::new(Connection::new(echo, addr, addr, marks, t0), Recv::Idle);
+        assert!(conn.step(t0, LINGER).arm_recv);
+        conn.on_data(&[1; 150], t0);
+        let todo = conn.step(t0, LINGER);
+        assert!(todo.send && todo.cancel_recv, "{todo:?}");
+        conn.on_data(&[2; 50], t0); // completed before the cancel took
+        assert_eq!(conn.echo.protocol().received(), 200, "delivered, not lost");
+        conn.on_recv_ended();
+        assert_eq!(conn.step(t0, LINGER), Todo::default());
+        conn.on_sent(Ok(150), t0);
+        let todo = conn.step(t0, LINGER);
+        assert!(
+            todo.send && !todo.arm_recv,
+            "the 50 late bytes go: {todo:?}"
+        );
+        assert_eq!(conn.unsent(), &[2; 50][..]);
+        conn.on_sent(Ok(50), t0);
+        assert!(conn.step(t0, LINGER).arm_recv, "drained to the low mark");
     }
 }

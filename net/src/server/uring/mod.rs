@@ -2,8 +2,7 @@
 //! ring, the same `echo-core` state machines and the same server (factory,
 //! access list, limits, counters, warnings, graceful shutdown) as the tokio
 //! path. The kernel accepts (multishot), receives into buffers the loop
-//! lends it (multishot, one pool per loop: an idle connection holds no
-//! buffer) and sends from a buffer each connection owns while the send is
+//! lends it (one pool per loop: an idle connection holds no buffer) and sends from a buffer each connection owns while the send is
 //! in flight (`Connection::poll_transmit`).
 //!
 //! Serves `tcp:` and `haproxy:tcp:` endpoints; TLS and Unix sockets stay on
@@ -41,21 +40,23 @@ use token::{Kind, Token};
 /// Submission queue entries per ring (the completion queue is twice that,
 /// and the kernel keeps completions that overflow it).
 const RING_ENTRIES: u32 = 4096;
-/// Receive buffers per loop.
-const BUFFERS: u16 = 1024;
+/// Receive buffers per loop: the kernel takes them in turn, so all of
+/// them end up resident (2 MiB at 16 KiB each), per loop, not per
+/// connection. More connections completing in one turn than there are
+/// buffers get `ENOBUFS` and post again once the turn gave them back.
+const BUFFERS: u16 = 128;
 /// How often an idle loop looks whether the server stopped accepting or
 /// was told to close its connections.
 const CONTROL_TICK: Duration = Duration::from_millis(50);
-/// The oldest kernel with multishot accept and multishot receive.
+/// The oldest kernel with everything the loop posts (multishot accept
+/// is 5.19; 6.0 is the line the probe draws).
 const MIN_KERNEL: (u32, u32) = (6, 0);
 
 /// Why the io_uring path cannot run here.
 #[derive(Debug, thiserror::Error)]
 pub enum UringError {
-    /// The kernel is older than multishot receive (6.0).
-    #[error(
-        "the kernel is {found}; io_uring needs 6.0 or later here (multishot accept and receive)"
-    )]
+    /// The kernel is older than 6.0.
+    #[error("the kernel is {found}; the io_uring path needs 6.0 or later")]
     KernelTooOld {
         /// The kernel's release.
         found: String,
@@ -139,6 +140,7 @@ impl EchoServer {
             closed_all: false,
             backoff_until: None,
             live: 0,
+            chunk: u32::try_from(chunk).unwrap_or(u32::MAX),
         };
         self.inner.with_factory(Factory::do_start);
         let result = event_loop.run();
@@ -222,6 +224,8 @@ struct Loop {
     backoff_until: Option<(Instant, Duration)>,
     /// Slots in use.
     live: usize,
+    /// The receive buffers' size.
+    chunk: u32,
 }
 
 impl Loop {
@@ -286,6 +290,9 @@ impl Loop {
                 self.cancel(Token::new(Kind::Accept, 0, 0))?;
                 self.accept = Recv::Cancelling;
             }
+            // The accept is over: close the listener at once, as the tokio
+            // path does, so that new connections are refused, not queued.
+            (false, Recv::Idle) => self.listener = None,
             _ => {}
         }
         if !self.closed_all && self.inner.close.is_triggered() {
@@ -673,11 +680,19 @@ impl Loop {
             return Ok(());
         }
         if todo.arm_recv {
-            let entry = opcode::RecvMulti::new(fd, GROUP)
+            // One completion per receive, not multishot: a multishot
+            // receive goes on filling buffers until its cancellation is
+            // seen (a peer that never reads then made a connection hold
+            // megabytes), while one at a time keeps the echo's bound at
+            // the high-water mark plus one read, as on epoll. It costs an
+            // entry per read, not a system call: posted with the sends.
+            let entry = opcode::Recv::new(fd, std::ptr::null_mut(), self.chunk)
+                .buf_group(GROUP)
                 .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
                 .user_data(recv_token.into());
-            // SAFETY: the receive writes only into the pool's buffers,
-            // which outlive the ring.
+            // SAFETY: the receive writes only into a buffer of the pool
+            // (`chunk` bytes each), which outlives the ring.
             unsafe { push(&mut self.ring, &entry)? };
         }
         if todo.cancel_recv {
