@@ -28,6 +28,14 @@ server cannot be told apart).
 
 BENCH_SERVERS=tokio-nd,ours,ours-metrics compares ours with and without
 --metrics (which counts bytes as they move): the cost of being watched.
+ours-uring is ours with --io uring; monoio is monoio's echo example (both
+on io_uring).
+
+BENCH_SYSCALLS=1: also system calls per echo for each server (perf stat's
+raw_syscalls:sys_enter on the server's process over a fixed number of
+requests, BENCH_SYSCALL_REQUESTS, default 200000), at 100 x 64 and
+1000 x 64: what io_uring changes. BENCH_IDLE=N,M: idle memory at N and M
+connections (default 1000,10000; 0 for none).
 """
 import json, os, shutil, socket, statistics, subprocess, sys, threading, time
 
@@ -37,6 +45,9 @@ CLIENT = os.path.join(REL, "echo-client")
 BASELINE = os.path.join(REL, "baseline_tokio_echo")
 if not os.path.exists(BASELINE):
     BASELINE = os.path.join(REL, "examples", "baseline_tokio_echo")
+MONOIO = os.path.join(REL, "baseline_monoio_echo")
+if not os.path.exists(MONOIO):
+    MONOIO = os.path.join(REL, "examples", "baseline_monoio_echo")
 THREADS = os.environ.get("BENCH_CLIENT_THREADS", "1")
 TICK = os.sysconf("SC_CLK_TCK")
 PIN = shutil.which("taskset") is not None and os.cpu_count() >= 2
@@ -51,6 +62,9 @@ SERVERS = {
     "ours-w": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen", f"tcp:{port}:interface=127.0.0.1",
                             "--workers", os.environ.get("BENCH_WORKERS", "1")],
     "c-epoll": lambda port: [os.path.join(REL, "epoll_echo"), str(port)],
+    "ours-uring": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen", f"tcp:{port}:interface=127.0.0.1",
+                                "--io", "uring"],
+    "monoio": lambda port: [MONOIO, f"127.0.0.1:{port}"],
     # Ours serving metrics (--metrics counts bytes as they move): what a
     # Prometheus-watched server pays per echo.
     "ours-metrics": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen", f"tcp:{port}:interface=127.0.0.1",
@@ -246,7 +260,8 @@ def table(secs, rounds, loads, server_core, client_core, title):
 
 def idle_memory(counts):
     print("\nidle memory (RSS growth per connection after N idle connections, each proven live):")
-    for name in [n for n in ("tokio-nd", "ours", "ours-base", "ours-metrics", "ours-w", "c-epoll") if n in SERVERS]:
+    for name in [n for n in ("tokio-nd", "ours", "ours-uring", "ours-base", "ours-metrics", "ours-w", "c-epoll", "monoio")
+                 if n in SERVERS]:
         for n in counts:
             server, port = start(name, "0")
             try:
@@ -266,6 +281,30 @@ def idle_memory(counts):
                 server.wait()
 
 
+def syscalls(loads, requests):
+    """System calls the server makes per echo, over `requests` echoes."""
+    print(f"\nsystem calls per echo (server process, {requests} requests, perf stat raw_syscalls:sys_enter):")
+    for conns, length in loads:
+        for name in SERVERS:
+            server, port = start(name, "0")
+            try:
+                perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", str(server.pid)],
+                                        stderr=subprocess.PIPE, text=True)
+                time.sleep(0.3)
+                cmd = [CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-s", str(length),
+                       "-r", str(requests), "-w", "0", "--json"]
+                if PIN:
+                    cmd = ["taskset", "-c", "1"] + cmd
+                r = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout)
+                perf.send_signal(2)
+                _, err = perf.communicate(timeout=30)
+                count = next(int(line.split(",")[0]) for line in err.splitlines() if "raw_syscalls" in line)
+                print(f"  {conns:>5} x {length:<5} {name:>10} {count / max(r['requests'], 1):6.2f}", flush=True)
+            finally:
+                server.kill()
+                server.wait()
+
+
 if __name__ == "__main__":
     secs, rounds = float(sys.argv[1]), int(sys.argv[2])
     if os.environ.get("BENCH_MODE") == "server-bound":
@@ -277,6 +316,10 @@ if __name__ == "__main__":
             idle_memory([10000])
         sys.exit(0)
     table(secs, rounds, LOADS, "0", "1", "separate cores")
-    table(secs, rounds, [(100, 64)], "0", "0", "shared core")
-    if not os.environ.get("BENCH_LOADS"):
-        idle_memory([1000, 10000])
+    if not MIXED:
+        table(secs, rounds, [(100, 64)], "0", "0", "shared core")
+    if os.environ.get("BENCH_SYSCALLS") == "1":
+        syscalls([(100, 64), (1000, 64)], int(os.environ.get("BENCH_SYSCALL_REQUESTS", "200000")))
+    idle = [int(n) for n in os.environ.get("BENCH_IDLE", "1000,10000").split(",") if int(n) > 0]
+    if idle and (not os.environ.get("BENCH_LOADS") or os.environ.get("BENCH_IDLE")):
+        idle_memory(idle)

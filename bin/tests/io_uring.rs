@@ -1,0 +1,181 @@
+//! `echo-server --io`: io_uring where asked and able, a clear error where
+//! asked and unable, epoll as the fallback of `auto`. io_uring is forbidden
+//! for real here, by a seccomp filter (`peers/no_io_uring.c`, the way
+//! Docker's default profile forbids it), not by a switch of ours.
+//! The server-side tests of the other files run on both paths
+//! (`common::each_io`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// `peers/no_io_uring.c`, compiled once into a temporary directory;
+/// `None` without a C compiler (CI has one: `ECHO_REQUIRE_PEERS=1`).
+fn no_io_uring() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("echo-no-uring-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let exe = dir.join("no_io_uring");
+            let built = Command::new("cc")
+                .args(["-O2", "-o"])
+                .arg(&exe)
+                .arg(peer_script("no_io_uring.c"))
+                .status()
+                .is_ok_and(|s| s.success());
+            if !built {
+                assert!(
+                    std::env::var_os("ECHO_REQUIRE_PEERS").is_none(),
+                    "ECHO_REQUIRE_PEERS=1 but the seccomp helper does not build (cc)"
+                );
+                return None;
+            }
+            Some(exe)
+        })
+        .clone()
+}
+
+fn without_io_uring(args: &[&str]) -> Option<Command> {
+    let helper = no_io_uring()?;
+    let mut command = Command::new(helper);
+    command.arg(SERVER).args(args);
+    Some(command)
+}
+
+#[test]
+fn uring_where_a_seccomp_filter_forbids_it_is_exit_1_with_the_reason() {
+    let Some(mut command) =
+        without_io_uring(&["--io", "uring", "--listen", "tcp:0:interface=127.0.0.1"])
+    else {
+        return;
+    };
+    let out = output_within(&mut command, EXIT_LIMIT);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--io uring: io_uring is not available")
+            && stderr.contains("Operation not permitted")
+            && stderr.contains("seccomp"),
+        "{stderr}"
+    );
+    assert!(
+        text(&out.stdout).is_empty(),
+        "nothing announced as listening"
+    );
+}
+
+#[test]
+fn auto_falls_back_to_epoll_saying_why_and_echoes() {
+    let Some(command) =
+        without_io_uring(&["--io", "auto", "--listen", "tcp:0:interface=127.0.0.1"])
+    else {
+        return;
+    };
+    let server = Server::spawn(command);
+    let out = client(&["--connect", &server.connect_arg(), "-c", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    server.wait_log(
+        "--io auto: serving on epoll, io_uring is not available",
+        1,
+        LONG,
+    );
+    assert!(server.log().contains("seccomp"), "{}", server.log());
+}
+
+#[test]
+fn auto_and_the_environment_take_io_uring_where_it_runs() {
+    if !io_models().contains(&"uring") {
+        return;
+    }
+    let mut command = Command::new(SERVER);
+    command
+        .args(["--io", "auto", "--listen", "tcp:0:interface=127.0.0.1"])
+        .args(["--listen", "udp:0:interface=127.0.0.1"]);
+    let (server, more) = Server::spawn_reading(command, 1);
+    let listening = std::iter::once(format!("port {}", server.port))
+        .chain(more.iter().cloned())
+        .collect::<Vec<_>>();
+    assert!(
+        more[0].starts_with("listening on udp:") && !more[0].contains("io_uring"),
+        "udp stays on epoll: {listening:?}"
+    );
+    let out = client(&["--connect", &server.connect_arg()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    drop(server);
+
+    // ECHO_IO, as a container would set it; `Server::spawn` checks the
+    // listening line says io_uring.
+    let mut command = Command::new(SERVER);
+    command.env("ECHO_IO", "uring").args([
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--workers",
+        "2",
+    ]);
+    let mut server = Server::spawn(command);
+    let out = client(&["--connect", &server.connect_arg(), "-c", "20"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    server.signal("TERM");
+    assert!(server.wait_exit(EXIT_LIMIT).success());
+    assert!(server.log().contains("accepted=20"), "{}", server.log());
+}
+
+#[test]
+fn the_stats_line_counts_io_uring_traffic() {
+    each_io(|io| {
+        let server = Server::start(&["--stats-interval", "100ms"]);
+        let out = client(&["--connect", &server.connect_arg(), "-c", "2"]);
+        assert!(out.status.success(), "{io}: {}", text(&out.stderr));
+        // Two clients of "hello server" (12 bytes each), both ways.
+        server.wait_counted("bytes_in", 24, LONG);
+        server.wait_counted("bytes_out", 24, LONG);
+        server.wait_counted("accepted", 2, LONG);
+    });
+}
+
+#[test]
+fn io_values_and_endpoints_io_uring_does_not_serve_are_usage_errors() {
+    assert_usage_errors(
+        SERVER,
+        &[
+            &["--io", "kqueue"],
+            &["--io", ""],
+            &["--io", "uring", "--listen", "ssl:0", "--self-signed"],
+            &["--io", "uring", "--listen", "udp:0"],
+            &[
+                "--io",
+                "uring",
+                "--listen",
+                "unix:/tmp/echo-never-bound.sock",
+            ],
+            &[
+                "--io",
+                "uring",
+                "--listen",
+                "tcp:0,haproxy:ssl:0",
+                "--self-signed",
+            ],
+        ],
+    );
+    let out = output_within(
+        Command::new(SERVER).args(["--io", "uring", "--listen", "udp:0"]),
+        EXIT_LIMIT,
+    );
+    assert!(
+        text(&out.stderr).contains(
+            "--io uring serves tcp: and haproxy:tcp: endpoints, and udp:port=0:interface=0.0.0.0 is not one"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = output_within(Command::new(SERVER).env("ECHO_IO", "iocp"), EXIT_LIMIT);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("[possible values: epoll, uring, auto]"));
+}
+
+const LONG: Duration = Duration::from_secs(30);
