@@ -40,11 +40,6 @@ use token::{Kind, Token};
 /// Submission queue entries per ring (the completion queue is twice that,
 /// and the kernel keeps completions that overflow it).
 const RING_ENTRIES: u32 = 4096;
-/// Receive buffers per loop: the kernel takes them in turn, so all of
-/// them end up resident (2 MiB at 16 KiB each), per loop, not per
-/// connection. More connections completing in one turn than there are
-/// buffers get `ENOBUFS` and post again once the turn gave them back.
-const BUFFERS: u16 = 128;
 /// How often an idle loop looks whether the server stopped accepting or
 /// was told to close its connections.
 const CONTROL_TICK: Duration = Duration::from_millis(50);
@@ -128,7 +123,7 @@ impl EchoServer {
         let chunk = self.inner.options.drive.read_chunk.clamp(512, 64 * 1024);
         let mut event_loop = Loop {
             inner: Arc::clone(&self.inner),
-            pool: Pool::new(BUFFERS, chunk),
+            pool: Pool::new(chunk),
             ring,
             listener: Some(listener),
             proxied,
@@ -141,6 +136,7 @@ impl EchoServer {
             backoff_until: None,
             live: 0,
             chunk: u32::try_from(chunk).unwrap_or(u32::MAX),
+            short_of_buffers: false,
         };
         self.inner.with_factory(Factory::do_start);
         let result = event_loop.run();
@@ -226,11 +222,13 @@ struct Loop {
     live: usize,
     /// The receive buffers' size.
     chunk: u32,
+    /// A receive found no buffer free in this turn.
+    short_of_buffers: bool,
 }
 
 impl Loop {
     fn run(&mut self) -> io::Result<()> {
-        self.pool.provide_all(&mut self.ring)?;
+        self.pool.grow(&mut self.ring)?;
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(256);
         loop {
             let now = Instant::now();
@@ -260,8 +258,12 @@ impl Loop {
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
             let now = Instant::now();
+            self.short_of_buffers = false;
             for &(user_data, result, flags) in &completions {
                 self.complete(user_data, result, flags, now)?;
+            }
+            if self.short_of_buffers && self.pool.grow(&mut self.ring)? {
+                tracing::debug!(buffers = self.pool.len(), "receive buffers added");
             }
             self.expire(now)?;
         }
@@ -460,7 +462,10 @@ impl Loop {
         let buffer = cqueue::buffer_select(flags).filter(|id| self.pool.holds(*id));
         let more = cqueue::more(flags);
         let count = self.inner.options.count_traffic;
-        let inner = Arc::clone(&self.inner);
+        if result == -libc::ENOBUFS {
+            self.short_of_buffers = true;
+        }
+        let inner = &self.inner;
         let Some(slot) = self
             .slots
             .get_mut(token.slot as usize)
@@ -513,7 +518,7 @@ impl Loop {
                                     if !*inner.accepting.borrow() {
                                         header.done = true; // shut down meanwhile
                                     } else if let Some((echo, span)) =
-                                        admit(&inner, peer, host, arrival, &first, now)
+                                        admit(inner, peer, host, arrival, &first, now)
                                     {
                                         slot.stage = Stage::Echo(Box::new(Conn::new(echo, recv)));
                                         slot.span = span;
@@ -522,14 +527,14 @@ impl Loop {
                                     }
                                 }
                                 Err(error) => {
-                                    refuse(&inner, &header.peer, Refusal::Header(error));
+                                    refuse(inner, &header.peer, Refusal::Header(error));
                                     header.done = true;
                                 }
                             }
                         }
                         None if result == 0 => {
                             if header.any {
-                                refuse(&inner, &header.peer, Refusal::Header(ProxyError::Missing));
+                                refuse(inner, &header.peer, Refusal::Header(ProxyError::Missing));
                             } else {
                                 tracing::debug!(peer = %header.peer, "closed before sending a PROXY header");
                             }
@@ -538,7 +543,7 @@ impl Loop {
                         None if result == -libc::ENOBUFS || result == -libc::ECANCELED => {}
                         None if result < 0 => {
                             refuse(
-                                &inner,
+                                inner,
                                 &header.peer,
                                 Refusal::Io(io::Error::from_raw_os_error(-result)),
                             );

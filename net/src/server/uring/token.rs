@@ -53,7 +53,7 @@ impl Token {
 
 impl From<Token> for u64 {
     fn from(token: Token) -> Self {
-        ((token.kind as u64) << 60) | (u64::from(token.generation) << 32) | u64::from(token.slot)
+        ((token.kind as Self) << 60) | (Self::from(token.generation) << 32) | Self::from(token.slot)
     }
 }
 
