@@ -117,13 +117,13 @@ impl EchoServer {
     /// The ring cannot be set up or fails: the listener is closed, and its
     /// connections with it.
     pub fn serve_uring(&self, listener: TcpListener, proxied: bool) -> Result<(), UringError> {
-        let ring = IoUring::builder()
+        let mut ring = IoUring::builder()
             .build(RING_ENTRIES)
             .map_err(setup_error)?;
         let chunk = self.inner.options.drive.read_chunk.clamp(512, 64 * 1024);
         let mut event_loop = Loop {
             inner: Arc::clone(&self.inner),
-            pool: Pool::new(chunk),
+            pool: Pool::new(&mut ring, chunk).map_err(setup_error)?,
             ring,
             listener: Some(listener),
             proxied,
@@ -136,7 +136,7 @@ impl EchoServer {
             backoff_until: None,
             live: 0,
             chunk: u32::try_from(chunk).unwrap_or(u32::MAX),
-            short_of_buffers: false,
+            short_of_buffers: 0,
         };
         self.inner.with_factory(Factory::do_start);
         let result = event_loop.run();
@@ -222,13 +222,12 @@ struct Loop {
     live: usize,
     /// The receive buffers' size.
     chunk: u32,
-    /// A receive found no buffer free in this turn.
-    short_of_buffers: bool,
+    /// Receives that found no buffer free in this turn.
+    short_of_buffers: usize,
 }
 
 impl Loop {
     fn run(&mut self) -> io::Result<()> {
-        self.pool.grow(&mut self.ring)?;
         let mut completions: Vec<(u64, i32, u32)> = Vec::with_capacity(256);
         loop {
             let now = Instant::now();
@@ -258,14 +257,21 @@ impl Loop {
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
             let now = Instant::now();
-            self.short_of_buffers = false;
+            self.short_of_buffers = 0;
             for &(user_data, result, flags) in &completions {
                 self.complete(user_data, result, flags, now)?;
             }
-            if self.short_of_buffers && self.pool.grow(&mut self.ring)? {
+            if self.short_of_buffers > 0 {
+                // As many as were missing, at once: growing a block per
+                // turn left a thousand connections starving for dozens of
+                // turns.
+                let wanted = self.pool.len() + self.short_of_buffers;
+                while self.pool.len() < wanted && self.pool.grow() {}
                 tracing::debug!(buffers = self.pool.len(), "receive buffers added");
             }
             self.expire(now)?;
+            // Buffers given back in this turn, before the next receives.
+            self.pool.publish();
         }
     }
 
@@ -347,14 +353,6 @@ impl Loop {
             Kind::Recv => self.received(token, result, flags, now),
             Kind::Send => self.sent(token, result, now),
             Kind::Cancel => Ok(()),
-            Kind::Provide => {
-                // Only failures complete (SKIP_SUCCESS): the pool shrinks.
-                tracing::warn!(
-                    error = %io::Error::from_raw_os_error(-result),
-                    "io_uring: a receive buffer could not be given back"
-                );
-                Ok(())
-            }
         }
     }
 
@@ -463,7 +461,7 @@ impl Loop {
         let more = cqueue::more(flags);
         let count = self.inner.options.count_traffic;
         if result == -libc::ENOBUFS {
-            self.short_of_buffers = true;
+            self.short_of_buffers += 1;
         }
         let inner = &self.inner;
         let Some(slot) = self
@@ -473,7 +471,7 @@ impl Loop {
             .filter(|s| s.generation == token.generation)
         else {
             if let Some(id) = buffer {
-                self.pool.give_back(&mut self.ring, id)?;
+                self.pool.give_back(id);
             }
             return Ok(());
         };
@@ -555,7 +553,7 @@ impl Loop {
             }
         }
         if let Some(id) = buffer {
-            self.pool.give_back(&mut self.ring, id)?;
+            self.pool.give_back(id);
         }
         self.settle(token.slot, now)
     }

@@ -9,8 +9,6 @@ pub(super) enum Kind {
     Send = 3,
     /// A cancellation's own completion (its target completes separately).
     Cancel = 4,
-    /// Buffers given back (completions only on failure).
-    Provide = 5,
 }
 
 /// Kind (4 bits), generation (28 bits: a slot reused for a new connection
@@ -40,7 +38,6 @@ impl Token {
             2 => Kind::Recv,
             3 => Kind::Send,
             4 => Kind::Cancel,
-            5 => Kind::Provide,
             _ => return None,
         };
         Some(Self {
@@ -63,13 +60,7 @@ mod tests {
 
     #[test]
     fn a_token_comes_back_as_it_went_and_generations_wrap() {
-        for kind in [
-            Kind::Accept,
-            Kind::Recv,
-            Kind::Send,
-            Kind::Cancel,
-            Kind::Provide,
-        ] {
+        for kind in [Kind::Accept, Kind::Recv, Kind::Send, Kind::Cancel] {
             let token = Token::new(kind, 0x0abc_def1, u32::MAX);
             assert_eq!(Token::parse(token.into()), Some(token));
         }
