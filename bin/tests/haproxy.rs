@@ -442,3 +442,22 @@ fn behind_haproxy_its_health_checks_are_served_past_allow_and_said_once() {
         assert!(!log.contains("denied"), "{log}");
     });
 }
+
+#[test]
+fn a_shutdown_does_not_wait_for_a_header_still_on_its_way() {
+    each_io(|io| {
+        let mut server =
+            Server::start_listening(&["--listen", "haproxy:tcp:0:interface=127.0.0.1"], &[]);
+        let silent = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        std::thread::sleep(Duration::from_millis(200)); // accepted, header awaited
+        let asked = Instant::now();
+        server.signal("TERM");
+        assert!(server.wait_exit(EXIT_LIMIT).success(), "{io}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "{io}: exited {:?} after the signal, as if waiting for the header's deadline",
+            asked.elapsed()
+        );
+        drop(silent);
+    });
+}

@@ -300,7 +300,23 @@ impl Loop {
             }
             // The accept is over: close the listener at once, as the tokio
             // path does, so that new connections are refused, not queued.
-            (false, Recv::Idle) => self.listener = None,
+            (false, Recv::Idle) if self.listener.is_some() => {
+                self.listener = None;
+                // Connections still sending their PROXY header are not
+                // admitted any more (as on the tokio path): closed now,
+                // not at their header's deadline.
+                for index in 0..self.slots.len() {
+                    if let Some(Slot {
+                        stage: Stage::Header(header),
+                        ..
+                    }) = self.slots[index].as_mut()
+                        && !header.done
+                    {
+                        header.done = true;
+                        self.settle(index as u32, now)?;
+                    }
+                }
+            }
             _ => {}
         }
         if !self.closed_all && self.inner.close.is_triggered() {
