@@ -59,15 +59,8 @@ pub fn io_models() -> Vec<&'static str> {
 
 /// Whether `command` (an `echo-server --io uring`) listens on io_uring;
 /// else what it said.
-fn uring_comes_up(mut command: Command) -> (bool, String) {
-    let mut child = Starting::new(
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start echo-server"),
-    );
+fn uring_comes_up(command: Command) -> (bool, String) {
+    let mut child = Starting::piped(command);
     let mut line = String::new();
     let _ = BufReader::new(child.child().stdout.take().unwrap()).read_line(&mut line);
     if line.contains("(io_uring)") {
@@ -116,14 +109,7 @@ impl Server {
         }
         // Owned by a guard from the start: a failure below (no listening
         // line) must not leave the server running after the test.
-        let mut child = Starting::new(
-            command
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start echo-server"),
-        );
+        let mut child = Starting::piped(command);
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
         let io = IO.get();
@@ -563,6 +549,19 @@ impl Drop for Peer {
 pub struct Starting(Option<Child>);
 
 impl Starting {
+    /// Starts `command` (an `echo-server`) with its standard output and
+    /// error piped and no standard input.
+    pub fn piped(mut command: Command) -> Self {
+        Self::new(
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start echo-server"),
+        )
+    }
+
     pub fn new(child: Child) -> Self {
         Self(Some(child))
     }
