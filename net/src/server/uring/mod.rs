@@ -279,12 +279,8 @@ impl Loop {
     fn control(&mut self, accepting: bool, now: Instant) -> io::Result<()> {
         match (accepting, self.accept) {
             (true, Recv::Idle) => {
-                if let Some((until, _)) = self.backoff_until
-                    && now < until
-                {
-                    return Ok(());
-                }
-                if let Some(listener) = &self.listener {
+                let backing_off = self.backoff_until.is_some_and(|(until, _)| now < until);
+                if let Some(listener) = self.listener.as_ref().filter(|_| !backing_off) {
                     let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
                         .flags(libc::SOCK_CLOEXEC)
                         .build()
