@@ -138,6 +138,11 @@ impl Server {
                 .expect("read the server's lines");
             lines.push(next.trim_end().to_owned());
         }
+        // The rest of standard output is read to its end, not left with no
+        // reader: a server run through `podman run` (bin/tests/image.rs)
+        // lost its container when podman's next write to a closed pipe
+        // failed ("write /dev/stdout: broken pipe").
+        thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         if !line.starts_with("listening on ") {
             let _ = child.child().wait();
             thread::sleep(Duration::from_millis(50));
