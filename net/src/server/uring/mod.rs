@@ -65,6 +65,9 @@ pub enum UringError {
         /// Where that usually comes from.
         hint: &'static str,
     },
+    /// The ring failed while serving (not at its setup).
+    #[error("the io_uring loop failed: {0}")]
+    Failed(io::Error),
 }
 
 /// Whether this process may use io_uring as the server does: the kernel
@@ -147,7 +150,7 @@ impl EchoServer {
             std::mem::forget(event_loop.pool);
             drop(event_loop.ring);
         }
-        result.map_err(|error| UringError::Setup { error, hint: "" })
+        result.map_err(UringError::Failed)
     }
 }
 
@@ -238,7 +241,7 @@ impl Loop {
                 return Ok(());
             }
             let wait = self
-                .next_deadline()
+                .next_deadline(now)
                 .map_or(CONTROL_TICK, |at| at.saturating_duration_since(now))
                 .min(CONTROL_TICK);
             let ts = types::Timespec::from(wait);
@@ -332,9 +335,11 @@ impl Loop {
         Ok(())
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        let backoff = self.backoff_until.map(|(at, _)| at);
+        // A back-off that has passed is no deadline: its accept is posted
+        // again, and the loop must not spin on it until a connection comes.
+        let backoff = self.backoff_until.map(|(at, _)| at).filter(|at| *at > now);
         match (timer, backoff) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -589,12 +594,6 @@ impl Loop {
     /// Runs the timers that are due.
     fn expire(&mut self, now: Instant) -> io::Result<()> {
         let inner = Arc::clone(&self.inner);
-        if self.backoff_until.is_some_and(|(at, _)| at <= now) {
-            // The next accept is posted by `control`.
-            if let Some((_, backoff)) = self.backoff_until {
-                self.backoff_until = Some((now, backoff));
-            }
-        }
         while let Some(Reverse((at, index, generation))) = self.timers.peek().copied() {
             if at > now {
                 break;

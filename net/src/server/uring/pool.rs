@@ -21,9 +21,8 @@ use io_uring::types::BufRingEntry;
 /// The buffer group the receives select from.
 pub(super) const GROUP: u16 = 0;
 /// Buffers per block: the pool starts with one. Small, because the kernel
-/// takes them in turn (first in, first out): every receive lands in the
-/// buffer used longest ago, so the more there are, the colder each is in
-/// the cache.
+/// takes them in turn (first in, first out), so every buffer of the pool
+/// ends up resident: its size follows the load, not a guess.
 const BLOCK: u16 = 16;
 /// The most buffers a pool grows to (64 MiB at 16 KiB each): the size of
 /// the ring the buffers are lent through.
