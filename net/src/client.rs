@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, UnixStream};
 
+use crate::contract::Piped;
 use crate::driver::{App, DriveConfig, drive, now};
 use crate::listener::unix_address;
 use crate::stream::{AnyStream, MaybeTls, Socket, Stream};
@@ -418,6 +419,8 @@ pub struct Pipe<I, O> {
     outcome: Option<Result<Summary, ClientError>>,
     /// The server's banner line, with `ClientConfig::banner`.
     banner: Option<Bytes>,
+    /// The core's answers, checked in debug builds.
+    contract: Piped,
 }
 
 impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
@@ -430,6 +433,7 @@ impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
             buf: Vec::new(),
             outcome: None,
             banner: None,
+            contract: Piped::default(),
         }
     }
 
@@ -477,16 +481,24 @@ impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
                 }
             }
             match conn.poll_event() {
-                Some(ClientEvent::Echoed(bytes)) => self.unwritten = bytes,
+                Some(ClientEvent::Echoed(bytes)) => {
+                    self.contract.echoed(&bytes);
+                    self.unwritten = bytes;
+                }
                 Some(ClientEvent::Done { sent, received }) => {
+                    self.contract.done(conn, sent, received);
                     self.outcome.get_or_insert(Ok(Summary { sent, received }));
                 }
                 Some(ClientEvent::Banner(name)) => self.banner = Some(name),
                 Some(ClientEvent::Failed(error)) => {
+                    self.contract.ended();
                     self.outcome.get_or_insert(Err(error.into()));
                 }
                 Some(_) => {}
-                None => return progressed,
+                None => {
+                    self.contract.drained(conn);
+                    return progressed;
+                }
             }
             progressed = true;
         }
@@ -512,7 +524,8 @@ impl<I: AsyncRead + Unpin, O: AsyncWrite + Unpin> Pipe<I, O> {
             }
             Poll::Ready(Ok(())) => {
                 // `room` came from `input_room`, so all of it is taken.
-                let _ = conn.send(buf.filled(), now());
+                let taken = conn.send(buf.filled(), now());
+                Piped::took(buf.filled().len(), &taken);
                 Poll::Ready(())
             }
             Poll::Ready(Err(e)) => {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use echo_core::{Action, Connection, Protocol};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::contract::Driven;
 use crate::policy::{DEFAULT_LINGER, DEFAULT_READ_CHUNK, reason_for};
 use crate::signal::CloseSignal;
 use crate::stream::Stream;
@@ -174,6 +175,7 @@ where
                     // read, and awaiting it here would stop the clock.
                     Action::ShutdownWrite => shutdown_owed = true,
                     Action::Close => {
+                        Driven::closed(conn);
                         let clean = conn.close_reason().is_some_and(|r| r.is_clean());
                         // Boxed: its state (timer, drain) would otherwise sit
                         // inline in every connection's future, idle or not.
@@ -188,7 +190,10 @@ where
                         ))
                         .await;
                     }
-                    Action::Abort => stream.set_reset_on_close(),
+                    Action::Abort => {
+                        Driven::closed(conn);
+                        stream.set_reset_on_close();
+                    }
                     // A newer core's action this driver does not know: the
                     // connection cannot be carried on safely, so reset it.
                     other => {
@@ -340,6 +345,7 @@ fn poll_io<S: Stream, P: Protocol, A: App<P>>(
             progressed = true;
         }
         progressed |= app.poll_app(cx, conn).is_ready();
+        Driven::pass(conn);
         if !progressed {
             // Nothing moved: every waker this pass met is registered.
             return Poll::Pending;
@@ -376,7 +382,9 @@ fn flush_output<S: Stream, P: Protocol>(
             Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Poll::Ready(Ok(n)) => {
                 let at = now.get(conn);
+                let before = conn.producer_state();
                 conn.handle_written(n, at).map_err(io::Error::other)?;
+                Driven::written(before, conn);
                 wrote = true;
             }
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -436,6 +444,7 @@ fn poll_read_chunk<S: Stream, P: Protocol>(
                 tracing::debug!("peer closed its write side");
                 let at = now.get(conn);
                 conn.handle_read_closed(at);
+                Driven::read_closed(conn);
             } else {
                 tracing::debug!(bytes = data.len(), "data received");
                 let at = now.get(conn);
@@ -452,6 +461,7 @@ fn poll_read_chunk<S: Stream, P: Protocol>(
             tracing::debug!("peer closed without TLS close_notify");
             let at = now.get(conn);
             conn.handle_read_closed(at);
+            Driven::read_closed(conn);
             Poll::Ready(Ok(0))
         }
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),

@@ -30,6 +30,7 @@
 mod access;
 pub mod blocking;
 mod client;
+mod contract;
 mod driver;
 mod listener;
 mod policy;

@@ -40,6 +40,11 @@ pub struct ConnPlan {
     /// some pieces (a user typing, a producer that stalls): the client must
     /// neither time out waiting for it nor lose its place.
     pub bursts: bool,
+    /// Streamed input goes quiet once, halfway, for this many milliseconds:
+    /// longer than the client's idle timeout, once everything sent so far
+    /// has come back. The client's timer is for the server's silence, not
+    /// its user's: with nothing owed it must not fire.
+    pub hush_ms: Option<u64>,
     /// The application side pushes back: after this many echoed bytes its
     /// output blocks for a while (a full pipe), so the client stops reading
     /// and the server's flush has to wait.
@@ -321,6 +326,7 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
             give_up_ms: None,
             streaming,
             bursts: streaming && bursts,
+            hush_ms: None,
             stall: None,
             breaks: None,
         },
@@ -382,6 +388,26 @@ fn base(max_hosts: usize, max_conns: usize) -> impl Strategy<Value = Case> {
 /// [`SimStream`](crate::io::SimStream), turmoil could strand a FIN for good
 /// and every server needed an idle timeout; seed 7134611160154358618.)
 pub fn no_fault_case() -> impl Strategy<Value = Case> {
+    // Where no server timer would end a quiet connection, half the
+    // streamed inputs go quiet once for longer than the client's own idle
+    // timeout (a round trip, at most 240 ms, and more after it).
+    let hush = proptest::option::of(250u64..600);
+    (fault_free(), hush).prop_map(|(mut case, hush)| {
+        if case.server.idle_ms.is_none()
+            && let Some(extra) = hush
+        {
+            let quiet = case.client.idle_ms + extra;
+            for plan in case.hosts.iter_mut().flatten().filter(|p| p.streaming) {
+                plan.hush_ms = Some(quiet);
+            }
+        }
+        case
+    })
+}
+
+/// [`no_fault_case`] without its quiet inputs: for the cases built on it
+/// that set timers of their own.
+fn fault_free() -> impl Strategy<Value = Case> {
     // Swarm on the timer: none, a relaxed one, or one short enough to fire
     // at every pause longer than the quietest legitimate gap: a round trip
     // (at most 240 ms) after the longest input pause (150 ms). Only a wrong
@@ -415,7 +441,7 @@ pub fn shutdown_case() -> impl Strategy<Value = Case> {
         1 => (0u16..1_000, 3_000u64..6_000).prop_map(Some),
     ];
     (
-        no_fault_case(),
+        fault_free(),
         0u64..600,
         0u64..2_000,
         50u64..500,
@@ -493,7 +519,7 @@ impl Case {
 pub fn held_back_case() -> impl Strategy<Value = Case> {
     let stall = (0u16..1_000, 500u64..3_000);
     (
-        no_fault_case(),
+        fault_free(),
         prop::collection::vec(proptest::option::weighted(0.8, stall), 12),
         prop_oneof![1 => Just(1usize), 3 => 2usize..=4_096],
         prop_oneof![1 => 1usize..=4, 1 => 5usize..=65_536],
@@ -526,7 +552,7 @@ pub fn held_back_case() -> impl Strategy<Value = Case> {
 /// idle timer must not fire (writes are traffic), and every echo completes.
 pub fn slow_reader_case() -> impl Strategy<Value = Case> {
     (
-        no_fault_case(),
+        fault_free(),
         200u64..1_000,
         (1usize..=4, 64usize..=512),
         prop::collection::vec((4_000usize..20_000, 3usize..=8, 25u16..=45), 12),
@@ -585,7 +611,7 @@ pub fn slow_reader_case() -> impl Strategy<Value = Case> {
 pub fn broken_app_case() -> impl Strategy<Value = Case> {
     let breaks = (any::<bool>(), 0u16..1_000);
     (
-        no_fault_case(),
+        fault_free(),
         prop::collection::vec(proptest::option::weighted(0.7, breaks), 12),
     )
         .prop_map(|(mut case, breaks)| {
@@ -635,7 +661,7 @@ pub fn misbehaving_case() -> impl Strategy<Value = Case> {
         3 => 1u32..echo_core::FaultConfig::EVERY_CONNECTION,
     ];
     let knobs = (delay, jitter, throttle, cutoff, share, any::<u64>());
-    (no_fault_case(), knobs, any::<bool>()).prop_map(
+    (fault_free(), knobs, any::<bool>()).prop_map(
         |(mut case, (delay, jitter, throttle, cutoff, share, seed), half_close)| {
             // Half the cases half-close after their input, so end-of-file
             // reaches the server while its knobs still hold echo back.
@@ -746,7 +772,7 @@ impl Case {
 /// everyone else is served as in the case without the list.
 pub fn access_case() -> impl Strategy<Value = Case> {
     (
-        prop_oneof![no_fault_case(), fault_case()],
+        prop_oneof![fault_free(), fault_case()],
         any::<prop::sample::Index>(),
         any::<bool>(),
     )

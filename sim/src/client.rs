@@ -97,6 +97,8 @@ struct Pieces {
     bursts: bool,
     /// The pause under way.
     pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// One long pause: after this many bytes, for this many milliseconds.
+    hush: Option<(usize, u64)>,
     /// Reading fails once this many bytes were given.
     fails_after: Option<usize>,
     /// Bytes given so far.
@@ -121,6 +123,15 @@ impl tokio::io::AsyncRead for Pieces {
                 return Poll::Pending;
             }
             this.pause = None;
+        } else if let Some((after, ms)) = this.hush
+            && this.given >= after
+        {
+            this.hush = None;
+            let mut pause = Box::pin(tokio::time::sleep(Duration::from_millis(ms)));
+            if pause.as_mut().poll(cx).is_pending() {
+                this.pause = Some(pause);
+                return Poll::Pending;
+            }
         } else if this.bursts && !this.data.is_empty() && this.rng.upto(4) == 1 {
             let ms = 19 + this.rng.upto(131) as u64;
             let mut pause = Box::pin(tokio::time::sleep(Duration::from_millis(ms)));
@@ -260,6 +271,7 @@ pub(crate) async fn connection(
                 rng: crate::io::Rng::new(seed ^ attempt),
                 bursts: plan.bursts,
                 pause: None,
+                hush: plan.hush_ms.map(|ms| (message.len() / 2, ms)),
                 fails_after: match plan.breaks {
                     Some(Break::Input(after)) => Some(after),
                     _ => None,
