@@ -1,38 +1,68 @@
 //! `echo-server --io`: which kernel interface drives the TCP sockets.
 //! epoll (tokio's readiness) is the default and the path the simulation
 //! covers; io_uring (completions, one ring and thread per listener) serves
-//! `tcp:` and `haproxy:tcp:` endpoints with the same core and the same
-//! server; `auto` takes io_uring where this kernel and sandbox allow it.
+//! `tcp:` and `ssl:` endpoints and their `haproxy:` forms with the same
+//! core and the same server; `auto` takes io_uring where this kernel and
+//! sandbox allow it.
 
 use std::net::TcpListener;
 use std::thread::JoinHandle;
 
-use echo_core::ServerEndpoint;
-use echo_net::EchoServer;
+use echo_core::{ServerEndpoint, ServerTls};
+use echo_net::{EchoServer, TlsServer};
 
 /// The `--io` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum IoModel {
     /// tokio's readiness (epoll): every endpoint
     Epoll,
-    /// io_uring completions: tcp: and haproxy:tcp: endpoints only; an
-    /// error where io_uring is not available
+    /// io_uring completions: tcp: and ssl: endpoints (and their haproxy:
+    /// forms) only; an error where io_uring is not available
     Uring,
-    /// io_uring for tcp: and haproxy:tcp: where available (else epoll,
-    /// saying why); the other endpoints on epoll
+    /// io_uring for tcp: and ssl: (and their haproxy: forms) where
+    /// available (else epoll, saying why); the other endpoints on epoll
     Auto,
 }
 
-/// The TCP endpoint io_uring would listen on for `endpoint`, and whether
-/// a PROXY header comes first; `None` for what stays on epoll (ssl:,
-/// unix:, udp:).
+/// An endpoint as io_uring serves it.
+#[derive(Debug)]
+pub struct OnRing<'a> {
+    /// The TCP socket it listens on (`tcp:`, whatever the endpoint's form).
+    pub tcp: ServerEndpoint,
+    /// A PROXY header comes first (`haproxy:`).
+    pub proxied: bool,
+    /// A TLS handshake comes next (`ssl:`).
+    pub tls: Option<&'a ServerTls>,
+}
+
+/// How io_uring would serve `endpoint`; `None` for what stays on epoll
+/// (unix:, udp:).
 #[must_use]
-pub fn uring_endpoint(endpoint: &ServerEndpoint) -> Option<(&ServerEndpoint, bool)> {
-    match endpoint {
-        ServerEndpoint::Tcp { .. } => Some((endpoint, false)),
-        ServerEndpoint::Haproxy(inner) if matches!(**inner, ServerEndpoint::Tcp { .. }) => {
-            Some((inner, true))
-        }
+pub fn uring_endpoint(endpoint: &ServerEndpoint) -> Option<OnRing<'_>> {
+    let (proxied, inner) = match endpoint {
+        ServerEndpoint::Haproxy(inner) => (true, &**inner),
+        other => (false, other),
+    };
+    match inner {
+        ServerEndpoint::Tcp { .. } => Some(OnRing {
+            tcp: inner.clone(),
+            proxied,
+            tls: None,
+        }),
+        ServerEndpoint::Ssl {
+            port,
+            interface,
+            backlog,
+            tls,
+        } => Some(OnRing {
+            tcp: ServerEndpoint::Tcp {
+                port: *port,
+                interface: *interface,
+                backlog: *backlog,
+            },
+            proxied,
+            tls: Some(tls),
+        }),
         _ => None,
     }
 }
@@ -48,7 +78,7 @@ pub fn check_usage(model: IoModel, listen: &[ServerEndpoint]) -> Result<(), Stri
     }
     match listen.iter().find(|e| uring_endpoint(e).is_none()) {
         Some(other) => Err(format!(
-            "--io uring serves tcp: and haproxy:tcp: endpoints, and {other} is not one: use --io auto to serve it on epoll beside them, or --io epoll"
+            "--io uring serves tcp: and ssl: endpoints (and their haproxy: forms), and {other} is not one: use --io auto to serve it on epoll beside them, or --io epoll"
         )),
         None => Ok(()),
     }
@@ -90,38 +120,32 @@ fn available() -> Result<(), String> {
 /// A thread could not be started.
 pub fn start(
     server: &EchoServer,
-    listeners: Vec<(TcpListener, bool)>,
+    listeners: Vec<Ring>,
     failed: &tokio::sync::mpsc::UnboundedSender<String>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::with_capacity(listeners.len());
-    for (i, (listener, proxied)) in listeners.into_iter().enumerate() {
+    for (i, ring) in listeners.into_iter().enumerate() {
         let (server, failed) = (server.clone(), failed.clone());
         let thread = std::thread::Builder::new()
             .name(format!("uring-{i}"))
-            .spawn(move || serve(&server, listener, proxied, &failed))?;
+            .spawn(move || serve(&server, ring, &failed))?;
         threads.push(thread);
     }
     Ok(threads)
 }
 
+/// A bound listener for a ring: a PROXY header first, a TLS handshake next.
+pub type Ring = (TcpListener, bool, Option<TlsServer>);
+
 #[cfg(all(feature = "uring", target_os = "linux"))]
-fn serve(
-    server: &EchoServer,
-    listener: TcpListener,
-    proxied: bool,
-    failed: &tokio::sync::mpsc::UnboundedSender<String>,
-) {
-    if let Err(error) = server.serve_uring(listener, proxied) {
+fn serve(server: &EchoServer, ring: Ring, failed: &tokio::sync::mpsc::UnboundedSender<String>) {
+    let (listener, proxied, tls) = ring;
+    if let Err(error) = server.serve_uring(listener, proxied, tls.as_ref()) {
         let _ = failed.send(format!("io_uring loop failed: {error}"));
     }
 }
 
 #[cfg(not(all(feature = "uring", target_os = "linux")))]
-fn serve(
-    _server: &EchoServer,
-    _listener: TcpListener,
-    _proxied: bool,
-    failed: &tokio::sync::mpsc::UnboundedSender<String>,
-) {
+fn serve(_server: &EchoServer, _ring: Ring, failed: &tokio::sync::mpsc::UnboundedSender<String>) {
     let _ = failed.send(available().unwrap_err());
 }

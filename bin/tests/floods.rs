@@ -61,61 +61,71 @@ fn proxied() -> Server {
 
 #[test]
 fn stalled_tls_handshakes_are_thinned() {
-    let server = ssl(&["--handshake-timeout", "1s"]);
-    let _held = hostile(&server, &[0x16, 0x03, 0x01]);
-    thinned(
-        &server,
-        "tls_handshake_failures",
-        "more TLS handshakes failed",
-    );
+    each_io(|_io| {
+        let server = ssl(&["--handshake-timeout", "1s"]);
+        let _held = hostile(&server, &[0x16, 0x03, 0x01]);
+        thinned(
+            &server,
+            "tls_handshake_failures",
+            "more TLS handshakes failed",
+        );
+    });
 }
 
 #[test]
 fn plain_text_to_an_ssl_endpoint_is_thinned() {
-    let server = ssl(&[]);
-    drop(hostile(&server, b"hello server\r\n"));
-    thinned(
-        &server,
-        "tls_handshake_failures",
-        "more TLS handshakes failed",
-    );
+    each_io(|_io| {
+        let server = ssl(&[]);
+        drop(hostile(&server, b"hello server\r\n"));
+        thinned(
+            &server,
+            "tls_handshake_failures",
+            "more TLS handshakes failed",
+        );
+    });
 }
 
 #[test]
 fn stalled_proxy_headers_are_thinned() {
-    let server = proxied();
-    let _held = hostile(&server, b"PROXY");
-    thinned(
-        &server,
-        "bad_proxy_headers",
-        "more connections closed without a valid PROXY header",
-    );
+    each_io(|_io| {
+        let server = proxied();
+        let _held = hostile(&server, b"PROXY");
+        thinned(
+            &server,
+            "bad_proxy_headers",
+            "more connections closed without a valid PROXY header",
+        );
+    });
 }
 
 #[test]
 fn bad_proxy_headers_are_thinned() {
-    let server = proxied();
-    drop(hostile(&server, b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n"));
-    thinned(
-        &server,
-        "bad_proxy_headers",
-        "more connections closed without a valid PROXY header",
-    );
+    each_io(|_io| {
+        let server = proxied();
+        drop(hostile(&server, b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n"));
+        thinned(
+            &server,
+            "bad_proxy_headers",
+            "more connections closed without a valid PROXY header",
+        );
+    });
 }
 
 #[test]
 fn refusals_at_the_limit_are_thinned() {
-    let server = Server::start(&["--max-connections", "1", "--stats-interval", "2s", "-q"]);
-    let mut first = TcpStream::connect(server.addr()).unwrap();
-    first.write_all(b"x").unwrap();
-    let mut b = [0u8; 1];
-    std::io::Read::read_exact(&mut first, &mut b).unwrap();
-    drop(hostile(&server, b""));
-    thinned(
-        &server,
-        "refused",
-        "more connections refused at --max-connections",
-    );
+    each_io(|_io| {
+        let server = Server::start(&["--max-connections", "1", "--stats-interval", "2s", "-q"]);
+        let mut first = TcpStream::connect(server.addr()).unwrap();
+        first.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        std::io::Read::read_exact(&mut first, &mut b).unwrap();
+        drop(hostile(&server, b""));
+        thinned(
+            &server,
+            "refused",
+            "more connections refused at --max-connections",
+        );
+    });
 }
 
 #[test]

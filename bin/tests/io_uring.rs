@@ -145,7 +145,6 @@ fn io_values_and_endpoints_io_uring_does_not_serve_are_usage_errors() {
         &[
             &["--io", "kqueue"],
             &["--io", ""],
-            &["--io", "uring", "--listen", "ssl:0", "--self-signed"],
             &["--io", "uring", "--listen", "udp:0"],
             &[
                 "--io",
@@ -157,7 +156,7 @@ fn io_values_and_endpoints_io_uring_does_not_serve_are_usage_errors() {
                 "--io",
                 "uring",
                 "--listen",
-                "tcp:0,haproxy:ssl:0",
+                "ssl:0,unix:/tmp/echo-never-bound.sock",
                 "--self-signed",
             ],
         ],
@@ -168,7 +167,7 @@ fn io_values_and_endpoints_io_uring_does_not_serve_are_usage_errors() {
     );
     assert!(
         text(&out.stderr).contains(
-            "--io uring serves tcp: and haproxy:tcp: endpoints, and udp:port=0:interface=0.0.0.0 is not one"
+            "--io uring serves tcp: and ssl: endpoints (and their haproxy: forms), and udp:port=0:interface=0.0.0.0 is not one"
         ),
         "{}",
         text(&out.stderr)

@@ -218,85 +218,89 @@ fn s_client(port: u16, args: &[&str], input: &[u8]) -> (Vec<u8>, String) {
 
 #[test]
 fn openssl_s_client_echoes_through_our_ssl_server_over_tls12_and_tls13() {
-    let Some(pki) = pki() else { return };
-    let server = ssl_server(pki, "", &[]);
-    let input = random_bytes(300_000, 7);
-    for version in ["-tls1_2", "-tls1_3"] {
-        let (back, err) = s_client(
-            server.port,
-            &[
-                version,
-                "-CAfile",
-                &pki.path("ca.pem"),
-                "-verify_return_error",
-                "-verify_hostname",
-                "localhost",
-                "-servername",
-                "localhost",
-            ],
-            &input,
-        );
+    each_io(|_io| {
+        let Some(pki) = pki() else { return };
+        let server = ssl_server(pki, "", &[]);
+        let input = random_bytes(300_000, 7);
+        for version in ["-tls1_2", "-tls1_3"] {
+            let (back, err) = s_client(
+                server.port,
+                &[
+                    version,
+                    "-CAfile",
+                    &pki.path("ca.pem"),
+                    "-verify_return_error",
+                    "-verify_hostname",
+                    "localhost",
+                    "-servername",
+                    "localhost",
+                ],
+                &input,
+            );
+            assert!(
+                back == input,
+                "{version}: {} of {} bytes came back\n{err}\n{}",
+                back.len(),
+                input.len(),
+                server.log()
+            );
+            assert!(err.contains("verify return:1"), "{version}: {err}");
+        }
+        server.wait_log("connection lost", 2, LONG);
         assert!(
-            back == input,
-            "{version}: {} of {} bytes came back\n{err}\n{}",
-            back.len(),
-            input.len(),
+            !server.log().contains("TLS handshake failed"),
+            "{}",
             server.log()
         );
-        assert!(err.contains("verify return:1"), "{version}: {err}");
-    }
-    server.wait_log("connection lost", 2, LONG);
-    assert!(
-        !server.log().contains("TLS handshake failed"),
-        "{}",
-        server.log()
-    );
+    });
 }
 
 #[test]
 fn mutual_tls_admits_openssls_client_certificate_and_logs_its_subject() {
-    let Some(pki) = pki() else { return };
-    let server = ssl_server(pki, &format!(":caCerts={}", pki.path("ca.pem")), &[]);
-    let ca = pki.path("ca.pem");
-    let (cert, key) = (pki.path("alice.pem"), pki.path("alice.key"));
-    let input = b"mutual hello\n".to_vec();
-    let (back, err) = s_client(
-        server.port,
-        &["-CAfile", &ca, "-cert", &cert, "-key", &key],
-        &input,
-    );
-    assert_eq!(text(&back), text(&input), "{err}\n{}", server.log());
-    server.wait_log("connection made", 1, LONG);
-    assert!(
-        server.log().contains("subject=\"O=Echo Tests, CN=alice\""),
-        "{}",
-        server.log()
-    );
-    // Without a certificate, and with one from another CA: refused, logged
-    // with the reason, never admitted.
-    let (mallory, mallory_key) = (pki.path("mallory.pem"), pki.path("mallory.key"));
-    let cases: [&[&str]; 2] = [
-        &["-CAfile", &ca],
-        &["-CAfile", &ca, "-cert", &mallory, "-key", &mallory_key],
-    ];
-    for args in cases {
-        let (back, _) = s_client(server.port, args, b"x");
-        assert!(
-            back.is_empty(),
-            "{args:?}: echoed without a valid certificate"
+    each_io(|_io| {
+        let Some(pki) = pki() else { return };
+        let server = ssl_server(pki, &format!(":caCerts={}", pki.path("ca.pem")), &[]);
+        let ca = pki.path("ca.pem");
+        let (cert, key) = (pki.path("alice.pem"), pki.path("alice.key"));
+        let input = b"mutual hello\n".to_vec();
+        let (back, err) = s_client(
+            server.port,
+            &["-CAfile", &ca, "-cert", &cert, "-key", &key],
+            &input,
         );
-    }
-    server.wait_log("TLS handshake failed", 2, LONG);
-    let log = server.log();
-    assert!(log.contains("the client sent no certificate"), "{log}");
-    assert!(log.contains("UnknownIssuer"), "{log}");
-    // The server's hint names the server's knob, not the client's.
-    assert!(log.contains("caCerts="), "{log}");
-    assert!(
-        !log.contains("trustRoots") && !log.contains("--insecure"),
-        "{log}"
-    );
-    assert_eq!(log.matches("connection made").count(), 1, "{log}");
+        assert_eq!(text(&back), text(&input), "{err}\n{}", server.log());
+        server.wait_log("connection made", 1, LONG);
+        assert!(
+            server.log().contains("subject=\"O=Echo Tests, CN=alice\""),
+            "{}",
+            server.log()
+        );
+        // Without a certificate, and with one from another CA: refused, logged
+        // with the reason, never admitted.
+        let (mallory, mallory_key) = (pki.path("mallory.pem"), pki.path("mallory.key"));
+        let cases: [&[&str]; 2] = [
+            &["-CAfile", &ca],
+            &["-CAfile", &ca, "-cert", &mallory, "-key", &mallory_key],
+        ];
+        for args in cases {
+            let (back, _) = s_client(server.port, args, b"x");
+            assert!(
+                back.is_empty(),
+                "{args:?}: echoed without a valid certificate"
+            );
+        }
+        server.wait_log("TLS handshake failed", 2, LONG);
+        let log = server.log();
+        assert!(log.contains("the client sent no certificate"), "{log}");
+        assert!(log.contains("UnknownIssuer"), "{log}");
+        // The server's hint names the server's knob, not the client's.
+        assert!(log.contains("caCerts="), "{log}");
+        assert!(
+            !log.contains("trustRoots") && !log.contains("--insecure"),
+            "{log}"
+        );
+        assert_eq!(log.matches("connection made").count(), 1, "{log}");
+    });
 }
 
 /// `bench` against a server that wants a client certificate, with none:
@@ -304,49 +308,51 @@ fn mutual_tls_admits_openssls_client_certificate_and_logs_its_subject() {
 /// as a broken connection.
 #[test]
 fn bench_without_the_client_certificate_a_server_requires_says_so() {
-    let Some(pki) = pki() else { return };
-    let server = ssl_server(pki, &format!(":caCerts={}", pki.path("ca.pem")), &[]);
-    let connect = format!(
-        "tls:localhost:{}:trustRoots={}",
-        server.port,
-        pki.path("ca.pem")
-    );
-    let out = client(&[
-        "bench",
-        "--connect",
-        &connect,
-        "-c",
-        "2",
-        "-d",
-        "1",
-        "-w",
-        "0",
-    ]);
-    let said = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("2 TLS failure"), "{said}");
-    assert!(!said.contains("broken"), "{said}");
-    assert!(
-        said.contains("first TLS failure:") && said.contains("client certificate"),
-        "{said}"
-    );
-    let json = client(&[
-        "bench",
-        "--connect",
-        &connect,
-        "-c",
-        "2",
-        "-d",
-        "1",
-        "-w",
-        "0",
-        "--json",
-    ]);
-    assert!(
-        text(&json.stdout).contains("\"tls_handshake\":2"),
-        "{}",
-        text(&json.stdout)
-    );
+    each_io(|_io| {
+        let Some(pki) = pki() else { return };
+        let server = ssl_server(pki, &format!(":caCerts={}", pki.path("ca.pem")), &[]);
+        let connect = format!(
+            "tls:localhost:{}:trustRoots={}",
+            server.port,
+            pki.path("ca.pem")
+        );
+        let out = client(&[
+            "bench",
+            "--connect",
+            &connect,
+            "-c",
+            "2",
+            "-d",
+            "1",
+            "-w",
+            "0",
+        ]);
+        let said = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert!(said.contains("2 TLS failure"), "{said}");
+        assert!(!said.contains("broken"), "{said}");
+        assert!(
+            said.contains("first TLS failure:") && said.contains("client certificate"),
+            "{said}"
+        );
+        let json = client(&[
+            "bench",
+            "--connect",
+            &connect,
+            "-c",
+            "2",
+            "-d",
+            "1",
+            "-w",
+            "0",
+            "--json",
+        ]);
+        assert!(
+            text(&json.stdout).contains("\"tls_handshake\":2"),
+            "{}",
+            text(&json.stdout)
+        );
+    });
 }
 
 /// A certificate OpenSSL makes by `x509 -req` without `-extfile` is X.509
@@ -690,125 +696,134 @@ fn a_client_with_no_version_in_common_is_refused_with_the_reason() {
 
 #[test]
 fn garbage_instead_of_a_client_hello_is_logged_and_the_server_serves_on() {
-    let Some(pki) = pki() else { return };
-    let server = ssl_server(
-        pki,
-        "",
-        &["--handshake-timeout", "1", "--stats-interval", "200ms"],
-    );
-    let mut raw = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    raw.write_all(b"hello, I am not TLS\r\n\r\n").unwrap();
-    let mut rest = Vec::new();
-    raw.set_read_timeout(Some(LONG)).unwrap();
-    let _ = raw.read_to_end(&mut rest);
-    assert!(!text(&rest).contains("hello"), "never echoed in clear");
-    server.wait_log("that is not TLS", 1, LONG);
-    server.wait_log("tls_handshake_failures=1", 1, LONG);
-    let (back, err) = s_client(
-        server.port,
-        &["-CAfile", &pki.path("ca.pem"), "-verify_return_error"],
-        b"still here\n",
-    );
-    assert_eq!(text(&back), "still here\n", "{err}");
+    each_io(|_io| {
+        let Some(pki) = pki() else { return };
+        let server = ssl_server(
+            pki,
+            "",
+            &["--handshake-timeout", "1", "--stats-interval", "200ms"],
+        );
+        let mut raw = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        raw.write_all(b"hello, I am not TLS\r\n\r\n").unwrap();
+        let mut rest = Vec::new();
+        raw.set_read_timeout(Some(LONG)).unwrap();
+        let _ = raw.read_to_end(&mut rest);
+        assert!(!text(&rest).contains("hello"), "never echoed in clear");
+        server.wait_log("that is not TLS", 1, LONG);
+        server.wait_log("tls_handshake_failures=1", 1, LONG);
+        let (back, err) = s_client(
+            server.port,
+            &["-CAfile", &pki.path("ca.pem"), "-verify_return_error"],
+            b"still here\n",
+        );
+        assert_eq!(text(&back), "still here\n", "{err}");
+    });
 }
 
 #[test]
 fn self_signed_quick_start_prints_a_fingerprint_openssl_agrees_with_and_a_working_command() {
-    if !have("openssl") {
-        return;
-    }
-    let mut child = Peer(
-        Command::new(SERVER)
-            .args(["--listen", "ssl:0:interface=127.0.0.1", "--self-signed"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let mut next = || lines.next().unwrap().unwrap();
-    let (listening, fingerprint, ca, hint) = (next(), next(), next(), next());
-    let _guard = child;
-    assert!(
-        listening.starts_with("listening on ssl:port="),
-        "{listening}"
-    );
-    let fingerprint = fingerprint
-        .split("SHA-256 ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("{fingerprint}"))
-        .to_owned();
-    let ca = ca
-        .strip_prefix("CA certificate written to ")
-        .unwrap_or_else(|| panic!("{ca}"))
-        .to_owned();
-    let command = hint
-        .strip_prefix("try: echo-client ")
-        .unwrap_or_else(|| panic!("{hint}"));
-    let args: Vec<&str> = command.split(' ').collect();
-    let out = client(&args);
-    assert!(out.status.success(), "{command}: {}", text(&out.stderr));
-    assert_eq!(
-        text(&out.stdout).lines().count(),
-        10,
-        "{}",
-        text(&out.stdout)
-    );
-    // OpenSSL checks the chain against the written CA and computes the
-    // same fingerprint.
-    let port = listening
-        .split(":port=")
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap();
-    let shell = format!(
-        "openssl s_client -connect 127.0.0.1:{port} -CAfile {ca} -verify_return_error -verify_hostname localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
-    );
-    let out = Command::new("sh").args(["-c", &shell]).output().unwrap();
-    let theirs = text(&out.stdout);
-    assert!(
-        theirs.trim().ends_with(&format!("={fingerprint}")),
-        "openssl: {theirs:?}, ours: {fingerprint}"
-    );
-    let _ = std::fs::remove_file(ca);
+    each_io(|io| {
+        if !have("openssl") {
+            return;
+        }
+        let mut child = Peer(
+            Command::new(SERVER)
+                .env("ECHO_IO", io)
+                .args(["--listen", "ssl:0:interface=127.0.0.1", "--self-signed"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+        let mut next = || lines.next().unwrap().unwrap();
+        let (listening, fingerprint, ca, hint) = (next(), next(), next(), next());
+        let _guard = child;
+        assert!(
+            listening.starts_with("listening on ssl:port="),
+            "{listening}"
+        );
+        let fingerprint = fingerprint
+            .split("SHA-256 ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{fingerprint}"))
+            .to_owned();
+        let ca = ca
+            .strip_prefix("CA certificate written to ")
+            .unwrap_or_else(|| panic!("{ca}"))
+            .to_owned();
+        let command = hint
+            .strip_prefix("try: echo-client ")
+            .unwrap_or_else(|| panic!("{hint}"));
+        let args: Vec<&str> = command.split(' ').collect();
+        let out = client(&args);
+        assert!(out.status.success(), "{command}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout).lines().count(),
+            10,
+            "{}",
+            text(&out.stdout)
+        );
+        // OpenSSL checks the chain against the written CA and computes the
+        // same fingerprint.
+        let port = listening
+            .split(":port=")
+            .nth(1)
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap();
+        let shell = format!(
+            "openssl s_client -connect 127.0.0.1:{port} -CAfile {ca} -verify_return_error -verify_hostname localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        );
+        let out = Command::new("sh").args(["-c", &shell]).output().unwrap();
+        let theirs = text(&out.stdout);
+        assert!(
+            theirs.trim().ends_with(&format!("={fingerprint}")),
+            "openssl: {theirs:?}, ours: {fingerprint}"
+        );
+        let _ = std::fs::remove_file(ca);
+    });
 }
 
 #[test]
 fn self_signed_names_the_ssl_port_whatever_endpoints_come_first() {
-    let mut child = Peer(
-        Command::new(SERVER)
-            .args(["--listen", "udp:0:interface=127.0.0.1"])
-            .args(["--listen", "haproxy:ssl:0:interface=127.0.0.1"])
-            .args(["--listen", "ssl:0:interface=127.0.0.1", "--self-signed"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let lines: Vec<String> = BufReader::new(child.0.stdout.take().unwrap())
-        .lines()
-        .take(6)
-        .map(Result::unwrap)
-        .collect();
-    let _guard = child;
-    let ssl_port = lines[2]
-        .strip_prefix("listening on ssl:port=")
-        .and_then(|rest| rest.split(':').next())
-        .unwrap_or_else(|| panic!("{lines:?}"));
-    let hints: Vec<&String> = lines.iter().filter(|l| l.starts_with("try: ")).collect();
-    assert_eq!(
-        hints.len(),
-        1,
-        "one hint, for the plain ssl: endpoint: {lines:?}"
-    );
-    assert!(
-        hints[0].starts_with(&format!(
-            "try: echo-client --connect tls:localhost:{ssl_port}:trustRoots="
-        )),
-        "{lines:?}"
-    );
+    each_io(|io| {
+        let mut child = Peer(
+            Command::new(SERVER)
+                // udp: stays on epoll: `auto`, not `uring`, which refuses it.
+                .env("ECHO_IO", if io == "uring" { "auto" } else { io })
+                .args(["--listen", "udp:0:interface=127.0.0.1"])
+                .args(["--listen", "haproxy:ssl:0:interface=127.0.0.1"])
+                .args(["--listen", "ssl:0:interface=127.0.0.1", "--self-signed"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let lines: Vec<String> = BufReader::new(child.0.stdout.take().unwrap())
+            .lines()
+            .take(6)
+            .map(Result::unwrap)
+            .collect();
+        let _guard = child;
+        let ssl_port = lines[2]
+            .strip_prefix("listening on ssl:port=")
+            .and_then(|rest| rest.split(':').next())
+            .unwrap_or_else(|| panic!("{lines:?}"));
+        let hints: Vec<&String> = lines.iter().filter(|l| l.starts_with("try: ")).collect();
+        assert_eq!(
+            hints.len(),
+            1,
+            "one hint, for the plain ssl: endpoint: {lines:?}"
+        );
+        assert!(
+            hints[0].starts_with(&format!(
+                "try: echo-client --connect tls:localhost:{ssl_port}:trustRoots="
+            )),
+            "{lines:?}"
+        );
+    });
 }

@@ -79,48 +79,50 @@ fn temp(name: &str) -> PathBuf {
 
 #[test]
 fn openssl_resumes_a_session_with_tickets_and_never_without() {
-    if !have("openssl") {
-        return;
-    }
-    for version in ["-tls1_3", "-tls1_2"] {
-        // Asked for: the second connection resumes the first one's session.
-        let server = tls_server(":sessionTickets=2");
-        let file = temp(&format!("asked{version}.pem"));
-        let path = file.display().to_string();
-        let first = s_client(server.port, version, ["-sess_out", &path], "first");
-        assert!(first.contains("New, TLS"), "{version}: {first}");
-        let second = s_client(server.port, version, ["-sess_in", &path], "second");
-        assert!(
-            second.contains("Reused, TLS"),
-            "{version}: the session was not resumed:\n{second}"
-        );
-        assert_eq!(resumed_of(&server, 2), 1, "{version}\n{}", server.log());
-        assert!(
-            server.log().contains("TLS session resumed"),
-            "{}",
-            server.log()
-        );
-        let _ = std::fs::remove_file(&file);
+    each_io(|_io| {
+        if !have("openssl") {
+            return;
+        }
+        for version in ["-tls1_3", "-tls1_2"] {
+            // Asked for: the second connection resumes the first one's session.
+            let server = tls_server(":sessionTickets=2");
+            let file = temp(&format!("asked{version}.pem"));
+            let path = file.display().to_string();
+            let first = s_client(server.port, version, ["-sess_out", &path], "first");
+            assert!(first.contains("New, TLS"), "{version}: {first}");
+            let second = s_client(server.port, version, ["-sess_in", &path], "second");
+            assert!(
+                second.contains("Reused, TLS"),
+                "{version}: the session was not resumed:\n{second}"
+            );
+            assert_eq!(resumed_of(&server, 2), 1, "{version}\n{}", server.log());
+            assert!(
+                server.log().contains("TLS session resumed"),
+                "{}",
+                server.log()
+            );
+            let _ = std::fs::remove_file(&file);
 
-        // The default: no tickets, no session IDs kept; the same client
-        // offering its saved session gets a full handshake.
-        let server = tls_server("");
-        let file = temp(&format!("default{version}.pem"));
-        let path = file.display().to_string();
-        let first = s_client(server.port, version, ["-sess_out", &path], "first");
-        // Nothing to resume with: no TLS 1.3 ticket, no TLS 1.2 session ID
-        // (s_client then saves no session at all).
-        assert!(
-            first.contains("New, TLS") && !first.contains("Post-Handshake New Session Ticket"),
-            "{version}: a ticket was sent unasked:\n{first}"
-        );
-        assert!(
-            !file.exists(),
-            "{version}: s_client was given a session to resume"
-        );
-        assert_eq!(resumed_of(&server, 1), 0, "{}", server.log());
-        let _ = std::fs::remove_file(&file);
-    }
+            // The default: no tickets, no session IDs kept; the same client
+            // offering its saved session gets a full handshake.
+            let server = tls_server("");
+            let file = temp(&format!("default{version}.pem"));
+            let path = file.display().to_string();
+            let first = s_client(server.port, version, ["-sess_out", &path], "first");
+            // Nothing to resume with: no TLS 1.3 ticket, no TLS 1.2 session ID
+            // (s_client then saves no session at all).
+            assert!(
+                first.contains("New, TLS") && !first.contains("Post-Handshake New Session Ticket"),
+                "{version}: a ticket was sent unasked:\n{first}"
+            );
+            assert!(
+                !file.exists(),
+                "{version}: s_client was given a session to resume"
+            );
+            assert_eq!(resumed_of(&server, 1), 0, "{}", server.log());
+            let _ = std::fs::remove_file(&file);
+        }
+    });
 }
 
 /// A balancer in front of the `ssl:` server on `backend`, listening on the
@@ -218,31 +220,33 @@ impl Balancer {
 
 #[test]
 fn a_balancer_that_reuses_sessions_to_its_back_end_is_counted_as_resumed() {
-    for (name, start) in [
-        ("nginx", Balancer::nginx as fn(u16) -> Balancer),
-        ("haproxy", Balancer::haproxy),
-    ] {
-        if !have(name) {
-            continue;
-        }
-        let server = tls_server(":sessionTickets=2");
-        let balancer = start(server.port);
-        balancer.echo_through(5);
-        // The first handshake is a full one; later ones resume the session
-        // the balancer kept, as often as it offers one (here nginx 1.22
-        // resumed 2 of 5 and HAProxy 2.6 3 of 5, while s_client resumes
-        // every time with the tickets a resumed handshake brings).
-        let resumed = resumed_of(&server, 5);
-        assert!((1..=4).contains(&resumed), "{name}:\n{}", server.log());
-        eprintln!("{name}: {resumed} of 5 handshakes resumed");
-        drop(balancer);
+    each_io(|_io| {
+        for (name, start) in [
+            ("nginx", Balancer::nginx as fn(u16) -> Balancer),
+            ("haproxy", Balancer::haproxy),
+        ] {
+            if !have(name) {
+                continue;
+            }
+            let server = tls_server(":sessionTickets=2");
+            let balancer = start(server.port);
+            balancer.echo_through(5);
+            // The first handshake is a full one; later ones resume the session
+            // the balancer kept, as often as it offers one (here nginx 1.22
+            // resumed 2 of 5 and HAProxy 2.6 3 of 5, while s_client resumes
+            // every time with the tickets a resumed handshake brings).
+            let resumed = resumed_of(&server, 5);
+            assert!((1..=4).contains(&resumed), "{name}:\n{}", server.log());
+            eprintln!("{name}: {resumed} of 5 handshakes resumed");
+            drop(balancer);
 
-        // Without tickets the balancer's reuse finds nothing to resume.
-        let server = tls_server("");
-        let balancer = start(server.port);
-        balancer.echo_through(3);
-        assert_eq!(resumed_of(&server, 3), 0, "{name}:\n{}", server.log());
-    }
+            // Without tickets the balancer's reuse finds nothing to resume.
+            let server = tls_server("");
+            let balancer = start(server.port);
+            balancer.echo_through(3);
+            assert_eq!(resumed_of(&server, 3), 0, "{name}:\n{}", server.log());
+        }
+    });
 }
 
 /// `echo-client bench` over TLS with connection churn, as JSON.
@@ -261,46 +265,48 @@ fn bench_json(server: &Server, extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn bench_reports_full_and_resumed_handshakes_and_no_resume_forces_full_ones() {
-    let server = tls_server(":sessionTickets=2");
-    let run = bench_json(&server, &[]);
-    let (handshakes, resumed) = (
-        run["handshakes"].as_u64().expect("handshakes"),
-        run["resumed"].as_u64().expect("resumed"),
-    );
-    assert!(handshakes >= 10, "{run}");
-    // Only each connection's first handshake, made before any ticket
-    // arrived, may be a full one.
-    let full = handshakes - resumed;
-    assert!((1..=2).contains(&full), "{run}");
-    // The server also counts the reconnects made after measuring ended.
-    let (made, resumed_there) = counted(&server, handshakes as usize);
-    assert_eq!(
-        made - resumed_there,
-        full as usize,
-        "both ends count the full ones alike"
-    );
+    each_io(|_io| {
+        let server = tls_server(":sessionTickets=2");
+        let run = bench_json(&server, &[]);
+        let (handshakes, resumed) = (
+            run["handshakes"].as_u64().expect("handshakes"),
+            run["resumed"].as_u64().expect("resumed"),
+        );
+        assert!(handshakes >= 10, "{run}");
+        // Only each connection's first handshake, made before any ticket
+        // arrived, may be a full one.
+        let full = handshakes - resumed;
+        assert!((1..=2).contains(&full), "{run}");
+        // The server also counts the reconnects made after measuring ended.
+        let (made, resumed_there) = counted(&server, handshakes as usize);
+        assert_eq!(
+            made - resumed_there,
+            full as usize,
+            "both ends count the full ones alike"
+        );
 
-    let server = tls_server(":sessionTickets=2");
-    let run = bench_json(&server, &["--no-resume"]);
-    let handshakes = run["handshakes"].as_u64().expect("handshakes");
-    assert_eq!(run["resumed"], 0, "{run}");
-    assert_eq!(counted(&server, handshakes as usize).1, 0);
+        let server = tls_server(":sessionTickets=2");
+        let run = bench_json(&server, &["--no-resume"]);
+        let handshakes = run["handshakes"].as_u64().expect("handshakes");
+        assert_eq!(run["resumed"], 0, "{run}");
+        assert_eq!(counted(&server, handshakes as usize).1, 0);
 
-    // The text report says both kinds.
-    let out = output_within(
-        Command::new(CLIENT)
-            .args(["bench", "--connect"])
-            .arg(format!("tls:localhost:{}", server.port))
-            .args(["--insecure", "--requests", "8", "--reconnect-every", "2"]),
-        EXIT_LIMIT,
-    );
-    let report = text(&out.stdout);
-    assert!(
-        report.contains("handshakes: ")
-            && report.contains(" full, ")
-            && report.contains(" resumed)"),
-        "{report}"
-    );
+        // The text report says both kinds.
+        let out = output_within(
+            Command::new(CLIENT)
+                .args(["bench", "--connect"])
+                .arg(format!("tls:localhost:{}", server.port))
+                .args(["--insecure", "--requests", "8", "--reconnect-every", "2"]),
+            EXIT_LIMIT,
+        );
+        let report = text(&out.stdout);
+        assert!(
+            report.contains("handshakes: ")
+                && report.contains(" full, ")
+                && report.contains(" resumed)"),
+            "{report}"
+        );
+    });
 }
 
 #[test]

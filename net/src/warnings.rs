@@ -76,9 +76,21 @@ struct Books {
 }
 
 /// The throttle; cheap to clone, clones share their books.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Throttle {
     books: Arc<Mutex<[Books; 5]>>,
+    /// The runtime it was made on: the summaries' timers run there when
+    /// a warning comes from a thread with none (an io_uring loop's).
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self {
+            books: Arc::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
 }
 
 impl Throttle {
@@ -104,10 +116,12 @@ impl Throttle {
         }
         b.held += 1;
         b.last = Some((peer.to_string(), reason.to_owned()));
-        // Outside a runtime (no caller does that today) the summary waits
-        // for the next flush instead of panicking.
+        // Outside any runtime the summary waits for the next flush
+        // instead of panicking.
         if !b.due
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Some(runtime) = tokio::runtime::Handle::try_current()
+                .ok()
+                .or_else(|| self.runtime.clone())
         {
             b.due = true;
             let this = self.clone();

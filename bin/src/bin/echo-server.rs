@@ -459,26 +459,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let uring = io_model::resolve(args.io).map_err(anyhow::Error::msg)?;
     let mut listeners = Vec::new();
-    let mut rings: Vec<(std::net::TcpListener, bool)> = Vec::new();
+    let mut rings: Vec<io_model::Ring> = Vec::new();
+    // ssl: listeners on rings, for the self-signed certificate's hint.
+    let mut ring_tls = Vec::new();
     let mut shards: Vec<Vec<std::net::TcpListener>> = Vec::new();
     let mut udp_sockets = Vec::new();
     let mut descriptions = Vec::new();
     for endpoint in &args.listen {
         let on_ring = io_model::uring_endpoint(endpoint).filter(|_| uring);
-        let description = if let Some((tcp, proxied)) = on_ring {
-            let group = AnyListener::bind_tcp_shards(tcp, args.workers.max(1))
+        let description = if let Some(ring) = on_ring {
+            let group = AnyListener::bind_tcp_shards(&ring.tcp, args.workers.max(1))
                 .with_context(|| format!("cannot listen on {endpoint}"))?;
             let addr = group[0].local_addr()?;
-            let ServerEndpoint::Tcp { backlog, .. } = tcp else {
-                unreachable!("io_uring listens on tcp: endpoints")
+            let ServerEndpoint::Tcp { backlog, .. } = ring.tcp else {
+                unreachable!("io_uring listens on tcp: sockets")
             };
-            rings.extend(group.into_iter().map(|l| (l, proxied)));
-            let canonical = ServerEndpoint::Tcp {
-                port: addr.port(),
-                interface: addr.ip(),
-                backlog: *backlog,
+            let tls = match ring.tls {
+                Some(tls) => Some(tls_server(tls, self_signed.as_ref(), addr.port())?),
+                None => None,
             };
-            if proxied {
+            let canonical = match ring.tls {
+                Some(tls) => ServerEndpoint::Ssl {
+                    port: addr.port(),
+                    interface: addr.ip(),
+                    backlog,
+                    tls: Box::new(tls.clone()),
+                },
+                None => ServerEndpoint::Tcp {
+                    port: addr.port(),
+                    interface: addr.ip(),
+                    backlog,
+                },
+            };
+            if tls.is_some() && !ring.proxied {
+                ring_tls.push(addr);
+            }
+            rings.extend(group.into_iter().map(|l| (l, ring.proxied, tls.clone())));
+            if ring.proxied {
                 format!("haproxy:{canonical} (io_uring)")
             } else {
                 format!("{canonical} (io_uring)")
@@ -542,7 +559,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
     if let Some(made) = &self_signed {
-        made.announce(&listeners);
+        made.announce(&listeners, &ring_tls);
     }
     let _ = std::io::stdout().flush(); // a closed stdout must not stop the server
     for (listener, mode) in listeners {
@@ -668,7 +685,7 @@ impl SelfSigned {
 
     /// Prints the fingerprint, the CA file and a client command per
     /// ssl: endpoint (after the "listening on" lines).
-    fn announce(&self, listeners: &[(AnyListener, Mode)]) {
+    fn announce(&self, listeners: &[(AnyListener, Mode)], on_rings: &[std::net::SocketAddr]) {
         say(format_args!(
             "self-signed certificate for {}: SHA-256 {}",
             self.names.join(", "),
@@ -680,10 +697,13 @@ impl SelfSigned {
         ));
         // Plain ssl: listeners only (a haproxy:ssl: one wants a PROXY
         // header first, which echo-client sends only with --send-proxy).
-        let bound = listeners.iter().filter_map(|(l, mode)| match mode {
-            Mode::Tls { proxied: false, .. } => l.tcp_addr(),
-            _ => None,
-        });
+        let bound = listeners
+            .iter()
+            .filter_map(|(l, mode)| match mode {
+                Mode::Tls { proxied: false, .. } => l.tcp_addr(),
+                _ => None,
+            })
+            .chain(on_rings.iter().copied());
         for addr in bound {
             // A name the certificate carries, that reaches this listener.
             let ip = addr.ip();

@@ -98,8 +98,20 @@ pub(super) async fn tls_connection<S: Stream>(
             format!("no TLS handshake within {timeout:?}"),
         ),
     };
+    handshake_failed(&inner, &peer, &arrival, why, &reason);
+}
+
+/// A failed handshake is counted by its reason and logged (the warnings
+/// thinned per peer and reason): on both paths.
+pub(super) fn handshake_failed(
+    inner: &Inner,
+    peer: &echo_core::Address,
+    arrival: &Arrival,
+    why: HandshakeFailure,
+    reason: &str,
+) {
     inner.counters.tls_failure(why);
-    if inner.warnings.allow(Warning::TlsHandshake, &peer, &reason) {
+    if inner.warnings.allow(Warning::TlsHandshake, peer, reason) {
         let via = arrival.via.as_ref().map(tracing::field::display);
         tracing::warn!(%peer, via, %reason, "TLS handshake failed");
     }

@@ -185,6 +185,13 @@ impl TlsServer {
     ) -> io::Result<tokio_rustls::server::TlsStream<S>> {
         self.acceptor.accept(stream).await
     }
+
+    /// The rustls configuration, for a loop that runs the session itself
+    /// (the io_uring path).
+    #[cfg(all(feature = "uring", target_os = "linux"))]
+    pub(crate) fn config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(self.acceptor.config())
+    }
 }
 
 /// How many TLS 1.2 session IDs a resuming server keeps (rustls' own
@@ -203,7 +210,11 @@ pub fn was_resumed(conn: &rustls::CommonState) -> bool {
 /// (`CN=client, O=...`), for the log and the server's events.
 #[must_use]
 pub fn client_subject<S>(stream: &tokio_rustls::server::TlsStream<S>) -> Option<String> {
-    let (_, conn) = stream.get_ref();
+    subject_of(stream.get_ref().1)
+}
+
+/// [`client_subject`] of a server session.
+pub(crate) fn subject_of(conn: &rustls::ServerConnection) -> Option<String> {
     let der = conn.peer_certificates()?.first()?;
     match x509_parser::parse_x509_certificate(der) {
         Ok((_, cert)) => Some(cert.subject().to_string()),

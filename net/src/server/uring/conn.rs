@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use echo_core::{Action, Connection, Echo, KEEP_DRAINED_CAPACITY, UsageError};
 
+use super::tls::{Then, Tls};
 use crate::policy::reason_for;
 
 /// The most bytes one send hands the kernel.
@@ -70,6 +71,8 @@ pub(super) struct Conn {
     end: Option<End>,
     /// Bytes (in, out) already added to the server's counters.
     pub(super) seen: (u64, u64),
+    /// An `ssl:` connection's session: `out` then holds ciphertext.
+    tls: Option<Box<Tls>>,
 }
 
 impl Conn {
@@ -85,6 +88,25 @@ impl Conn {
             linger_until: None,
             end: None,
             seen: (0, 0),
+            tls: None,
+        }
+    }
+
+    /// An `ssl:` connection whose handshake just finished: its session,
+    /// and the handshake's send buffer as it stands (a send may be in the
+    /// kernel: the buffer moves, its bytes do not).
+    pub(super) fn with_tls(
+        echo: Connection<Echo>,
+        recv: Recv,
+        tls: Tls,
+        (out, sent, sending): (Vec<u8>, usize, bool),
+    ) -> Self {
+        Self {
+            out,
+            sent,
+            sending,
+            tls: Some(Box::new(tls)),
+            ..Self::new(echo, recv)
         }
     }
 
@@ -96,6 +118,13 @@ impl Conn {
 
     /// A receive completed with bytes.
     pub(super) fn on_data(&mut self, data: &[u8], now: Instant) {
+        if let Some(tls) = self.tls.as_mut() {
+            if let Err(error) = tls.receive(&mut self.echo, data, now) {
+                tracing::debug!(%error, "TLS error");
+                self.echo.handle_connection_lost(reason_for(&error), now);
+            }
+            return;
+        }
         if let Err(UsageError::AfterReadClosed) = self.echo.handle_data(data, now) {
             // The kernel reports end-of-file last: this cannot come.
             tracing::debug!(len = data.len(), "data after end-of-file; dropped");
@@ -128,6 +157,16 @@ impl Conn {
     pub(super) fn on_sent(&mut self, result: io::Result<usize>, now: Instant) {
         self.sending = false;
         match result {
+            Ok(n) if n > 0 && self.tls.is_some() => {
+                self.sent += n;
+                if self.sent >= self.out.len() {
+                    self.sent = 0;
+                    self.out.clear();
+                    if let Some(tls) = self.tls.as_mut() {
+                        tls.sent(&mut self.echo, now);
+                    }
+                }
+            }
             Ok(n) if n > 0 => {
                 if let Err(error) = self.echo.handle_written(n, now) {
                     // A completion beyond what was posted: a kernel bug, not
@@ -159,6 +198,15 @@ impl Conn {
         match self.linger_until {
             Some(until) if now >= until => self.end = Some(End::Close),
             Some(_) => {}
+            // A close_notify that could not go in time: closed without it.
+            None if self
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.notify_deadline())
+                .is_some_and(|at| now >= at) =>
+            {
+                self.end = Some(End::Close);
+            }
             None => self.echo.handle_timeout(now),
         }
     }
@@ -173,27 +221,45 @@ impl Conn {
     /// close keeps discarding what the peer still sends.
     pub(super) fn step(&mut self, now: Instant, linger: Duration) -> Todo {
         let mut todo = Todo::default();
-        if !self.sending && self.end.is_none() {
-            if self.sent == self.out.len() && self.echo.poll_transmit(MAX_SEND, &mut self.out) > 0 {
-                self.sent = 0;
-            }
-            if self.sent < self.out.len() {
-                self.sending = true;
-                todo.send = true;
-            }
-        }
         while let Some(action) = self.echo.poll_action() {
-            match action {
-                Action::ShutdownWrite => todo.shutdown_write = true,
-                Action::Close if self.echo.is_read_open() && !linger.is_zero() => {
-                    todo.shutdown_write = true;
-                    self.linger_until = Some(now + linger);
-                }
-                Action::Close => self.end = Some(End::Close),
+            match (action, self.tls.as_mut()) {
+                (Action::ShutdownWrite, None) => todo.shutdown_write = true,
+                (Action::Close, None) => self.close(now, linger, &mut todo),
+                // Over TLS, a close_notify goes first.
+                (Action::ShutdownWrite, Some(tls)) => tls.notify(Then::ShutdownWrite, now, linger),
+                (Action::Close, Some(tls)) => tls.notify(Then::Close, now, linger),
                 _ => self.end = Some(End::Reset),
             }
         }
-        if self.echo.is_closed() && self.linger_until.is_none() && self.end.is_none() {
+        if !self.sending && self.end.is_none() && self.sent == self.out.len() {
+            self.sent = 0;
+            match self.tls.as_mut() {
+                None => {
+                    self.echo.poll_transmit(MAX_SEND, &mut self.out);
+                }
+                Some(tls) => {
+                    self.out.clear();
+                    tls.seal(&self.echo, &mut self.out);
+                    if self.out.is_empty() {
+                        match tls.drained() {
+                            Some(Then::ShutdownWrite) => todo.shutdown_write = true,
+                            Some(Then::Close) => self.close(now, linger, &mut todo),
+                            None => {}
+                        }
+                    }
+                }
+            }
+        }
+        if !self.sending && self.end.is_none() && self.sent < self.out.len() {
+            self.sending = true;
+            todo.send = true;
+        }
+        let notifying = self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.notify_deadline().is_some());
+        if self.echo.is_closed() && self.linger_until.is_none() && self.end.is_none() && !notifying
+        {
             // Lost (an error, a reset by the peer): nothing to flush.
             self.end = Some(End::Close);
         }
@@ -220,7 +286,21 @@ impl Conn {
         if self.end.is_some() {
             return None;
         }
-        self.linger_until.or_else(|| self.echo.poll_timeout())
+        self.linger_until
+            .or_else(|| self.tls.as_ref().and_then(|tls| tls.notify_deadline()))
+            .or_else(|| self.echo.poll_timeout())
+    }
+
+    /// The core closed, everything owed sent: if the peer may still send,
+    /// half-close and read on (discarding) for `linger`, so that its late
+    /// bytes do not turn the close into a reset; else close.
+    fn close(&mut self, now: Instant, linger: Duration, todo: &mut Todo) {
+        if self.echo.is_read_open() && !linger.is_zero() {
+            todo.shutdown_write = true;
+            self.linger_until = Some(now + linger);
+        } else {
+            self.end = Some(End::Close);
+        }
     }
 
     /// How the socket ends, once it has ended and the kernel holds none of

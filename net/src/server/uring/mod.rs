@@ -5,8 +5,8 @@
 //! lends it (one pool per loop: an idle connection holds no buffer) and sends from a buffer each connection owns while the send is
 //! in flight (`Connection::poll_transmit`).
 //!
-//! Serves `tcp:` and `haproxy:tcp:` endpoints; TLS and Unix sockets stay on
-//! the tokio path. Every `unsafe` block of the crate is in this module:
+//! Serves `tcp:`, `ssl:` and their `haproxy:` forms (rustls run over the
+//! completions, `tls.rs`); Unix sockets stay on the tokio path. Every `unsafe` block of the crate is in this module:
 //! each hands the kernel memory that must stay put until its completion,
 //! and says why it does.
 
@@ -23,18 +23,22 @@ use std::time::{Duration, Instant};
 use echo_core::{Address, Arrival, Factory, ProxyDecoder, ProxyError};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
+use super::handshake::handshake_failed;
 use super::proxy::{Refusal, declared, refuse};
 use super::served::{admit, book_end};
 use super::{EchoServer, Inner, PROXY_HEADER_TIMEOUT};
+use crate::tls::TlsServer;
 use crate::traffic::Metered;
 use crate::warnings::Warning;
 
 mod conn;
 mod pool;
+mod tls;
 mod token;
 
 use conn::{Conn, End, Recv, Todo};
 use pool::{GROUP, Pool};
+use tls::{Handshake, Outcome};
 use token::{Kind, Token};
 
 /// Submission queue entries per ring (the completion queue is twice that,
@@ -113,13 +117,19 @@ impl EchoServer {
     /// Serves `listener` on io_uring on this thread until the server stops
     /// accepting and every connection this loop accepted has ended: as
     /// [`serve`](Self::serve) does, or, with `proxied`, as
-    /// [`serve_proxied`](Self::serve_proxied). Call [`probe`] first for a
+    /// [`serve_proxied`](Self::serve_proxied), or, with `tls`, as
+    /// [`serve_tls`](Self::serve_tls) does. Call [`probe`] first for a
     /// clear reason when io_uring is not available.
     ///
     /// # Errors
     /// The ring cannot be set up or fails: the listener is closed, and its
     /// connections with it.
-    pub fn serve_uring(&self, listener: TcpListener, proxied: bool) -> Result<(), UringError> {
+    pub fn serve_uring(
+        &self,
+        listener: TcpListener,
+        proxied: bool,
+        tls: Option<&TlsServer>,
+    ) -> Result<(), UringError> {
         let mut ring = IoUring::builder()
             .build(RING_ENTRIES)
             .map_err(setup_error)?;
@@ -130,6 +140,7 @@ impl EchoServer {
             ring,
             listener: Some(listener),
             proxied,
+            tls: tls.map(TlsServer::config),
             slots: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
@@ -184,6 +195,8 @@ struct Slot {
 enum Stage {
     /// A `haproxy:` connection before its header is complete.
     Header(Header),
+    /// An `ssl:` connection before its handshake finished.
+    Handshake(Box<Handshake>),
     /// Admitted: the echo.
     Echo(Box<Conn>),
 }
@@ -208,6 +221,8 @@ struct Loop {
     ring: IoUring,
     listener: Option<TcpListener>,
     proxied: bool,
+    /// `ssl:`: the handshake before admission.
+    tls: Option<Arc<rustls::ServerConfig>>,
     slots: Vec<Option<Slot>>,
     /// Each slot's generation: bumped when it is freed, so a late
     /// completion for its last connection is not taken for the next one.
@@ -305,15 +320,16 @@ impl Loop {
                 // admitted any more (as on the tokio path): closed now,
                 // not at their header's deadline.
                 for index in 0..self.slots.len() {
-                    if let Some(Slot {
-                        stage: Stage::Header(header),
-                        ..
-                    }) = self.slots[index].as_mut()
-                        && !header.done
-                    {
-                        header.done = true;
-                        self.settle(index as u32, now)?;
+                    match self.slots[index].as_mut().map(|slot| &mut slot.stage) {
+                        Some(Stage::Header(header)) if !header.done => header.done = true,
+                        // Nor connections mid-handshake (the tokio path drops
+                        // them once their handshake ends).
+                        Some(Stage::Handshake(handshake)) if !handshake.over => {
+                            handshake.over = true;
+                        }
+                        _ => continue,
                     }
+                    self.settle(index as u32, now)?;
                 }
             }
             _ => {}
@@ -428,6 +444,14 @@ impl Loop {
                 recv: Recv::Idle,
                 done: false,
             })
+        } else if let Some(config) = &self.tls {
+            Stage::Handshake(Box::new(Handshake::new(
+                Arc::clone(config),
+                (peer, host, Arrival::default()),
+                Recv::Idle,
+                now,
+                self.inner.options.drive.handshake_timeout,
+            )))
         } else {
             let Some((echo, span)) = admit(&self.inner, peer, host, Arrival::default(), &[], now)
             else {
@@ -481,6 +505,7 @@ impl Loop {
             self.short_of_buffers += 1;
         }
         let inner = &self.inner;
+        let tls = self.tls.as_ref();
         let Some(slot) = self
             .slots
             .get_mut(token.slot as usize)
@@ -515,6 +540,23 @@ impl Loop {
                     Metered::count(&inner.counters, &mut conn.seen, &conn.echo);
                 }
             }
+            Stage::Handshake(handshake) => {
+                let outcome = match data {
+                    Some(bytes) => handshake.on_data(bytes),
+                    None if result == 0 => handshake.on_end(None),
+                    None if result == -libc::ENOBUFS || result == -libc::ECANCELED => {
+                        Outcome::Going
+                    }
+                    None if result < 0 => {
+                        handshake.on_end(Some(io::Error::from_raw_os_error(-result)))
+                    }
+                    None => Outcome::Going,
+                };
+                if !more {
+                    handshake.recv = Recv::Idle;
+                }
+                handshake_outcome(inner, slot, outcome, now);
+            }
             Stage::Header(header) => {
                 if !more {
                     header.recv = Recv::Idle;
@@ -532,6 +574,22 @@ impl Loop {
                                     let recv = header.recv;
                                     if !*inner.accepting.borrow() {
                                         header.done = true; // shut down meanwhile
+                                    } else if let Some(config) = tls {
+                                        // The handshake's time starts after the header.
+                                        let mut handshake = Box::new(Handshake::new(
+                                            Arc::clone(config),
+                                            (peer, host, arrival),
+                                            recv,
+                                            now,
+                                            inner.options.drive.handshake_timeout,
+                                        ));
+                                        let outcome = if first.is_empty() {
+                                            Outcome::Going
+                                        } else {
+                                            handshake.on_data(&first)
+                                        };
+                                        slot.stage = Stage::Handshake(handshake);
+                                        handshake_outcome(inner, slot, outcome, now);
                                     } else if let Some((echo, span)) =
                                         admit(inner, peer, host, arrival, &first, now)
                                     {
@@ -579,14 +637,18 @@ impl Loop {
         let Some(slot) = self.slot(token.slot, token.generation) else {
             return Ok(());
         };
-        if let Stage::Echo(conn) = &mut slot.stage {
-            let _entered = slot.span.clone().entered();
-            let result = if result < 0 {
-                Err(io::Error::from_raw_os_error(-result))
-            } else {
-                Ok(result as usize)
-            };
-            conn.on_sent(result, now);
+        let result = if result < 0 {
+            Err(io::Error::from_raw_os_error(-result))
+        } else {
+            Ok(result as usize)
+        };
+        match &mut slot.stage {
+            Stage::Echo(conn) => {
+                let _entered = slot.span.clone().entered();
+                conn.on_sent(result, now);
+            }
+            Stage::Handshake(handshake) => handshake.on_sent(result),
+            Stage::Header(_) => {}
         }
         self.settle(token.slot, now)
     }
@@ -613,6 +675,10 @@ impl Loop {
                     if conn.deadline().is_some_and(|due| due <= now) {
                         conn.on_timeout(now);
                     }
+                }
+                Stage::Handshake(handshake) => {
+                    let outcome = handshake.on_timeout(now);
+                    handshake_outcome(&inner, slot, outcome, now);
                 }
                 Stage::Header(header) => {
                     if !header.done && header.deadline <= now {
@@ -649,6 +715,19 @@ impl Loop {
                     )
                 });
                 (todo, conn.deadline(), conn.finished(), send)
+            }
+            Stage::Handshake(handshake) => {
+                let todo = handshake.step();
+                let send = todo.send.then(|| {
+                    let bytes = handshake.unsent();
+                    (
+                        bytes.as_ptr(),
+                        u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                    )
+                });
+                let finished = handshake.finished().then_some(End::Close);
+                let deadline = (!handshake.over).then_some(handshake.deadline);
+                (todo, deadline, finished, send)
             }
             Stage::Header(header) => {
                 let mut todo = Todo::default();
@@ -734,5 +813,52 @@ impl Loop {
             self.timers.push(Reverse((at, index, generation)));
         }
         Ok(())
+    }
+}
+
+/// After a handshake step: a finished handshake is counted and its
+/// connection admitted (the echo then runs over the session); a failed one
+/// is counted and logged, and its socket closes once its alert went.
+fn handshake_outcome(inner: &Inner, slot: &mut Slot, outcome: Outcome, now: Instant) {
+    let Stage::Handshake(handshake) = &mut slot.stage else {
+        return;
+    };
+    match outcome {
+        Outcome::Going | Outcome::Over(None) => {}
+        Outcome::Over(Some(failed)) => {
+            handshake_failed(
+                inner,
+                &handshake.peer,
+                &handshake.arrival,
+                failed.why,
+                &failed.reason,
+            );
+        }
+        Outcome::Done(first) => {
+            let (took, resumed, subject) = handshake.summary();
+            inner.counters.tls_handshake(took, resumed);
+            if resumed {
+                tracing::debug!(peer = %handshake.peer, "TLS session resumed");
+            }
+            if !*inner.accepting.borrow() {
+                handshake.over = true; // shut down during the handshake
+                return;
+            }
+            let mut arrival = handshake.arrival.clone();
+            arrival.client_subject = subject;
+            let (peer, host) = (handshake.peer.clone(), handshake.host.clone());
+            let Some((echo, span)) = admit(inner, peer, host, arrival, &first, now) else {
+                handshake.over = true;
+                return;
+            };
+            let (session, wire, recv) = handshake.take();
+            slot.stage = Stage::Echo(Box::new(Conn::with_tls(
+                echo,
+                recv,
+                tls::Tls::new(session),
+                wire,
+            )));
+            slot.span = span;
+        }
     }
 }
