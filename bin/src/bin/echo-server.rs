@@ -84,8 +84,8 @@ struct Args {
 
     /// What drives the TCP sockets: epoll (tokio's readiness; every
     /// endpoint), uring (io_uring completions, one ring and thread per
-    /// listener, or per worker with --workers; tcp: and haproxy:tcp:
-    /// endpoints only; Linux 6.0 or later where no seccomp filter forbids
+    /// listener, or per worker with --workers; tcp: and ssl: endpoints and
+    /// their haproxy: forms only; Linux 6.0 or later where no seccomp filter forbids
     /// it, else an error) or auto (io_uring where it works for those
     /// endpoints, epoll for the rest and as the fallback, saying why)
     #[arg(

@@ -29,6 +29,12 @@ impl fmt::Debug for TlsClient {
 }
 
 impl TlsClient {
+    /// The rustls configuration (for tests that run a session by hand).
+    #[cfg(all(test, feature = "uring", target_os = "linux"))]
+    pub(crate) fn config(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        std::sync::Arc::clone(self.connector.config())
+    }
+
     /// Loads what a `tls:` endpoint names: `trustRoots` (a directory of
     /// `*.pem` files, or one PEM file), else Mozilla's roots compiled in
     /// (`webpki-roots`: the same answer on every machine, no CA bundle

@@ -413,3 +413,239 @@ impl Handshake {
         (session, wire, recv)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A real rustls client against the handshake and the echo over TLS,
+    //! with the kernel modelled as in `conn.rs`: every receive chunked at
+    //! random, every send completed in random shares, the bytes of a send
+    //! in flight never changing; the echo must come back exact, then the
+    //! server's close_notify, then the socket may close.
+
+    use std::io::Read;
+    use std::sync::OnceLock;
+
+    use echo_core::{EchoFactory, Factory, TlsMethod, WaterMarks};
+    use proptest::prelude::*;
+    use rustls::ClientConnection;
+
+    use super::super::conn::{Conn, End};
+    use super::*;
+    use crate::tls::{KeyKind, ThrowawayCa, TlsClient, TlsServer};
+
+    type Configs = ([Arc<ServerConfig>; 2], Arc<rustls::ClientConfig>);
+
+    /// Servers on TLS 1.3 (and 1.2) and on TLS 1.2 only, and their client.
+    fn configs() -> &'static Configs {
+        static CONFIGS: OnceLock<Configs> = OnceLock::new();
+        CONFIGS.get_or_init(|| {
+            let ca = ThrowawayCa::new("uring test", KeyKind::EcdsaP256).unwrap();
+            let issued = ca.server(&["localhost"]).unwrap();
+            let server = |method| {
+                TlsServer::from_pem(
+                    issued.cert_pem.as_bytes(),
+                    issued.key_pem.as_bytes(),
+                    None,
+                    method,
+                )
+                .unwrap()
+                .config()
+            };
+            let client = TlsClient::from_pem(ca.pem().as_bytes(), None).unwrap();
+            (
+                [server(TlsMethod::Any), server(TlsMethod::Tls12)],
+                client.config(),
+            )
+        })
+    }
+
+    enum Stage {
+        Handshake(Box<Handshake>),
+        Echo(Box<Conn>),
+    }
+
+    /// What the kernel holds: the receive's posting and the bytes of the
+    /// send in flight.
+    #[derive(Default)]
+    struct Kernel {
+        recv: bool,
+        send: Option<Vec<u8>>,
+        closed_write: bool,
+    }
+
+    fn apply(kernel: &mut Kernel, todo: Todo, unsent: &[u8]) -> Result<(), TestCaseError> {
+        if todo.arm_recv {
+            prop_assert!(!kernel.recv, "a second receive posted");
+            kernel.recv = true;
+        }
+        if todo.cancel_recv {
+            // Cancelled: its completion comes as an end without bytes.
+            kernel.recv = false;
+        }
+        if todo.send {
+            prop_assert!(kernel.send.is_none(), "a second send posted");
+            prop_assert!(!unsent.is_empty(), "an empty send posted");
+            kernel.send = Some(unsent.to_vec());
+        }
+        if todo.shutdown_write {
+            kernel.closed_write = true;
+        }
+        Ok(())
+    }
+
+    fn run(
+        len: usize,
+        high: usize,
+        chunks: &[u16],
+        shares: &[u8],
+        tls13: bool,
+    ) -> Result<(), TestCaseError> {
+        let (servers, client_config) = configs();
+        let server_config = &servers[usize::from(!tls13)];
+        let t0 = Instant::now();
+        let addr: std::net::SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let mut client =
+            ClientConnection::new(Arc::clone(client_config), "localhost".try_into().unwrap())
+                .unwrap();
+        let message: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        client.writer().write_all(&message).unwrap();
+        let mut stage = Stage::Handshake(Box::new(Handshake::new(
+            Arc::clone(server_config),
+            (addr.into(), addr.into(), Arrival::default()),
+            Recv::Idle,
+            t0,
+            Duration::from_secs(10),
+        )));
+        let mut kernel = Kernel::default();
+        let (mut to_server, mut echoed) = (Vec::new(), Vec::new());
+        let mut client_closed = false;
+        let mut server_said_bye = false;
+        let mut i = 0usize;
+        for _ in 0..20_000 {
+            i += 1;
+            // The server's next moves.
+            let (todo, unsent) = match &mut stage {
+                Stage::Handshake(h) => (h.step(), h.unsent().to_vec()),
+                Stage::Echo(c) => (c.step(t0, Duration::ZERO), c.unsent().to_vec()),
+            };
+            apply(&mut kernel, todo, &unsent)?;
+            if let Stage::Echo(c) = &stage
+                && let Some(end) = c.finished()
+            {
+                prop_assert_eq!(end, End::Close);
+                break;
+            }
+            // The client writes what it owes; once every byte came back, it
+            // says goodbye.
+            if echoed.len() == message.len() && !client_closed && !client.is_handshaking() {
+                client.send_close_notify();
+                client_closed = true;
+            }
+            while client.wants_write() {
+                client.write_tls(&mut to_server).unwrap();
+            }
+            let chunk = usize::from(chunks[i % chunks.len()]).max(1);
+            let share = shares[i % shares.len()];
+            if let Some(posted) = kernel.send.take() {
+                // A share of the send goes; the rest is posted again.
+                let n = (posted.len() * usize::from(share) / 255).max(1);
+                let mut went = &posted[..n];
+                while !went.is_empty() {
+                    client.read_tls(&mut went).unwrap();
+                    let state = client.process_new_packets().unwrap();
+                    let mut plain = vec![0; state.plaintext_bytes_to_read()];
+                    client.reader().read_exact(&mut plain).unwrap();
+                    echoed.extend_from_slice(&plain);
+                    server_said_bye |= state.peer_has_closed();
+                }
+                match &mut stage {
+                    Stage::Handshake(h) => h.on_sent(Ok(n)),
+                    Stage::Echo(c) => c.on_sent(Ok(n), t0),
+                }
+                continue;
+            }
+            if kernel.recv && !to_server.is_empty() {
+                kernel.recv = false;
+                let n = chunk.min(to_server.len());
+                let bytes: Vec<u8> = to_server.drain(..n).collect();
+                stage = match stage {
+                    Stage::Handshake(mut h) => {
+                        let outcome = h.on_data(&bytes);
+                        h.recv = Recv::Idle;
+                        match outcome {
+                            Outcome::Going => Stage::Handshake(h),
+                            Outcome::Over(failed) => {
+                                let why = failed.map(|f| f.reason).unwrap_or_default();
+                                return Err(TestCaseError::fail(format!(
+                                    "the handshake failed: {why}"
+                                )));
+                            }
+                            Outcome::Done(first) => {
+                                let echo = EchoFactory::default()
+                                    .build_protocol(&addr.into(), &addr.into())
+                                    .unwrap();
+                                let marks = WaterMarks::new(high, 0).unwrap();
+                                let mut echo = Connection::new(echo, addr, addr, marks, t0);
+                                if !first.is_empty() {
+                                    let _ = echo.handle_data(&first, t0);
+                                }
+                                let (session, wire, _recv) = h.take();
+                                Stage::Echo(Box::new(Conn::with_tls(
+                                    echo,
+                                    Recv::Idle,
+                                    Tls::new(session),
+                                    wire,
+                                )))
+                            }
+                        }
+                    }
+                    Stage::Echo(mut c) => {
+                        c.on_data(&bytes, t0);
+                        c.on_recv_ended();
+                        Stage::Echo(c)
+                    }
+                };
+                continue;
+            }
+            if kernel.recv && client_closed && to_server.is_empty() {
+                // The client's TCP end after its close_notify.
+                kernel.recv = false;
+                if let Stage::Echo(c) = &mut stage {
+                    c.on_eof(t0);
+                    c.on_recv_ended();
+                }
+                continue;
+            }
+            if let Stage::Echo(c) = &mut stage
+                && !kernel.recv
+                && kernel.send.is_none()
+            {
+                // A cancelled receive's completion.
+                c.on_recv_ended();
+            }
+        }
+        prop_assert!(
+            matches!(&stage, Stage::Echo(c) if c.finished().is_some()),
+            "the connection never finished"
+        );
+        prop_assert_eq!(echoed.len(), message.len());
+        prop_assert!(echoed == message, "the echo differs");
+        prop_assert!(server_said_bye, "no close_notify before the close");
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn over_tls_every_split_echoes_exactly_then_says_close_notify(
+            len in 0usize..40_000,
+            high in 1usize..20_000,
+            chunks in proptest::collection::vec(1u16..20_000, 1..8),
+            shares in proptest::collection::vec(any::<u8>(), 1..8),
+            tls13 in any::<bool>(),
+        ) {
+            run(len, high, &chunks, &shares, tls13)?;
+        }
+    }
+}
