@@ -527,14 +527,22 @@ impl Connection<EchoClient> {
     /// [`SendError::Finished`] after [`finish`](Self::finish) or for a client
     /// built with a whole message; [`SendError::Ended`] once the echo ended.
     pub fn send(&mut self, data: &[u8], now: Instant) -> Result<usize, SendError> {
-        self.act(now, |client, transport, _now| {
+        self.act(now, |client, transport, now| {
             if client.ended || transport.is_closing() {
                 return Err(SendError::Ended);
             }
             if client.input_finished() || matches!(client.input, Input::Message(_)) {
                 return Err(SendError::Finished);
             }
-            Ok(client.accept(data, transport))
+            let quiet = !client.awaiting();
+            let n = client.accept(data, transport);
+            if quiet && n > 0 {
+                // The timer measures the server's silence while an echo is
+                // owed: it starts when one is, not at the last echo before
+                // the input went quiet (which would time out at once).
+                client.last_progress = Some(now);
+            }
+            Ok(n)
         })
     }
 

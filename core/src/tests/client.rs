@@ -518,6 +518,37 @@ fn no_timeout_while_the_application_holds_the_echo() {
 }
 
 #[test]
+fn input_after_a_quiet_spell_gets_the_whole_timeout() {
+    // Found by the simulation (an input quiet for longer than the timeout,
+    // with everything echoed): the next input was given a deadline counted
+    // from the last echo, already past, and the client timed out before its
+    // write could even go.
+    let mut conn = streaming_client(WaterMarks::default());
+    assert_eq!(conn.send(b"ab", t0()), Ok(2));
+    send_all(&mut conn);
+    conn.handle_data(b"ab", t0() + ms(10)).unwrap();
+    assert_eq!(events(&mut conn).len(), 1);
+    assert_eq!(conn.poll_timeout(), None, "nothing owed: no timer");
+    let later = t0() + ms(5_000);
+    assert_eq!(conn.send(b"cd", later), Ok(2));
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(later + ms(1_000)),
+        "the timeout counts from the input that made an echo owed"
+    );
+    conn.handle_timeout(later + ms(999));
+    assert_eq!(events(&mut conn), vec![], "not timed out");
+    conn.handle_timeout(later + ms(1_000));
+    assert!(
+        matches!(
+            events(&mut conn).as_slice(),
+            [ClientEvent::Failed(EchoError::TimedOut { received: 2, .. })]
+        ),
+        "a server silent for the whole timeout still fails it"
+    );
+}
+
+#[test]
 fn a_message_client_takes_no_streamed_input() {
     let mut conn = message_client(b"m", WaterMarks::default());
     assert!(!conn.wants_input());

@@ -25,6 +25,7 @@ pub use error::TlsError;
 use pem::{certificates, private_key, read, root_store, trust_roots};
 pub(crate) use reasons::describe_on_server;
 pub use reasons::{HandshakeFailure, describe, tls_reason};
+#[cfg(all(feature = "uring", target_os = "linux"))]
 pub(crate) use server::subject_of;
 pub use server::{SESSION_CACHE, TlsServer, client_subject, was_resumed};
 pub use throwaway::{Issued, KeyKind, ThrowawayCa};
