@@ -29,7 +29,8 @@ server cannot be told apart).
 BENCH_SERVERS=tokio-nd,ours,ours-metrics compares ours with and without
 --metrics (which counts bytes as they move): the cost of being watched.
 ours-uring is ours with --io uring; monoio is monoio's echo example (both
-on io_uring).
+on io_uring). ours-tls and ours-uring-tls are ours over ssl: on epoll and
+on io_uring (BENCH_SERVERS=ours-tls,ours-uring-tls).
 
 BENCH_SYSCALLS=1: also system calls per echo for each server (perf stat's
 raw_syscalls:sys_enter on the server's process over a fixed number of
@@ -72,6 +73,8 @@ SERVERS = {
     # Ours over TLS (a throw-away certificate; the client skips verification).
     "ours-tls": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen",
                               f"ssl:{port}:interface=127.0.0.1", "--self-signed"],
+    "ours-uring-tls": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen",
+                                    f"ssl:{port}:interface=127.0.0.1", "--self-signed", "--io", "uring"],
 }
 # An earlier build of ours (BENCH_BASE_BIN=DIR with its echo-server), to
 # show that a change costs the plain path nothing: same run, same load.
@@ -79,12 +82,14 @@ if os.environ.get("BENCH_BASE_BIN"):
     SERVERS["ours-base"] = lambda port: [os.path.join(os.environ["BENCH_BASE_BIN"], "echo-server"), "-q",
                                          "--listen", f"tcp:{port}:interface=127.0.0.1"]
 # BENCH_SERVERS=tokio-nd,ours,ours-tls for a subset (tokio-nd, the ratios'
-# baseline, is always kept); by default every server but ours-tls.
+# baseline, is always kept); by default every server but the TLS ones and
+# ours-metrics.
 if os.environ.get("BENCH_SERVERS"):
     chosen = ["tokio-nd"] + [n for n in os.environ["BENCH_SERVERS"].split(",") if n != "tokio-nd"]
     SERVERS = {name: SERVERS[name] for name in chosen}
 else:
     SERVERS.pop("ours-tls")
+    SERVERS.pop("ours-uring-tls")
     SERVERS.pop("ours-metrics")
 LOADS = [(1, 64), (1, 4096), (10, 64), (10, 4096), (100, 64), (100, 4096), (1000, 64), (1000, 4096), (10, 65536)]
 PLOTS = os.environ.get("BENCH_PLOTS") or os.path.join(ROOT, "target", "bench-plots")
