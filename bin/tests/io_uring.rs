@@ -178,3 +178,53 @@ fn io_values_and_endpoints_io_uring_does_not_serve_are_usage_errors() {
 }
 
 const LONG: Duration = Duration::from_secs(30);
+
+/// The context switches of `pid`'s thread named `name` so far.
+fn switches(pid: u32, name: &str) -> Option<u64> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        return status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|n| n.trim().parse().ok());
+    }
+    None
+}
+
+/// An idle ring sleeps in the kernel until something happens: no timer
+/// wakes it (it polled every 50 ms, 20 wake-ups a second, before the
+/// server woke it through an eventfd), and it still notices a shutdown at
+/// once.
+#[test]
+fn an_idle_ring_sleeps_and_still_hears_the_shutdown() {
+    if !io_models().contains(&"uring") {
+        return;
+    }
+    let mut command = Command::new(SERVER);
+    command.args(["--io", "uring", "--listen", "tcp:0:interface=127.0.0.1"]);
+    let mut server = Server::spawn(command);
+    let pid = server.child.id();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = switches(pid, "uring-0").expect("the ring's thread");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = switches(pid, "uring-0").expect("the ring's thread");
+    assert!(
+        after - before <= 2,
+        "an idle ring woke {} times in 2 s",
+        after - before
+    );
+    let out = client(&["--connect", &server.connect_arg()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let asked = std::time::Instant::now();
+    server.signal("TERM");
+    assert!(server.wait_exit(EXIT_LIMIT).success());
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "took {:?} to stop",
+        asked.elapsed()
+    );
+}

@@ -109,6 +109,21 @@ struct Inner {
     /// A health check the access list would have turned away was served
     /// and said so.
     exempt_said: std::sync::atomic::AtomicBool,
+    /// Loops that sleep in the kernel (io_uring's) until something
+    /// happens: nudged when the server stops accepting or closes its
+    /// connections, so they need no timer to notice.
+    nudges: Mutex<Vec<std::sync::Weak<dyn Nudge>>>,
+}
+
+/// A loop's way to be woken from another thread.
+pub(crate) trait Nudge: Send + Sync {
+    fn nudge(&self);
+}
+
+impl std::fmt::Debug for dyn Nudge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Nudge")
+    }
 }
 
 /// A callback for factory events (a newtype so `Inner` can be `Debug`).
@@ -121,6 +136,28 @@ impl std::fmt::Debug for Observer {
 }
 
 impl Inner {
+    /// Wakes every loop that asked to be (the ones still running).
+    fn nudge_all(&self) {
+        let mut nudges = self.nudges.lock().unwrap_or_else(PoisonError::into_inner);
+        nudges.retain(|n| match n.upgrade() {
+            Some(n) => {
+                n.nudge();
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// Has `nudge` woken when the server stops accepting or closes its
+    /// connections (while the loop holds it).
+    #[cfg_attr(not(all(feature = "uring", target_os = "linux")), allow(dead_code))]
+    fn wake_on_change(&self, nudge: std::sync::Weak<dyn Nudge>) {
+        self.nudges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(nudge);
+    }
+
     /// Runs `f` on the factory, then logs its events and publishes the count.
     fn with_factory<R>(&self, f: impl FnOnce(&mut EchoFactory) -> R) -> R {
         let mut factory = self.factory.lock().unwrap_or_else(PoisonError::into_inner);
@@ -228,6 +265,7 @@ impl EchoServer {
                 access: OnceLock::new(),
                 warnings: Throttle::default(),
                 exempt_said: std::sync::atomic::AtomicBool::new(false),
+                nudges: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -353,12 +391,14 @@ impl EchoServer {
     /// Stops every accept loop at once; open connections carry on.
     pub fn stop_accepting(&self) {
         self.inner.accepting.send_replace(false);
+        self.inner.nudge_all();
     }
 
     /// Tells every open connection to stop reading, flush what it owes, and
     /// close (resetting if the flush outlasts the flush timeout).
     pub fn close_all(&self) {
         self.inner.close.trigger();
+        self.inner.nudge_all();
     }
 
     /// Waits until no connection is open.

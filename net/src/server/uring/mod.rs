@@ -26,7 +26,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use super::handshake::handshake_failed;
 use super::proxy::{Refusal, declared, refuse};
 use super::served::{admit, book_end};
-use super::{EchoServer, Inner, PROXY_HEADER_TIMEOUT};
+use super::{EchoServer, Inner, Nudge, PROXY_HEADER_TIMEOUT};
 use crate::tls::TlsServer;
 use crate::traffic::Metered;
 use crate::warnings::Warning;
@@ -44,9 +44,6 @@ use token::{Kind, Token};
 /// Submission queue entries per ring (the completion queue is twice that,
 /// and the kernel keeps completions that overflow it).
 const RING_ENTRIES: u32 = 4096;
-/// How often an idle loop looks whether the server stopped accepting or
-/// was told to close its connections.
-const CONTROL_TICK: Duration = Duration::from_millis(50);
 /// The oldest kernel with everything the loop posts (multishot accept
 /// is 5.19; 6.0 is the line the probe draws).
 const MIN_KERNEL: (u32, u32) = (6, 0);
@@ -134,7 +131,15 @@ impl EchoServer {
             .build(RING_ENTRIES)
             .map_err(setup_error)?;
         let chunk = self.inner.options.drive.read_chunk.clamp(512, 64 * 1024);
+        let wake = Arc::new(EventFd::new().map_err(setup_error)?);
+        let nudge: Arc<dyn Nudge> = wake.clone();
+        self.inner.wake_on_change(Arc::downgrade(&nudge));
         let mut event_loop = Loop {
+            wake,
+            // Leaked on purpose: its read may still be in the kernel when
+            // the loop ends (8 bytes per loop, once).
+            wake_buf: Box::leak(Box::new([0; 8])),
+            wake_armed: false,
             inner: Arc::clone(&self.inner),
             pool: Pool::new(&mut ring, chunk).map_err(setup_error)?,
             ring,
@@ -216,6 +221,12 @@ struct Header {
 
 struct Loop {
     inner: Arc<Inner>,
+    /// Written by [`EchoServer::stop_accepting`] and
+    /// [`EchoServer::close_all`]; a read on it is always posted, so the
+    /// loop sleeps until something happens, with no timer.
+    wake: Arc<EventFd>,
+    wake_buf: &'static mut [u8; 8],
+    wake_armed: bool,
     /// Declared before the ring: dropped after it.
     pool: Pool,
     ring: IoUring,
@@ -255,13 +266,27 @@ impl Loop {
                 self.listener = None;
                 return Ok(());
             }
-            let wait = self
-                .next_deadline(now)
-                .map_or(CONTROL_TICK, |at| at.saturating_duration_since(now))
-                .min(CONTROL_TICK);
-            let ts = types::Timespec::from(wait);
-            let args = types::SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
+            if !self.wake_armed {
+                let entry = opcode::Read::new(
+                    types::Fd(self.wake.as_raw_fd()),
+                    self.wake_buf.as_mut_ptr(),
+                    8,
+                )
+                .build()
+                .user_data(Token::new(Kind::Wake, 0, 0).into());
+                // SAFETY: the buffer is leaked: it outlives any read.
+                unsafe { push(&mut self.ring, &entry)? };
+                self.wake_armed = true;
+            }
+            let submitted = match self.next_deadline(now) {
+                Some(at) => {
+                    let ts = types::Timespec::from(at.saturating_duration_since(now));
+                    let args = types::SubmitArgs::new().timespec(&ts);
+                    self.ring.submitter().submit_with_args(1, &args)
+                }
+                None => self.ring.submitter().submit_and_wait(1),
+            };
+            match submitted {
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
                 // The completion queue is full: drain it first.
@@ -386,6 +411,11 @@ impl Loop {
             Kind::Recv => self.received(token, result, flags, now),
             Kind::Send => self.sent(token, result, now),
             Kind::Cancel => Ok(()),
+            // Posted again before the next wait; `control` looks first.
+            Kind::Wake => {
+                self.wake_armed = false;
+                Ok(())
+            }
         }
     }
 
@@ -860,5 +890,33 @@ fn handshake_outcome(inner: &Inner, slot: &mut Slot, outcome: Outcome, now: Inst
             )));
             slot.span = span;
         }
+    }
+}
+
+/// The eventfd a loop sleeps on (see [`Loop::wake`]).
+struct EventFd(std::fs::File);
+
+impl EventFd {
+    fn new() -> io::Result<Self> {
+        // SAFETY: no pointers; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor just made for us, owned by nothing else.
+        Ok(Self(unsafe { std::fs::File::from_raw_fd(fd) }))
+    }
+
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Nudge for EventFd {
+    fn nudge(&self) {
+        use std::io::Write;
+        // Adds 1 to the counter; it cannot fill up in practice, and a
+        // loop that is gone needs no waking.
+        let _ = (&self.0).write_all(&1u64.to_ne_bytes());
     }
 }

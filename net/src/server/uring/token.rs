@@ -9,6 +9,9 @@ pub(super) enum Kind {
     Send = 3,
     /// A cancellation's own completion (its target completes separately).
     Cancel = 4,
+    /// The loop's eventfd was written: the server stopped accepting or
+    /// closes its connections.
+    Wake = 5,
 }
 
 /// Kind (4 bits), generation (28 bits: a slot reused for a new connection
@@ -38,6 +41,7 @@ impl Token {
             2 => Kind::Recv,
             3 => Kind::Send,
             4 => Kind::Cancel,
+            5 => Kind::Wake,
             _ => return None,
         };
         Some(Self {
@@ -60,7 +64,13 @@ mod tests {
 
     #[test]
     fn a_token_comes_back_as_it_went_and_generations_wrap() {
-        for kind in [Kind::Accept, Kind::Recv, Kind::Send, Kind::Cancel] {
+        for kind in [
+            Kind::Accept,
+            Kind::Recv,
+            Kind::Send,
+            Kind::Cancel,
+            Kind::Wake,
+        ] {
             let token = Token::new(kind, 0x0abc_def1, u32::MAX);
             assert_eq!(Token::parse(token.into()), Some(token));
         }
