@@ -275,8 +275,8 @@ impl Handshake {
             Plain::End => ended = true,
         });
         if let Err(error) = opened {
-            // The alert rustls queued goes out before the close.
-            seal_pending(session, &mut self.out);
+            // The alert rustls queued goes out before the close, from
+            // `step` (never into `out` here: a send may be reading it).
             return self.fail(&error);
         }
         if session.is_handshaking() {
