@@ -53,7 +53,11 @@ fn open(
     mut deliver: impl FnMut(Plain<'_>),
 ) -> io::Result<()> {
     while !data.is_empty() {
-        session.read_tls(&mut data)?;
+        if session.read_tls(&mut data)? == 0 {
+            // After the peer's close_notify rustls takes nothing more (it
+            // says 0, every time): the rest is discarded, not looped on.
+            break;
+        }
         session
             .process_new_packets()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -632,6 +636,86 @@ mod tests {
         prop_assert!(echoed == message, "the echo differs");
         prop_assert!(server_said_bye, "no close_notify before the close");
         Ok(())
+    }
+
+    /// Bytes after the peer's close_notify, in a later receive: rustls
+    /// takes none of them (its `read_tls` says 0 from then on), and the
+    /// loop that fed it spun on them for ever, a core at 100 % per such
+    /// peer.
+    #[test]
+    fn bytes_after_a_close_notify_are_dropped_not_spun_on() {
+        let (servers, client_config) = configs();
+        let t0 = Instant::now();
+        let mut client =
+            ClientConnection::new(Arc::clone(client_config), "localhost".try_into().unwrap())
+                .unwrap();
+        let mut handshake = Handshake::new(
+            Arc::clone(&servers[0]),
+            (
+                "127.0.0.1:7"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+                "127.0.0.1:7"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+                Arrival::default(),
+            ),
+            Recv::Idle,
+            t0,
+            Duration::from_secs(10),
+        );
+        // The handshake, by hand: each side's bytes straight to the other.
+        let mut first = None;
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            if !wire.is_empty()
+                && let Outcome::Done(plain) = handshake.on_data(&wire)
+            {
+                first = Some(plain);
+            }
+            handshake.step();
+            let mut back = handshake.unsent().to_vec();
+            handshake.on_sent(Ok(back.len()));
+            let mut back = &back[..];
+            while !back.is_empty() {
+                client.read_tls(&mut back).unwrap();
+                client.process_new_packets().unwrap();
+            }
+            if first.is_some() {
+                break;
+            }
+        }
+        assert!(first.is_some(), "the handshake finished");
+        let (session, _, _) = handshake.take();
+        let mut tls = Tls::new(session);
+        let addr: std::net::SocketAddr = "127.0.0.1:7".parse().unwrap();
+        let echo = EchoFactory::default()
+            .build_protocol(&addr.into(), &addr.into())
+            .unwrap();
+        let mut echo = Connection::new(echo, addr, addr, WaterMarks::default(), t0);
+        client.writer().write_all(b"bye").unwrap();
+        client.send_close_notify();
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let first = tls.receive(&mut echo, &wire, t0);
+            // A later receive: the peer went on sending.
+            let later = tls.receive(&mut echo, b"\x17\x03\x03\x00\x05trailing bytes", t0);
+            let _ = done.send((first.is_ok() && later.is_ok(), echo.protocol().received()));
+        });
+        let (ok, received) = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("receive returned (it spun on the bytes after close_notify)");
+        assert!(ok);
+        assert_eq!(received, 3, "what came before the close_notify is kept");
     }
 
     proptest! {
