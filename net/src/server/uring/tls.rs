@@ -679,7 +679,7 @@ mod tests {
                 first = Some(plain);
             }
             handshake.step();
-            let mut back = handshake.unsent().to_vec();
+            let back = handshake.unsent().to_vec();
             handshake.on_sent(Ok(back.len()));
             let mut back = &back[..];
             while !back.is_empty() {
