@@ -12,7 +12,9 @@
 //! panics the connection's task, which fails the case with its seed. In
 //! release builds the types are empty and the checks compile to nothing.
 
-use echo_core::{Connection, EchoClient, ProducerState, Protocol};
+#[cfg(debug_assertions)]
+use echo_core::ProducerState;
+use echo_core::{Connection, EchoClient, Protocol};
 
 /// What the driver of one connection checks (see the module's doc).
 pub(crate) struct Driven;
@@ -31,8 +33,8 @@ impl Driven {
 
     /// After a write was reported: reading resumed only once the unsent
     /// bytes fell to the low water mark (the mark an adapter reads to
-    /// size its own buffers).
-    #[inline]
+    /// size its own buffers). Debug builds only, as is reading `before`.
+    #[cfg(debug_assertions)]
     pub(crate) fn written<P: Protocol>(before: ProducerState, conn: &Connection<P>) {
         debug_assert!(
             before == ProducerState::Producing

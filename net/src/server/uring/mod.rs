@@ -6,9 +6,9 @@
 //! in flight (`Connection::poll_transmit`).
 //!
 //! Serves `tcp:`, `ssl:` and their `haproxy:` forms (rustls run over the
-//! completions, `tls.rs`); Unix sockets stay on the tokio path. Every `unsafe` block of the crate is in this module:
-//! each hands the kernel memory that must stay put until its completion,
-//! and says why it does.
+//! completions, `tls.rs`); Unix sockets stay on the tokio path. Every
+//! `unsafe` block of the crate is in this module: each hands the kernel
+//! memory that must stay put until its completion, and says why it does.
 
 #![allow(unsafe_code)]
 
@@ -227,9 +227,11 @@ struct Loop {
     wake: Arc<EventFd>,
     wake_buf: &'static mut [u8; 8],
     wake_armed: bool,
-    /// Declared before the ring: dropped after it.
-    pool: Pool,
     ring: IoUring,
+    /// Declared after the ring, so dropped after it (fields drop in
+    /// order): the kernel knows the pool's buffer ring until the ring
+    /// closes.
+    pool: Pool,
     listener: Option<TcpListener>,
     proxied: bool,
     /// `ssl:`: the handshake before admission.
@@ -548,20 +550,21 @@ impl Loop {
             return Ok(());
         };
         let _entered = slot.span.clone().entered();
-        let data = match (result, buffer) {
-            (n, Some(id)) if n > 0 => Some(self.pool.filled(id, n as usize)),
-            _ => None,
+        let got = match (result, buffer) {
+            (n, Some(id)) if n > 0 => Got::Data(self.pool.filled(id, n as usize)),
+            (0, _) => Got::End,
+            // Out of buffers or cancelled: nothing came, the receive ended.
+            (n, _) if n == -libc::ENOBUFS || n == -libc::ECANCELED => Got::Nothing,
+            (n, _) if n < 0 => Got::Failed(io::Error::from_raw_os_error(-n)),
+            _ => Got::Nothing,
         };
         match &mut slot.stage {
             Stage::Echo(conn) => {
-                match data {
-                    Some(bytes) => conn.on_data(bytes, now),
-                    None if result == 0 => conn.on_eof(now),
-                    None if result == -libc::ENOBUFS || result == -libc::ECANCELED => {}
-                    None if result < 0 => {
-                        conn.on_recv_error(&io::Error::from_raw_os_error(-result), now);
-                    }
-                    None => {}
+                match got {
+                    Got::Data(bytes) => conn.on_data(bytes, now),
+                    Got::End => conn.on_eof(now),
+                    Got::Failed(error) => conn.on_recv_error(&error, now),
+                    Got::Nothing => {}
                 }
                 if !more {
                     conn.on_recv_ended();
@@ -571,16 +574,11 @@ impl Loop {
                 }
             }
             Stage::Handshake(handshake) => {
-                let outcome = match data {
-                    Some(bytes) => handshake.on_data(bytes),
-                    None if result == 0 => handshake.on_end(None),
-                    None if result == -libc::ENOBUFS || result == -libc::ECANCELED => {
-                        Outcome::Going
-                    }
-                    None if result < 0 => {
-                        handshake.on_end(Some(io::Error::from_raw_os_error(-result)))
-                    }
-                    None => Outcome::Going,
+                let outcome = match got {
+                    Got::Data(bytes) => handshake.on_data(bytes),
+                    Got::End => handshake.on_end(None),
+                    Got::Failed(error) => handshake.on_end(Some(error)),
+                    Got::Nothing => Outcome::Going,
                 };
                 if !more {
                     handshake.recv = Recv::Idle;
@@ -592,8 +590,8 @@ impl Loop {
                     header.recv = Recv::Idle;
                 }
                 if !header.done {
-                    match data {
-                        Some(bytes) => {
+                    match got {
+                        Got::Data(bytes) => {
                             header.any = true;
                             match header.decoder.feed(bytes) {
                                 Ok(None) => {}
@@ -635,7 +633,7 @@ impl Loop {
                                 }
                             }
                         }
-                        None if result == 0 => {
+                        Got::End => {
                             if header.any {
                                 refuse(inner, &header.peer, Refusal::Header(ProxyError::Missing));
                             } else {
@@ -643,16 +641,11 @@ impl Loop {
                             }
                             header.done = true;
                         }
-                        None if result == -libc::ENOBUFS || result == -libc::ECANCELED => {}
-                        None if result < 0 => {
-                            refuse(
-                                inner,
-                                &header.peer,
-                                Refusal::Io(io::Error::from_raw_os_error(-result)),
-                            );
+                        Got::Failed(error) => {
+                            refuse(inner, &header.peer, Refusal::Io(error));
                             header.done = true;
                         }
-                        None => {}
+                        Got::Nothing => {}
                     }
                 }
             }
@@ -737,24 +730,12 @@ impl Loop {
             Stage::Echo(conn) => {
                 let _entered = slot.span.clone().entered();
                 let todo = conn.step(now, linger);
-                let send = todo.send.then(|| {
-                    let bytes = conn.unsent();
-                    (
-                        bytes.as_ptr(),
-                        u32::try_from(bytes.len()).unwrap_or(u32::MAX),
-                    )
-                });
+                let send = todo.send.then(|| posted(conn.unsent()));
                 (todo, conn.deadline(), conn.finished(), send)
             }
             Stage::Handshake(handshake) => {
                 let todo = handshake.step();
-                let send = todo.send.then(|| {
-                    let bytes = handshake.unsent();
-                    (
-                        bytes.as_ptr(),
-                        u32::try_from(bytes.len()).unwrap_or(u32::MAX),
-                    )
-                });
+                let send = todo.send.then(|| posted(handshake.unsent()));
                 let finished = handshake.finished().then_some(End::Close);
                 let deadline = (!handshake.over).then_some(handshake.deadline);
                 (todo, deadline, finished, send)
@@ -844,6 +825,26 @@ impl Loop {
         }
         Ok(())
     }
+}
+
+/// A send's bytes as its entry takes them.
+fn posted(bytes: &[u8]) -> (*const u8, u32) {
+    (
+        bytes.as_ptr(),
+        u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+    )
+}
+
+/// What a receive's completion brought.
+enum Got<'a> {
+    /// Bytes, in a buffer of the pool.
+    Data(&'a [u8]),
+    /// The peer's end-of-file.
+    End,
+    /// The socket failed.
+    Failed(io::Error),
+    /// Nothing: no buffer was free, or the receive was cancelled.
+    Nothing,
 }
 
 /// After a handshake step: a finished handshake is counted and its

@@ -411,10 +411,7 @@ impl Handshake {
             .take()
             .expect("a finished handshake has a session");
         let wire = (std::mem::take(&mut self.out), self.sent, self.sending);
-        self.over = true;
-        self.sending = false;
-        let recv = std::mem::replace(&mut self.recv, Recv::Idle);
-        (session, wire, recv)
+        (session, wire, self.recv)
     }
 }
 
