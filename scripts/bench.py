@@ -33,9 +33,10 @@ on io_uring). ours-tls and ours-uring-tls are ours over ssl: on epoll and
 on io_uring (BENCH_SERVERS=ours-tls,ours-uring-tls).
 
 BENCH_SYSCALLS=1: also system calls per echo for each server (perf stat's
-raw_syscalls:sys_enter on the server's process over a fixed number of
-requests, BENCH_SYSCALL_REQUESTS, default 200000), at 100 x 64 and
-1000 x 64: what io_uring changes. BENCH_IDLE=N,M: idle memory at N and M
+raw_syscalls:sys_enter on the server's process over BENCH_SYSCALL_SECONDS,
+default 3, of the measured load, divided by the echoes the client's
+interval lines count in the same seconds), at 100 x 64 and 1000 x 64: what
+io_uring changes. BENCH_IDLE=N,M: idle memory at N and M
 connections (default 1000,10000; 0 for none).
 """
 import json, os, shutil, socket, statistics, subprocess, sys, threading, time
@@ -286,26 +287,44 @@ def idle_memory(counts):
                 server.wait()
 
 
-def syscalls(loads, requests):
-    """System calls the server makes per echo, over `requests` echoes."""
-    print(f"\nsystem calls per echo (server process, {requests} requests, perf stat raw_syscalls:sys_enter):")
+def syscalls(loads, window):
+    """System calls the server makes per echo, over `window` seconds of the
+    measured load. The client's interval lines count the echoes of the same
+    seconds perf counts: a whole run's count would include the connect
+    phase's echoes, which the client does not measure (at 1,000
+    connections a quarter of what the server echoed)."""
+    print(f"\nsystem calls per echo (server process, {window} s of measured load, perf stat raw_syscalls:sys_enter):")
     for conns, length in loads:
         for name in SERVERS:
             server, port = start(name, "0")
+            perf = None
             try:
-                perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", str(server.pid)],
-                                        stderr=subprocess.PIPE, text=True)
-                time.sleep(0.3)
                 cmd = [CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-s", str(length),
-                       "-r", str(requests), "-w", "0", "--json"]
+                       "-d", str(window + 2), "-w", "0", "--interval", "1s", "--json"]
                 if PIN:
                     cmd = ["taskset", "-c", "1"] + cmd
-                r = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout)
+                client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+                echoes, intervals = 0, 0
+                for line in client.stdout:
+                    if '"interval":true' not in line:
+                        continue
+                    if perf is None:
+                        # The first second is over: count from here.
+                        perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter",
+                                                 "-p", str(server.pid)], stderr=subprocess.PIPE, text=True)
+                        continue
+                    echoes += json.loads(line)["requests"]
+                    intervals += 1
+                    if intervals == window:
+                        break
                 perf.send_signal(2)
                 _, err = perf.communicate(timeout=30)
+                client.communicate(timeout=60)
                 count = next(int(line.split(",")[0]) for line in err.splitlines() if "raw_syscalls" in line)
-                print(f"  {conns:>5} x {length:<5} {name:>10} {count / max(r['requests'], 1):6.2f}", flush=True)
+                print(f"  {conns:>5} x {length:<5} {name:>10} {count / max(echoes, 1):6.2f}", flush=True)
             finally:
+                if perf is not None and perf.poll() is None:
+                    perf.kill()
                 server.kill()
                 server.wait()
 
@@ -324,7 +343,7 @@ if __name__ == "__main__":
     if not MIXED:
         table(secs, rounds, [(100, 64)], "0", "0", "shared core")
     if os.environ.get("BENCH_SYSCALLS") == "1":
-        syscalls([(100, 64), (1000, 64)], int(os.environ.get("BENCH_SYSCALL_REQUESTS", "200000")))
+        syscalls([(100, 64), (1000, 64)], int(os.environ.get("BENCH_SYSCALL_SECONDS", "3")))
     idle = [int(n) for n in os.environ.get("BENCH_IDLE", "1000,10000").split(",") if int(n) > 0]
     if idle and (not os.environ.get("BENCH_LOADS") or os.environ.get("BENCH_IDLE")):
         idle_memory(idle)

@@ -127,7 +127,13 @@ impl EchoServer {
         proxied: bool,
         tls: Option<&TlsServer>,
     ) -> Result<(), UringError> {
+        // A completion that the network makes while the loop runs waits
+        // for the loop's next entry into the kernel, which comes within
+        // the turn, instead of interrupting it: without this the kernel
+        // forced the thread through its signal path for each (0.3-0.5 us
+        // per echo at 64 B, BENCHMARKS.md's profile by category).
         let mut ring = IoUring::builder()
+            .setup_coop_taskrun()
             .build(RING_ENTRIES)
             .map_err(setup_error)?;
         let chunk = self.inner.options.drive.read_chunk.clamp(512, 64 * 1024);
