@@ -28,8 +28,8 @@ server cannot be told apart).
 
 BENCH_SERVERS=tokio-nd,ours,ours-metrics compares ours with and without
 --metrics (which counts bytes as they move): the cost of being watched.
-ours-uring is ours with --io uring; monoio is monoio's echo example (both
-on io_uring). ours-tls and ours-uring-tls are ours over ssl: on epoll and
+ours-uring is ours with --io uring, ours-uring-b60 the same with
+--batch-wait 60us; monoio is monoio's echo example (all on io_uring). ours-tls and ours-uring-tls are ours over ssl: on epoll and
 on io_uring (BENCH_SERVERS=ours-tls,ours-uring-tls).
 
 BENCH_SYSCALLS=1: also system calls per echo for each server (perf stat's
@@ -66,6 +66,10 @@ SERVERS = {
     "c-epoll": lambda port: [os.path.join(REL, "epoll_echo"), str(port)],
     "ours-uring": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen", f"tcp:{port}:interface=127.0.0.1",
                                 "--io", "uring"],
+    # io_uring with turns that wait up to 60 us for company while
+    # completions come fast: fewer system calls, each echo up to 60 us later.
+    "ours-uring-b60": lambda port: [os.path.join(REL, "echo-server"), "-q", "--listen",
+                                    f"tcp:{port}:interface=127.0.0.1", "--io", "uring", "--batch-wait", "60us"],
     "monoio": lambda port: [MONOIO, f"127.0.0.1:{port}"],
     # Ours serving metrics (--metrics counts bytes as they move): what a
     # Prometheus-watched server pays per echo.
@@ -92,6 +96,7 @@ else:
     SERVERS.pop("ours-tls")
     SERVERS.pop("ours-uring-tls")
     SERVERS.pop("ours-metrics")
+    SERVERS.pop("ours-uring-b60")
 LOADS = [(1, 64), (1, 4096), (10, 64), (10, 4096), (100, 64), (100, 4096), (1000, 64), (1000, 4096), (10, 65536)]
 PLOTS = os.environ.get("BENCH_PLOTS") or os.path.join(ROOT, "target", "bench-plots")
 if os.environ.get("BENCH_LOADS"):  # e.g. BENCH_LOADS=100x64,1000x64 for a subset

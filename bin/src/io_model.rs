@@ -7,6 +7,7 @@
 
 use std::net::TcpListener;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use echo_core::{ServerEndpoint, ServerTls};
 use echo_net::{EchoServer, TlsServer};
@@ -22,6 +23,25 @@ pub enum IoModel {
     /// io_uring for tcp: and ssl: (and their haproxy: forms) where
     /// available (else epoll, saying why); the other endpoints on epoll
     Auto,
+}
+
+/// The longest `--batch-wait`: past this it is a delay, not a batch.
+pub const MAX_BATCH_WAIT: Duration = Duration::from_millis(10);
+
+/// Parses `--batch-wait`: 0, or 1us to [`MAX_BATCH_WAIT`] (the kernel
+/// counts the wait in whole microseconds).
+///
+/// # Errors
+/// Not a duration, or out of that range, in words.
+pub fn batch_wait(s: &str) -> Result<Duration, String> {
+    let wait = crate::duration(s)?;
+    if wait.is_zero() || (Duration::from_micros(1)..=MAX_BATCH_WAIT).contains(&wait) {
+        Ok(wait)
+    } else {
+        Err(format!(
+            "{s:?} is out of range: the wait is 0 (off) or 1us to 10ms, such as 60us"
+        ))
+    }
 }
 
 /// An endpoint as io_uring serves it.

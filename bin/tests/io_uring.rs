@@ -177,6 +177,69 @@ fn io_values_and_endpoints_io_uring_does_not_serve_are_usage_errors() {
     assert!(text(&out.stderr).contains("[possible values: epoll, uring, auto]"));
 }
 
+/// `--batch-wait`: while completions come fast, a turn waits for several
+/// of them, and every echo still comes back whole and in order. The
+/// longest window (10 ms) makes any load fast enough to start the waiting,
+/// whatever this machine's speed; where the kernel lacks what it needs
+/// (6.12), the server says so instead.
+#[test]
+fn batched_turns_still_echo_every_byte() {
+    if !io_models().contains(&"uring") {
+        return;
+    }
+    let server = Server::start(&["--io", "uring", "--batch-wait", "10ms", "-vv"]);
+    let out = client(&[
+        "bench",
+        "--connect",
+        &server.connect_arg(),
+        "-c",
+        "20",
+        "-s",
+        "700",
+        "-d",
+        "1",
+        "-w",
+        "0",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("\"errors\":0,"), "{report}");
+    assert!(!report.contains("\"requests\":0,"), "{report}");
+    let log = server.log();
+    assert!(
+        log.contains("turns now wait for several")
+            || log.contains("--batch-wait has no effect here: it needs Linux 6.12"),
+        "{log}"
+    );
+}
+
+#[test]
+fn batch_wait_out_of_range_or_on_epoll_is_a_usage_error() {
+    assert_usage_errors(
+        SERVER,
+        &[
+            &["--io", "uring", "--batch-wait", "11ms"],
+            &["--io", "uring", "--batch-wait", "500ns"],
+            &["--io", "uring", "--batch-wait", "-1"],
+            &["--io", "uring", "--batch-wait", "soon"],
+            &["--batch-wait", "60us"],
+            &["--io", "epoll", "--batch-wait", "60us"],
+        ],
+    );
+    let out = output_within(
+        Command::new(SERVER).env("ECHO_BATCH_WAIT", "60us"),
+        EXIT_LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("--batch-wait is a wait of the io_uring loop, and --io epoll has none"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 const LONG: Duration = Duration::from_secs(30);
 
 /// The context switches of `pid`'s thread named `name` so far.

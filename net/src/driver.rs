@@ -80,6 +80,11 @@ pub struct DriveConfig {
     /// How long a TLS server connection has to finish its handshake
     /// before it is dropped (and counted as a failed handshake).
     pub handshake_timeout: Duration,
+    /// io_uring only: while completions come fast, a turn of the loop may
+    /// wait this long for more of them, so that one system call serves
+    /// several (zero: never; the epoll path has no such wait). Each echo
+    /// may come this much later.
+    pub batch_wait: Duration,
 }
 
 impl Default for DriveConfig {
@@ -90,6 +95,7 @@ impl Default for DriveConfig {
             linger: DEFAULT_LINGER,
             flush_timeout: Duration::from_secs(5),
             handshake_timeout: crate::tls::DEFAULT_HANDSHAKE_TIMEOUT,
+            batch_wait: Duration::ZERO,
         }
     }
 }

@@ -31,11 +31,13 @@ use crate::tls::TlsServer;
 use crate::traffic::Metered;
 use crate::warnings::Warning;
 
+mod batch;
 mod conn;
 mod pool;
 mod tls;
 mod token;
 
+use batch::Batch;
 use conn::{Conn, End, Recv, Todo};
 use pool::{GROUP, Pool};
 use tls::{Handshake, Outcome};
@@ -127,16 +129,18 @@ impl EchoServer {
         proxied: bool,
         tls: Option<&TlsServer>,
     ) -> Result<(), UringError> {
-        // A completion that the network makes while the loop runs waits
-        // for the loop's next entry into the kernel, which comes within
-        // the turn, instead of interrupting it: without this the kernel
-        // forced the thread through its signal path for each (0.3-0.5 us
-        // per echo at 64 B, BENCHMARKS.md's profile by category).
-        let mut ring = IoUring::builder()
-            .setup_coop_taskrun()
-            .build(RING_ENTRIES)
-            .map_err(setup_error)?;
+        let (mut ring, deferred) = build_ring().map_err(setup_error)?;
         let chunk = self.inner.options.drive.read_chunk.clamp(512, 64 * 1024);
+        let mut window = self.inner.options.drive.batch_wait;
+        if !window.is_zero() && !(deferred && ring.params().is_feature_min_timeout()) {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(
+                    "--batch-wait has no effect here: it needs Linux 6.12 (io_uring's min_wait and deferred completions)"
+                );
+            });
+            window = Duration::ZERO;
+        }
         let wake = Arc::new(EventFd::new().map_err(setup_error)?);
         let nudge: Arc<dyn Nudge> = wake.clone();
         self.inner.wake_on_change(Arc::downgrade(&nudge));
@@ -162,6 +166,8 @@ impl EchoServer {
             live: 0,
             chunk: u32::try_from(chunk).unwrap_or(u32::MAX),
             short_of_buffers: 0,
+            batch: Batch::new(window),
+            batched: false,
         };
         self.inner.with_factory(Factory::do_start);
         let result = event_loop.run();
@@ -173,6 +179,30 @@ impl EchoServer {
             drop(event_loop.ring);
         }
         result.map_err(UringError::Failed)
+    }
+}
+
+/// A ring whose completions' work waits for the loop to ask
+/// (`DEFER_TASKRUN`, 6.1: no wake-up per completion, so a turn can wait for
+/// several; see [`batch`]), and whether it got one; before 6.1, one that
+/// runs that work when the loop next enters the kernel (`COOP_TASKRUN`,
+/// 5.19) instead of interrupting it, which without either the kernel did
+/// through the thread's signal path for each completion (0.3-0.5 us per
+/// echo at 64 B, BENCHMARKS.md's profile by category).
+fn build_ring() -> io::Result<(IoUring, bool)> {
+    let deferred = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(RING_ENTRIES);
+    match deferred {
+        Ok(ring) => Ok((ring, true)),
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+            let ring = IoUring::builder()
+                .setup_coop_taskrun()
+                .build(RING_ENTRIES)?;
+            Ok((ring, false))
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -261,6 +291,10 @@ struct Loop {
     chunk: u32,
     /// Receives that found no buffer free in this turn.
     short_of_buffers: usize,
+    /// How many completions a turn waits for.
+    batch: Batch,
+    /// A turn waited for several once.
+    batched: bool,
 }
 
 impl Loop {
@@ -286,11 +320,26 @@ impl Loop {
                 unsafe { push(&mut self.ring, &entry)? };
                 self.wake_armed = true;
             }
+            let wait = self.batch.poll_wait();
+            if wait.want > 1 && !self.batched {
+                // Once per loop: the rate can cross the line every period.
+                self.batched = true;
+                tracing::debug!(
+                    want = wait.want,
+                    min_wait_us = wait.min_wait_us,
+                    "completions come fast: turns now wait for several while they do (--batch-wait)"
+                );
+            }
+            let args = types::SubmitArgs::new().min_wait_usec(wait.min_wait_us);
             let submitted = match self.next_deadline(now) {
                 Some(at) => {
                     let ts = types::Timespec::from(at.saturating_duration_since(now));
-                    let args = types::SubmitArgs::new().timespec(&ts);
-                    self.ring.submitter().submit_with_args(1, &args)
+                    self.ring
+                        .submitter()
+                        .submit_with_args(wait.want, &args.timespec(&ts))
+                }
+                None if wait.min_wait_us > 0 => {
+                    self.ring.submitter().submit_with_args(wait.want, &args)
                 }
                 None => self.ring.submitter().submit_and_wait(1),
             };
@@ -308,6 +357,7 @@ impl Loop {
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
             let now = Instant::now();
+            self.batch.handle_turn(completions.len(), now);
             self.short_of_buffers = 0;
             for &(user_data, result, flags) in &completions {
                 self.complete(user_data, result, flags, now)?;
