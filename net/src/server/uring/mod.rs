@@ -132,7 +132,8 @@ impl EchoServer {
         let (mut ring, deferred) = build_ring().map_err(setup_error)?;
         let chunk = self.inner.options.drive.read_chunk.clamp(512, 64 * 1024);
         let mut window = self.inner.options.drive.batch_wait;
-        if !window.is_zero() && !(deferred && ring.params().is_feature_min_timeout()) {
+        let can_wait = deferred && ring.params().is_feature_min_timeout();
+        if !window.is_zero() && !can_wait {
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
                 tracing::warn!(
