@@ -99,8 +99,8 @@ struct Args {
 
     /// io_uring only: while completions come fast (at least 4 expected in
     /// the window), a turn of the loop waits up to this long for more, so
-    /// that one system call serves several (0.25 per echo instead of 0.5
-    /// to 1 at 64 B). Each echo may come up to this much later, which a
+    /// that one system call serves several (0.16 to 0.33 per echo instead of
+    /// 0.4 to 1.3 at 64 B). Each echo may come up to this much later, which a
     /// latency measurement through this server would see. 0: off. At most
     /// 10ms; needs Linux 6.12 (else a warning, and no waiting)
     #[arg(env = "ECHO_BATCH_WAIT", long, value_name = "DURATION", default_value = "0", value_parser = io_model::batch_wait)]

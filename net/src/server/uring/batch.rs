@@ -4,10 +4,10 @@
 //!
 //! A loop that returns at its first completion makes one system call per
 //! one or two completions whenever it is faster than its peers (a
-//! benchmark's client, most of the time): 0.5 to 1.3 per echo at 64 B,
+//! benchmark's client, most of the time): 0.4 to 1.3 per echo at 64 B,
 //! moving from run to run with the two sides' timing. Asking the kernel
 //! for several, but for no longer than the window (its `min_wait`, 6.12),
-//! made it 0.22 to 0.33 in every run at a 60 us window, with the CPU per
+//! made it 0.16 to 0.33 in every run at a 60 us window, with the CPU per
 //! echo and the p99 of a closed loop no worse (BENCHMARKS.md). The cost is
 //! latency: an echo may wait up to the window for the completions that
 //! would share its turn (an open loop's p50 rose by 20 to 35 us at 60 us),
