@@ -101,28 +101,25 @@ impl Batch {
 mod tests {
     use super::*;
 
-    /// Turns of `each` completions, `gap` apart, for `total`.
-    fn feed(
-        batch: &mut Batch,
-        start: Instant,
-        each: usize,
-        gap: Duration,
-        total: Duration,
-    ) -> Instant {
-        let mut now = start;
-        while now < start + total {
-            batch.handle_turn(each, now);
-            now += gap;
-        }
-        now
-    }
-
     const WINDOW: Duration = Duration::from_micros(60);
 
     const ALONE: Wait = Wait {
         want: 1,
         min_wait_us: 0,
     };
+
+    /// A loop with `window` after 50 ms of turns of `each` completions,
+    /// `gap_us` apart; and the instant after the last.
+    fn fed(window: Duration, each: usize, gap_us: u64) -> (Batch, Instant) {
+        let mut batch = Batch::new(window);
+        let start = Instant::now();
+        let mut now = start;
+        while now < start + Duration::from_millis(50) {
+            batch.handle_turn(each, now);
+            now += Duration::from_micros(gap_us);
+        }
+        (batch, now)
+    }
 
     #[test]
     fn a_fresh_loop_returns_at_its_first_completion() {
@@ -131,29 +128,15 @@ mod tests {
 
     #[test]
     fn a_slow_trickle_is_never_held_back() {
-        let mut batch = Batch::new(WINDOW);
-        // 2 completions every 100 us: 20,000 a second, 1.2 per window.
-        feed(
-            &mut batch,
-            Instant::now(),
-            2,
-            Duration::from_micros(100),
-            Duration::from_millis(50),
-        );
+        // 20,000 completions a second: 1.2 per window.
+        let (batch, _) = fed(WINDOW, 2, 100);
         assert_eq!(batch.poll_wait(), ALONE);
     }
 
     #[test]
     fn a_fast_stream_waits_for_what_the_window_brings() {
-        let mut batch = Batch::new(WINDOW);
-        // 2 completions every 10 us: 200,000 a second, 12 per 60 us.
-        feed(
-            &mut batch,
-            Instant::now(),
-            2,
-            Duration::from_micros(10),
-            Duration::from_millis(50),
-        );
+        // 200,000 a second: 12 per window.
+        let (batch, _) = fed(WINDOW, 2, 10);
         let wait = batch.poll_wait();
         assert!((11..=12).contains(&wait.want), "{wait:?}");
         assert_eq!(wait.min_wait_us, 60);
@@ -161,28 +144,13 @@ mod tests {
 
     #[test]
     fn the_ask_is_bounded() {
-        let mut batch = Batch::new(WINDOW);
-        feed(
-            &mut batch,
-            Instant::now(),
-            1000,
-            Duration::from_micros(10),
-            Duration::from_millis(50),
-        );
+        let (batch, _) = fed(WINDOW, 1000, 10);
         assert_eq!(batch.poll_wait().want, MOST);
     }
 
     #[test]
     fn a_load_that_stops_stops_the_batching_within_a_period() {
-        let mut batch = Batch::new(WINDOW);
-        let start = Instant::now();
-        let now = feed(
-            &mut batch,
-            start,
-            2,
-            Duration::from_micros(10),
-            Duration::from_millis(50),
-        );
+        let (mut batch, now) = fed(WINDOW, 2, 10);
         assert!(batch.poll_wait().want > 1);
         // One lone completion after a quiet spell: the period it closes
         // had almost nothing in it.
@@ -192,14 +160,7 @@ mod tests {
 
     #[test]
     fn with_no_window_every_turn_returns_at_its_first() {
-        let mut batch = Batch::new(Duration::ZERO);
-        feed(
-            &mut batch,
-            Instant::now(),
-            1000,
-            Duration::from_micros(10),
-            Duration::from_millis(50),
-        );
+        let (batch, _) = fed(Duration::ZERO, 1000, 10);
         assert_eq!(batch.poll_wait(), ALONE);
     }
 }
