@@ -228,7 +228,7 @@ fn batch_wait_out_of_range_or_on_epoll_is_a_usage_error() {
         ],
     );
     let out = output_within(
-        Command::new(SERVER).env("ECHO_BATCH_WAIT", "60us"),
+        Command::new(SERVER).env("ECHO_SERVER_BATCH_WAIT", "60us"),
         EXIT_LIMIT,
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));

@@ -103,7 +103,7 @@ struct Args {
     /// 0.4 to 1.3 at 64 B). Each echo may come up to this much later, which a
     /// latency measurement through this server would see. 0: off. At most
     /// 10ms; needs Linux 6.12 (else a warning, and no waiting)
-    #[arg(env = "ECHO_BATCH_WAIT", long, value_name = "DURATION", default_value = "0", value_parser = io_model::batch_wait)]
+    #[arg(env = "ECHO_SERVER_BATCH_WAIT", long, value_name = "DURATION", default_value = "0", value_parser = io_model::batch_wait)]
     batch_wait: Duration,
 
     /// Serve only peers in this CIDR block (repeatable; e.g. 10.0.0.0/8,
