@@ -89,7 +89,8 @@ def samples(path):
 
 def profile(name, conns, length, secs):
     server, port = bench.start(name, "0")
-    data = tempfile.mktemp(suffix=".perf")
+    with tempfile.NamedTemporaryFile(suffix=".perf", delete=False) as f:
+        data = f.name
     perf = None
     try:
         cmd = [bench.CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-s", str(length),
@@ -110,6 +111,8 @@ def profile(name, conns, length, secs):
             intervals += 1
             if intervals == secs:
                 break
+        if perf is None or intervals < secs:
+            raise SystemExit(f"{name} at {conns} x {length}: the client ended after {intervals} of {secs} intervals")
         cpu = bench.cpu_secs(server.pid) - cpu0
         perf.send_signal(2)
         perf.wait(timeout=30)

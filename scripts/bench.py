@@ -322,6 +322,8 @@ def syscalls(loads, window):
                     intervals += 1
                     if intervals == window:
                         break
+                if perf is None or intervals < window:
+                    raise SystemExit(f"{name} at {conns} x {length}: the client ended after {intervals} of {window} intervals")
                 perf.send_signal(2)
                 _, err = perf.communicate(timeout=30)
                 client.communicate(timeout=60)

@@ -71,9 +71,14 @@ fn uring_where_a_seccomp_filter_forbids_it_is_exit_1_with_the_reason() {
 
 #[test]
 fn auto_falls_back_to_epoll_saying_why_and_echoes() {
-    let Some(command) =
-        without_io_uring(&["--io", "auto", "--listen", "tcp:0:interface=127.0.0.1"])
-    else {
+    let Some(command) = without_io_uring(&[
+        "--io",
+        "auto",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--batch-wait",
+        "60us",
+    ]) else {
         return;
     };
     let server = Server::spawn(command);
@@ -85,6 +90,14 @@ fn auto_falls_back_to_epoll_saying_why_and_echoes() {
         LONG,
     );
     assert!(server.log().contains("seccomp"), "{}", server.log());
+    // The wait asked for is not there, and the log says so.
+    assert!(
+        server
+            .log()
+            .contains("--batch-wait has no effect: the server runs on epoll"),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]

@@ -474,6 +474,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         server.restrict(access);
     }
     let uring = io_model::resolve(args.io).map_err(anyhow::Error::msg)?;
+    if !uring && !args.batch_wait.is_zero() {
+        // --io auto fell back: the wait asked for does not exist here.
+        tracing::warn!("--batch-wait has no effect: the server runs on epoll");
+    }
     let mut listeners = Vec::new();
     let mut rings: Vec<io_model::Ring> = Vec::new();
     // ssl: listeners on rings, for the self-signed certificate's hint.
