@@ -25,7 +25,7 @@ Figures are microseconds of the server's CPU per echo: the sampled shares
 times the CPU the server used (user + system, /proc) over the window,
 divided by the echoes.
 """
-import importlib.util, json, os, re, subprocess, sys, tempfile
+import importlib.util, os, re, subprocess, sys, tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 spec = importlib.util.spec_from_file_location("bench", os.path.join(HERE, "bench.py"))
@@ -91,32 +91,19 @@ def profile(name, conns, length, secs):
     server, port = bench.start(name, "0")
     with tempfile.NamedTemporaryFile(suffix=".perf", delete=False) as f:
         data = f.name
-    perf = None
+    perf, cpu = [], []
     try:
-        cmd = [bench.CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-s", str(length),
-               "-d", str(secs + 2), "-w", "0", "--interval", "1s", "--json"]
-        if bench.PIN:
-            cmd = ["taskset", "-c", "1"] + cmd
-        client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        echoes, intervals, cpu0 = 0, 0, 0.0
-        for line in client.stdout:
-            if '"interval":true' not in line:
-                continue
-            if perf is None:
-                perf = subprocess.Popen(["perf", "record", "-q", "-F", "1000", "-g", "-p", str(server.pid),
-                                         "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                cpu0 = bench.cpu_secs(server.pid)
-                continue
-            echoes += json.loads(line)["requests"]
-            intervals += 1
-            if intervals == secs:
-                break
-        if perf is None or intervals < secs:
-            raise SystemExit(f"{name} at {conns} x {length}: the client ended after {intervals} of {secs} intervals")
-        cpu = bench.cpu_secs(server.pid) - cpu0
-        perf.send_signal(2)
-        perf.wait(timeout=30)
-        client.communicate(timeout=60)
+        def begin():
+            perf.append(subprocess.Popen(["perf", "record", "-q", "-F", "1000", "-g", "-p", str(server.pid),
+                                          "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            cpu.append(bench.cpu_secs(server.pid))
+
+        def end():
+            cpu.append(bench.cpu_secs(server.pid))
+            perf[0].send_signal(2)
+
+        echoes = bench.over_measured_seconds(name, port, conns, length, secs, begin, end)
+        perf[0].wait(timeout=30)
         counts = {c: 0 for c in ORDER}
         deciding = {c: {} for c in ORDER}
         for frames in samples(data):
@@ -129,15 +116,15 @@ def profile(name, conns, length, secs):
                 top = sorted(deciding[category].items(), key=lambda kv: -kv[1])[:8]
                 print(f"  {name} {category}: " + ", ".join(f"{s} {n}" for s, n in top), file=sys.stderr)
         total = max(sum(counts.values()), 1)
-        per_echo = cpu * 1e6 / max(echoes, 1)
+        per_echo = (cpu[1] - cpu[0]) * 1e6 / max(echoes, 1)
         return echoes / secs, per_echo, {c: per_echo * n / total for c, n in counts.items()}, total
     finally:
-        if perf is not None and perf.poll() is None:
-            perf.kill()
+        for p in perf:
+            if p.poll() is None:
+                p.kill()
         server.kill()
         server.wait()
-        if os.path.exists(data):
-            os.remove(data)
+        os.remove(data)
 
 
 def main():

@@ -292,46 +292,58 @@ def idle_memory(counts):
                 server.wait()
 
 
+def over_measured_seconds(name, port, conns, length, secs, begin, end):
+    """Runs the client against `port`, calls begin() once its first second
+    of measured load is over and end() after the next `secs`, and returns
+    the echoes of those seconds, as the client's interval lines count them
+    (a whole run would also count the connect phase's echoes, which the
+    client does not measure: at 1,000 connections a quarter of what the
+    server echoed)."""
+    cmd = [CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-s", str(length),
+           "-d", str(secs + 2), "-w", "0", "--interval", "1s", "--json"]
+    if PIN:
+        cmd = ["taskset", "-c", "1"] + cmd
+    client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        echoes, intervals, begun = 0, 0, False
+        for line in client.stdout:
+            if '"interval":true' not in line:
+                continue
+            if not begun:
+                begin()
+                begun = True
+                continue
+            echoes += json.loads(line)["requests"]
+            intervals += 1
+            if intervals == secs:
+                end()
+                return echoes
+        raise SystemExit(f"{name} at {conns} x {length}: the client ended after {intervals} of {secs} intervals")
+    finally:
+        client.communicate(timeout=60)
+
+
 def syscalls(loads, window):
     """System calls the server makes per echo, over `window` seconds of the
-    measured load. The client's interval lines count the echoes of the same
-    seconds perf counts: a whole run's count would include the connect
-    phase's echoes, which the client does not measure (at 1,000
-    connections a quarter of what the server echoed)."""
+    measured load."""
     print(f"\nsystem calls per echo (server process, {window} s of measured load, perf stat raw_syscalls:sys_enter):")
     for conns, length in loads:
         for name in SERVERS:
             server, port = start(name, "0")
-            perf = None
+            perf = []
             try:
-                cmd = [CLIENT, "bench", "--connect", f"tcp:127.0.0.1:{port}", "-c", str(conns), "-s", str(length),
-                       "-d", str(window + 2), "-w", "0", "--interval", "1s", "--json"]
-                if PIN:
-                    cmd = ["taskset", "-c", "1"] + cmd
-                client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-                echoes, intervals = 0, 0
-                for line in client.stdout:
-                    if '"interval":true' not in line:
-                        continue
-                    if perf is None:
-                        # The first second is over: count from here.
-                        perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter",
-                                                 "-p", str(server.pid)], stderr=subprocess.PIPE, text=True)
-                        continue
-                    echoes += json.loads(line)["requests"]
-                    intervals += 1
-                    if intervals == window:
-                        break
-                if perf is None or intervals < window:
-                    raise SystemExit(f"{name} at {conns} x {length}: the client ended after {intervals} of {window} intervals")
-                perf.send_signal(2)
-                _, err = perf.communicate(timeout=30)
-                client.communicate(timeout=60)
+                echoes = over_measured_seconds(
+                    name, port, conns, length, window,
+                    lambda: perf.append(subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter",
+                                                          "-p", str(server.pid)], stderr=subprocess.PIPE, text=True)),
+                    lambda: perf[0].send_signal(2))
+                _, err = perf[0].communicate(timeout=30)
                 count = next(int(line.split(",")[0]) for line in err.splitlines() if "raw_syscalls" in line)
                 print(f"  {conns:>5} x {length:<5} {name:>10} {count / max(echoes, 1):6.2f}", flush=True)
             finally:
-                if perf is not None and perf.poll() is None:
-                    perf.kill()
+                for p in perf:
+                    if p.poll() is None:
+                        p.kill()
                 server.kill()
                 server.wait()
 
