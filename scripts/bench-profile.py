@@ -119,11 +119,7 @@ def profile(name, conns, length, secs):
         per_echo = (cpu[1] - cpu[0]) * 1e6 / max(echoes, 1)
         return echoes / secs, per_echo, {c: per_echo * n / total for c, n in counts.items()}, total
     finally:
-        for p in perf:
-            if p.poll() is None:
-                p.kill()
-        server.kill()
-        server.wait()
+        bench.stop(*perf, server)
         os.remove(data)
 
 

@@ -292,6 +292,14 @@ def idle_memory(counts):
                 server.wait()
 
 
+def stop(*processes):
+    """Kills what still runs of `processes` and reaps them."""
+    for p in processes:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
 def over_measured_seconds(name, port, conns, length, secs, begin, end):
     """Runs the client against `port`, calls begin() once its first second
     of measured load is over and end() after the next `secs`, and returns
@@ -341,11 +349,7 @@ def syscalls(loads, window):
                 count = next(int(line.split(",")[0]) for line in err.splitlines() if "raw_syscalls" in line)
                 print(f"  {conns:>5} x {length:<5} {name:>10} {count / max(echoes, 1):6.2f}", flush=True)
             finally:
-                for p in perf:
-                    if p.poll() is None:
-                        p.kill()
-                server.kill()
-                server.wait()
+                stop(*perf, server)
 
 
 if __name__ == "__main__":
