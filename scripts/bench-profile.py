@@ -27,6 +27,8 @@ divided by the echoes.
 """
 import importlib.util, os, re, subprocess, sys, tempfile
 
+# Loading bench.py must not leave a __pycache__ in the working tree.
+sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 spec = importlib.util.spec_from_file_location("bench", os.path.join(HERE, "bench.py"))
 bench = importlib.util.module_from_spec(spec)
