@@ -16,7 +16,10 @@ that names one:
   user space     the server's own code and its libraries (not the C
                  library's system call wrappers: I/O API)
   copy           the kernel copying bytes to or from the process
-  kernel TCP/IP  the stack: TCP, IP, loopback, socket buffers, skb memory
+  kernel TCP/IP  the stack: TCP, IP, loopback, socket buffers, and the
+                 kernel's memory allocator wherever it is called (mostly
+                 for socket buffers here, but io_uring's allocations land
+                 in this row too)
   scheduling     sleeping, waking and switching tasks
   I/O API        system call entry and exit, epoll, io_uring's own work
   other kernel   anything else (timers, interrupts, page faults)
